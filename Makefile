@@ -1,0 +1,58 @@
+# Two entry points for a fresh Debian machine: `make demo` and `make test`.
+# Every target installs what is missing first (apt packages as root, a venv, the package).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := docker.io mosquitto mosquitto-clients docker-registry busybox-static openssl
+# A binary per package, to tell whether the package is installed.
+APT_BINARIES := /usr/sbin/dockerd /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/docker-registry /bin/busybox /usr/bin/openssl
+
+.PHONY: setup system-packages venv test lint typecheck unit integration demo bench schema clean
+
+setup: system-packages venv
+
+system-packages:
+	@missing=0; for b in $(APT_BINARIES); do [ -x $$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: missing system packages ($(APT_PACKAGES)); run as root or install them" >&2; exit 1; fi; \
+	  echo "installing system packages: $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+
+typecheck: venv
+	$(VENV)/bin/mypy --strict src
+
+unit: venv
+	$(VENV)/bin/pytest -m unit -q
+
+integration: setup
+	$(VENV)/bin/pytest -m integration -q
+
+test: setup lint typecheck
+	$(VENV)/bin/pytest -q
+
+demo: setup
+	$(PY) -m cua.demo
+
+bench: setup
+	$(PY) bench/run.py
+
+schema: venv
+	$(PY) -m cua.api.schema docs/schema
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,211 @@
+"""The `Engine` protocol: the agent's only door to containers.
+
+Nothing here is Docker-specific. `cua.engine.docker` implements it on the Docker Engine
+API (aiodocker); `cua.engine.fake` implements it in memory for tests of pure logic. One
+contract test suite runs against both, so the fake cannot drift from the real engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from cua.containers.spec import ContainerSpec, Resources, RestartPolicy
+
+
+class ContainerStatus(StrEnum):
+    """Kanto's container status names (spec §5.4 `status`)."""
+
+    CREATING = "Creating"
+    CREATED = "Created"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    PAUSED = "Paused"
+    EXITED = "Exited"
+    DEAD = "Dead"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    status: ContainerStatus
+    exit_code: int = 0
+    started_at: str = ""  # RFC3339Nano UTC, "" if never started
+    finished_at: str = ""  # RFC3339Nano UTC, "" if never finished
+    restart_count: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status is ContainerStatus.RUNNING
+
+    @property
+    def paused(self) -> bool:
+        return self.status is ContainerStatus.PAUSED
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSummary:
+    """One container as listed: one engine call lists them all (no per-container calls)."""
+
+    id: str
+    name: str
+    image: str  # the image reference the engine reports for the container
+    labels: Mapping[str, str]
+    status: ContainerStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDetails:
+    """One container as inspected.
+
+    `spec` is what the engine holds, mapped back to a `ContainerSpec` (best effort for
+    fields the engine does not keep, which our labels carry instead).
+    """
+
+    id: str
+    name: str
+    image: str
+    labels: Mapping[str, str]
+    state: ContainerState
+    created: str  # RFC3339Nano UTC
+    spec: ContainerSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """Bytes done / total for one image pull. `total` is 0 while unknown."""
+
+    image: str
+    done: int
+    total: int
+    complete: bool = False
+
+
+class EventAction(StrEnum):
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    DIE = "die"
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    RENAME = "rename"
+    UPDATE = "update"
+    DESTROY = "destroy"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    action: EventAction
+    container_id: str
+    name: str
+    raw_action: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCredentials:
+    username: str
+    password: str = field(repr=False)  # never in reprs, logs or feedback
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class EngineError(Exception):
+    """Base of all engine errors. `str(error)` is a message a person can act on."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine cannot be reached (socket missing, refused, or a call timed out)."""
+
+
+class ContainerNotFoundError(EngineError):
+    pass
+
+
+class NameConflictError(EngineError):
+    pass
+
+
+class ImageNotFoundError(EngineError):
+    """The image is not present locally (no pull was attempted)."""
+
+
+class PullFailedError(EngineError):
+    """A pull failed; the message carries the registry's reason."""
+
+
+class CreateFailedError(EngineError):
+    """The engine refused to create a container (bad config for this engine)."""
+
+
+class StartFailedError(EngineError):
+    """A container failed to start; the message carries the engine's reason."""
+
+
+# --- the protocol -----------------------------------------------------------------------
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the update operations need from a container engine, and nothing more."""
+
+    async def list_containers(self) -> list[ContainerSummary]:
+        """All containers (running or not), in one engine call."""
+        ...
+
+    async def inspect_container(self, container: str) -> ContainerDetails:
+        """One container by id or name. Raises ContainerNotFoundError."""
+        ...
+
+    async def image_present(self, image: str) -> bool: ...
+
+    def pull_image(self, image: str) -> AsyncIterator[PullProgress]:
+        """Pull `image` (through a configured mirror, tagged as `image`), yielding progress.
+
+        The last item has `complete=True`. Raises PullFailedError.
+        """
+        ...
+
+    async def create_container(
+        self, name: str, spec: ContainerSpec, labels: Mapping[str, str]
+    ) -> str:
+        """Create (not start) a container named `name` from `spec`; returns its id.
+
+        The image must be present. Raises NameConflictError, ImageNotFoundError,
+        CreateFailedError.
+        """
+        ...
+
+    async def start_container(self, container: str) -> None:
+        """Raises StartFailedError with the engine's reason."""
+        ...
+
+    async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after `grace_period` seconds. No error if already stopped."""
+        ...
+
+    async def remove_container(self, container: str) -> None:
+        """Force-remove (a running container is killed). No error if it is already gone."""
+        ...
+
+    async def rename_container(self, container: str, new_name: str) -> None: ...
+
+    async def update_container(
+        self, container: str, restart: RestartPolicy, resources: Resources | None
+    ) -> None:
+        """Runtime update of restart policy and memory limits (None: leave limits)."""
+        ...
+
+    async def pause_container(self, container: str) -> None: ...
+
+    async def unpause_container(self, container: str) -> None: ...
+
+    def events(self) -> AsyncIterator[ContainerEvent]:
+        """Container events from now on, until the engine connection ends."""
+        ...
+
+    async def close(self) -> None: ...
