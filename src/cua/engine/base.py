@@ -146,6 +146,10 @@ class StartFailedError(EngineError):
     """A container failed to start; the message carries the engine's reason."""
 
 
+class ContainerStateError(EngineError):
+    """The container is not in a state that allows the operation (e.g. pausing a stopped one)."""
+
+
 # --- the protocol -----------------------------------------------------------------------
 
 
@@ -209,3 +213,17 @@ class Engine(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def ensure_image(
+    engine: Engine, image: str, *, always: bool = False
+) -> AsyncIterator[PullProgress]:
+    """Pull `image` if it is missing (or always, when `always`), yielding the pull's progress.
+
+    Yields nothing when the image is present and `always` is false. Pulling is the caller's
+    choice (Kanto pulls only when missing), so `Engine.pull_image` itself always pulls.
+    """
+    if not always and await engine.image_present(image):
+        return
+    async for progress in engine.pull_image(image):
+        yield progress
