@@ -1,0 +1,442 @@
+"""The agent's MQTT connection: connect, stay connected, queue what must go out.
+
+Kanto's agent gives up when the broker is down at start and ignores the TLS settings
+(spec §10, D1/D2). This connection reconnects forever with capped exponential backoff and
+jitter, honours TLS (CA, client certificate and key), renews its subscriptions on every
+connect and keeps what is published while disconnected in a bounded queue that is sent, in
+order, once connected again. A message leaves the queue only when the broker acknowledged
+it (QoS 1 PUBACK), so a connection lost mid-send resends it (at least once, as QoS 1 means).
+
+One `aiomqtt.Client` is made per connection attempt: paho's own session state never
+outlives a connection, our queue is the only place where unsent messages live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import ssl
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = [
+    "Backoff",
+    "BrokerAddress",
+    "BrokerUrlError",
+    "MqttConnection",
+    "MqttOptions",
+    "MqttVersion",
+    "OutgoingKind",
+    "TlsFiles",
+    "parse_broker_url",
+]
+
+log = logging.getLogger(__name__)
+
+PLAIN_SCHEMES = frozenset({"tcp", "mqtt"})
+TLS_SCHEMES = frozenset({"ssl", "mqtts", "tls"})
+DEFAULT_PORTS = {False: 1883, True: 8883}
+
+# CONNACK refusals that mean "your credentials are wrong" (3.1.1 codes 4, 5; MQTT 5 codes
+# 134, 135 — paho reports 3.1.1 refusals as the MQTT 5 reason codes).
+_BAD_CREDENTIALS = frozenset({4, 134})
+_NOT_AUTHORIZED = frozenset({5, 135})
+
+
+class BrokerUrlError(ValueError):
+    """A broker URL that cannot be used; the message says why (never a password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """`tcp://`, `mqtt://` (plain) or `ssl://`, `mqtts://`, `tls://` (TLS) `host[:port]`.
+
+    The port defaults to 1883 (plain) or 8883 (TLS). Credentials in the URL are not
+    accepted: they belong in `client_username`/`client_password`, where they are not logged.
+    """
+    text = url.strip()
+    if "://" not in text:
+        raise BrokerUrlError(
+            "missing scheme (expected tcp://, mqtt://, ssl://, mqtts:// or tls://host:port)"
+        )
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in PLAIN_SCHEMES | TLS_SCHEMES:
+        raise BrokerUrlError(
+            f"unsupported scheme {scheme!r} (expected tcp, mqtt, ssl, mqtts or tls)"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise BrokerUrlError(
+            "credentials in the URL are not supported; use the username/password settings"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise BrokerUrlError("unexpected path or query after host:port")
+    host = parts.hostname
+    if not host:
+        raise BrokerUrlError("missing host")
+    tls = scheme in TLS_SCHEMES
+    try:
+        port = parts.port
+    except ValueError:
+        raise BrokerUrlError("invalid port") from None
+    if port == 0:
+        raise BrokerUrlError("invalid port 0")
+    return BrokerAddress(host=host, port=port if port is not None else DEFAULT_PORTS[tls], tls=tls)
+
+
+class MqttVersion(enum.StrEnum):
+    V311 = "3.1.1"
+    V5 = "5"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM file paths; "" = not set (the system's CAs verify the broker then)."""
+
+    root_ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+
+def tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """A client TLS context that verifies the broker (and presents our certificate).
+
+    Raises OSError / ssl.SSLError when a file is missing or not a usable PEM.
+    """
+    context = ssl.create_default_context(cafile=files.root_ca or None)
+    if files.client_cert:
+        context.load_cert_chain(files.client_cert, files.client_key or None)
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class MqttOptions:
+    """How to connect. Timeouts in seconds (Kanto's `connection` section, spec §7)."""
+
+    broker: BrokerAddress
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    version: MqttVersion = MqttVersion.V311
+    keep_alive: float = 20.0
+    connect_timeout: float = 30.0
+    acknowledge_timeout: float = 15.0
+    subscribe_timeout: float = 15.0
+    unsubscribe_timeout: float = 5.0
+    disconnect_timeout: float = 0.25
+    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    queue_limit: int = 1000
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: the n-th delay is uniform in [d/2, d],
+    d = min(max, initial * 2**n). Jitter keeps a fleet of devices from reconnecting in step.
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, rng: Callable[[float, float], float] | None = None
+    ) -> None:
+        if initial <= 0 or maximum < initial:
+            raise ValueError("backoff needs 0 < initial <= maximum")
+        self.initial = initial
+        self.maximum = maximum
+        self._attempt = 0
+        self._uniform = rng or random.uniform
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** min(self._attempt, 62)))
+        self._attempt += 1
+        return self._uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class OutgoingKind(enum.Enum):
+    """Feedback is what an update manager waits for; it is dropped last when the queue is full."""
+
+    FEEDBACK = "feedback"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    kind: OutgoingKind
+
+
+class OutgoingQueue:
+    """Bounded FIFO. When full, the oldest non-feedback message is dropped (else the oldest)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("queue limit must be >= 1")
+        self._limit = limit
+        self._items: deque[OutgoingMessage] = deque()
+        self._changed = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, message: OutgoingMessage) -> None:
+        if len(self._items) >= self._limit:
+            victim = next(
+                (m for m in self._items if m.kind is not OutgoingKind.FEEDBACK), self._items[0]
+            )
+            self._items.remove(victim)
+            self.dropped += 1
+            log.warning(
+                "MQTT outgoing queue full (%d messages): dropped the oldest %s message for %s",
+                self._limit,
+                victim.kind.value,
+                victim.topic,
+            )
+        self._items.append(message)
+        self._changed.set()
+        self._empty.clear()
+
+    def peek(self) -> OutgoingMessage | None:
+        return self._items[0] if self._items else None
+
+    def pop_sent(self, message: OutgoingMessage) -> None:
+        """Remove `message` after the broker acknowledged it (it may have been dropped)."""
+        if self._items and self._items[0] is message:
+            self._items.popleft()
+        else:
+            for index, item in enumerate(self._items):
+                if item is message:
+                    del self._items[index]
+                    break
+        if not self._items:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+
+MessageHandler = Callable[[str, bytes], None]
+ConnectHook = Callable[[], Awaitable[None]]
+
+
+def describe_connect_error(error: BaseException, options: MqttOptions) -> str:
+    """A log line for a failed connect: says plainly when the credentials were refused."""
+    code = getattr(error, "rc", None)
+    value = code.value if isinstance(code, ReasonCode) else code
+    user = f"user {options.username!r}" if options.username else "no username"
+    if isinstance(error, MqttConnectError) and value in _BAD_CREDENTIALS:
+        return f"broker {options.broker} refused the connection: bad username or password ({user})"
+    if isinstance(error, MqttConnectError) and value in _NOT_AUTHORIZED:
+        return f"broker {options.broker} refused the connection: not authorized ({user})"
+    if isinstance(error, MqttConnectError):
+        return f"broker {options.broker} refused the connection: {error}"
+    text = str(error) or type(error).__name__
+    return f"cannot connect to broker {options.broker}: {text}"
+
+
+class MqttConnection:
+    """Keeps one MQTT session alive until `stop()`; owns its tasks in a TaskGroup.
+
+    `on_message(topic, payload)` is called for each incoming message (must not block);
+    `on_connect()` runs after every (re)connect, once the subscriptions are in place.
+    """
+
+    def __init__(
+        self,
+        options: MqttOptions,
+        subscriptions: Sequence[str],
+        on_message: MessageHandler,
+        on_connect: ConnectHook | None = None,
+    ) -> None:
+        self.options = options
+        self._subscriptions = tuple(subscriptions)
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._queue = OutgoingQueue(options.queue_limit)
+        self._backoff = Backoff(options.backoff_initial, options.backoff_max)
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._ever_connected = asyncio.Event()
+        self.connections = 0  # successful connects so far (for logs and tests)
+
+    # --- publishing --------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        kind: OutgoingKind = OutgoingKind.OTHER,
+    ) -> None:
+        """Queue a message; it is sent as soon as (or once) connected. Never blocks."""
+        self._queue.put(OutgoingMessage(topic, payload, qos, retain, kind))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Returns once connected and subscribed (the first time, or now if connected)."""
+        await self._connected.wait()
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, reconnect, send and receive until `stop()` is called."""
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                self._connected.clear()
+                if self._stopping.is_set():
+                    break
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "%s; retrying in %.1f s", describe_connect_error(exc, self.options), delay
+                )
+                await self._sleep_unless_stopping(delay)
+            except OSError as exc:  # e.g. a TLS file vanished after start
+                self._connected.clear()
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "%s; retrying in %.1f s", describe_connect_error(exc, self.options), delay
+                )
+                await self._sleep_unless_stopping(delay)
+        self._connected.clear()
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Send what is queued (up to `flush_timeout` s when connected), then disconnect."""
+        if self._connected.is_set() and len(self._queue):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.wait_empty(), flush_timeout)
+        if len(self._queue):
+            log.warning("stopping with %d MQTT message(s) not sent", len(self._queue))
+        self._stopping.set()
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _client(self) -> aiomqtt.Client:
+        o = self.options
+        v5 = o.version is MqttVersion.V5
+        return aiomqtt.Client(
+            o.broker.host,
+            o.broker.port,
+            username=o.username or None,
+            password=o.password or None,
+            identifier=o.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else True,
+            clean_start=True,
+            keepalive=max(1, round(o.keep_alive)),
+            timeout=o.connect_timeout,
+            tls_context=tls_context(o.tls) if o.broker.tls else None,
+            logger=logging.getLogger("cua.mqtt.paho"),
+        )
+
+    async def _session(self) -> None:
+        """One connection: connect, subscribe, hook, then send and receive until it drops."""
+        client = self._client()
+        async with client:
+            self._backoff.reset()
+            await client.subscribe(
+                [(topic, 1) for topic in self._subscriptions],
+                timeout=self.options.subscribe_timeout,
+            )
+            self.connections += 1
+            log.info(
+                "connected to MQTT broker %s (client id %s), subscribed to %s",
+                self.options.broker,
+                self.options.client_id,
+                ", ".join(self._subscriptions),
+            )
+            self._connected.set()
+            self._ever_connected.set()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    receiver = group.create_task(self._receive(client))
+                    sender = group.create_task(self._send(client))
+                    if self._on_connect is not None:
+                        group.create_task(self._run_connect_hook(self._on_connect))
+                    await self._stopping.wait()
+                    receiver.cancel()
+                    sender.cancel()
+            except* aiomqtt.MqttError as group_error:
+                self._connected.clear()
+                error = group_error.exceptions[0]
+                log.warning("MQTT connection to %s lost: %s", self.options.broker, error)
+                raise error from None
+            self._connected.clear()
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(
+                    list(self._subscriptions), timeout=self.options.unsubscribe_timeout
+                )
+            log.info("disconnecting from MQTT broker %s", self.options.broker)
+
+    async def _run_connect_hook(self, hook: ConnectHook) -> None:
+        try:
+            await hook()
+        except Exception:  # the hook's failure must not take the connection down
+            log.exception("error in the MQTT on-connect hook")
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                self._on_message(message.topic.value, payload)
+            except Exception:  # a handler bug must not take the connection down
+                log.exception("error handling a message on %s", message.topic.value)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            message = self._queue.peek()
+            if message is None:
+                await self._queue.wait_changed()
+                continue
+            await client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                timeout=self.options.acknowledge_timeout,
+            )
+            self._queue.pop_sent(message)
