@@ -1,0 +1,38 @@
+"""Settings of the update operations (the `update_agent` part of the agent's config).
+
+Defaults follow Kanto where Kanto has the setting, and our-behaviour.md where it does not
+(`mode`, `manage`, `strict`, pull and download tuning).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    """What a desired state does: run to the end by itself, or wait for commands (Kanto)."""
+
+    STANDALONE = "standalone"
+    ORCHESTRATED = "orchestrated"
+
+
+class Manage(StrEnum):
+    """Which containers the agent may change: the ones it labelled, or every one (Kanto)."""
+
+    LABELLED = "labelled"
+    ALL = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSettings:
+    domain: str = "containers"
+    mode: Mode = Mode.STANDALONE
+    manage: Manage = Manage.LABELLED
+    system_containers: tuple[str, ...] = ()
+    strict: bool = False
+    verbose_inventory: bool = False
+    pull_always: bool = False  # default: pull only when the image is missing (Kanto)
+    stop_grace_period: float = 30.0  # seconds, SIGTERM -> SIGKILL (Kanto's default)
+    download_concurrency: int = 4  # parallel pulls at the start of DOWNLOAD
+    progress_interval: float = 1.0  # min seconds between progress-only DOWNLOADING feedback
