@@ -1,0 +1,414 @@
+"""The agent's settings: a Kanto container-management `config.json`, then flags on top.
+
+A Leda or Kanto `config.json` works unchanged (spec §7): its `update_agent` and `connection`
+sections are read, every other section is ignored, and `update_agent.enable` is ignored too
+(this program exists to run the agent). Our own keys live in `update_agent` beside Kanto's.
+Kanto's duration strings (`20s`, `250ms`) fall back to the default when invalid, as Kanto
+does; everything else that is invalid is a `ConfigError` whose message names the key or flag
+and what is wrong, never a value that could be a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cua.engine.base import RegistryCredentials
+from cua.mqtt import (
+    BrokerUrlError,
+    MqttOptions,
+    MqttVersion,
+    TlsFiles,
+    parse_broker_url,
+    tls_context,
+)
+from cua.update.settings import Manage, Mode, UpdateSettings
+
+__all__ = [
+    "DEFAULT_BROKER_URL",
+    "DEFAULT_STATE_DIR",
+    "AgentConfig",
+    "ConfigError",
+    "Overrides",
+    "load_config",
+    "parse_go_duration",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BROKER_URL = "tcp://localhost:1883"
+DEFAULT_STATE_DIR = "/var/lib/cua"
+ENGINE_SCHEMES = frozenset({"unix", "tcp", "http"})
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration. The message is one line: where, and what is wrong."""
+
+
+# --- Go durations (Kanto's `connection` timeouts) --------------------------------------------
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,  # Go accepts both micro signs
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds from a Go duration string (`1h2m3.5s`, `250ms`, `-1s`, `0`). Raises ValueError."""
+    value = text.strip()
+    sign = 1.0
+    if value[:1] in "+-" and value:
+        sign = -1.0 if value[0] == "-" else 1.0
+        value = value[1:]
+    if value == "0":
+        return 0.0
+    if not value:
+        raise ValueError("empty duration")
+    total = 0.0
+    position = 0
+    while position < len(value):
+        match = _DURATION_PART.match(value, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return sign * total
+
+
+# --- the file -----------------------------------------------------------------------------------
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, strict=True)
+
+
+class _RegistryLogin(_FileModel):
+    username: str = ""
+    password: str = Field(default="", repr=False)
+
+
+class _UpdateAgentSection(_FileModel):
+    enable: bool = False  # Kanto's switch; ignored here, we always run
+    domain: str = "containers"
+    system_containers: list[str] = Field(default_factory=list)
+    verbose_inventory_report: bool = False
+    # ours
+    mode: Mode = Mode.STANDALONE
+    manage: Manage = Manage.LABELLED
+    strict: bool = False
+    engine: str = ""
+    state_dir: str = DEFAULT_STATE_DIR
+    registry_mirrors: dict[str, str] = Field(default_factory=dict)
+    registries: dict[str, _RegistryLogin] = Field(default_factory=dict)
+    pull_always: bool = False
+    stop_timeout: str | int | float | None = None
+    mqtt_version: MqttVersion = MqttVersion.V311
+
+
+class _TransportSection(_FileModel):
+    root_ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+
+Duration = str | int | float | None
+
+
+class _ConnectionSection(_FileModel):
+    broker_url: str = DEFAULT_BROKER_URL
+    keep_alive: Duration = None
+    disconnect_timeout: Duration = None
+    client_username: str = ""
+    client_password: str = Field(default="", repr=False)
+    connect_timeout: Duration = None
+    acknowledge_timeout: Duration = None
+    subscribe_timeout: Duration = None
+    unsubscribe_timeout: Duration = None
+    transport: _TransportSection = Field(default_factory=_TransportSection)
+
+
+class _ConfigFile(_FileModel):
+    update_agent: _UpdateAgentSection = Field(default_factory=_UpdateAgentSection)
+    connection: _ConnectionSection = Field(default_factory=_ConnectionSection)
+
+
+_DURATION_DEFAULTS = {
+    "keep_alive": 20.0,
+    "disconnect_timeout": 0.25,
+    "connect_timeout": 30.0,
+    "acknowledge_timeout": 15.0,
+    "subscribe_timeout": 15.0,
+    "unsubscribe_timeout": 5.0,
+}
+
+
+def _duration(section: str, key: str, raw: Duration, default: float) -> float:
+    """Kanto's rule: a missing or invalid duration means the default (with a warning here)."""
+    if raw is None:
+        return default
+    if isinstance(raw, str):
+        try:
+            seconds = parse_go_duration(raw)
+        except ValueError:
+            seconds = -1.0
+        if seconds >= 0:
+            return seconds
+    log.warning(
+        '%s.%s: not a valid duration (like "20s" or "250ms"); using the default %gs',
+        section,
+        key,
+        default,
+    )
+    return default
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {first['msg']}{suffix}"
+
+
+# --- the result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Command-line flags; None / empty = not given (the file or the default applies)."""
+
+    broker: str | None = None
+    engine: str | None = None
+    domain: str | None = None
+    mode: str | None = None
+    manage: str | None = None
+    system_containers: Sequence[str] = ()
+    verbose_inventory: bool = False
+    strict: bool = False
+    state_dir: str | None = None
+    log_level: str | None = None
+    mqtt_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything the agent needs, validated."""
+
+    update: UpdateSettings
+    mqtt: MqttOptions
+    engine_url: str  # "" = the engine's own default (DOCKER_HOST, then the system socket)
+    state_dir: Path
+    registry_mirrors: Mapping[str, str] = field(default_factory=dict)
+    registries: Mapping[str, RegistryCredentials] = field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @property
+    def domain(self) -> str:
+        return self.update.domain
+
+
+def _check_engine_url(url: str, where: str) -> str:
+    if not url:
+        return url
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ENGINE_SCHEMES:
+        raise ConfigError(
+            f"{where}: unsupported engine URL scheme {scheme or '(none)'!r}"
+            " (expected unix:///path/to/socket, tcp://host:port or http://host:port)"
+        )
+    return url
+
+
+def _check_domain(domain: str, where: str) -> str:
+    if not domain.strip():
+        raise ConfigError(f"{where}: the domain must not be empty")
+    if any(ch in domain for ch in "+#/") or any(ch.isspace() for ch in domain):
+        raise ConfigError(f"{where}: the domain must not contain '/', '+', '#' or spaces")
+    return domain
+
+
+def _enum_flag(
+    enum_type: type[Mode] | type[Manage] | type[MqttVersion], value: str, flag: str
+) -> Any:
+    try:
+        return enum_type(value.lower())
+    except ValueError:
+        choices = ", ".join(member.value for member in enum_type)
+        raise ConfigError(f"{flag}: {value!r} is not one of {choices}") from None
+
+
+def read_config_file(path: Path) -> _ConfigFile:
+    """Parse the file; raises ConfigError naming the file and the key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--config: {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise ConfigError(f"--config: {path}: {reason}") from None
+    if not text.strip():
+        return _ConfigFile()
+    try:
+        return _ConfigFile.model_validate_json(text)
+    except ValidationError as exc:
+        if any(item["type"] == "json_invalid" for item in exc.errors()):
+            first = exc.errors(include_input=False, include_url=False)[0]
+            raise ConfigError(f"{path}: not valid JSON: {first['msg']}") from None
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentConfig:
+    """The file (if any) with the flags on top. Raises ConfigError."""
+    file = read_config_file(path) if path is not None else _ConfigFile()
+    ua = file.update_agent
+    conn = file.connection
+
+    domain = _check_domain(
+        overrides.domain if overrides.domain is not None else ua.domain,
+        "--domain" if overrides.domain is not None else "update_agent.domain",
+    )
+    mode = _enum_flag(Mode, overrides.mode, "--mode") if overrides.mode else ua.mode
+    manage = _enum_flag(Manage, overrides.manage, "--manage") if overrides.manage else ua.manage
+    version = (
+        _enum_flag(MqttVersion, overrides.mqtt_version, "--mqtt-version")
+        if overrides.mqtt_version
+        else ua.mqtt_version
+    )
+    system_containers = tuple(overrides.system_containers) or tuple(ua.system_containers)
+    for name in system_containers:
+        if not name.strip():
+            where = (
+                "--system-container"
+                if overrides.system_containers
+                else "update_agent.system_containers"
+            )
+            raise ConfigError(f"{where}: a system container name must not be empty")
+
+    stop_grace = UpdateSettings().stop_grace_period
+    if ua.stop_timeout is not None:
+        if isinstance(ua.stop_timeout, str):
+            try:
+                stop_grace = parse_go_duration(ua.stop_timeout)
+            except ValueError:
+                stop_grace = -1.0
+        else:
+            stop_grace = float(ua.stop_timeout)
+        if stop_grace < 0:
+            raise ConfigError(
+                'update_agent.stop_timeout: must be a duration like "30s" or seconds >= 0'
+            )
+
+    settings = UpdateSettings(
+        domain=domain,
+        mode=mode,
+        manage=manage,
+        system_containers=system_containers,
+        strict=overrides.strict or ua.strict,
+        verbose_inventory=overrides.verbose_inventory or ua.verbose_inventory_report,
+        pull_always=ua.pull_always,
+        stop_grace_period=stop_grace,
+    )
+
+    broker_url = overrides.broker if overrides.broker is not None else conn.broker_url
+    broker_where = "--broker" if overrides.broker is not None else "connection.broker_url"
+    try:
+        broker = parse_broker_url(broker_url)
+    except BrokerUrlError as exc:
+        raise ConfigError(f"{broker_where}: {exc}") from None
+
+    transport = conn.transport
+    tls = TlsFiles(transport.root_ca, transport.client_cert, transport.client_key)
+    if tls.client_key and not tls.client_cert:
+        raise ConfigError("connection.transport.client_key: set without client_cert")
+    if broker.tls:
+        _check_tls(tls)
+    durations = {
+        key: _duration("connection", key, getattr(conn, key), default)
+        for key, default in _DURATION_DEFAULTS.items()
+    }
+    mqtt = MqttOptions(
+        broker=broker,
+        username=conn.client_username,
+        password=conn.client_password,
+        tls=tls,
+        version=version,
+        keep_alive=durations["keep_alive"],
+        connect_timeout=durations["connect_timeout"],
+        acknowledge_timeout=durations["acknowledge_timeout"],
+        subscribe_timeout=durations["subscribe_timeout"],
+        unsubscribe_timeout=durations["unsubscribe_timeout"],
+        disconnect_timeout=durations["disconnect_timeout"],
+    )
+
+    engine_url = _check_engine_url(
+        overrides.engine if overrides.engine is not None else ua.engine,
+        "--engine" if overrides.engine is not None else "update_agent.engine",
+    )
+    for host, mirror in ua.registry_mirrors.items():
+        if not host.strip() or not mirror.strip() or "/" in host:
+            raise ConfigError(
+                f"update_agent.registry_mirrors: entry {host!r} must map a registry host"
+                " to a mirror host[:port]"
+            )
+    registries = {}
+    for host, login in ua.registries.items():
+        if not login.username:
+            raise ConfigError(f"update_agent.registries.{host}.username: must not be empty")
+        registries[host] = RegistryCredentials(login.username, login.password)
+
+    log_level = (overrides.log_level or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level: {overrides.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    state_dir = overrides.state_dir if overrides.state_dir is not None else ua.state_dir
+    if not state_dir.strip():
+        raise ConfigError("update_agent.state_dir: must not be empty")
+
+    return AgentConfig(
+        update=settings,
+        mqtt=mqtt,
+        engine_url=engine_url,
+        state_dir=Path(state_dir),
+        registry_mirrors=dict(ua.registry_mirrors),
+        registries=registries,
+        log_level=log_level,
+    )
+
+
+def _check_tls(tls: TlsFiles) -> None:
+    """Load the TLS files once now, so that a bad path is a start error, not a retry loop."""
+    for key, value in (
+        ("root_ca", tls.root_ca),
+        ("client_cert", tls.client_cert),
+        ("client_key", tls.client_key),
+    ):
+        if value and not os.path.isfile(value):
+            raise ConfigError(f"connection.transport.{key}: {value}: no such file")
+    try:
+        tls_context(tls)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise ConfigError(f"connection.transport: cannot load the TLS files: {reason}") from None
+
+
+def with_settings(config: AgentConfig, **changes: Any) -> AgentConfig:
+    """A copy with some `UpdateSettings` fields changed (used by tools and tests)."""
+    return replace(config, update=replace(config.update, **changes))
