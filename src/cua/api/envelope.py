@@ -7,6 +7,7 @@ that messages are byte-for-byte what Kanto sends for the same content.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -41,6 +42,11 @@ class Envelope(Generic[PayloadT]):
     payload: PayloadT | None
 
 
+# A lone UTF-16 surrogate (possible in text decoded from JSON `\ud800` escapes) is not
+# encodable as UTF-8; Go writes U+FFFD for invalid text, so do we.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -48,7 +54,7 @@ def now_ms() -> int:
 def go_json(value: Any) -> bytes:
     """JSON bytes as Go's json.Marshal writes them."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text.translate(_GO_ESCAPES).encode()
+    return _LONE_SURROGATE.sub("\ufffd", text.translate(_GO_ESCAPES)).encode()
 
 
 def encode(activity_id: str, payload: WireModel | None, timestamp: int | None = None) -> bytes:

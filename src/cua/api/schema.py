@@ -1,0 +1,100 @@
+"""JSON Schemas of the Update Agent API messages, generated from the wire models.
+
+`python -m cua.api.schema DIR` (`make schema`) writes one schema per payload and one per
+envelope into DIR (`docs/schema/` in the repository). The schemas document the wire format
+(spec §1.4, §2.1, §4.1, §5.1, §6.1); the models stay the single source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from cua.api.models import (
+    DesiredState,
+    DesiredStateCommand,
+    DesiredStateFeedback,
+    Inventory,
+    WireModel,
+)
+
+# file stem -> (payload model, topic suffix, direction)
+MESSAGES: Mapping[str, tuple[type[WireModel], str, str]] = {
+    "desired-state": (DesiredState, "desiredstate", "in"),
+    "desired-state-command": (DesiredStateCommand, "desiredstate/command", "in"),
+    "desired-state-feedback": (DesiredStateFeedback, "desiredstatefeedback", "out"),
+    "inventory": (Inventory, "currentstate", "out"),
+}
+
+
+def envelope_model(payload: type[WireModel], *, outgoing: bool) -> type[BaseModel]:
+    """The envelope `{activityId, timestamp, payload}` around `payload`.
+
+    The agent always writes all three keys; it accepts messages that lack any of them.
+    """
+    required: Any = ... if outgoing else None
+    fields: dict[str, Any] = {
+        "activityId": (
+            str,
+            Field(
+                default=required if outgoing else "",
+                description="Correlates requests, feedback and current state replies.",
+            ),
+        ),
+        "timestamp": (
+            int,
+            Field(
+                default=required if outgoing else 0,
+                description="Milliseconds since the Unix epoch.",
+            ),
+        ),
+        "payload": (payload | None, Field(default=required)),
+    }
+    return create_model(
+        f"{payload.__name__}Envelope", __config__=ConfigDict(extra="ignore"), **fields
+    )
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema, for every payload and every envelope."""
+    result: dict[str, dict[str, Any]] = {}
+    for stem, (model, topic, direction) in MESSAGES.items():
+        sender = "agent to manager" if direction == "out" else "manager to agent"
+        what = f"on `<prefix>/{topic}` ({sender})"
+        payload_schema = model.model_json_schema(by_alias=True)
+        payload_schema["description"] = f"The payload of the message {what}."
+        result[f"{stem}.json"] = payload_schema
+        envelope = envelope_model(model, outgoing=direction == "out")
+        envelope_schema = envelope.model_json_schema(by_alias=True)
+        envelope_schema["description"] = f"The whole message {what}."
+        result[f"{stem}-envelope.json"] = envelope_schema
+    return result
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in schemas().items():
+        path = directory / name
+        path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cua.api.schema DIR", file=sys.stderr)
+        return 2
+    for path in write(Path(args[0])):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
