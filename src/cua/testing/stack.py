@@ -1,0 +1,387 @@
+"""The local test stack: a private dockerd, a docker registry and a mosquitto broker.
+
+Everything lives under one short temporary directory (unix socket paths are limited to
+108 bytes) and every process is started by us and stopped by its PID, in order, also when a
+start fails and at interpreter exit. Use it as `with LocalStack() as stack: ...` or with
+explicit `start()` / `stop()`; `python -m cua.testing.stack` runs it for humans.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from cua.testing.processes import (
+    ServiceError,
+    ServiceProcess,
+    alive,
+    descendants,
+    free_port,
+    processes_referencing,
+    stop_pid,
+)
+from cua.testing.tlsgen import TlsFiles, generate_tls
+from cua.testing.unixhttp import engine_json, engine_request
+
+__all__ = ["LocalStack", "ServiceError", "TlsFiles"]
+
+_MNT_DETACH = 2
+_live_stacks: set[LocalStack] = set()
+_live_lock = threading.Lock()
+
+
+def _stop_live_stacks() -> None:
+    """atexit safety net: a stack someone forgot to stop must not outlive the interpreter."""
+    with _live_lock:
+        stacks = list(_live_stacks)
+    for stack in stacks:
+        with contextlib.suppress(Exception):
+            stack.stop()
+
+
+atexit.register(_stop_live_stacks)
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        return True
+
+
+class LocalStack:
+    """A private dockerd + docker registry + mosquitto (plain, TLS and password listeners)."""
+
+    mqtt_user = "cua-test"
+
+    def __init__(self, *, start_timeout: float = 30.0) -> None:
+        self._start_timeout = start_timeout
+        self._tmpdir: Path | None = None
+        self._services: dict[str, ServiceProcess] = {}
+        self._seen_pids: set[int] = set()
+        self._tls: TlsFiles | None = None
+        self.mqtt_password = secrets.token_urlsafe(12)
+        self._mqtt_port = self._mqtts_port = self._mqtt_auth_port = self._registry_port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Create the temp dir and start dockerd, the registry and mosquitto. On any failure
+        everything already started is stopped and the temp dir removed before raising."""
+        if self._tmpdir is not None:
+            raise RuntimeError("LocalStack already started")
+        self._tmpdir = Path(tempfile.mkdtemp(prefix="cua-", dir="/tmp"))
+        with _live_lock:
+            _live_stacks.add(self)
+        try:
+            self._tls = generate_tls(self._tmpdir / "tls")
+            self._mqtt_port, self._mqtts_port = free_port(), free_port()
+            self._mqtt_auth_port, self._registry_port = free_port(), free_port()
+            self._write_mosquitto_config()
+            self._write_registry_config()
+            self._start_dockerd()
+            self.start_registry()
+            self.start_mosquitto()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every service by PID (containers first so no containerd shim survives),
+        kill any straggler that still references the temp dir, unmount, remove the dir."""
+        if self._tmpdir is None:
+            return
+        tmpdir = self._tmpdir
+        try:
+            self.stop_registry()
+            self.stop_mosquitto()
+            self._stop_dockerd()
+            for pid in processes_referencing(str(tmpdir)):
+                stop_pid(pid, timeout=5.0)
+            self._unmount_under(tmpdir)
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        finally:
+            self._tmpdir = None
+            with _live_lock:
+                _live_stacks.discard(self)
+
+    # -- individual services -----------------------------------------------------------------
+
+    def start_registry(self) -> None:
+        """(Re)start the registry on the same port with the same storage."""
+        svc = self._service(
+            "registry", ["docker-registry", "serve", str(self.tmpdir / "registry.yml")]
+        )
+        svc.start(self._registry_ready, timeout=self._start_timeout)
+        self._remember(svc)
+
+    def stop_registry(self) -> None:
+        self._stop_service("registry")
+
+    def start_mosquitto(self) -> None:
+        """(Re)start the broker on the same three ports."""
+        svc = self._service("mosquitto", ["mosquitto", "-c", str(self.tmpdir / "mosquitto.conf")])
+        ports = (self._mqtt_port, self._mqtts_port, self._mqtt_auth_port)
+        svc.start(lambda: all(_tcp_open(p) for p in ports), timeout=self._start_timeout)
+        self._remember(svc)
+
+    def stop_mosquitto(self) -> None:
+        self._stop_service("mosquitto")
+
+    def ensure_running(self) -> None:
+        """Restart any service a previous test stopped (or that died), on its same port."""
+        for name, start in (
+            ("dockerd", self._start_dockerd),
+            ("registry", self.start_registry),
+            ("mosquitto", self.start_mosquitto),
+        ):
+            svc = self._services.get(name)
+            if svc is None or svc.proc is None or svc.proc.poll() is not None:
+                if svc is not None:
+                    svc.stop()
+                start()
+
+    def remove_all_containers(self) -> None:
+        """Force-remove every container of the private dockerd (test isolation)."""
+        containers = engine_json(self.docker_socket, "GET", "/containers/json?all=1")
+        for container in containers:
+            status, body = engine_request(
+                self.docker_socket, "DELETE", f"/containers/{container['Id']}?force=1&v=1"
+            )
+            if status not in (204, 404):
+                raise RuntimeError(f"cannot remove container: {status} {body[:300]!r}")
+
+    def pids(self) -> set[int]:
+        """Every PID this stack started and that is still known: the services, their
+        descendants (containerd, shims) and anything referencing the temp dir."""
+        live = {svc.pid for svc in self._services.values() if svc.pid is not None}
+        found = live | descendants(sorted(live))
+        if self._tmpdir is not None:
+            found |= processes_referencing(str(self._tmpdir))
+        self._seen_pids |= found
+        return found | {pid for pid in self._seen_pids if alive(pid)}
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    @property
+    def tmpdir(self) -> Path:
+        if self._tmpdir is None:
+            raise RuntimeError("LocalStack is not started")
+        return self._tmpdir
+
+    @property
+    def docker_socket(self) -> str:
+        return str(self.tmpdir / "docker.sock")
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.docker_socket}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self._registry_port}"
+
+    @property
+    def mqtt_port(self) -> int:
+        return self._mqtt_port
+
+    @property
+    def mqtts_port(self) -> int:
+        return self._mqtts_port
+
+    @property
+    def mqtt_auth_port(self) -> int:
+        return self._mqtt_auth_port
+
+    @property
+    def broker_url(self) -> str:
+        return f"tcp://127.0.0.1:{self._mqtt_port}"
+
+    @property
+    def tls(self) -> TlsFiles:
+        if self._tls is None:
+            raise RuntimeError("LocalStack is not started")
+        return self._tls
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _service(self, name: str, argv: list[str]) -> ServiceProcess:
+        svc = self._services.get(name)
+        if svc is None:
+            svc = ServiceProcess(name, argv, self.tmpdir / f"{name}.log")
+            self._services[name] = svc
+        return svc
+
+    def _remember(self, svc: ServiceProcess) -> None:
+        if svc.pid is not None:
+            self._seen_pids.add(svc.pid)
+
+    def _stop_service(self, name: str) -> None:
+        svc = self._services.get(name)
+        if svc is not None:
+            svc.stop()
+
+    def _start_dockerd(self) -> None:
+        d = self.tmpdir
+        (d / "daemon.json").write_text("{}\n")  # never read the system /etc/docker/daemon.json
+        argv = [
+            "dockerd",
+            f"--config-file={d / 'daemon.json'}",
+            f"--data-root={d / 'docker'}",
+            f"--exec-root={d / 'exec'}",
+            f"--pidfile={d / 'docker.pid'}",
+            f"--host=unix://{d / 'docker.sock'}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--userland-proxy=false",
+            "--insecure-registry=127.0.0.0/8",
+        ]
+        svc = self._service("dockerd", argv)
+        svc.start(self._dockerd_ready, timeout=self._start_timeout)
+        self._remember(svc)
+        self.pids()  # record containerd's PID too
+
+    def _stop_dockerd(self) -> None:
+        svc = self._services.get("dockerd")
+        if svc is None or svc.pid is None:
+            return
+        with contextlib.suppress(Exception):
+            self.remove_all_containers()
+        children = descendants([svc.pid])
+        self._seen_pids |= children
+        svc.stop(timeout=20.0)
+        # dockerd stops its containerd itself; wait for that, then insist by PID.
+        deadline = time.monotonic() + 10.0
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in children:
+            if alive(pid):
+                stop_pid(pid, timeout=5.0)
+
+    def _dockerd_ready(self) -> bool:
+        status, body = engine_request(self.docker_socket, "GET", "/_ping", timeout=2.0)
+        return status == 200 and body == b"OK"
+
+    def _registry_ready(self) -> bool:
+        url = f"http://{self.registry}/v2/"
+        with urllib.request.urlopen(url, timeout=2.0) as resp:
+            return bool(resp.status == 200)
+
+    def _write_registry_config(self) -> None:
+        d = self.tmpdir
+        (d / "registry.yml").write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {d / 'registry'}\n"
+            "  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            f"http:\n  addr: 127.0.0.1:{self._registry_port}\n"
+        )
+
+    def _write_mosquitto_config(self) -> None:
+        d, tls = self.tmpdir, self.tls
+        passwd = d / "mosquitto.passwd"
+        subprocess.run(
+            ["mosquitto_passwd", "-c", "-b", str(passwd), self.mqtt_user, self.mqtt_password],
+            check=True,
+            capture_output=True,
+        )
+        lines = [
+            "per_listener_settings true",
+            "persistence false",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            # As root mosquitto would switch to user `mosquitto`, which cannot read our
+            # 0700 temp dir; `user root` keeps the current user.
+            *(["user root"] if os.geteuid() == 0 else []),
+            f"listener {self._mqtt_port} 127.0.0.1",
+            "allow_anonymous true",
+            f"listener {self._mqtts_port} 127.0.0.1",
+            "allow_anonymous true",
+            f"cafile {tls.ca_cert}",
+            f"certfile {tls.server_cert}",
+            f"keyfile {tls.server_key}",
+            "require_certificate true",
+            f"listener {self._mqtt_auth_port} 127.0.0.1",
+            "allow_anonymous false",
+            f"password_file {passwd}",
+        ]
+        (d / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+
+    @staticmethod
+    def _unmount_under(directory: Path) -> None:
+        """Detach any mount dockerd left under our dir (overlay, its bind-mounted data root),
+        deepest first, so removing the dir never crosses into a mount."""
+        prefix = str(directory) + "/"
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return
+        targets = [f.split()[4] for f in lines if f.split()[4].startswith(prefix)]
+        libc = ctypes.CDLL(None, use_errno=True)
+        for target in sorted(set(targets), key=len, reverse=True):
+            libc.umount2(target.encode(), _MNT_DETACH)
+
+    def describe(self) -> str:
+        """Human-readable endpoints (no password)."""
+        return "\n".join(
+            [
+                f"tmpdir:        {self.tmpdir}",
+                f"docker host:   {self.docker_host}",
+                f"registry:      {self.registry}",
+                f"mqtt:          {self.broker_url}",
+                f"mqtts:         ssl://127.0.0.1:{self.mqtts_port} (client cert required)",
+                f"mqtt (auth):   tcp://127.0.0.1:{self.mqtt_auth_port} user {self.mqtt_user}",
+                f"tls ca:        {self.tls.ca_cert}",
+                f"tls client:    {self.tls.client_cert} {self.tls.client_key}",
+            ]
+        )
+
+
+def main() -> int:
+    """Run the stack until Ctrl-C or SIGTERM, printing its endpoints."""
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    with LocalStack() as stack:
+        print(f"local stack up in {time.monotonic() - started:.1f} s")
+        print(stack.describe(), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+        print("stopping", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Tiny synchronous HTTP client over a unix socket, for the test stack's Docker Engine.
+
+The stack and the image builder must talk to the private dockerd without an event loop
+(they run in sync fixtures and at interpreter exit), so this uses only `http.client`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Any
+
+__all__ = ["UnixHTTPConnection", "engine_json", "engine_request", "socket_path_of"]
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """`HTTPConnection` whose transport is a unix stream socket instead of TCP."""
+
+    def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def socket_path_of(docker_host_or_socket: str) -> str:
+    """Accept `unix:///path/docker.sock` or a bare path; return the path."""
+    prefix = "unix://"
+    if docker_host_or_socket.startswith(prefix):
+        return docker_host_or_socket[len(prefix) :]
+    if "://" in docker_host_or_socket:
+        raise ValueError(f"not a unix socket docker host: {docker_host_or_socket!r}")
+    return docker_host_or_socket
+
+
+def engine_request(
+    docker_host_or_socket: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 60.0,
+) -> tuple[int, bytes]:
+    """One request to the Engine API; returns (status, body). Never raises on HTTP errors."""
+    conn = UnixHTTPConnection(socket_path_of(docker_host_or_socket), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def engine_json(
+    docker_host_or_socket: str,
+    method: str,
+    path: str,
+    payload: Any = None,
+    *,
+    timeout: float = 60.0,
+) -> Any:
+    """A JSON request; raises `RuntimeError` with the engine's message on a non-2xx status."""
+    body = None if payload is None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    status, data = engine_request(
+        docker_host_or_socket, method, path, body, headers, timeout=timeout
+    )
+    if not 200 <= status < 300:
+        raise RuntimeError(
+            f"engine {method} {path} -> {status}: {data.decode(errors='replace')[:500]}"
+        )
+    return json.loads(data) if data.strip() else None

@@ -1,0 +1,176 @@
+"""The local stack really works: registry -> dockerd pulls, containers run, MQTT round-trips
+on every listener, and stopping a stack leaves no process and no directory behind."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiodocker
+import aiomqtt
+import pytest
+
+from cua.testing.images import ImageFactory, ImageSpec, load_image
+from cua.testing.processes import ServiceError, ServiceProcess, alive
+from cua.testing.stack import LocalStack
+from cua.testing.unixhttp import engine_json
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def docker(clean_engine: LocalStack) -> AsyncIterator[aiodocker.Docker]:
+    client = aiodocker.Docker(url=clean_engine.docker_host)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_pushed_image_is_pulled_and_runs(
+    docker: aiodocker.Docker, image_factory: ImageFactory
+) -> None:
+    reference = image_factory(
+        "eclipse/kuksa.val/databroker", "0.3.0", marker="smoke", labels={"app": "smoke"}
+    )
+    await docker.images.pull(reference)  # POST /images/create
+    image = await docker.images.inspect(reference)
+    assert image["Id"] == image_factory.images[reference].image_id
+    assert image["Config"]["Labels"] == {"app": "smoke"}
+
+    container = await docker.containers.create({"Image": reference}, name="smoke")
+    await container.start()
+    info = await container.show()
+    assert info["State"]["Running"] is True
+    assert info["Config"]["Image"] == reference
+    await container.stop(t=10)
+    info = await container.show()
+    assert info["State"]["Running"] is False
+    assert info["State"]["ExitCode"] == 0  # the default command exits on SIGTERM at once
+    await container.delete()
+    assert await docker.containers.list(all=True) == []
+
+
+async def test_marker_differs_between_versions(
+    docker: aiodocker.Docker, image_factory: ImageFactory
+) -> None:
+    outputs = []
+    for version in ("v1", "v2"):
+        reference = image_factory("smoke/marker", version, marker=f"content-{version}")
+        await docker.images.pull(reference)
+        container = await docker.containers.run(
+            {"Image": reference, "Cmd": ["cat", "/marker"]}, name=f"marker-{version}"
+        )
+        await container.wait()
+        outputs.append("".join(await container.log(stdout=True)))
+    assert outputs == ["content-v1", "content-v2"]
+
+
+async def test_loaded_image_needs_no_registry(
+    docker: aiodocker.Docker, image_factory: ImageFactory, stack: LocalStack
+) -> None:
+    stack.stop_registry()
+    try:
+        reference = image_factory("local/only", "1", push=False, load=True, marker="loaded")
+        image = await docker.images.inspect(reference)
+        assert image["Id"] == image_factory.images[reference].image_id
+        with pytest.raises(aiodocker.DockerError):
+            await docker.images.pull(f"{stack.registry}/never/pushed:1")
+    finally:
+        stack.start_registry()
+
+
+async def _round_trip(client_args: dict[str, object], topic: str) -> aiomqtt.Message:
+    async with aiomqtt.Client("127.0.0.1", **client_args) as client:  # type: ignore[arg-type]
+        await client.subscribe(topic, qos=1)
+        await client.publish(topic, b"payload", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                return message
+    raise AssertionError("no message")
+
+
+def _tls(stack: LocalStack, *, with_client_cert: bool = True) -> aiomqtt.TLSParameters:
+    return aiomqtt.TLSParameters(
+        ca_certs=str(stack.tls.ca_cert),
+        certfile=str(stack.tls.client_cert) if with_client_cert else None,
+        keyfile=str(stack.tls.client_key) if with_client_cert else None,
+    )
+
+
+async def test_qos1_round_trip_plain(stack: LocalStack) -> None:
+    message = await _round_trip({"port": stack.mqtt_port}, "smoke/plain")
+    assert (message.payload, message.qos, str(message.topic)) == (b"payload", 1, "smoke/plain")
+
+
+async def test_qos1_round_trip_tls_with_client_certificate(stack: LocalStack) -> None:
+    message = await _round_trip({"port": stack.mqtts_port, "tls_params": _tls(stack)}, "t/tls")
+    assert (message.payload, message.qos) == (b"payload", 1)
+
+
+async def test_tls_listener_requires_a_client_certificate(stack: LocalStack) -> None:
+    # With TLS 1.3 the broker's refusal (an alert) only arrives after the handshake, and
+    # paho then reports the failed connect as a timeout: hence the short timeout.
+    args = {
+        "port": stack.mqtts_port,
+        "tls_params": _tls(stack, with_client_cert=False),
+        "timeout": 2,
+    }
+    with pytest.raises(aiomqtt.MqttError):
+        await _round_trip(args, "t/nocert")
+
+
+async def test_password_listener(stack: LocalStack) -> None:
+    good = {"port": stack.mqtt_auth_port, "username": stack.mqtt_user}
+    message = await _round_trip({**good, "password": stack.mqtt_password}, "t/auth")
+    assert message.payload == b"payload"
+    with pytest.raises(aiomqtt.MqttError):
+        await _round_trip({**good, "password": "wrong-password"}, "t/auth")
+
+
+async def test_broker_restart_keeps_its_port(stack: LocalStack) -> None:
+    stack.stop_mosquitto()
+    try:
+        with pytest.raises(aiomqtt.MqttError):
+            await _round_trip({"port": stack.mqtt_port, "timeout": 2}, "t/down")
+    finally:
+        stack.start_mosquitto()
+    message = await _round_trip({"port": stack.mqtt_port}, "t/up")
+    assert message.payload == b"payload"
+
+
+def test_service_start_failure_reports_log_tail(tmp_path: Path) -> None:
+    svc = ServiceProcess("broken", ["sh", "-c", "echo cannot bind port; exit 3"], tmp_path / "l")
+    with pytest.raises(ServiceError, match=r"(?s)broken exited with status 3.*cannot bind port"):
+        svc.start(lambda: False, timeout=10)
+    assert svc.pid is None
+
+
+def _children_of(pids: set[int]) -> set[int]:
+    ps = ["ps", "-e", "-o", "pid=,ppid="]
+    out = subprocess.run(ps, capture_output=True, text=True, check=True).stdout
+    rows = [tuple(map(int, line.split())) for line in out.splitlines() if line.strip()]
+    return {pid for pid, ppid in rows if ppid in pids}
+
+
+def test_stopped_stack_leaves_no_process_and_no_directory() -> None:
+    stack = LocalStack()
+    stack.start()
+    try:
+        # A running container makes dockerd's containerd start a shim: it must go too.
+        load_image(stack.docker_host, ImageSpec(marker="leak"), "leak:1")
+        created = engine_json(stack.docker_host, "POST", "/containers/create", {"Image": "leak:1"})
+        engine_json(stack.docker_host, "POST", f"/containers/{created['Id']}/start")
+        pids = stack.pids()
+        tmpdir = stack.tmpdir
+        # dockerd, containerd, mosquitto, registry, and the shim + container process.
+        assert len(pids) >= 5
+        assert all(alive(pid) for pid in pids)
+    finally:
+        stack.stop()
+    assert [pid for pid in pids if alive(pid)] == []
+    assert _children_of(pids) == set()
+    assert not tmpdir.exists()
+    assert stack.pids() == set()
