@@ -828,7 +828,8 @@ class DockerEngine:
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
-            if error.status == 409:
+            # Docker answers 409, or 500 for "is not paused" (20.10).
+            if error.status == 409 or "is not paused" in error.message:
                 raise ContainerStateError(
                     f"cannot {action} container {container}: {error.message}"
                 ) from None
