@@ -1,0 +1,246 @@
+"""The envelope codec (spec §1.4, §4.4): Kanto's bytes out, tolerant but precise in."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cua.api.envelope import MessageError, decode, encode, go_json
+from cua.api.models import (
+    Action,
+    ActionStatusType,
+    Component,
+    DesiredState,
+    DesiredStateCommand,
+    DesiredStateFeedback,
+    Inventory,
+    KeyValuePair,
+    SoftwareNode,
+    SoftwareType,
+    StatusType,
+)
+
+pytestmark = pytest.mark.unit
+
+HELLO = Component(id="containers:hello-world", version="latest")
+
+
+def _action(status: ActionStatusType, message: str) -> Action:
+    return Action(component=HELLO, status=status, message=message)
+
+
+def test_section_1_4_identifying_bytes() -> None:
+    raw = encode("4ece8fb4-...", DesiredStateFeedback(status=StatusType.IDENTIFYING), 1752829700076)
+    assert raw == (
+        b'{"activityId":"4ece8fb4-...","timestamp":1752829700076,'
+        b'"payload":{"status":"IDENTIFYING"}}'
+    )
+
+
+def test_section_1_4_identified_bytes() -> None:
+    feedback = DesiredStateFeedback(
+        status=StatusType.IDENTIFIED,
+        actions=[
+            _action(ActionStatusType.IDENTIFIED, "New container will be created and started.")
+        ],
+    )
+    assert encode("4ece8fb4-...", feedback, 1752829700076) == (
+        b'{"activityId":"4ece8fb4-...","timestamp":1752829700076,"payload":{"status":"IDENTIFIED",'
+        b'"actions":[{"component":{"id":"containers:hello-world","version":"latest"},'
+        b'"status":"IDENTIFIED","message":"New container will be created and started."}]}}'
+    )
+
+
+def test_section_1_4_current_state_bytes() -> None:
+    inventory = Inventory(
+        software_nodes=[
+            SoftwareNode(
+                id="containers-update-agent",
+                version="1.0.0",
+                name="Eclipse Kanto Containers Update Agent",
+                parameters=[KeyValuePair(key="domain", value="containers")],
+                type=SoftwareType.APPLICATION,
+            )
+        ]
+    )
+    assert encode("initial-current-state-1745576976829", inventory, 1745576976830) == (
+        b'{"activityId":"initial-current-state-1745576976829","timestamp":1745576976830,'
+        b'"payload":{"softwareNodes":[{"id":"containers-update-agent","version":"1.0.0",'
+        b'"name":"Eclipse Kanto Containers Update Agent",'
+        b'"parameters":[{"key":"domain","value":"containers"}],"type":"APPLICATION"}]}}'
+    )
+
+
+H = '{"id":"containers:hello-world","version":"latest"}'
+CREATE_MSG = "New container will be created and started."
+STARTED_MSG = "New container instance is started."
+
+
+@pytest.mark.parametrize(
+    ("feedback", "payload"),
+    [
+        (
+            DesiredStateFeedback(
+                status=StatusType.DOWNLOADING,
+                actions=[_action(ActionStatusType.DOWNLOADING, CREATE_MSG)],
+            ),
+            '{"status":"DOWNLOADING","actions":[{"component":'
+            + H
+            + ',"status":"DOWNLOADING","message":"New container will be created and started."}]}',
+        ),
+        (
+            DesiredStateFeedback(
+                status=StatusType.DOWNLOAD_SUCCESS,
+                actions=[_action(ActionStatusType.DOWNLOAD_SUCCESS, "New container created.")],
+            ),
+            '{"status":"DOWNLOAD_SUCCESS","actions":[{"component":'
+            + H
+            + ',"status":"DOWNLOAD_SUCCESS","message":"New container created."}]}',
+        ),
+        (
+            DesiredStateFeedback(
+                status=StatusType.UPDATE_SUCCESS,
+                actions=[_action(ActionStatusType.DOWNLOAD_SUCCESS, "New container created.")],
+            ),
+            '{"status":"UPDATE_SUCCESS","actions":[{"component":'
+            + H
+            + ',"status":"DOWNLOAD_SUCCESS","message":"New container created."}]}',
+        ),
+        (
+            DesiredStateFeedback(
+                status=StatusType.ACTIVATING,
+                actions=[_action(ActionStatusType.ACTIVATING, "New container created.")],
+            ),
+            '{"status":"ACTIVATING","actions":[{"component":'
+            + H
+            + ',"status":"ACTIVATING","message":"New container created."}]}',
+        ),
+        (
+            DesiredStateFeedback(
+                status=StatusType.ACTIVATION_SUCCESS,
+                actions=[
+                    _action(
+                        ActionStatusType.ACTIVATION_SUCCESS, "New container instance is started."
+                    )
+                ],
+            ),
+            '{"status":"ACTIVATION_SUCCESS","actions":[{"component":'
+            + H
+            + ',"status":"ACTIVATION_SUCCESS","message":"New container instance is started."}]}',
+        ),
+    ],
+)
+def test_section_4_4_payloads(feedback: DesiredStateFeedback, payload: str) -> None:
+    raw = encode("A", feedback, 7)
+    assert raw == b'{"activityId":"A","timestamp":7,"payload":' + payload.encode() + b"}"
+
+
+def test_section_4_4_desired_state_round_trips_byte_for_byte() -> None:
+    text = (
+        '{"activityId":"A","timestamp":5,"payload":{"domains":[{"id":"containers","components":'
+        '[{"id":"hello-world","version":"latest","config":[{"key":"image","value":'
+        '"docker.io/library/hello-world:latest"}]}]}]}}'
+    )
+    envelope = decode(text, DesiredState, "desired state")
+    assert encode(envelope.activity_id, envelope.payload, envelope.timestamp) == text.encode()
+
+
+def test_all_three_keys_always_present() -> None:
+    assert encode("", None, 0) == b'{"activityId":"","timestamp":0,"payload":null}'
+    assert json.loads(encode("x", DesiredStateFeedback()))["payload"] == {}
+
+
+def test_timestamp_defaults_to_now_in_milliseconds() -> None:
+    stamp = json.loads(encode("x", None))["timestamp"]
+    assert isinstance(stamp, int)
+    assert stamp > 1_600_000_000_000
+
+
+def test_go_html_escapes_and_raw_utf8() -> None:
+    assert go_json({"m": "<a&b> ü \u2028"}) == '{"m":"\\u003ca\\u0026b\\u003e ü \\u2028"}'.encode()
+
+
+def test_lone_surrogate_becomes_replacement_character() -> None:
+    value = json.loads('"x\\ud800y"')
+    assert go_json(value) == '"x\ufffdy"'.encode()
+
+
+def test_decode_leda_get_state_without_payload() -> None:
+    envelope = decode(
+        '{"activityId":"current-state-test-json","timestamp":1676332092}', Inventory, "request"
+    )
+    assert envelope.activity_id == "current-state-test-json"
+    assert envelope.timestamp == 1676332092
+    assert envelope.payload is None
+
+
+def test_decode_missing_timestamp_and_null_fields() -> None:
+    envelope = decode(
+        '{"activityId":"a","payload":{"command":"DOWNLOAD","baseline":null}}',
+        DesiredStateCommand,
+        "command",
+    )
+    assert envelope.timestamp == 0
+    assert envelope.payload == DesiredStateCommand(command="DOWNLOAD")
+
+
+def test_decode_ignores_unknown_fields() -> None:
+    envelope = decode(
+        '{"activityId":"a","extra":1,"payload":{"domains":[],"what":true}}',
+        DesiredState,
+        "desired state",
+    )
+    assert envelope.payload == DesiredState()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "activity_id"),
+    [
+        ("{", "invalid desired state: not valid JSON at line 1 column 2", None),
+        ("[1]", "invalid desired state: the message is not a JSON object", None),
+        ('{"activityId":5}', "invalid desired state: activityId: must be a string", None),
+        (
+            '{"activityId":"a","timestamp":"x"}',
+            "invalid desired state: timestamp: must be an integer",
+            "a",
+        ),
+        (
+            '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
+            '[{"id":"x","config":[{"key":"env","value":5}]}]}]}}',
+            "invalid desired state: payload.domains[0].components[0].config[0].value: "
+            "Input should be a valid string",
+            "a",
+        ),
+    ],
+)
+def test_decode_errors_name_the_place_not_the_value(
+    raw: str, message: str, activity_id: str | None
+) -> None:
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    assert str(caught.value) == message
+    assert caught.value.activity_id == activity_id
+
+
+def test_decode_error_never_echoes_a_secret_value() -> None:
+    raw = '{"activityId":"a","payload":{"domains":[{"id":{"secret":"hunter2"}}]}}'
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    assert "hunter2" not in str(caught.value)
+
+
+@given(st.binary(max_size=200))
+def test_decode_of_junk_raises_only_message_error(raw: bytes) -> None:
+    with contextlib.suppress(MessageError):
+        decode(raw, DesiredState, "desired state")
+
+
+@given(st.text(max_size=50), st.integers(min_value=0, max_value=2**62))
+def test_encode_is_valid_json_with_the_same_id(activity_id: str, stamp: int) -> None:
+    data = json.loads(encode(activity_id, None, stamp))
+    assert list(data) == ["activityId", "timestamp", "payload"]
+    assert data["timestamp"] == stamp
