@@ -1,45 +1,333 @@
-"""The update manager: one operation at a time, queueing, modes, supersede, current state.
+"""The update manager: one operation at a time, queueing and supersede, the two modes.
 
-Skeleton of the public interface (coord/update-api.md); filled in below as it is built.
+Two tasks share the work. The dispatcher takes what arrives (desired states, commands,
+undecodable messages) at once: it keeps only the newest waiting desired state (the others
+get SUPERSEDED, D9) and, in standalone mode, answers commands for the running operation
+with the wrong-state failure. The worker runs the ordered work: identification, then the
+phases (standalone) or the commands (orchestrated), one operation at a time.
 """
 
 from __future__ import annotations
 
-from cua.api.models import DesiredState, DesiredStateCommand, Inventory, StatusType
-from cua.engine.base import Engine
-from cua.update.plan import Plan
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from cua import __version__
+from cua.api.models import (
+    DesiredState,
+    DesiredStateCommand,
+    DesiredStateFeedback,
+    Inventory,
+    StatusType,
+)
+from cua.containers.errors import DesiredStateError
+from cua.containers.inventory import InventoryContainer, build_inventory
+from cua.containers.labels import decode_labels, is_managed
+from cua.containers.parse import ParsedDesiredState, parse_desired_state
+from cua.engine.base import (
+    ContainerDetails,
+    ContainerNotFoundError,
+    ContainerSummary,
+    Engine,
+    EngineError,
+)
+from cua.update.identify import current_containers, normalize_engine_spec, with_runtime
+from cua.update.operation import Operation
+from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
-from cua.update.settings import UpdateSettings
+from cua.update.recovery import recover
+from cua.update.settings import Manage, Mode, UpdateSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Desired:
+    activity_id: str
+    desired: DesiredState
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    activity_id: str
+    parsed: ParsedDesiredState
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    activity_id: str
+    command: DesiredStateCommand
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalid:
+    activity_id: str
+    message: str
+
+
+_Incoming = _Desired | _Command | _Invalid
+_Work = _Parsed | _Command | _Invalid
 
 
 class UpdateManager:
+    """Processes desired states and commands for one domain (see coord/update-api.md)."""
+
     def __init__(
         self, engine: Engine, publisher: FeedbackPublisher, settings: UpdateSettings
     ) -> None:
         self._engine = engine
         self._publisher = publisher
         self._settings = settings
+        self._inbox: asyncio.Queue[_Incoming | None] = asyncio.Queue()
+        self._work: deque[_Work] = deque()
+        self._work_ready = asyncio.Event()
+        self._running: Operation | None = None  # the operation doing engine work now
+        self._pending: Operation | None = None  # orchestrated: waiting for commands
+        self._stopping = False
+        self._active = False
+        self._stopped = asyncio.Event()
 
-    async def run(self) -> None:
-        raise NotImplementedError
+    # --- submitting (non-blocking) -------------------------------------------------------------
 
     def submit_desired_state(self, activity_id: str, desired: DesiredState) -> None:
-        raise NotImplementedError
+        self._inbox.put_nowait(_Desired(activity_id, desired))
 
     def submit_command(self, activity_id: str, command: DesiredStateCommand) -> None:
-        raise NotImplementedError
+        self._inbox.put_nowait(_Command(activity_id, command))
 
     def report_invalid(self, activity_id: str, message: str) -> None:
-        raise NotImplementedError
+        self._inbox.put_nowait(_Invalid(activity_id, message))
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process submitted work until `stop()` (or cancellation)."""
+        self._active = True
+        self._stopped.clear()
+        try:
+            await self._recover()
+            async with asyncio.TaskGroup() as group:
+                dispatcher = group.create_task(self._dispatch())
+                await self._worker()
+                dispatcher.cancel()
+        finally:
+            self._active = False
+            self._stopped.set()
 
     async def stop(self) -> None:
-        raise NotImplementedError
+        """Graceful: no new work; the operation stops between engine calls, reports what it
+        did (its phase's failure, then INCOMPLETE); returns when `run()` has returned."""
+        self._stopping = True
+        if self._running is not None:
+            self._running.request_stop()
+        self._work_ready.set()
+        if self._active:
+            await self._stopped.wait()
 
-    async def current_state(self) -> Inventory:
-        raise NotImplementedError
+    async def _recover(self) -> None:
+        try:
+            await recover(self._engine)
+        except EngineError as error:
+            log.error("crash recovery failed: %s", error)
+
+    async def _dispatch(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            if item is None or self._stopping:
+                continue
+            if isinstance(item, _Desired):
+                await self._accept_desired(item)
+            elif isinstance(item, _Command) and self._settings.mode is Mode.STANDALONE:
+                await self._answer_standalone(item)
+            else:
+                self._queue(item)
+
+    def _queue(self, item: _Work) -> None:
+        self._work.append(item)
+        self._work_ready.set()
+
+    async def _accept_desired(self, item: _Desired) -> None:
+        try:
+            parsed = parse_desired_state(
+                item.desired, self._settings.domain, strict=self._settings.strict
+            )
+        except DesiredStateError as error:
+            self._queue(_Invalid(item.activity_id, str(error)))
+            return
+        waiting = [w for w in self._work if isinstance(w, _Parsed)]
+        for old in waiting:
+            self._work.remove(old)  # only the newest waiting desired state is kept (D9)
+        self._queue(_Parsed(item.activity_id, parsed))
+        for old in waiting:
+            log.info("[%s] superseded by %s before it started", old.activity_id, item.activity_id)
+            await self._publish(old.activity_id, DesiredStateFeedback(status=StatusType.SUPERSEDED))
+
+    async def _answer_standalone(self, item: _Command) -> None:
+        running = self._running
+        if running is None or running.activity_id != item.activity_id or running.finished:
+            log.info("[%s] command ignored: no such operation running", item.activity_id)
+            return
+        await running.reject(item.command.command, item.command.baseline)
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            if not self._work:
+                self._work_ready.clear()
+                await self._work_ready.wait()
+                continue
+            item = self._work.popleft()
+            if isinstance(item, _Invalid):
+                await self._publish_failed(item.activity_id, item.message)
+            elif isinstance(item, _Parsed):
+                await self._run_desired(item)
+            else:
+                await self._run_command(item)
+        if self._work:
+            log.warning("stopping: %d queued message(s) not processed", len(self._work))
+
+    async def _run_desired(self, item: _Parsed) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            log.info("[%s] superseded by %s", pending.activity_id, item.activity_id)
+            await pending.supersede()
+        operation = await self._identify(item.activity_id, item.parsed)
+        if isinstance(operation, StatusType):
+            return
+        if self._settings.mode is Mode.STANDALONE:
+            self._running = operation
+            try:
+                await operation.run_standalone()
+            finally:
+                self._running = None
+        else:
+            self._pending = operation
+
+    async def _run_command(self, item: _Command) -> None:
+        operation = self._pending
+        if operation is None or operation.activity_id != item.activity_id:
+            log.info("[%s] command ignored: no pending operation with this id", item.activity_id)
+            return
+        self._running = operation
+        try:
+            await operation.command(item.command.command, item.command.baseline)
+        finally:
+            self._running = None
+        if operation.finished:
+            self._pending = None
+
+    # --- identification ---------------------------------------------------------------------
+
+    async def _publish(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        await self._publisher.publish_feedback(activity_id, feedback)
+
+    async def _publish_failed(self, activity_id: str, message: str) -> None:
+        await self._publish(
+            activity_id,
+            DesiredStateFeedback(status=StatusType.IDENTIFICATION_FAILED, message=message),
+        )
+
+    async def _make_plan(self, parsed: ParsedDesiredState) -> Plan:
+        current = await current_containers(
+            self._engine, {c.id for c in parsed.containers}, self._settings.manage
+        )
+        return make_plan(
+            parsed,
+            current,
+            domain=self._settings.domain,
+            manage=self._settings.manage,
+            system_containers=self._settings.system_containers,
+        )
+
+    async def _identify(
+        self, activity_id: str, parsed: ParsedDesiredState
+    ) -> Operation | StatusType:
+        """IDENTIFYING, then IDENTIFIED (+ COMPLETED when there is nothing to do) or
+        IDENTIFICATION_FAILED. Returns the operation when it has actions, else the end."""
+        await self._publish(activity_id, DesiredStateFeedback(status=StatusType.IDENTIFYING))
+        try:
+            plan = await self._make_plan(parsed)
+        except (EngineError, PlanError) as error:
+            await self._publish_failed(activity_id, str(error))
+            return StatusType.IDENTIFICATION_FAILED
+        operation = Operation(activity_id, plan, self._engine, self._publisher, self._settings)
+        await operation.publish_identified()
+        if not plan.actions:
+            await self._publish(activity_id, DesiredStateFeedback(status=StatusType.COMPLETED))
+            return StatusType.COMPLETED
+        return operation
+
+    # --- direct use (CLI, tests) ------------------------------------------------------------
 
     async def plan(self, desired: DesiredState) -> Plan:
-        raise NotImplementedError
+        """Identification only: no feedback, no change. Raises DesiredStateError, EngineError."""
+        parsed = parse_desired_state(desired, self._settings.domain, strict=self._settings.strict)
+        return await self._make_plan(parsed)
 
     async def apply(self, activity_id: str, desired: DesiredState) -> StatusType:
-        raise NotImplementedError
+        """One desired state to its end in the standalone flow, publishing its feedback."""
+        await self._recover()
+        try:
+            parsed = parse_desired_state(
+                desired, self._settings.domain, strict=self._settings.strict
+            )
+        except DesiredStateError as error:
+            await self._publish_failed(activity_id, str(error))
+            return StatusType.IDENTIFICATION_FAILED
+        operation = await self._identify(activity_id, parsed)
+        if isinstance(operation, StatusType):
+            return operation
+        self._running = operation
+        try:
+            return await operation.run_standalone()
+        finally:
+            self._running = None
+
+    # --- current state ------------------------------------------------------------------------
+
+    async def current_state(self) -> Inventory:
+        """The §5 inventory; only the root node when the engine fails (as Kanto)."""
+        try:
+            containers = await self._inventory_containers()
+        except EngineError as error:
+            log.warning("current state: cannot list containers: %s", error)
+            containers = []
+        return build_inventory(
+            self._settings.domain,
+            __version__,
+            containers,
+            verbose=self._settings.verbose_inventory,
+            mark_unmanaged=self._settings.manage is Manage.LABELLED,
+        )
+
+    async def _inventory_containers(self) -> list[InventoryContainer]:
+        summaries = sorted(await self._engine.list_containers(), key=lambda s: s.name)
+        found: list[InventoryContainer | None] = [None] * len(summaries)
+
+        async def one(index: int, summary: ContainerSummary) -> None:
+            with contextlib.suppress(ContainerNotFoundError):
+                found[index] = self._inventory_entry(
+                    await self._engine.inspect_container(summary.id)
+                )
+
+        async with asyncio.TaskGroup() as group:
+            for index, summary in enumerate(summaries):
+                group.create_task(one(index, summary))
+        return [entry for entry in found if entry is not None]
+
+    @staticmethod
+    def _inventory_entry(details: ContainerDetails) -> InventoryContainer:
+        labelled = decode_labels(details.labels)
+        if labelled is None:
+            spec = normalize_engine_spec(details.spec)
+            return InventoryContainer(
+                details=dataclasses.replace(details, spec=spec),
+                managed=is_managed(details.labels),
+            )
+        spec = with_runtime(labelled.spec, normalize_engine_spec(details.spec))
+        return InventoryContainer(
+            details=dataclasses.replace(details, spec=spec), image=labelled.image_as_given
+        )

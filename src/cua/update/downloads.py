@@ -1,0 +1,88 @@
+"""The image pulls of one DOWNLOAD phase, run concurrently (bounded) with their progress.
+
+Kanto pulls each image when it creates the container, one after the other. We start every
+needed pull at the beginning of the phase, then the per-action loop (Kanto's order and
+feedback) waits for each action's image in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from cua.engine.base import Engine, EngineError, ensure_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pull:
+    done: int = 0
+    total: int = 0
+    error: EngineError | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Downloads:
+    """An async context manager: the pulls run while it is entered; leaving cancels the rest."""
+
+    def __init__(
+        self, engine: Engine, images: Iterable[str], *, always: bool, concurrency: int
+    ) -> None:
+        self._engine = engine
+        self._always = always
+        self._limit = asyncio.Semaphore(max(1, concurrency))
+        self._pulls: dict[str, _Pull] = {image: _Pull() for image in dict.fromkeys(images)}
+        self._group = asyncio.TaskGroup()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Downloads:
+        await self._group.__aenter__()
+        for image, pull in self._pulls.items():
+            self._tasks.append(self._group.create_task(self._pull(image, pull)))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()  # a phase that stopped early needs no more images
+        await self._group.__aexit__(exc_type, exc, tb)
+
+    async def _pull(self, image: str, pull: _Pull) -> None:
+        try:
+            async with self._limit:
+                async for progress in ensure_image(self._engine, image, always=self._always):
+                    pull.done, pull.total = progress.done, progress.total
+        except EngineError as error:
+            pull.error = error
+        except Exception as error:  # never let one pull break the phase's task group
+            log.exception("pull of %s failed unexpectedly", image)
+            pull.error = EngineError(f"cannot pull image {image}: {error}")
+        finally:
+            pull.finished.set()
+
+    def percent(self, image: str) -> int:
+        """0-99 while pulling (0 when the size is not known yet)."""
+        pull = self._pulls[image]
+        if pull.finished.is_set() or pull.total <= 0:
+            return 0
+        return max(0, min(99, pull.done * 100 // pull.total))
+
+    async def wait(self, image: str, within: float) -> bool:
+        """Wait up to `within` s for `image`; True when it is there. Raises its pull error."""
+        pull = self._pulls[image]
+        if not pull.finished.is_set():
+            try:
+                await asyncio.wait_for(pull.finished.wait(), within)
+            except TimeoutError:
+                return False
+        if pull.error is not None:
+            raise pull.error
+        return True

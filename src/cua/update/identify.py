@@ -1,0 +1,118 @@
+"""What identification reads from the engine: the current containers (spec §3.2 step 1).
+
+One list call, plus one inspect for each desired name held by a container (done
+concurrently): for our containers the labels hold the spec they were created from (D12),
+but a runtime UPDATE changes restart policy and limits without changing labels, so those
+are taken from the engine when they differ from the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Collection
+
+from cua.containers.inventory import image_version
+from cua.containers.labels import decode_labels, is_managed
+from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
+from cua.engine.base import ContainerNotFoundError, ContainerSummary, Engine
+from cua.engine.sizes import size_to_bytes
+from cua.update.names import is_transient
+from cua.update.plan import CurrentContainer
+from cua.update.settings import Manage
+
+
+async def current_containers(
+    engine: Engine, desired_names: Collection[str], manage: Manage
+) -> list[CurrentContainer]:
+    """The engine's containers as identification needs them. Raises EngineError."""
+    summaries = await engine.list_containers()
+    result: list[CurrentContainer | None] = [None] * len(summaries)
+
+    async def one(index: int, summary: ContainerSummary) -> None:
+        result[index] = await _current(engine, summary, desired_names, manage)
+
+    async with asyncio.TaskGroup() as group:
+        for index, summary in enumerate(summaries):
+            group.create_task(one(index, summary))
+    return [c for c in result if c is not None]
+
+
+async def _current(
+    engine: Engine, summary: ContainerSummary, desired_names: Collection[str], manage: Manage
+) -> CurrentContainer | None:
+    labelled = decode_labels(summary.labels)
+    managed = labelled is not None or is_managed(summary.labels)
+    image = labelled.image_as_given if labelled is not None else summary.image
+    spec: ContainerSpec | None = None
+    compared = summary.name in desired_names and not is_transient(summary.name)
+    if compared and (managed or manage is Manage.ALL):
+        try:
+            details = await engine.inspect_container(summary.id)
+        except ContainerNotFoundError:
+            return None  # removed since it was listed
+        engine_spec = normalize_engine_spec(details.spec)
+        spec = engine_spec if labelled is None else with_runtime(labelled.spec, engine_spec)
+    return CurrentContainer(
+        id=summary.id,
+        name=summary.name,
+        image=image,
+        version=image_version(image),
+        status=summary.status,
+        managed=managed,
+        spec=spec,
+    )
+
+
+def _bytes(size: str) -> int:
+    if size in ("", "-1"):
+        return {"": 0, "-1": -1}[size]
+    try:
+        return size_to_bytes(size)
+    except ValueError:
+        return -2  # unreadable: never equal to anything the engine reports
+
+
+def normalize_engine_spec(spec: ContainerSpec) -> ContainerSpec:
+    """The engine fills swap = 2 x memory when none was given (as CM does, §3.3); a spec
+    read back from the engine says "" there, so that this default is not a difference."""
+    resources = spec.resources
+    if resources is None or not resources.memory or not resources.memory_swap:
+        return spec
+    if _bytes(resources.memory_swap) == 2 * _bytes(resources.memory):
+        resources = dataclasses.replace(resources, memory_swap="")
+        if resources == Resources():
+            return dataclasses.replace(spec, resources=None)
+        return dataclasses.replace(spec, resources=resources)
+    return spec
+
+
+def _same_restart(recorded: RestartPolicy, engine: RestartPolicy) -> bool:
+    if recorded.type is not engine.type:
+        return False
+    return recorded.type is not RestartPolicyType.ON_FAILURE or (
+        recorded.max_retries == engine.max_retries
+    )
+
+
+def _same_resources(recorded: Resources | None, engine: Resources | None) -> bool:
+    mine, theirs = recorded or Resources(), engine or Resources()
+    return (
+        _bytes(mine.memory) == _bytes(theirs.memory)
+        and _bytes(mine.memory_reservation) == _bytes(theirs.memory_reservation)
+        and _bytes(mine.memory_swap) == _bytes(theirs.memory_swap)
+    )
+
+
+def with_runtime(recorded: ContainerSpec, engine: ContainerSpec) -> ContainerSpec:
+    """The recorded spec, with restart policy and limits from the engine where a runtime
+    update changed them (labels cannot change after create)."""
+    spec = recorded
+    if not _same_restart(recorded.restart, engine.restart):
+        timeout = recorded.restart.timeout if engine.restart.type is recorded.restart.type else 0
+        spec = dataclasses.replace(
+            spec, restart=dataclasses.replace(engine.restart, timeout=timeout)
+        )
+    if not _same_resources(recorded.resources, engine.resources):
+        spec = dataclasses.replace(spec, resources=engine.resources)
+    return spec

@@ -1,0 +1,514 @@
+"""One update operation: the phases, Kanto's exact feedback, and our fixes (spec §3.4).
+
+The feedback algorithms of §3.4.1-§3.4.3 are followed step by step (the comments name
+them); the engine work and its undo are in `steps`. Our deviations, each marked with its
+number from our-behaviour.md: D3 CLEANUP after a failure restores the device, D4 rollback
+restores the previous limits, D5 rollback starts what it must (and only if needed), D6
+completion looks at every baseline, D14 CLEANUP of an unknown baseline is CLEANUP_FAILURE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from cua.api.models import (
+    Action,
+    ActionStatusType,
+    CommandType,
+    Component,
+    DesiredStateFeedback,
+    StatusType,
+)
+from cua.containers.compare import ActionKind
+from cua.engine.base import Engine
+from cua.update.downloads import Downloads
+from cua.update.plan import Plan
+from cua.update.publisher import FeedbackPublisher
+from cua.update.settings import UpdateSettings
+from cua.update.steps import ActionState, DeviceSteps
+
+log = logging.getLogger(__name__)
+
+ALL_BASELINES = ("", "*")
+
+ALLOWED: dict[CommandType, tuple[StatusType, ...]] = {
+    CommandType.DOWNLOAD: (StatusType.IDENTIFIED,),
+    CommandType.UPDATE: (StatusType.DOWNLOAD_SUCCESS,),
+    CommandType.ACTIVATE: (StatusType.UPDATE_SUCCESS,),
+    CommandType.ROLLBACK: (
+        StatusType.DOWNLOAD_SUCCESS,
+        StatusType.UPDATE_SUCCESS,
+        StatusType.ACTIVATION_FAILURE,
+        StatusType.ACTIVATION_SUCCESS,
+    ),
+}
+
+FAILURE: dict[CommandType, StatusType] = {
+    CommandType.DOWNLOAD: StatusType.DOWNLOAD_FAILURE,
+    CommandType.UPDATE: StatusType.UPDATE_FAILURE,
+    CommandType.ACTIVATE: StatusType.ACTIVATION_FAILURE,
+    CommandType.ROLLBACK: StatusType.ROLLBACK_FAILURE,
+    CommandType.CLEANUP: StatusType.CLEANUP_FAILURE,
+}
+
+MSG_CREATED = "New container created."
+MSG_STOPPED = "Old container instance is stopped."
+MSG_UPDATED = "Container instance is updated with new configuration."
+MSG_RUNNING = "Existing container instance is running."
+MSG_STARTED = "New container instance is started."
+MSG_REMOVED = "Old container instance is removed."
+MSG_ROLLBACK_UPDATE = (
+    "Update unsuccessful, but rollback succeeded - "
+    "container configuration restored from older instance."
+)
+MSG_ROLLBACK_RECREATE = (
+    "Update unsuccessful, but rollback succeeded - "
+    "new container instance destroyed, old container instance restored."
+)
+MSG_ROLLBACK_CREATE = (
+    "Update unsuccessful, but rollback succeeded - new container instance destroyed."
+)
+MSG_STOPPING = "the agent is stopping: the operation was interrupted"
+MSG_STANDALONE_CLEANUP = "CLEANUP is not possible while the operation runs (standalone mode)"
+
+
+def wrong_state_message(command: CommandType) -> str:
+    """`UPDATE is possible only after status DOWNLOAD_SUCCESS is reported` (§3.4)."""
+    allowed = "|".join(ALLOWED[command])
+    return f"{command} is possible only after status {allowed} is reported"
+
+
+def unknown_baseline_message(baseline: str) -> str:
+    return f"Unknown baseline {baseline}"
+
+
+class OperationStopped(Exception):
+    """The agent is stopping; raised between engine calls, never in the middle of one."""
+
+
+@dataclass(slots=True)
+class BaselineState:
+    indexes: tuple[int, ...]
+    status: StatusType = StatusType.IDENTIFIED
+
+
+@dataclass(frozen=True, slots=True)
+class _Phase:
+    """DOWNLOAD, UPDATE or ACTIVATE, for the algorithm of §3.4.1."""
+
+    kinds: frozenset[ActionKind]
+    running: StatusType
+    success: StatusType
+    failure: StatusType
+    action_running: ActionStatusType
+    action_success: ActionStatusType
+    action_failure: ActionStatusType
+
+
+_DOWNLOAD = _Phase(
+    frozenset({ActionKind.CREATE, ActionKind.RECREATE}),
+    StatusType.DOWNLOADING,
+    StatusType.DOWNLOAD_SUCCESS,
+    StatusType.DOWNLOAD_FAILURE,
+    ActionStatusType.DOWNLOADING,
+    ActionStatusType.DOWNLOAD_SUCCESS,
+    ActionStatusType.DOWNLOAD_FAILURE,
+)
+_UPDATE = _Phase(
+    frozenset({ActionKind.RECREATE, ActionKind.DESTROY, ActionKind.UPDATE}),
+    StatusType.UPDATING,
+    StatusType.UPDATE_SUCCESS,
+    StatusType.UPDATE_FAILURE,
+    ActionStatusType.UPDATING,
+    ActionStatusType.UPDATE_SUCCESS,
+    ActionStatusType.UPDATE_FAILURE,
+)
+_ACTIVATE = _Phase(
+    frozenset({ActionKind.CHECK, ActionKind.CREATE, ActionKind.RECREATE, ActionKind.UPDATE}),
+    StatusType.ACTIVATING,
+    StatusType.ACTIVATION_SUCCESS,
+    StatusType.ACTIVATION_FAILURE,
+    ActionStatusType.ACTIVATING,
+    ActionStatusType.ACTIVATION_SUCCESS,
+    ActionStatusType.ACTIVATION_FAILURE,
+)
+
+
+class Operation:
+    """The actions of one identified desired state and the commands run on them."""
+
+    def __init__(
+        self,
+        activity_id: str,
+        plan: Plan,
+        engine: Engine,
+        publisher: FeedbackPublisher,
+        settings: UpdateSettings,
+    ) -> None:
+        self.activity_id = activity_id
+        self.plan = plan
+        self.actions = [ActionState(planned) for planned in plan.actions]
+        self._engine = engine
+        self._publisher = publisher
+        self._settings = settings
+        self._steps = DeviceSteps(engine, activity_id, settings.stop_grace_period)
+        self._all = BaselineState(tuple(range(len(self.actions))))
+        self._baselines = {
+            title: BaselineState(indexes) for title, indexes in plan.baselines.items()
+        }
+        self._clean = True  # every cleaned baseline was activated and cleaned up (D6)
+        self._stopping = False
+        self._last_progress = 0.0
+        self.final_status: StatusType | None = None
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.final_status is not None
+
+    @property
+    def changed_device(self) -> bool:
+        return any(action.changed for action in self.actions)
+
+    def request_stop(self) -> None:
+        """Stop at the next point between engine calls (graceful agent stop)."""
+        self._stopping = True
+
+    def _checkpoint(self) -> None:
+        if self._stopping:
+            raise OperationStopped(MSG_STOPPING)
+
+    def feedback(
+        self, status: StatusType, baseline: str = "", message: str = ""
+    ) -> DesiredStateFeedback:
+        """A feedback message carrying every action, as it is now."""
+        return DesiredStateFeedback(
+            baseline=baseline,
+            status=status,
+            message=message,
+            actions=[
+                Action(
+                    component=Component(
+                        id=action.planned.component_id, version=action.planned.version
+                    ),
+                    status=action.status,
+                    progress=action.progress,
+                    message=action.message,
+                )
+                for action in self.actions
+            ],
+        )
+
+    async def _publish(self, status: StatusType, baseline: str = "", message: str = "") -> None:
+        await self._publisher.publish_feedback(
+            self.activity_id, self.feedback(status, baseline, message)
+        )
+
+    def _resolve(self, baseline: str) -> BaselineState | None:
+        if baseline in ALL_BASELINES:
+            return self._all
+        return self._baselines.get(baseline)
+
+    def _members(self, state: BaselineState) -> list[ActionState]:
+        return [self.actions[i] for i in state.indexes]
+
+    # --- identification ----------------------------------------------------------------------
+
+    async def publish_identified(self) -> None:
+        """IDENTIFIED with all actions; ignored-entry warnings in the message (D7, D8)."""
+        await self._publish(StatusType.IDENTIFIED, message="; ".join(self.plan.warnings))
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def command(self, command: str, baseline: str) -> None:
+        """One `desiredstate/command` (§3.4), with its feedback. Unknown commands: no answer."""
+        try:
+            kind = CommandType(command)
+        except ValueError:
+            log.warning("[%s] unknown command %r ignored", self.activity_id, command)
+            return
+        if self.finished:
+            log.warning("[%s] command %s after the end: ignored", self.activity_id, kind)
+            return
+        state = self._resolve(baseline)
+        if state is None:
+            # Kanto answers CLEANUP of an unknown baseline with CLEANUP (D14: the failure).
+            await self._publish(FAILURE[kind], baseline, unknown_baseline_message(baseline))
+            return
+        if kind is not CommandType.CLEANUP and state.status not in ALLOWED[kind]:
+            await self._publish(FAILURE[kind], baseline, wrong_state_message(kind))
+            return
+        try:
+            if kind is CommandType.DOWNLOAD:
+                await self._download(state, baseline)
+            elif kind is CommandType.UPDATE:
+                await self._phase(_UPDATE, state, baseline, self._update_step)
+            elif kind is CommandType.ACTIVATE:
+                await self._phase(_ACTIVATE, state, baseline, self._activate_step)
+            elif kind is CommandType.ROLLBACK:
+                await self._rollback(state, baseline)
+            else:
+                await self._cleanup(state, baseline)
+        except OperationStopped:
+            await self._end_stopped()
+
+    async def reject(self, command: str, baseline: str) -> None:
+        """Standalone mode: a command for the running operation gets the failure answer."""
+        try:
+            kind = CommandType(command)
+        except ValueError:
+            log.warning("[%s] unknown command %r ignored", self.activity_id, command)
+            return
+        if kind is CommandType.CLEANUP:
+            await self._publish(FAILURE[kind], baseline, MSG_STANDALONE_CLEANUP)
+        else:
+            await self._publish(FAILURE[kind], baseline, wrong_state_message(kind))
+
+    async def run_standalone(self) -> StatusType:
+        """DOWNLOAD, UPDATE, ACTIVATE, CLEANUP on all actions; on a failure ROLLBACK first."""
+        try:
+            ok = await self._download(self._all, "")
+            if ok:
+                self._checkpoint()
+                ok = await self._phase(_UPDATE, self._all, "", self._update_step)
+            if ok:
+                self._checkpoint()
+                ok = await self._phase(_ACTIVATE, self._all, "", self._activate_step)
+            self._checkpoint()
+            if not ok:
+                await self._rollback(self._all, "")
+                self._checkpoint()
+            await self._cleanup(self._all, "")
+        except OperationStopped:
+            await self._end_stopped()
+        assert self.final_status is not None
+        return self.final_status
+
+    async def supersede(self) -> None:
+        """A newer desired state replaces this one: restore the device, say SUPERSEDED (D9)."""
+        for action in self.actions:
+            await self._undo_quietly(action, ensure_running=False)
+        self.final_status = StatusType.SUPERSEDED
+        await self._publish(StatusType.SUPERSEDED)
+
+    async def _end_stopped(self) -> None:
+        """The agent stops mid-operation: what was done is reported, the end is INCOMPLETE.
+
+        Containers in flight are put back by crash recovery at the next start.
+        """
+        if not self.finished:
+            self.final_status = StatusType.INCOMPLETE
+            await self._publish(StatusType.INCOMPLETE)
+
+    # --- DOWNLOAD, UPDATE, ACTIVATE (§3.4.1) -------------------------------------------------
+
+    async def _phase(
+        self,
+        phase: _Phase,
+        state: BaselineState,
+        baseline: str,
+        step: Callable[[ActionState, str], Awaitable[str]],
+    ) -> bool:
+        """Kanto's phase loop: N in-progress messages, then one result; first error stops."""
+        relevant = [a for a in self._members(state) if a.kind in phase.kinds]
+        last: ActionState | None = None
+        last_message = ""
+        for action in relevant:
+            if last is not None:
+                last.status, last.message = phase.action_success, last_message
+            last = action
+            action.status = phase.action_running
+            state.status = phase.running
+            await self._publish(phase.running, baseline)
+            try:
+                self._checkpoint()
+                last_message = await step(action, baseline)
+            except OperationStopped:
+                action.status, action.message = phase.action_failure, MSG_STOPPING
+                state.status = phase.failure
+                await self._publish(phase.failure, baseline)
+                raise
+            except Exception as error:  # every engine error ends the phase with its text
+                log.warning(
+                    "[%s] %s of %s failed: %s", self.activity_id, phase.running, action.name, error
+                )
+                action.status, action.message = phase.action_failure, str(error)
+                state.status = phase.failure
+                await self._publish(phase.failure, baseline)
+                return False
+        if last is not None:
+            last.status, last.message = phase.action_success, last_message
+        state.status = phase.success
+        await self._publish(phase.success, baseline)
+        return True
+
+    async def _download(self, state: BaselineState, baseline: str) -> bool:
+        """DOWNLOAD: all images pulled in parallel first, then Kanto's loop (with progress)."""
+        images = [
+            a.planned.desired.spec.image
+            for a in self._members(state)
+            if a.kind in _DOWNLOAD.kinds and a.planned.desired is not None
+        ]
+        async with Downloads(
+            self._engine,
+            images,
+            always=self._settings.pull_always,
+            concurrency=self._settings.download_concurrency,
+        ) as downloads:
+
+            async def step(action: ActionState, baseline: str) -> str:
+                desired = action.planned.desired
+                assert desired is not None
+                await self._await_image(downloads, action, desired.spec.image, baseline)
+                await self._steps.create_new(action)
+                return MSG_CREATED
+
+            return await self._phase(_DOWNLOAD, state, baseline, step)
+
+    async def _await_image(
+        self, downloads: Downloads, action: ActionState, image: str, baseline: str
+    ) -> None:
+        """Wait for the image; meanwhile DOWNLOADING feedback carries the action's progress,
+        at most one such message per `progress_interval` for the whole operation."""
+        interval = self._settings.progress_interval
+        while True:
+            wait = max(interval, self._last_progress + interval - time.monotonic())
+            if await downloads.wait(image, wait):
+                return
+            self._checkpoint()
+            percent = downloads.percent(image)
+            if percent > 0 and time.monotonic() - self._last_progress >= interval:
+                action.progress = percent
+                try:
+                    await self._publish(StatusType.DOWNLOADING, baseline)
+                finally:
+                    action.progress = 0
+                self._last_progress = time.monotonic()
+
+    async def _update_step(self, action: ActionState, baseline: str) -> str:
+        if action.kind is ActionKind.UPDATE:
+            await self._steps.update_runtime(action)
+            return MSG_UPDATED
+        await self._steps.stop_old(action)
+        return MSG_STOPPED
+
+    async def _activate_step(self, action: ActionState, baseline: str) -> str:
+        if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
+            await self._steps.activate_new(action)
+            return MSG_STARTED
+        current = action.planned.current
+        assert current is not None
+        await self._steps.ensure_running(current.id)
+        if action.kind is ActionKind.UPDATE:
+            return action.message  # Kanto keeps the UPDATE action's message
+        return MSG_RUNNING
+
+    # --- ROLLBACK (§3.4.2) -------------------------------------------------------------------
+
+    async def _rollback(self, state: BaselineState, baseline: str) -> None:
+        failure = False
+        last: ActionState | None = None
+        last_message = ""
+        for action in self._members(state):
+            if last is not None:
+                last.status, last.message = ActionStatusType.UPDATE_FAILURE, last_message
+                state.status = StatusType.ROLLBACK
+                await self._publish(StatusType.ROLLBACK, baseline)
+            last = action
+            if action.kind in (ActionKind.UPDATE, ActionKind.CREATE, ActionKind.RECREATE):
+                action.status = ActionStatusType.UPDATING
+                state.status = StatusType.ROLLBACK
+                await self._publish(StatusType.ROLLBACK, baseline)
+                try:
+                    await self._steps.undo(action, ensure_running=True)
+                    last_message = {
+                        ActionKind.UPDATE: MSG_ROLLBACK_UPDATE,
+                        ActionKind.CREATE: MSG_ROLLBACK_CREATE,
+                        ActionKind.RECREATE: MSG_ROLLBACK_RECREATE,
+                    }[action.kind]
+                except Exception as error:  # ROLLBACK continues past errors (Kanto)
+                    log.warning("[%s] rollback of %s: %s", self.activity_id, action.name, error)
+                    last_message = str(error)
+                    failure = True
+            else:
+                last = None
+                if action.changed:
+                    # D5: a DESTROY container stopped by UPDATE runs again. Kanto has no
+                    # feedback step here; only a failure shows, on the action itself.
+                    try:
+                        await self._steps.undo(action, ensure_running=True)
+                    except Exception as error:
+                        action.status = ActionStatusType.UPDATE_FAILURE
+                        action.message = str(error)
+                        failure = True
+        if last is not None:
+            last.status, last.message = ActionStatusType.UPDATE_FAILURE, last_message
+        state.status = StatusType.ROLLBACK_FAILURE if failure else StatusType.ROLLBACK_SUCCESS
+        await self._publish(state.status, baseline)
+
+    # --- CLEANUP and completion (§3.4.3) -----------------------------------------------------
+
+    async def _cleanup(self, state: BaselineState, baseline: str) -> None:
+        if baseline in ALL_BASELINES:
+            self._baselines.clear()
+        else:
+            self._baselines.pop(baseline, None)
+        result = StatusType.CLEANUP_SUCCESS
+        members = self._members(state)
+        if state.status is StatusType.ACTIVATION_SUCCESS:
+            for action in members:
+                if action.kind not in (ActionKind.RECREATE, ActionKind.DESTROY):
+                    continue
+                try:
+                    await self._steps.remove_old(action)
+                    error: Exception | None = None
+                except Exception as exc:
+                    error = exc
+                    log.warning("[%s] cleanup of %s: %s", self.activity_id, action.name, exc)
+                if (
+                    action.kind is ActionKind.DESTROY
+                    and action.status is ActionStatusType.UPDATE_SUCCESS
+                ):
+                    if error is None:
+                        action.status = ActionStatusType.REMOVAL_SUCCESS
+                        action.message = MSG_REMOVED
+                    else:
+                        action.status = ActionStatusType.REMOVAL_FAILURE
+                        action.message = str(error)
+                        result = StatusType.CLEANUP_FAILURE
+            for action in members:
+                action.commit()
+        elif not await self._restore(members):
+            # D3: after a failed (or never finished) phase, the device is put back as it was.
+            result = StatusType.CLEANUP_FAILURE
+        self._clean = (
+            self._clean
+            and state.status is StatusType.ACTIVATION_SUCCESS
+            and result is StatusType.CLEANUP_SUCCESS
+        )
+        await self._publish(result, baseline)
+        if not self._baselines:
+            # D6: COMPLETED only if every cleaned baseline was activated and cleaned.
+            self.final_status = StatusType.COMPLETED if self._clean else StatusType.INCOMPLETE
+            await self._publish(self.final_status)
+
+    async def _restore(self, members: Sequence[ActionState]) -> bool:
+        ok = True
+        for action in members:
+            ok = await self._undo_quietly(action, ensure_running=False) and ok
+        return ok
+
+    async def _undo_quietly(self, action: ActionState, *, ensure_running: bool) -> bool:
+        if not action.changed:
+            return True
+        try:
+            await asyncio.shield(self._steps.undo(action, ensure_running=ensure_running))
+        except Exception as error:
+            log.error("[%s] cannot restore %s: %s", self.activity_id, action.name, error)
+            return False
+        return True

@@ -1,0 +1,188 @@
+"""The engine work of each action, and how to undo it.
+
+Every change made to the device is recorded on the action (`ActionState`), so that
+rollback, CLEANUP after a failure (D3) and supersede can put the device back exactly:
+remove what was created, start again what was stopped, revert runtime updates (D4).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cua.api.models import ActionStatusType
+from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
+from cua.containers.labels import encode_labels
+from cua.containers.spec import Resources, RestartPolicy
+from cua.engine.base import ContainerNotFoundError, ContainerStatus, Engine
+from cua.update.names import new_name, old_name, operation_labels
+from cua.update.plan import PlannedAction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ActionState:
+    """One action of a running operation: its wire status and what it changed so far."""
+
+    planned: PlannedAction
+    status: ActionStatusType = ActionStatusType.IDENTIFIED
+    message: str = ""
+    progress: int = 0
+    # --- changes made to the device ---
+    new_id: str | None = None  # the container this operation created
+    new_active: bool = False  # the new container holds the real name (ACTIVATE)
+    old_renamed: bool = False  # the old container was renamed out of the way (ACTIVATE)
+    old_stopped: bool = False  # the old (or destroyed) container was stopped by UPDATE
+    previous: tuple[RestartPolicy, Resources | None] | None = None  # before UPDATE (D4)
+
+    def __post_init__(self) -> None:
+        if not self.message:
+            self.message = IDENTIFIED_MESSAGES[self.planned.kind]
+
+    @property
+    def kind(self) -> ActionKind:
+        return self.planned.kind
+
+    @property
+    def name(self) -> str:
+        return self.planned.name
+
+    @property
+    def changed(self) -> bool:
+        """Whether undoing this action has anything to do."""
+        return (
+            self.new_id is not None
+            or self.old_renamed
+            or self.old_stopped
+            or self.previous is not None
+        )
+
+    def commit(self) -> None:
+        """The change is final (cleaned up after activation): nothing to undo any more."""
+        self.new_id = None
+        self.new_active = self.old_renamed = self.old_stopped = False
+        self.previous = None
+
+
+class DeviceSteps:
+    """The engine calls of the phases, one action at a time."""
+
+    def __init__(self, engine: Engine, activity_id: str, grace_period: float) -> None:
+        self._engine = engine
+        self._activity_id = activity_id
+        self._grace = grace_period
+
+    # --- DOWNLOAD -------------------------------------------------------------------------
+
+    async def create_new(self, action: ActionState) -> None:
+        """CREATE, RECREATE: create the new container, not started, under a temporary name."""
+        desired = action.planned.desired
+        assert desired is not None
+        current = action.planned.current
+        labels = encode_labels(desired) | operation_labels(
+            self._activity_id, None if current is None else current.running
+        )
+        temporary = new_name(action.name)
+        await self._engine.remove_container(temporary)  # a leftover of an interrupted run
+        action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
+
+    # --- UPDATE ---------------------------------------------------------------------------
+
+    async def stop_old(self, action: ActionState) -> None:
+        """RECREATE, DESTROY: stop the current container if it runs or is paused."""
+        current = action.planned.current
+        assert current is not None
+        details = await self._engine.inspect_container(current.id)
+        if details.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
+            action.old_stopped = True  # set first: a failed stop may still have stopped it
+            await self._engine.stop_container(current.id, self._grace)
+
+    async def update_runtime(self, action: ActionState) -> None:
+        """UPDATE: restart policy and memory limits to the desired values."""
+        current, desired = action.planned.current, action.planned.desired
+        assert current is not None
+        assert desired is not None
+        details = await self._engine.inspect_container(current.id)
+        if action.previous is None:
+            action.previous = (details.spec.restart, details.spec.resources)
+        await self._engine.update_container(
+            current.id, desired.spec.restart, desired.spec.resources
+        )
+
+    # --- ACTIVATE -------------------------------------------------------------------------
+
+    async def ensure_running(self, container: str) -> None:
+        """Kanto's ensure-running: running -> nothing; paused -> unpause; else start."""
+        details = await self._engine.inspect_container(container)
+        if details.state.status is ContainerStatus.RUNNING:
+            return
+        if details.state.status is ContainerStatus.PAUSED:
+            await self._engine.unpause_container(container)
+            return
+        await self._engine.start_container(container)
+
+    async def activate_new(self, action: ActionState) -> None:
+        """CREATE, RECREATE: the old container steps aside, the new one takes the name, starts."""
+        assert action.new_id is not None
+        current = action.planned.current
+        if current is not None and not action.old_renamed:
+            await self._engine.rename_container(current.id, old_name(action.name))
+            action.old_renamed = True
+        if not action.new_active:
+            await self._engine.rename_container(action.new_id, action.name)
+            action.new_active = True
+        await self._engine.start_container(action.new_id)
+
+    # --- CLEANUP after activation ---------------------------------------------------------
+
+    async def remove_old(self, action: ActionState) -> None:
+        current = action.planned.current
+        assert current is not None
+        await self._engine.remove_container(current.id)
+
+    # --- undo -----------------------------------------------------------------------------
+
+    async def undo(self, action: ActionState, *, ensure_running: bool) -> None:
+        """Put back what this action changed. Raises the first engine error (after trying).
+
+        `ensure_running` is ROLLBACK's rule (Kanto: the old container of an UPDATE or a
+        RECREATE ends running; D5: started only if it is not running). Without it (CLEANUP
+        after a failure, D3; supersede) a container is started again only if we stopped it.
+        """
+        current = action.planned.current
+        if action.previous is not None:
+            assert current is not None
+            restart, resources = action.previous
+            # Docker cannot remove limits at runtime: "no limits before" leaves them (docs).
+            await self._engine.update_container(current.id, restart, resources)
+            action.previous = None
+        if action.new_id is not None:
+            if action.new_active and action.old_renamed:
+                # Free the real name before the old container takes it back; the new one
+                # keeps its temporary name until removed, so a crash here is recoverable.
+                await self._engine.rename_container(action.new_id, new_name(action.name))
+                action.new_active = False
+            if action.old_renamed:
+                assert current is not None
+                await self._engine.rename_container(current.id, action.name)
+                action.old_renamed = False
+            await self._engine.remove_container(action.new_id)
+            action.new_id = None
+            action.new_active = False
+        elif action.old_renamed:
+            assert current is not None
+            await self._engine.rename_container(current.id, action.name)
+            action.old_renamed = False
+        if current is None:
+            return
+        restart_old = action.old_stopped or (
+            ensure_running and action.kind in (ActionKind.UPDATE, ActionKind.RECREATE)
+        )
+        if restart_old:
+            try:
+                await self.ensure_running(current.id)
+            except ContainerNotFoundError:
+                log.warning("container %s is gone; it cannot be started again", action.name)
+                raise
+            action.old_stopped = False
