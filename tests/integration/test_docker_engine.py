@@ -1,0 +1,647 @@
+"""DockerEngine on the real private dockerd and registry: every §2.3 key, pulls, failures.
+
+Each config key is proven twice: the raw Engine API inspect (through aiodocker) shows the
+value Docker holds, and our inspect maps it back to the same `ContainerSpec` field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import pytest
+from aiohttp import web
+
+from cua.containers.spec import (
+    ContainerSpec,
+    DeviceMapping,
+    LogConfig,
+    LogDriver,
+    LogMode,
+    MountPoint,
+    NetworkMode,
+    PortMapping,
+    ProcessConfig,
+    Propagation,
+    Resources,
+    RestartPolicy,
+    RestartPolicyType,
+)
+from cua.engine.base import (
+    ContainerStatus,
+    CreateFailedError,
+    EngineUnavailableError,
+    PullFailedError,
+    RegistryCredentials,
+)
+from cua.engine.docker import DockerEngine
+from cua.testing.images import ImageFactory
+from cua.testing.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+Raw = dict[str, Any]
+
+
+@pytest.fixture
+async def engine(clean_engine: LocalStack, docker_host: str) -> AsyncIterator[DockerEngine]:
+    docker_engine = DockerEngine(docker_host, timeout=20)
+    yield docker_engine
+    await docker_engine.close()
+
+
+@pytest.fixture
+async def raw(docker_host: str) -> AsyncIterator[aiodocker.Docker]:
+    async with aiodocker.Docker(url=docker_host) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def app_image(image_factory: ImageFactory) -> str:
+    return image_factory("engine/app", "1", load=True, marker="app", env={"FROM_IMAGE": "1"})
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+async def _create(
+    engine: DockerEngine, raw: aiodocker.Docker, spec: ContainerSpec
+) -> tuple[Raw, ContainerSpec]:
+    await engine.create_container(spec.name, spec, {"cua.test": "keys"})
+    raw_data: Raw = await raw.containers.container(spec.name).show()
+    ours = (await engine.inspect_container(spec.name)).spec
+    return raw_data, ours
+
+
+def _base(image: str, **changes: Any) -> ContainerSpec:
+    name = _name("key")
+    spec = ContainerSpec(
+        name=name, image=image, host_name=f"{name}-host", domain_name=f"{name}-domain"
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+# Each case: spec changes, a check on the raw inspect, a check on our mapped-back spec.
+Case = tuple[dict[str, Any], Callable[[Raw], None], Callable[[ContainerSpec], None]]
+
+
+def _case_image() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["Config"]["Image"].endswith("/engine/app:1")
+
+    return {}, raw_check, lambda s: None
+
+
+def _case_env_cmd() -> Case:
+    config = ProcessConfig(env=("A=1", "EMPTY="), cmd=("sleep", "1000"))
+
+    def raw_check(r: Raw) -> None:
+        assert "A=1" in r["Config"]["Env"]
+        assert "EMPTY=" in r["Config"]["Env"]
+        assert "FROM_IMAGE=1" in r["Config"]["Env"]  # the image's env is kept
+        assert r["Config"]["Cmd"] == ["sleep", "1000"]
+        assert r["Config"]["Entrypoint"] is None  # Kanto's cmd never overrides it
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.env == ("A=1", "EMPTY=")  # the image's own env is not the container's
+        assert s.cmd == ("sleep", "1000")
+
+    return {"config": config}, raw_check, ours
+
+
+def _case_ports() -> Case:
+    ports = (
+        PortMapping(host_port=18080, host_port_end=18082, container_port=80, host_ip="127.0.0.1"),
+        PortMapping(host_port=15353, container_port=53, host_port_end=15353, protocol="udp"),
+        PortMapping(host_port=18443, container_port=80, host_port_end=18443, host_ip="127.0.0.1"),
+    )
+
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["PortBindings"] == {
+            "80/tcp": [
+                {"HostIp": "127.0.0.1", "HostPort": "18080-18082"},
+                {"HostIp": "127.0.0.1", "HostPort": "18443"},
+            ],
+            "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "15353"}],
+        }
+        assert set(r["Config"]["ExposedPorts"]) == {"80/tcp", "53/udp"}
+
+    def ours(s: ContainerSpec) -> None:
+        assert set(s.ports) == set(ports)
+
+    return {"ports": ports}, raw_check, ours
+
+
+def _case_devices() -> Case:
+    devices = (
+        DeviceMapping("/dev/null", "/dev/mynull", "rw"),
+        DeviceMapping("/dev/zero", "/dev/z"),
+    )
+
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["Devices"] == [
+            {
+                "PathOnHost": "/dev/null",
+                "PathInContainer": "/dev/mynull",
+                "CgroupPermissions": "rw",
+            },
+            {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z", "CgroupPermissions": "rwm"},
+        ]
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.devices == devices
+
+    return {"devices": devices}, raw_check, ours
+
+
+def _case_network_host() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["NetworkMode"] == "host"
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.network is NetworkMode.HOST
+
+    return {"network": NetworkMode.HOST}, raw_check, ours
+
+
+def _case_network_bridge() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["NetworkMode"] == "bridge"
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.network is NetworkMode.BRIDGE
+
+    return {"network": NetworkMode.BRIDGE}, raw_check, ours
+
+
+def _case_privileged() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["Privileged"] is True
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.privileged
+
+    return {"privileged": True}, raw_check, ours
+
+
+def _case_terminal_interactive() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["Config"]["Tty"] is True
+        assert r["Config"]["OpenStdin"] is True
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.terminal
+        assert s.interactive
+
+    return {"terminal": True, "interactive": True}, raw_check, ours
+
+
+def _case_restart(kind: RestartPolicyType, retries: int) -> Case:
+    policy = RestartPolicy(type=kind, max_retries=retries, timeout=30)
+
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["RestartPolicy"] == {
+            "Name": str(kind),
+            "MaximumRetryCount": retries if kind is RestartPolicyType.ON_FAILURE else 0,
+        }
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.restart.type is kind
+        assert s.restart.max_retries == (retries if kind is RestartPolicyType.ON_FAILURE else 0)
+        assert s.restart.timeout == 0  # no Docker equivalent: kept in our labels only
+
+    return {"restart": policy}, raw_check, ours
+
+
+def _case_log_json_file() -> Case:
+    logc = LogConfig(driver=LogDriver.JSON_FILE, max_files=3, max_size="1.5m", root_dir="/x")
+
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["LogConfig"] == {
+            "Type": "json-file",
+            "Config": {"max-size": str(1536 * 1024), "max-file": "3"},
+        }
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.log.driver is LogDriver.JSON_FILE
+        assert s.log.max_files == 3
+        assert s.log.max_size == "1536K"  # the same size, in its shortest exact form
+        assert s.log.mode is LogMode.BLOCKING
+        assert s.log.root_dir == ""  # logPath: no Docker equivalent, kept in our labels
+
+    return {"log": logc}, raw_check, ours
+
+
+def _case_log_non_blocking() -> Case:
+    logc = LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="2M")
+
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["LogConfig"] == {
+            "Type": "json-file",
+            "Config": {
+                "max-size": str(100 * 1024 * 1024),
+                "max-file": "2",
+                "mode": "non-blocking",
+                "max-buffer-size": str(2 * 1024 * 1024),
+            },
+        }
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.log == LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="2M")
+
+    return {"log": logc}, raw_check, ours
+
+
+def _case_log_none() -> Case:
+    logc = LogConfig(driver=LogDriver.NONE, max_files=0, max_size="")
+
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["LogConfig"] == {"Type": "none", "Config": {}}
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.log.driver is LogDriver.NONE
+        assert (s.log.max_files, s.log.max_size) == (0, "")
+
+    return {"log": logc}, raw_check, ours
+
+
+def _case_memory() -> Case:
+    resources = Resources(memory="50M", memory_reservation="10.5m", memory_swap="-1")
+
+    def raw_check(r: Raw) -> None:
+        host = r["HostConfig"]
+        assert host["Memory"] == 50 * 1024 * 1024
+        assert host["MemoryReservation"] == 10752 * 1024
+        assert host["MemorySwap"] == -1
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.resources == Resources(memory="50M", memory_reservation="10752K", memory_swap="-1")
+
+    return {"resources": resources}, raw_check, ours
+
+
+def _case_memory_default_swap() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["HostConfig"]["Memory"] == 1024**3
+        assert r["HostConfig"]["MemorySwap"] == 2 * 1024**3  # Docker's and CM's default
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.resources == Resources(memory="1G", memory_swap="2G")
+
+    return {"resources": Resources(memory="1g")}, raw_check, ours
+
+
+def _case_extra_hosts() -> Case:
+    hosts = ("literal:192.0.2.10", "gw:host_ip", "loop:host_ip_lo", "peer:container_nobody-host")
+
+    def raw_check(r: Raw) -> None:
+        # host_ip -> Docker's host-gateway; host_ip_lo -> lo's address; a container_ target
+        # that has no address is left out (Docker fixes extra hosts at create).
+        assert r["HostConfig"]["ExtraHosts"] == [
+            "literal:192.0.2.10",
+            "gw:host-gateway",
+            "loop:127.0.0.1",
+        ]
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.extra_hosts == ("literal:192.0.2.10", "gw:host_ip", "loop:127.0.0.1")
+
+    return {"extra_hosts": hosts}, raw_check, ours
+
+
+def _case_host_and_domain_name() -> Case:
+    def raw_check(r: Raw) -> None:
+        assert r["Config"]["Hostname"].endswith("-host")
+        assert r["Config"]["Domainname"].endswith("-domain")
+        assert r["Config"]["Hostname"] == r["Name"].removeprefix("/") + "-host"
+
+    def ours(s: ContainerSpec) -> None:
+        assert s.host_name == f"{s.name}-host"
+        assert s.domain_name == f"{s.name}-domain"
+
+    return {}, raw_check, ours
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "image": _case_image,
+    "env+cmd": _case_env_cmd,
+    "port": _case_ports,
+    "device": _case_devices,
+    "network=host": _case_network_host,
+    "network=bridge": _case_network_bridge,
+    "privileged": _case_privileged,
+    "terminal+interactive": _case_terminal_interactive,
+    "restart=on-failure": lambda: _case_restart(RestartPolicyType.ON_FAILURE, 5),
+    "restart=always": lambda: _case_restart(RestartPolicyType.ALWAYS, 0),
+    "restart=no": lambda: _case_restart(RestartPolicyType.NO, 0),
+    "restart=unless-stopped": lambda: _case_restart(RestartPolicyType.UNLESS_STOPPED, 0),
+    "log=json-file": _case_log_json_file,
+    "logMode=non-blocking": _case_log_non_blocking,
+    "log=none": _case_log_none,
+    "memory": _case_memory,
+    "memory-default-swap": _case_memory_default_swap,
+    "host": _case_extra_hosts,
+    "hostName+domainName": _case_host_and_domain_name,
+}
+
+
+@pytest.mark.parametrize("key", list(CASES))
+async def test_each_config_key_is_held_by_the_engine(
+    key: str, engine: DockerEngine, raw: aiodocker.Docker, app_image: str
+) -> None:
+    changes, raw_check, ours_check = CASES[key]()
+    spec = _base(app_image, **changes)
+    raw_data, ours = await _create(engine, raw, spec)
+    raw_check(raw_data)
+    ours_check(ours)
+    assert ours.name == spec.name
+    assert ours.image == app_image
+
+
+async def test_bind_mounts_with_propagation(
+    engine: DockerEngine, raw: aiodocker.Docker, app_image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    mounts = (
+        MountPoint(str(tmp_path / "a"), "/data/a"),
+        MountPoint(str(tmp_path / "b"), "/data/b", Propagation.RSLAVE),
+    )
+    spec = _base(app_image, mounts=mounts)
+    raw_data, ours = await _create(engine, raw, spec)
+    assert raw_data["HostConfig"]["Mounts"] == [
+        {
+            "Type": "bind",
+            "Source": str(tmp_path / "a"),
+            "Target": "/data/a",
+            "BindOptions": {"Propagation": "rprivate"},
+        },
+        {
+            "Type": "bind",
+            "Source": str(tmp_path / "b"),
+            "Target": "/data/b",
+            "BindOptions": {"Propagation": "rslave"},
+        },
+    ]
+    assert ours.mounts == mounts
+
+
+async def test_a_bind_mount_is_in_the_started_container(
+    engine: DockerEngine, raw: aiodocker.Docker, app_image: str, tmp_path: Path
+) -> None:
+    # rslave/rshared need a slave/shared mount on the host side to *start*, which depends
+    # on the host; rprivate always starts.
+    spec = _base(app_image, mounts=(MountPoint(str(tmp_path), "/data"),))
+    await engine.create_container(spec.name, spec, {})
+    await engine.start_container(spec.name)
+    started: Raw = await raw.containers.container(spec.name).show()
+    assert [(m["Source"], m["Destination"], m["Propagation"]) for m in started["Mounts"]] == [
+        (str(tmp_path), "/data", "rprivate")
+    ]
+
+
+async def test_bind_mount_of_a_missing_source_fails_at_create(
+    engine: DockerEngine, app_image: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-there"
+    spec = _base(app_image, mounts=(MountPoint(str(missing), "/data"),))
+    with pytest.raises(CreateFailedError, match="not-there"):
+        await engine.create_container(spec.name, spec, {})
+
+
+async def test_extra_host_on_a_missing_interface_fails_at_create(
+    engine: DockerEngine, app_image: str
+) -> None:
+    spec = _base(app_image, extra_hosts=("x:host_ip_nosuchif0",))
+    with pytest.raises(CreateFailedError, match="nosuchif0"):
+        await engine.create_container(spec.name, spec, {})
+
+
+async def test_container_that_exits_maps_exit_code_and_restart_count(
+    engine: DockerEngine, app_image: str
+) -> None:
+    spec = _base(
+        app_image,
+        config=ProcessConfig(cmd=("sh", "-c", "exit 3")),
+        restart=RestartPolicy(type=RestartPolicyType.ON_FAILURE, max_retries=1),
+    )
+    await engine.create_container(spec.name, spec, {})
+    await engine.start_container(spec.name)
+    async with asyncio.timeout(30):  # a hang guard: Docker retries once, then gives up
+        while True:
+            details = await engine.inspect_container(spec.name)
+            if details.state.restart_count == 1 and details.state.status in (
+                ContainerStatus.EXITED,
+            ):
+                break
+            await asyncio.sleep(0.1)
+    assert details.state.exit_code == 3
+    assert details.state.finished_at.endswith("Z")
+    assert details.state.started_at.endswith("Z")
+
+
+async def test_api_version_is_negotiated(engine: DockerEngine) -> None:
+    await engine.list_containers()
+    assert engine.api_version == "1.41"  # min(dockerd 20.10's 1.41, ours)
+
+
+# --- pulls ----------------------------------------------------------------------------------
+
+
+async def _forget(raw: aiodocker.Docker, *refs: str) -> None:
+    for ref in refs:
+        try:
+            await raw.images.delete(ref, force=True)
+        except aiodocker.DockerError as error:
+            if error.status != 404:
+                raise
+
+
+async def test_pull_reports_progress_over_several_events(
+    engine: DockerEngine, raw: aiodocker.Docker, image_factory: ImageFactory
+) -> None:
+    image = image_factory("engine/big", "1", marker="big", size_mb=4.0)
+    await _forget(raw, image)
+    progress = [p async for p in engine.pull_image(image)]
+    assert progress[-1].complete
+    in_flight = [p for p in progress if not p.complete and 0 < p.done < p.total]
+    assert len(in_flight) >= 2, progress
+    assert progress[-1].total >= 3 * 1000 * 1000  # ~3 MB of incompressible padding
+    assert progress[-1].done == progress[-1].total
+    assert await engine.image_present(image)
+
+
+async def test_pull_through_a_mirror_tags_the_desired_reference(
+    clean_engine: LocalStack,
+    docker_host: str,
+    registry: str,
+    raw: aiodocker.Docker,
+    image_factory: ImageFactory,
+) -> None:
+    pushed = image_factory("eclipse/x", "1", marker="mirror")
+    desired = "ghcr.io/eclipse/x:1"
+    await _forget(raw, pushed, desired)
+    engine = DockerEngine(docker_host, mirrors={"ghcr.io": registry}, timeout=20)
+    try:
+        progress = [p async for p in engine.pull_image(desired)]
+        assert progress[-1].complete
+        assert progress[-1].image == desired
+        assert await engine.image_present(desired)
+        tags = (await raw.images.inspect(desired))["RepoTags"]
+        assert tags == [desired]  # the mirror's name is not left behind
+        name = _name("mirrored")
+        await engine.create_container(name, ContainerSpec(name=name, image=desired), {})
+        assert (await engine.inspect_container(name)).image == desired
+        assert [c.image for c in await engine.list_containers() if c.name == name] == [desired]
+    finally:
+        await engine.close()
+
+
+async def test_pull_of_a_missing_image_is_a_clear_pull_failure(
+    engine: DockerEngine, registry: str
+) -> None:
+    image = f"{registry}/engine/nothing:1"
+    async with asyncio.timeout(60):  # hang guard
+        with pytest.raises(PullFailedError) as raised:
+            async for _ in engine.pull_image(image):
+                pass
+    assert str(raised.value).startswith(f"cannot pull image {image}: ")
+    assert "manifest unknown" in str(raised.value) or "not found" in str(raised.value)
+
+
+async def test_pull_from_a_stopped_registry_is_a_clear_pull_failure(
+    engine: DockerEngine,
+    clean_engine: LocalStack,
+    raw: aiodocker.Docker,
+    image_factory: ImageFactory,
+) -> None:
+    image = image_factory("engine/offline", "1", marker="offline")
+    await _forget(raw, image)
+    clean_engine.stop_registry()
+    try:
+        async with asyncio.timeout(60):  # hang guard
+            with pytest.raises(PullFailedError) as raised:
+                async for _ in engine.pull_image(image):
+                    pass
+    finally:
+        clean_engine.start_registry()
+    assert str(raised.value).startswith(f"cannot pull image {image}: ")
+    assert "connection refused" in str(raised.value)
+
+
+async def test_credentials_are_accepted_and_never_logged(
+    clean_engine: LocalStack,
+    raw: aiodocker.Docker,
+    image_factory: ImageFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = clean_engine.registry
+    secret = "s3cr3t-" + secrets.token_hex(4)
+    image = image_factory("engine/private", "1", marker="private")
+    await _forget(raw, image)
+    credentials = {registry: RegistryCredentials("robot", secret)}
+    engine = DockerEngine(clean_engine.docker_host, credentials=credentials, timeout=20)
+    caplog.set_level(logging.DEBUG)
+    try:
+        progress = [p async for p in engine.pull_image(image)]
+        assert progress[-1].complete
+        assert secret not in repr(engine)
+        assert secret not in repr(credentials)
+        with pytest.raises(PullFailedError) as raised:
+            async for _ in engine.pull_image(f"{registry}/engine/nothing:1"):
+                pass
+        assert secret not in str(raised.value)
+    finally:
+        await engine.close()
+    assert secret not in caplog.text
+
+
+async def test_credentials_reach_the_registry(clean_engine: LocalStack) -> None:
+    """A loopback "registry" that demands Basic auth sees our username and password."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        if not auth:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="test"'})
+        seen.append(auth)
+        return web.json_response(
+            {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}, status=404
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    host = f"127.0.0.1:{port}"
+    secret = "pw-" + secrets.token_hex(4)
+    engine = DockerEngine(
+        clean_engine.docker_host,
+        credentials={host: RegistryCredentials("robot", secret)},
+        timeout=20,
+    )
+    try:
+        async with asyncio.timeout(60):  # hang guard
+            with pytest.raises(PullFailedError) as raised:
+                async for _ in engine.pull_image(f"{host}/engine/private:1"):
+                    pass
+    finally:
+        await engine.close()
+        await runner.cleanup()
+    expected = "Basic " + base64.b64encode(f"robot:{secret}".encode()).decode()
+    assert expected in seen
+    assert secret not in str(raised.value)
+
+
+# --- the engine going away --------------------------------------------------------------------
+
+
+async def test_missing_socket_is_engine_unavailable(tmp_path: Path) -> None:
+    engine = DockerEngine(f"unix://{tmp_path}/nothing.sock", timeout=2)
+    try:
+        async with asyncio.timeout(10):  # hang guard
+            with pytest.raises(EngineUnavailableError, match=r"nothing\.sock"):
+                await engine.list_containers()
+            with pytest.raises(EngineUnavailableError):
+                async for _ in engine.pull_image("x/y:1"):
+                    pass
+            with pytest.raises(EngineUnavailableError):
+                async for _ in engine.events():
+                    pass
+    finally:
+        await engine.close()
+
+
+async def test_a_socket_that_never_answers_is_engine_unavailable(tmp_path: Path) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accept, read nothing, answer nothing
+
+    path = tmp_path / "silent.sock"
+    server = await asyncio.start_unix_server(silent, path=str(path))
+    engine = DockerEngine(f"unix://{path}", timeout=1)
+    try:
+        async with asyncio.timeout(10):  # hang guard
+            with pytest.raises(EngineUnavailableError, match="no answer within 1 s"):
+                await engine.inspect_container("anything")
+            with pytest.raises(EngineUnavailableError):
+                await engine.start_container("anything")
+        assert accepted
+    finally:
+        await engine.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
