@@ -1,0 +1,258 @@
+"""Pure parts of the Docker adapter: sizes, references, auth header, body <-> spec mapping."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from cua.containers.spec import (
+    ContainerSpec,
+    DeviceMapping,
+    LogConfig,
+    LogDriver,
+    LogMode,
+    MountPoint,
+    NetworkMode,
+    PortMapping,
+    ProcessConfig,
+    Propagation,
+    Resources,
+    RestartPolicy,
+    RestartPolicyType,
+)
+from cua.engine.base import ContainerStatus, EventAction, RegistryCredentials
+from cua.engine.docker import (
+    DockerEngine,
+    ImageReference,
+    _track_layer,
+    create_body,
+    docker_time,
+    engine_url,
+    event_from_docker,
+    registry_auth_header,
+    spec_from_inspect,
+    status_from_docker,
+)
+from cua.engine.sizes import bytes_to_size, engine_size_to_bytes, size_to_bytes
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("100M", 100 * 1024**2),
+        ("100m", 100 * 1024**2),
+        ("1.5g", 1536 * 1024**2),
+        ("200 m", 200 * 1024**2),
+        ("3k", 3072),
+        ("1G", 1024**3),
+    ],
+)
+def test_kanto_sizes_are_powers_of_1024(text: str, count: int) -> None:
+    assert size_to_bytes(text) == count
+
+
+@pytest.mark.parametrize("text", ["1000", "", "1.5", "10MB", "1.2.3m", "-1m"])
+def test_invalid_kanto_sizes_name_the_value(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid size"):
+        size_to_bytes(text)
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(100 * 1024**2, "100M"), (2 * 1024**3, "2G"), (1536 * 1024, "1536K"), (512, "0.5K")],
+)
+def test_bytes_to_the_shortest_exact_size(count: int, text: str) -> None:
+    assert bytes_to_size(count) == text
+    assert size_to_bytes(text) == count
+
+
+def test_engine_sizes_accept_bytes_and_units() -> None:
+    assert engine_size_to_bytes("104857600") == 100 * 1024**2
+    assert engine_size_to_bytes("10m") == 10 * 1024**2
+    assert engine_size_to_bytes("10MiB") == 10 * 1024**2
+
+
+@pytest.mark.parametrize(
+    ("reference", "registry", "path", "tag", "repository"),
+    [
+        ("ghcr.io/eclipse/x:1", "ghcr.io", "eclipse/x", "1", "ghcr.io/eclipse/x"),
+        ("127.0.0.1:5000/a/b:2.0", "127.0.0.1:5000", "a/b", "2.0", "127.0.0.1:5000/a/b"),
+        ("localhost/app", "localhost", "app", "", "localhost/app"),
+        ("busybox:1.36", "docker.io", "busybox", "1.36", "busybox"),
+        ("library/busybox", "docker.io", "library/busybox", "", "library/busybox"),
+        ("registry:5000/app", "registry:5000", "app", "", "registry:5000/app"),
+    ],
+)
+def test_image_references(
+    reference: str, registry: str, path: str, tag: str, repository: str
+) -> None:
+    parsed = ImageReference.parse(reference)
+    assert (parsed.registry, parsed.path, parsed.tag, parsed.repository) == (
+        registry,
+        path,
+        tag,
+        repository,
+    )
+    assert str(parsed) == reference
+
+
+def test_digest_references_and_mirrors() -> None:
+    digest = "sha256:" + "a" * 64
+    parsed = ImageReference.parse(f"ghcr.io/x/y@{digest}")
+    assert (parsed.digest, parsed.tag) == (digest, "")
+    assert str(parsed.on_registry("127.0.0.1:5000")) == f"127.0.0.1:5000/x/y@{digest}"
+    hub = ImageReference.parse("busybox:1")
+    assert str(hub.on_registry("mirror:5000")) == "mirror:5000/library/busybox:1"
+
+
+def test_registry_auth_header_is_base64url_json() -> None:
+    header = registry_auth_header(RegistryCredentials("robot", "p+/w=?"), "ghcr.io")
+    assert "+" not in header
+    assert "/" not in header
+    decoded = json.loads(base64.urlsafe_b64decode(header))
+    assert decoded == {"username": "robot", "password": "p+/w=?", "serveraddress": "ghcr.io"}
+
+
+def test_credentials_never_in_reprs() -> None:
+    credentials = RegistryCredentials("robot", "topsecret")
+    engine = DockerEngine("unix:///x.sock", credentials={"ghcr.io": credentials})
+    assert "topsecret" not in repr(credentials)
+    assert "topsecret" not in repr(engine)
+    assert "topsecret" not in str(vars(engine).get("mirrors"))
+
+
+def test_engine_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    assert engine_url(None) == "unix:///var/run/docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", "unix:///from/env.sock")
+    assert engine_url(None) == "unix:///from/env.sock"
+    assert engine_url("unix:///explicit.sock") == "unix:///explicit.sock"
+    assert engine_url("/run/docker.sock") == "unix:///run/docker.sock"
+    assert engine_url("tcp://127.0.0.1:2375") == "http://127.0.0.1:2375"
+    assert engine_url("http://127.0.0.1:2375") == "http://127.0.0.1:2375"
+
+
+@pytest.mark.parametrize(
+    ("docker", "kanto"),
+    [
+        ("created", ContainerStatus.CREATED),
+        ("running", ContainerStatus.RUNNING),
+        ("restarting", ContainerStatus.RUNNING),
+        ("paused", ContainerStatus.PAUSED),
+        ("exited", ContainerStatus.EXITED),
+        ("dead", ContainerStatus.DEAD),
+        ("removing", ContainerStatus.DEAD),
+        ("weird", ContainerStatus.UNKNOWN),
+    ],
+)
+def test_state_mapping(docker: str, kanto: ContainerStatus) -> None:
+    assert status_from_docker(docker) is kanto
+
+
+def test_docker_zero_time_is_never() -> None:
+    assert docker_time("0001-01-01T00:00:00Z") == ""
+    assert docker_time("2024-05-01T10:00:00.123456789Z") == "2024-05-01T10:00:00.123456789Z"
+
+
+FULL = ContainerSpec(
+    name="full",
+    image="ghcr.io/x/full:1",
+    host_name="full-host",
+    domain_name="full-domain",
+    config=ProcessConfig(env=("A=1",), cmd=("run", "--fast")),
+    devices=(DeviceMapping("/dev/ttyUSB0", "/dev/ttyUSB0", "rw"),),
+    ports=(PortMapping(80, 8080, 82, "127.0.0.1", "tcp"),),
+    mounts=(MountPoint("/data", "/var/data", Propagation.RSHARED),),
+    extra_hosts=("db:192.0.2.1", "gw:host-gateway"),
+    network=NetworkMode.BRIDGE,
+    terminal=True,
+    interactive=True,
+    restart=RestartPolicy(RestartPolicyType.ON_FAILURE, 5, 0),
+    log=LogConfig(LogDriver.JSON_FILE, 3, "10M", "", LogMode.NON_BLOCKING, "2M"),
+    resources=Resources("256M", "128M", "512M"),
+)
+
+
+def _inspect_from_body(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """What Docker's inspect holds for a create body (the fields we read)."""
+    host = body.pop("HostConfig")
+    return {"Name": "/" + name, "Config": body, "HostConfig": host}
+
+
+def test_create_body_maps_back_to_the_same_spec() -> None:
+    body = create_body(FULL, {"l": "v"}, list(FULL.extra_hosts))
+    assert body["HostConfig"]["PortBindings"] == {
+        "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "80-82"}]
+    }
+    assert body["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 5}
+    assert body["HostConfig"]["LogConfig"]["Config"]["max-buffer-size"] == str(2 * 1024**2)
+    assert "Entrypoint" not in body
+    back = spec_from_inspect(_inspect_from_body("full", body), image=None)
+    assert back == FULL.__class__(
+        **{**_fields(FULL), "extra_hosts": ("db:192.0.2.1", "gw:host_ip")}
+    )
+
+
+def test_max_retries_only_for_on_failure() -> None:
+    spec = ContainerSpec(name="a", image="i", restart=RestartPolicy(RestartPolicyType.ALWAYS, 3))
+    body = create_body(spec, {}, [])
+    assert body["HostConfig"]["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+
+
+def test_image_env_and_cmd_are_not_the_containers() -> None:
+    body = create_body(ContainerSpec(name="a", image="i"), {}, [])
+    inspect = _inspect_from_body("a", body)
+    inspect["Config"]["Env"] = ["PATH=/bin"]
+    inspect["Config"]["Cmd"] = ["sleep", "1"]
+    image = {"Config": {"Env": ["PATH=/bin"], "Cmd": ["sleep", "1"]}}
+    assert spec_from_inspect(inspect, image).config is None
+
+
+def test_binds_of_containers_created_by_others() -> None:
+    inspect = {
+        "Name": "/other",
+        "Config": {"Image": "x"},
+        "HostConfig": {"Binds": ["/a:/b:ro,rslave", "/c:/d", "volume:/e"], "Mounts": None},
+    }
+    spec = spec_from_inspect(inspect, None)
+    assert spec.mounts == (
+        MountPoint("/a", "/b", Propagation.RSLAVE),
+        MountPoint("/c", "/d", Propagation.RPRIVATE),
+    )
+    assert spec.restart.type is RestartPolicyType.NO
+    assert spec.resources is None
+
+
+def test_pull_progress_sums_layers() -> None:
+    layers: dict[str, tuple[int, int]] = {}
+    for message in [
+        {"status": "Pulling from x/y", "id": "1"},
+        {"status": "Pulling fs layer", "id": "a", "progressDetail": {}},
+        {"status": "Pulling fs layer", "id": "b", "progressDetail": {}},
+        {"status": "Downloading", "id": "a", "progressDetail": {"current": 10, "total": 100}},
+        {"status": "Downloading", "id": "b", "progressDetail": {"current": 5, "total": 50}},
+        {"status": "Download complete", "id": "a", "progressDetail": {}},
+    ]:
+        _track_layer(layers, message)
+    assert layers == {"a": (100, 100), "b": (5, 50)}
+
+
+def test_events_map_actions() -> None:
+    raw = {
+        "Type": "container",
+        "Action": "health_status: healthy",
+        "Actor": {"ID": "abc", "Attributes": {"name": "web", "image": "x"}},
+    }
+    event = event_from_docker(raw)
+    assert (event.action, event.raw_action, event.name) == (
+        EventAction.OTHER,
+        "health_status: healthy",
+        "web",
+    )
+    raw["Action"] = "destroy"
+    assert event_from_docker(raw).action is EventAction.DESTROY
