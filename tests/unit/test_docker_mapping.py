@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -193,9 +194,7 @@ def test_create_body_maps_back_to_the_same_spec() -> None:
     assert body["HostConfig"]["LogConfig"]["Config"]["max-buffer-size"] == str(2 * 1024**2)
     assert "Entrypoint" not in body
     back = spec_from_inspect(_inspect_from_body("full", body), image=None)
-    assert back == FULL.__class__(
-        **{**_fields(FULL), "extra_hosts": ("db:192.0.2.1", "gw:host_ip")}
-    )
+    assert back == dataclasses.replace(FULL, extra_hosts=("db:192.0.2.1", "gw:host_ip"))
 
 
 def test_max_retries_only_for_on_failure() -> None:
