@@ -1,0 +1,55 @@
+"""Go value syntaxes (strconv.ParseBool/Atoi, CM sizes, Duration.String)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cua.containers.gosyntax import parse_bool, parse_int, size_to_bytes
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1k", 1024),
+        ("1K", 1024),
+        ("100M", 100 * 1024**2),
+        ("1.5g", int(1.5 * 1024**3)),
+        ("200 m", 200 * 1024**2),
+        ("0M", 0),
+        ("3.5k", 3584),
+    ],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert size_to_bytes(text) == size
+
+
+@pytest.mark.parametrize(
+    "text", ["", "1000", "1", "M", "1MB", "1  M", " 1M", "1M ", "1.2.3M", "-1M", "1e3M",
+             "١M", "1M\n", "1b", "1t", "1" + "0" * 400 + "k"],
+)  # fmt: skip
+def test_invalid_sizes(text: str) -> None:
+    assert size_to_bytes(text) is None
+
+
+def test_huge_size_saturates() -> None:
+    assert size_to_bytes("9" * 300 + "g") == 2**63 - 1
+
+
+def test_int_range() -> None:
+    assert parse_int("9223372036854775807") == 2**63 - 1
+    assert parse_int("-9223372036854775808") == -(2**63)
+    assert parse_int("9223372036854775808") is None
+    assert parse_int("70000", lo=-(2**31), hi=2**31 - 1) == 70000
+
+
+@given(st.text(max_size=12))
+def test_never_raise(text: str) -> None:
+    assert parse_bool(text) in (True, False, None)
+    value = parse_int(text)
+    assert value is None or str(value) == str(int(text.lstrip("+")))
+    size = size_to_bytes(text)
+    assert size is None or size >= 0
