@@ -207,11 +207,12 @@ def test_resources() -> None:
         ("memory", "1g"),
         ("memorySwap", "150m"),
     ]
-    assert params(spec(resources=Resources("300m", "", "")), verbose=True)[-3:] == [
+    # Verbose adds no empty limit (CM test_..._resources_with_memory_and_reservation_only).
+    assert params(spec(resources=Resources("300m", "300m", "")), verbose=True)[-2:] == [
         ("memory", "300m"),
-        ("memoryReservation", ""),
-        ("memorySwap", ""),
+        ("memoryReservation", "300m"),
     ]
+    assert params(spec(resources=Resources()), verbose=True) == VERBOSE_DEFAULTS
 
 
 def test_io_config() -> None:

@@ -135,12 +135,13 @@ def _spec_parameters(spec: ContainerSpec, image: str, verbose: bool) -> list[tup
     if non_blocking and (verbose or (log.max_buffer_size and log.max_buffer_size != "1M")):
         add(("logMaxBufferSize", log.max_buffer_size))
     if spec.resources is not None:
+        # Only the limits that are set, in verbose mode too (CM's from_containers_test).
         resources = spec.resources
         if resources.memory:
             add(("memory", resources.memory))
-        if verbose or resources.memory_reservation:
+        if resources.memory_reservation:
             add(("memoryReservation", resources.memory_reservation))
-        if verbose or resources.memory_swap:
+        if resources.memory_swap:
             add(("memorySwap", resources.memory_swap))
     out += [("mount", format_mount(mount)) for mount in spec.mounts]
     out += [("env", env) for env in spec.env]
