@@ -53,7 +53,9 @@ class Downloads:
     ) -> None:
         for task in self._tasks:
             task.cancel()  # a phase that stopped early needs no more images
-        await self._group.__aexit__(exc_type, exc, tb)
+        # The pulls never raise; the body's own exception propagates unchanged (not
+        # wrapped in an ExceptionGroup).
+        await self._group.__aexit__(None, None, None)
 
     async def _pull(self, image: str, pull: _Pull) -> None:
         try:

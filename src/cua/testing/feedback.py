@@ -1,0 +1,61 @@
+"""Test helpers for feedback: a recording publisher and the progress collapse.
+
+Our DOWNLOAD phase adds DOWNLOADING messages that carry an action's `progress`. Removing
+them (`collapse_progress`) must give exactly Kanto's sequence; tests assert that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cua.api.models import DesiredStateFeedback
+
+
+class RecordingPublisher:
+    """A `FeedbackPublisher` that keeps every message, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, DesiredStateFeedback]] = []
+
+    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        self.messages.append((activity_id, feedback.model_copy(deep=True)))
+
+    def wire(self, activity_id: str | None = None) -> list[dict[str, Any]]:
+        """The payloads as Kanto writes them (`to_wire()`), optionally for one activity."""
+        return [
+            feedback.to_wire()
+            for aid, feedback in self.messages
+            if activity_id is None or aid == activity_id
+        ]
+
+    def statuses(self, activity_id: str | None = None) -> list[str]:
+        return [str(message.get("status", "")) for message in self.wire(activity_id)]
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+def strip_progress(message: dict[str, Any]) -> dict[str, Any]:
+    """A wire payload without any action's `progress`."""
+    result = dict(message)
+    if "actions" in result:
+        result["actions"] = [
+            {k: v for k, v in action.items() if k != "progress"} for action in result["actions"]
+        ]
+    return result
+
+
+def has_progress(message: dict[str, Any]) -> bool:
+    return any("progress" in action for action in message.get("actions", []))
+
+
+def collapse_progress(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop each progress message that equals the message before it once `progress` is
+    stripped: what remains must be Kanto's sequence (a progress message that differs in
+    anything else is kept, so that the comparison fails)."""
+    result: list[dict[str, Any]] = []
+    for message in messages:
+        if has_progress(message) and result and strip_progress(message) == result[-1]:
+            continue
+        result.append(strip_progress(message) if has_progress(message) else message)
+    return result

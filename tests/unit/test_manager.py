@@ -1,0 +1,564 @@
+"""The manager: modes, queueing and SUPERSEDED (D9), identification feedback (§4.3),
+crash recovery, download progress, graceful stop, current state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from update_helpers import (
+    M_CREATE,
+    M_CREATED,
+    M_RB_RECREATE,
+    M_STARTED,
+    act,
+    add_managed,
+    component,
+    desired,
+    fb,
+    settings,
+)
+
+from cua.api.models import DesiredStateCommand, DesiredStateFeedback
+from cua.containers.labels import encode_labels
+from cua.containers.parse import parse_component
+from cua.engine.base import ContainerStatus, EngineUnavailableError, PullProgress
+from cua.engine.fake import FakeEngine
+from cua.testing.feedback import RecordingPublisher, collapse_progress
+from cua.update.manager import UpdateManager
+from cua.update.names import operation_labels
+from cua.update.recovery import recover
+from cua.update.settings import Manage, Mode
+
+pytestmark = pytest.mark.unit
+
+HELLO = "docker.io/library/hello-world:latest"
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll for a state the background manager reaches (fails after 5 s, never slow)."""
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 - the state has no event to wait on
+            await asyncio.sleep(0.005)
+
+
+class Running:
+    """A manager whose run() is a background task for the test."""
+
+    def __init__(self, engine: FakeEngine, publisher: Any, **overrides: Any) -> None:
+        self.manager = UpdateManager(engine, publisher, settings(**overrides))
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> UpdateManager:
+        self.task = asyncio.create_task(self.manager.run())
+        return self.manager
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.wait_for(self.manager.stop(), 5)
+        assert self.task is not None
+        await self.task
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    engine = FakeEngine()
+    for ref in ("img:1", "img:2", HELLO):
+        engine.add_registry_image(ref)
+    return engine
+
+
+@pytest.fixture
+def pub() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+def last_status(pub: RecordingPublisher, aid: str) -> str:
+    statuses = pub.statuses(aid)
+    return statuses[-1] if statuses else ""
+
+
+# --- orchestrated: Kanto's flow -------------------------------------------------------------
+
+
+async def test_spec_4_4_orchestrated_over_the_manager(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", desired(component("hello-world", "latest", image=HELLO)))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        for command, wait_for in (
+            ("DOWNLOAD", "DOWNLOAD_SUCCESS"),
+            ("UPDATE", "UPDATE_SUCCESS"),
+            ("ACTIVATE", "ACTIVATION_SUCCESS"),
+            ("CLEANUP", "COMPLETED"),
+        ):
+            manager.submit_command("A", DesiredStateCommand(command=command))
+            await until(lambda w=wait_for: last_status(pub, "A") == w)  # type: ignore[misc]
+
+    def h(status: str, message: str) -> dict[str, object]:
+        return act("hello-world", status, message, "latest")
+
+    assert pub.wire("A") == [
+        fb("IDENTIFYING"),
+        fb("IDENTIFIED", h("IDENTIFIED", M_CREATE)),
+        fb("DOWNLOADING", h("DOWNLOADING", M_CREATE)),
+        fb("DOWNLOAD_SUCCESS", h("DOWNLOAD_SUCCESS", M_CREATED)),
+        fb("UPDATE_SUCCESS", h("DOWNLOAD_SUCCESS", M_CREATED)),
+        fb("ACTIVATING", h("ACTIVATING", M_CREATED)),
+        fb("ACTIVATION_SUCCESS", h("ACTIVATION_SUCCESS", M_STARTED)),
+        fb("CLEANUP_SUCCESS", h("ACTIVATION_SUCCESS", M_STARTED)),
+        fb("COMPLETED", h("ACTIVATION_SUCCESS", M_STARTED)),
+    ]
+
+
+async def test_orchestrated_commands_for_other_activity_are_ignored(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_command("X", DesiredStateCommand(command="DOWNLOAD"))  # nothing pending
+        manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        manager.submit_command("B", DesiredStateCommand(command="DOWNLOAD"))
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
+        await until(lambda: last_status(pub, "A") == "DOWNLOAD_SUCCESS")
+    assert pub.statuses("B") == []
+    assert pub.statuses("X") == []
+
+
+async def test_d9_orchestrated_pending_operation_superseded_and_restored(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", desired(component("web", image="img:2")))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
+        await until(lambda: last_status(pub, "A") == "DOWNLOAD_SUCCESS")
+        assert "web.cua-new" in engine.container_names()
+        manager.submit_desired_state("B", desired(component("web", image="img:1")))
+        await until(lambda: last_status(pub, "B") == "IDENTIFIED")
+        manager.submit_command("A", DesiredStateCommand(command="UPDATE"))  # A is gone
+        manager.submit_command("B", DesiredStateCommand(command="DOWNLOAD"))
+        await until(lambda: last_status(pub, "B") == "DOWNLOAD_SUCCESS")
+    assert pub.wire("A")[-1] == fb("SUPERSEDED", act("web", "DOWNLOAD_SUCCESS", M_CREATED))
+    assert pub.statuses("A").count("SUPERSEDED") == 1
+    assert engine.container_names() == ["web"]  # A's new container removed
+    # SUPERSEDED of A comes before B starts.
+    order = [aid for aid, _ in pub.messages]
+    assert order.index("B") > max(i for i, aid in enumerate(order) if aid == "A")
+
+
+async def test_d9_parse_failure_keeps_the_pending_operation(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        manager.submit_desired_state("B", desired(component("bad", image="")))
+        await until(lambda: last_status(pub, "B") == "IDENTIFICATION_FAILED")
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
+        await until(lambda: last_status(pub, "A") == "DOWNLOAD_SUCCESS")
+    assert pub.statuses("B") == ["IDENTIFICATION_FAILED"]  # no IDENTIFYING first (§4.3)
+
+
+# --- standalone --------------------------------------------------------------------------------
+
+
+async def test_standalone_runs_every_phase_with_kantos_feedback(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    async with Running(engine, pub) as manager:
+        manager.submit_desired_state("A", desired(component("hello-world", "latest", image=HELLO)))
+        await until(lambda: last_status(pub, "A") == "COMPLETED")
+    assert pub.statuses("A") == [
+        "IDENTIFYING",
+        "IDENTIFIED",
+        "DOWNLOADING",
+        "DOWNLOAD_SUCCESS",
+        "UPDATE_SUCCESS",
+        "ACTIVATING",
+        "ACTIVATION_SUCCESS",
+        "CLEANUP_SUCCESS",
+        "COMPLETED",
+    ]
+    assert (await engine.inspect_container("hello-world")).state.status is ContainerStatus.RUNNING
+
+
+async def test_standalone_auto_rollback_on_start_failure(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_start("img:2", "unable to apply caps: operation not permitted")
+    old_id = add_managed(engine, "web", image="img:1")
+    status = await UpdateManager(engine, pub, settings()).apply(
+        "A", desired(component("web", image="img:2"))
+    )
+    assert status == "INCOMPLETE"
+    assert pub.statuses("A") == [
+        "IDENTIFYING",
+        "IDENTIFIED",
+        "DOWNLOADING",
+        "DOWNLOAD_SUCCESS",
+        "UPDATING",
+        "UPDATE_SUCCESS",
+        "ACTIVATING",
+        "ACTIVATION_FAILURE",
+        "ROLLBACK",
+        "ROLLBACK_SUCCESS",
+        "CLEANUP_SUCCESS",
+        "INCOMPLETE",
+    ]
+    assert pub.wire("A")[-1] == fb("INCOMPLETE", act("web", "UPDATE_FAILURE", M_RB_RECREATE))
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.RUNNING
+
+
+async def test_standalone_pull_failure_stops_nothing(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_pull("img:2", "manifest unknown")
+    add_managed(engine, "web", image="img:1")
+    status = await UpdateManager(engine, pub, settings()).apply(
+        "A", desired(component("web", image="img:2"))
+    )
+    assert status == "INCOMPLETE"
+    assert pub.statuses("A") == [
+        "IDENTIFYING",
+        "IDENTIFIED",
+        "DOWNLOADING",
+        "DOWNLOAD_FAILURE",
+        "ROLLBACK",
+        "ROLLBACK_SUCCESS",
+        "CLEANUP_SUCCESS",
+        "INCOMPLETE",
+    ]
+    assert engine.call_count("stop_container") == 0
+    assert (await engine.inspect_container("web")).state.status is ContainerStatus.RUNNING
+
+
+async def test_standalone_commands_for_running_operation_get_wrong_state(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    gate = asyncio.Event()
+
+    class GatedPublisher(RecordingPublisher):
+        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+            await super().publish_feedback(activity_id, feedback)
+            if feedback.status == "DOWNLOADING":
+                await gate.wait()
+
+    gated = GatedPublisher()
+    async with Running(engine, gated) as manager:
+        manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
+        await until(lambda: last_status(gated, "A") == "DOWNLOADING")
+        manager.submit_command("A", DesiredStateCommand(command="UPDATE"))
+        manager.submit_command("A", DesiredStateCommand(command="CLEANUP", baseline="*"))
+        manager.submit_command("Z", DesiredStateCommand(command="UPDATE"))
+        await until(lambda: len(gated.statuses("A")) == 5)
+        gate.set()
+        await until(lambda: last_status(gated, "A") == "COMPLETED")
+    wire = gated.wire("A")
+    assert wire[3] == fb(
+        "UPDATE_FAILURE",
+        act("web-x", "DOWNLOADING", M_CREATE),
+        message="UPDATE is possible only after status DOWNLOAD_SUCCESS is reported",
+    )
+    assert wire[4]["status"] == "CLEANUP_FAILURE"
+    assert wire[4]["baseline"] == "*"
+    assert gated.statuses("Z") == []
+
+
+async def test_d9_waiting_desired_states_only_newest_kept(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    gate = asyncio.Event()
+
+    class GatedPublisher(RecordingPublisher):
+        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+            await super().publish_feedback(activity_id, feedback)
+            if activity_id == "A" and feedback.status == "IDENTIFYING":
+                await gate.wait()
+
+    gated = GatedPublisher()
+    async with Running(engine, gated) as manager:
+        manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
+        await until(lambda: last_status(gated, "A") == "IDENTIFYING")
+        manager.submit_desired_state("B", desired(component("web-x", image="img:2")))
+        manager.submit_desired_state("C", desired(component("web-x", image="img:2")))
+        manager.submit_desired_state("D", desired(component("web-x", image="img:1")))
+        await until(lambda: gated.statuses("C") == ["SUPERSEDED"])
+        assert last_status(gated, "A") == "IDENTIFYING"  # A still runs; D waits
+        gate.set()
+        await until(lambda: last_status(gated, "D") == "COMPLETED")
+    assert gated.wire("B") == [fb("SUPERSEDED")]
+    assert gated.wire("C") == [fb("SUPERSEDED")]
+    assert last_status(gated, "A") == "COMPLETED"
+    assert gated.statuses("D")[:2] == ["IDENTIFYING", "IDENTIFIED"]
+    assert gated.wire("D")[1]["actions"][0]["message"] == (
+        "No changes detected, existing container will be check only if it is running."
+    )
+
+
+# --- identification feedback (§4.3) ----------------------------------------------------------
+
+
+async def test_no_actions_completes_right_away(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    status = await UpdateManager(engine, pub, settings()).apply("A", desired())
+    assert status == "COMPLETED"
+    assert pub.wire("A") == [fb("IDENTIFYING"), fb("IDENTIFIED"), fb("COMPLETED")]
+
+
+async def test_parse_failure_exact_message_without_identifying(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired()
+    state.domains[0].id = "other"
+    status = await UpdateManager(engine, pub, settings()).apply("A", state)
+    assert status == "IDENTIFICATION_FAILED"
+    assert pub.wire("A") == [
+        fb(
+            "IDENTIFICATION_FAILED",
+            message="domain id mismatch - expecting containers, received other",
+        )
+    ]
+
+
+async def test_listing_failure_is_identification_failed(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_next("list_containers", EngineUnavailableError("cannot reach the engine"))
+    engine.fail_next("list_containers", EngineUnavailableError("cannot reach the engine"))
+    await UpdateManager(engine, pub, settings()).apply(
+        "A", desired(component("web-x", image="img:1"))
+    )
+    assert pub.wire("A") == [
+        fb("IDENTIFYING"),
+        fb("IDENTIFICATION_FAILED", message="cannot reach the engine"),
+    ]
+
+
+async def test_labelled_mode_name_taken_by_unmanaged_container(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.add_container("web", parse_component(component("web", image="img:1")).spec)
+    await UpdateManager(engine, pub, settings()).apply(
+        "A", desired(component("web", image="img:2"))
+    )
+    assert pub.statuses("A") == ["IDENTIFYING", "IDENTIFICATION_FAILED"]
+    assert "not managed by this agent" in pub.wire("A")[-1]["message"]
+    assert (await engine.inspect_container("web")).spec.image == "img:1"
+
+
+async def test_all_mode_destroys_unmanaged_and_system_containers_untouched(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.add_container("foreign", parse_component(component("foreign", image="img:1")).spec)
+    engine.add_container("sys-x", parse_component(component("sys-x", image="img:1")).spec)
+    status = await UpdateManager(
+        engine, pub, settings(manage=Manage.ALL, system_containers=("sys-x",))
+    ).apply("A", desired())
+    assert status == "COMPLETED"
+    assert engine.container_names() == ["sys-x"]
+
+
+async def test_report_invalid_is_published_in_order(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    async with Running(engine, pub) as manager:
+        manager.report_invalid("bad", "invalid desired state: not valid JSON at line 1 column 2")
+        await until(lambda: pub.statuses("bad") != [])
+    assert pub.wire("bad") == [
+        fb(
+            "IDENTIFICATION_FAILED",
+            message="invalid desired state: not valid JSON at line 1 column 2",
+        )
+    ]
+
+
+# --- crash recovery ---------------------------------------------------------------------------
+
+
+def _new_container(engine: FakeEngine, name: str, image: str, replaces_running: bool | None) -> str:
+    parsed = parse_component(component(name, image=image))
+    labels = encode_labels(parsed) | operation_labels("old-op", replaces_running)
+    return engine.add_container(name + ".cua-new", parsed.spec, labels, running=False)
+
+
+async def test_recovery_after_crash_between_activation_renames(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    parsed = parse_component(component("web", image="img:1"))
+    old_id = engine.add_container(
+        "web.cua-old", parsed.spec, encode_labels(parsed), status=ContainerStatus.EXITED
+    )
+    _new_container(engine, "web", "img:2", replaces_running=True)
+    _new_container(engine, "fresh", "img:1", replaces_running=None)
+    async with Running(engine, pub):
+        await until(lambda: engine.container_names() == ["web"])
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.RUNNING
+
+
+async def test_recovery_after_crash_after_activation(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    parsed = parse_component(component("web", image="img:1"))
+    old_id = engine.add_container(
+        "web.cua-old", parsed.spec, encode_labels(parsed), status=ContainerStatus.EXITED
+    )
+    new = parse_component(component("web", image="img:2"))
+    engine.add_container("web", new.spec, encode_labels(new) | operation_labels("op", False))
+    done = await recover(engine)
+    assert done == [
+        "web: new container moved aside",
+        "web: old container renamed back",
+        "web: new container of an unfinished operation removed",
+    ]
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.EXITED  # it did not run before
+    assert engine.container_names() == ["web"]
+
+
+async def test_recovery_leaves_unmanaged_lookalikes(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.add_container("x.cua-new", parse_component(component("x-y", image="img:1")).spec)
+    async with Running(engine, pub):
+        await asyncio.sleep(0.05)
+    assert engine.container_names() == ["x.cua-new"]
+
+
+# --- parallel downloads and progress ---------------------------------------------------------
+
+
+class SlowPullEngine(FakeEngine):
+    """Pulls advance in steps as the test releases them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = asyncio.Event()
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def pull_image(self, image: str) -> AsyncIterator[PullProgress]:
+        return self._slow(image)
+
+    async def _slow(self, image: str) -> AsyncIterator[PullProgress]:
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            for done in (10, 40, 70):
+                await self.step.wait()
+                self.step.clear()
+                yield PullProgress(image, done, 100)
+            async for item in super().pull_image(image):
+                yield item
+        finally:
+            self.concurrent -= 1
+
+
+async def test_parallel_downloads_with_progress_collapse_to_kantos_sequence(
+    pub: RecordingPublisher,
+) -> None:
+    slow = SlowPullEngine()
+    for ref in ("img:1", "img:2", "img:3"):
+        slow.add_registry_image(ref)
+    manager = UpdateManager(slow, pub, settings(progress_interval=0.02, download_concurrency=2))
+
+    async def release() -> None:
+        while True:
+            await asyncio.sleep(0.03)
+            slow.step.set()
+
+    async with asyncio.TaskGroup() as group:
+        releaser = group.create_task(release())
+        status = await manager.apply(
+            "A",
+            desired(
+                component("aaa-x", image="img:1"),
+                component("bbb-x", image="img:2"),
+                component("ccc-x", image="img:3"),
+            ),
+        )
+        releaser.cancel()
+    assert status == "COMPLETED"
+    assert slow.max_concurrent == 2
+    wire = pub.wire("A")
+    progress = [m for m in wire if any("progress" in a for a in m.get("actions", []))]
+    assert progress, "expected progress-only DOWNLOADING messages"
+    for message in progress:
+        assert message["status"] == "DOWNLOADING"
+        values = [a["progress"] for a in message["actions"] if "progress" in a]
+        assert len(values) == 1
+        assert 0 < values[0] < 100
+
+    reference = RecordingPublisher()
+    plain = FakeEngine()
+    for ref in ("img:1", "img:2", "img:3"):
+        plain.add_registry_image(ref)
+    await UpdateManager(plain, reference, settings()).apply(
+        "A",
+        desired(
+            component("aaa-x", image="img:1"),
+            component("bbb-x", image="img:2"),
+            component("ccc-x", image="img:3"),
+        ),
+    )
+    assert collapse_progress(wire) == reference.wire("A")
+
+
+async def test_pull_only_when_missing_unless_pull_always(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.add_image("img:1")
+    await UpdateManager(engine, pub, settings()).apply(
+        "A", desired(component("web-x", image="img:1"))
+    )
+    assert engine.call_count("pull_image") == 0
+    await UpdateManager(engine, pub, settings(pull_always=True)).apply(
+        "B", desired(component("web-x", image="img:2"))
+    )
+    assert engine.call_count("pull_image") == 1
+
+
+# --- stop and current state -------------------------------------------------------------------
+
+
+async def test_graceful_stop_mid_operation_reports_and_ends(pub: RecordingPublisher) -> None:
+    slow = SlowPullEngine()
+    slow.add_registry_image("img:1")
+    manager = UpdateManager(slow, pub, settings(progress_interval=0.01))
+    task = asyncio.create_task(manager.run())
+    manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
+    await until(lambda: last_status(pub, "A") == "DOWNLOADING")
+    await asyncio.wait_for(manager.stop(), 5)
+    await task
+    assert pub.statuses("A")[-2:] == ["DOWNLOAD_FAILURE", "INCOMPLETE"]
+    assert "stopping" in pub.wire("A")[-1]["actions"][0]["message"]
+
+
+async def test_current_state_reports_recorded_image_and_unmanaged_marker(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", "2.0", image="img:1")
+    engine.add_container("foreign", parse_component(component("foreign", image="img:9")).spec)
+    inventory = (await UpdateManager(engine, pub, settings()).current_state()).to_wire()
+    nodes = inventory["softwareNodes"]
+    assert nodes[0]["id"] == "containers-update-agent"
+    assert [n["id"] for n in nodes[1:]] == ["containers:foreign", "containers:web"]
+    assert {"key": "managed", "value": "false"} in nodes[1]["parameters"]
+    assert nodes[2]["version"] == "1"
+
+
+async def test_current_state_engine_down_is_root_only(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.available = False
+    inventory = (await UpdateManager(engine, pub, settings()).current_state()).to_wire()
+    assert [n["id"] for n in inventory["softwareNodes"]] == ["containers-update-agent"]
+    assert "associations" not in inventory

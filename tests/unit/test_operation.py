@@ -1,0 +1,743 @@
+"""The phases and their exact feedback (spec §3.4, §4.3, §4.4) and our fixes D3-D6, D14.
+
+Every test drives an identified operation with commands, as an update manager would, on
+the fake engine, and compares the feedback payload by payload (`to_wire()` dicts).
+"""
+
+from __future__ import annotations
+
+import pytest
+from update_helpers import (
+    M_CHECK,
+    M_CREATE,
+    M_CREATED,
+    M_DESTROY,
+    M_RB_CREATE,
+    M_RB_RECREATE,
+    M_RB_UPDATE,
+    M_RECREATE,
+    M_REMOVED,
+    M_RUNNING,
+    M_STARTED,
+    M_STOPPED,
+    M_UPDATE,
+    M_UPDATED,
+    act,
+    add_managed,
+    component,
+    desired,
+    fb,
+    operation,
+)
+
+from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
+from cua.engine.base import ContainerStatus, EngineError, StartFailedError
+from cua.engine.fake import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+
+pytestmark = pytest.mark.unit
+
+HELLO = "docker.io/library/hello-world:latest"
+
+
+def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
+    for summary in engine._containers.values():
+        if summary.name == name:
+            return summary.status
+    return None
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    engine = FakeEngine()
+    for ref in ("img:1", "img:2", HELLO):
+        engine.add_registry_image(ref)
+    return engine
+
+
+@pytest.fixture
+def pub() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+async def run(op, *commands: str, baseline: str = "") -> None:  # type: ignore[no-untyped-def]
+    for command in commands:
+        await op.command(command, baseline)
+
+
+# --- §4.4, verbatim ---------------------------------------------------------------------------
+
+
+async def test_spec_4_4_single_container_install(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired(component("hello-world", "latest", image=HELLO))
+    op = await operation(engine, pub, state)
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP")
+
+    def h(status: str, message: str) -> dict[str, object]:
+        return act("hello-world", status, message, "latest")
+
+    assert pub.wire("A") == [
+        fb("IDENTIFIED", h("IDENTIFIED", M_CREATE)),
+        fb("DOWNLOADING", h("DOWNLOADING", M_CREATE)),
+        fb("DOWNLOAD_SUCCESS", h("DOWNLOAD_SUCCESS", M_CREATED)),
+        fb("UPDATE_SUCCESS", h("DOWNLOAD_SUCCESS", M_CREATED)),
+        fb("ACTIVATING", h("ACTIVATING", M_CREATED)),
+        fb("ACTIVATION_SUCCESS", h("ACTIVATION_SUCCESS", M_STARTED)),
+        fb("CLEANUP_SUCCESS", h("ACTIVATION_SUCCESS", M_STARTED)),
+        fb("COMPLETED", h("ACTIVATION_SUCCESS", M_STARTED)),
+    ]
+    assert status_of(engine, "hello-world") is ContainerStatus.RUNNING
+    assert engine.container_names() == ["hello-world"]
+
+
+# --- all five kinds, the whole cycle ----------------------------------------------------------
+
+
+async def test_all_kinds_full_cycle_exact_feedback(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    add_managed(engine, "chk", image="img:1", running=False)
+    add_managed(engine, "old", image="img:1")
+    state = desired(
+        component("new-x", image="img:2"),
+        component("web", image="img:2"),
+        component("svc", image="img:1"),
+        component("chk", image="img:1"),
+    )
+    op = await operation(engine, pub, state)
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP")
+    n, w, s, c, o = "new-x", "web", "svc", "chk", "old"
+    d = lambda st, m: act(o, st, m, "1")  # noqa: E731
+    assert pub.wire() == [
+        fb(
+            "IDENTIFIED",
+            act(n, "IDENTIFIED", M_CREATE),
+            act(w, "IDENTIFIED", M_RECREATE),
+            act(s, "IDENTIFIED", M_UPDATE),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("IDENTIFIED", M_DESTROY),
+        ),
+        # DOWNLOAD: CREATE, RECREATE
+        fb(
+            "DOWNLOADING",
+            act(n, "DOWNLOADING", M_CREATE),
+            act(w, "IDENTIFIED", M_RECREATE),
+            act(s, "IDENTIFIED", M_UPDATE),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("IDENTIFIED", M_DESTROY),
+        ),
+        fb(
+            "DOWNLOADING",
+            act(n, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(w, "DOWNLOADING", M_RECREATE),
+            act(s, "IDENTIFIED", M_UPDATE),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("IDENTIFIED", M_DESTROY),
+        ),
+        fb(
+            "DOWNLOAD_SUCCESS",
+            act(n, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(w, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(s, "IDENTIFIED", M_UPDATE),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("IDENTIFIED", M_DESTROY),
+        ),
+        # UPDATE: RECREATE, UPDATE, DESTROY
+        fb(
+            "UPDATING",
+            act(n, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(w, "UPDATING", M_CREATED),
+            act(s, "IDENTIFIED", M_UPDATE),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("IDENTIFIED", M_DESTROY),
+        ),
+        fb(
+            "UPDATING",
+            act(n, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(w, "UPDATE_SUCCESS", M_STOPPED),
+            act(s, "UPDATING", M_UPDATE),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("IDENTIFIED", M_DESTROY),
+        ),
+        fb(
+            "UPDATING",
+            act(n, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(w, "UPDATE_SUCCESS", M_STOPPED),
+            act(s, "UPDATE_SUCCESS", M_UPDATED),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("UPDATING", M_DESTROY),
+        ),
+        fb(
+            "UPDATE_SUCCESS",
+            act(n, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(w, "UPDATE_SUCCESS", M_STOPPED),
+            act(s, "UPDATE_SUCCESS", M_UPDATED),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("UPDATE_SUCCESS", M_STOPPED),
+        ),
+        # ACTIVATE: all but DESTROY
+        fb(
+            "ACTIVATING",
+            act(n, "ACTIVATING", M_CREATED),
+            act(w, "UPDATE_SUCCESS", M_STOPPED),
+            act(s, "UPDATE_SUCCESS", M_UPDATED),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("UPDATE_SUCCESS", M_STOPPED),
+        ),
+        fb(
+            "ACTIVATING",
+            act(n, "ACTIVATION_SUCCESS", M_STARTED),
+            act(w, "ACTIVATING", M_STOPPED),
+            act(s, "UPDATE_SUCCESS", M_UPDATED),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("UPDATE_SUCCESS", M_STOPPED),
+        ),
+        fb(
+            "ACTIVATING",
+            act(n, "ACTIVATION_SUCCESS", M_STARTED),
+            act(w, "ACTIVATION_SUCCESS", M_STARTED),
+            act(s, "ACTIVATING", M_UPDATED),
+            act(c, "IDENTIFIED", M_CHECK),
+            d("UPDATE_SUCCESS", M_STOPPED),
+        ),
+        fb(
+            "ACTIVATING",
+            act(n, "ACTIVATION_SUCCESS", M_STARTED),
+            act(w, "ACTIVATION_SUCCESS", M_STARTED),
+            act(s, "ACTIVATION_SUCCESS", M_UPDATED),
+            act(c, "ACTIVATING", M_CHECK),
+            d("UPDATE_SUCCESS", M_STOPPED),
+        ),
+        fb(
+            "ACTIVATION_SUCCESS",
+            act(n, "ACTIVATION_SUCCESS", M_STARTED),
+            act(w, "ACTIVATION_SUCCESS", M_STARTED),
+            act(s, "ACTIVATION_SUCCESS", M_UPDATED),
+            act(c, "ACTIVATION_SUCCESS", M_RUNNING),
+            d("UPDATE_SUCCESS", M_STOPPED),
+        ),
+        fb(
+            "CLEANUP_SUCCESS",
+            act(n, "ACTIVATION_SUCCESS", M_STARTED),
+            act(w, "ACTIVATION_SUCCESS", M_STARTED),
+            act(s, "ACTIVATION_SUCCESS", M_UPDATED),
+            act(c, "ACTIVATION_SUCCESS", M_RUNNING),
+            d("REMOVAL_SUCCESS", M_REMOVED),
+        ),
+        fb(
+            "COMPLETED",
+            act(n, "ACTIVATION_SUCCESS", M_STARTED),
+            act(w, "ACTIVATION_SUCCESS", M_STARTED),
+            act(s, "ACTIVATION_SUCCESS", M_UPDATED),
+            act(c, "ACTIVATION_SUCCESS", M_RUNNING),
+            d("REMOVAL_SUCCESS", M_REMOVED),
+        ),
+    ]
+    assert sorted(engine.container_names()) == ["chk", "new-x", "svc", "web"]
+    for name in ("chk", "new-x", "svc", "web"):
+        assert status_of(engine, name) is ContainerStatus.RUNNING
+    details = await engine.inspect_container("web")
+    assert details.spec.image == "img:2"
+    assert (await engine.inspect_container("svc")).spec.restart.type is (
+        RestartPolicyType.UNLESS_STOPPED
+    )
+
+
+# --- phases with no relevant action ----------------------------------------------------------
+
+
+async def test_phases_with_zero_relevant_actions_publish_only_the_result(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "chk", image="img:1")
+    op = await operation(engine, pub, desired(component("chk", image="img:1")))
+    await run(op, "DOWNLOAD", "UPDATE")
+    a = act("chk", "IDENTIFIED", M_CHECK)
+    assert pub.wire()[1:] == [fb("DOWNLOAD_SUCCESS", a), fb("UPDATE_SUCCESS", a)]
+
+
+async def test_only_destroy_skips_activation_work(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "old", image="img:1")
+    op = await operation(engine, pub, desired())
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP")
+    assert pub.statuses() == [
+        "IDENTIFIED",
+        "DOWNLOAD_SUCCESS",
+        "UPDATING",
+        "UPDATE_SUCCESS",
+        "ACTIVATION_SUCCESS",
+        "CLEANUP_SUCCESS",
+        "COMPLETED",
+    ]
+    assert engine.container_names() == []
+
+
+# --- wrong order, unknown baseline, unknown command ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "failure", "message"),
+    [
+        (
+            "UPDATE",
+            "UPDATE_FAILURE",
+            "UPDATE is possible only after status DOWNLOAD_SUCCESS is reported",
+        ),
+        (
+            "ACTIVATE",
+            "ACTIVATION_FAILURE",
+            "ACTIVATE is possible only after status UPDATE_SUCCESS is reported",
+        ),
+        (
+            "ROLLBACK",
+            "ROLLBACK_FAILURE",
+            "ROLLBACK is possible only after status "
+            "DOWNLOAD_SUCCESS|UPDATE_SUCCESS|ACTIVATION_FAILURE|ACTIVATION_SUCCESS is reported",
+        ),
+    ],
+)
+async def test_wrong_state_answers_and_changes_nothing(
+    engine: FakeEngine, pub: RecordingPublisher, command: str, failure: str, message: str
+) -> None:
+    op = await operation(engine, pub, desired(component("web-x", image="img:1")))
+    await op.command(command, "*")
+    assert pub.wire()[-1] == fb(
+        failure, act("web-x", "IDENTIFIED", M_CREATE), baseline="*", message=message
+    )
+    assert engine.container_names() == []
+    await op.command("DOWNLOAD", "")  # the state did not change
+    assert pub.statuses()[-1] == "DOWNLOAD_SUCCESS"
+
+
+async def test_download_twice_is_wrong_state(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    op = await operation(engine, pub, desired(component("web-x", image="img:1")))
+    await run(op, "DOWNLOAD", "DOWNLOAD")
+    assert pub.wire()[-1] == fb(
+        "DOWNLOAD_FAILURE",
+        act("web-x", "DOWNLOAD_SUCCESS", M_CREATED),
+        message="DOWNLOAD is possible only after status IDENTIFIED is reported",
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "failure"),
+    [
+        ("DOWNLOAD", "DOWNLOAD_FAILURE"),
+        ("UPDATE", "UPDATE_FAILURE"),
+        ("ACTIVATE", "ACTIVATION_FAILURE"),
+        ("ROLLBACK", "ROLLBACK_FAILURE"),
+    ],
+)
+async def test_unknown_baseline(
+    engine: FakeEngine, pub: RecordingPublisher, command: str, failure: str
+) -> None:
+    op = await operation(engine, pub, desired(component("web-x", image="img:1")))
+    await op.command(command, "BASELINE NAME")
+    assert pub.wire()[-1] == fb(
+        failure,
+        act("web-x", "IDENTIFIED", M_CREATE),
+        baseline="BASELINE NAME",
+        message="Unknown baseline BASELINE NAME",
+    )
+
+
+async def test_d14_cleanup_unknown_baseline_is_cleanup_failure(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    op = await operation(engine, pub, desired(component("web-x", image="img:1")))
+    await op.command("CLEANUP", "nope")
+    assert pub.wire()[-1] == fb(
+        "CLEANUP_FAILURE",
+        act("web-x", "IDENTIFIED", M_CREATE),
+        baseline="nope",
+        message="Unknown baseline nope",
+    )
+    assert not op.finished
+
+
+async def test_unknown_command_is_ignored(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    op = await operation(engine, pub, desired(component("web-x", image="img:1")))
+    await op.command("DO", "")
+    assert pub.statuses() == ["IDENTIFIED"]
+
+
+# --- errors in each phase ---------------------------------------------------------------------
+
+
+async def test_download_pull_failure_second_action(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_pull("img:2", "unauthorized")
+    add_managed(engine, "web", image="img:1")
+    op = await operation(
+        engine, pub, desired(component("new-x", image="img:1"), component("web", image="img:2"))
+    )
+    engine.remove_image("img:1")
+    await op.command("DOWNLOAD", "")
+    assert pub.wire()[-1] == fb(
+        "DOWNLOAD_FAILURE",
+        act("new-x", "DOWNLOAD_SUCCESS", M_CREATED),
+        act("web", "DOWNLOAD_FAILURE", "cannot pull image img:2: unauthorized"),
+    )
+    assert status_of(engine, "web") is ContainerStatus.RUNNING  # nothing stopped
+
+
+async def test_download_failure_first_action_stops_the_phase(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_next("create_container", EngineError("no space left"))
+    op = await operation(
+        engine, pub, desired(component("aaa-x", image="img:1"), component("zzz-x", image="img:1"))
+    )
+    await op.command("DOWNLOAD", "")
+    assert pub.wire()[1:] == [
+        fb(
+            "DOWNLOADING",
+            act("aaa-x", "DOWNLOADING", M_CREATE),
+            act("zzz-x", "IDENTIFIED", M_CREATE),
+        ),
+        fb(
+            "DOWNLOAD_FAILURE",
+            act("aaa-x", "DOWNLOAD_FAILURE", "no space left"),
+            act("zzz-x", "IDENTIFIED", M_CREATE),
+        ),
+    ]
+
+
+async def test_update_stop_failure(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await op.command("DOWNLOAD", "")
+    engine.fail_next("stop_container", EngineError("cannot stop web: timeout"))
+    await op.command("UPDATE", "")
+    assert pub.wire()[-1] == fb(
+        "UPDATE_FAILURE", act("web", "UPDATE_FAILURE", "cannot stop web: timeout")
+    )
+
+
+async def test_update_runtime_update_failure(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    op = await operation(engine, pub, desired(component("svc", image="img:1")))
+    await op.command("DOWNLOAD", "")
+    engine.fail_next("update_container", EngineError("cannot update svc"))
+    await op.command("UPDATE", "")
+    assert pub.wire()[-2:] == [
+        fb("UPDATING", act("svc", "UPDATING", M_UPDATE)),
+        fb("UPDATE_FAILURE", act("svc", "UPDATE_FAILURE", "cannot update svc")),
+    ]
+
+
+async def test_activate_start_failure(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    engine.fail_start("img:2", "unable to apply caps: operation not permitted")
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE")
+    assert pub.wire()[-1] == fb(
+        "ACTIVATION_FAILURE",
+        act(
+            "web",
+            "ACTIVATION_FAILURE",
+            "cannot start container web: unable to apply caps: operation not permitted",
+        ),
+    )
+
+
+async def test_cleanup_removal_failure(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    add_managed(engine, "old", image="img:1")
+    op = await operation(engine, pub, desired())
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE")
+    engine.fail_next("remove_container", EngineError("device busy"))
+    await op.command("CLEANUP", "")
+    failed = act("old", "REMOVAL_FAILURE", "device busy", "1")
+    assert pub.wire()[-2:] == [fb("CLEANUP_FAILURE", failed), fb("INCOMPLETE", failed)]
+
+
+# --- rollback ---------------------------------------------------------------------------------
+
+
+async def test_d5_rollback_after_download_success_keeps_old_running(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    op = await operation(
+        engine,
+        pub,
+        desired(
+            component("new-x", image="img:1"),
+            component("web", image="img:2"),
+            component("svc", image="img:1"),
+        ),
+    )
+    await run(op, "DOWNLOAD", "ROLLBACK")
+    n, w, s = "new-x", "web", "svc"
+    assert pub.wire()[-6:] == [
+        fb(
+            "ROLLBACK",
+            act(n, "UPDATING", M_CREATED),
+            act(w, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(s, "IDENTIFIED", M_UPDATE),
+        ),
+        fb(
+            "ROLLBACK",
+            act(n, "UPDATE_FAILURE", M_RB_CREATE),
+            act(w, "DOWNLOAD_SUCCESS", M_CREATED),
+            act(s, "IDENTIFIED", M_UPDATE),
+        ),
+        fb(
+            "ROLLBACK",
+            act(n, "UPDATE_FAILURE", M_RB_CREATE),
+            act(w, "UPDATING", M_CREATED),
+            act(s, "IDENTIFIED", M_UPDATE),
+        ),
+        fb(
+            "ROLLBACK",
+            act(n, "UPDATE_FAILURE", M_RB_CREATE),
+            act(w, "UPDATE_FAILURE", M_RB_RECREATE),
+            act(s, "IDENTIFIED", M_UPDATE),
+        ),
+        fb(
+            "ROLLBACK",
+            act(n, "UPDATE_FAILURE", M_RB_CREATE),
+            act(w, "UPDATE_FAILURE", M_RB_RECREATE),
+            act(s, "UPDATING", M_UPDATE),
+        ),
+        fb(
+            "ROLLBACK_SUCCESS",
+            act(n, "UPDATE_FAILURE", M_RB_CREATE),
+            act(w, "UPDATE_FAILURE", M_RB_RECREATE),
+            act(s, "UPDATE_FAILURE", M_RB_UPDATE),
+        ),
+    ]
+    assert sorted(engine.container_names()) == ["svc", "web"]
+    assert status_of(engine, "web") is ContainerStatus.RUNNING
+
+
+async def test_rollback_after_update_success_starts_old_and_destroyed(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    add_managed(engine, "old", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await run(op, "DOWNLOAD", "UPDATE")
+    assert status_of(engine, "web") is ContainerStatus.EXITED
+    assert status_of(engine, "old") is ContainerStatus.EXITED
+    await op.command("ROLLBACK", "")
+    # Kanto's feedback: the DESTROY action has no rollback step (D5 restarts it silently).
+    assert pub.wire()[-3:] == [
+        fb(
+            "ROLLBACK",
+            act("web", "UPDATING", M_STOPPED),
+            act("old", "UPDATE_SUCCESS", M_STOPPED, "1"),
+        ),
+        fb(
+            "ROLLBACK",
+            act("web", "UPDATE_FAILURE", M_RB_RECREATE),
+            act("old", "UPDATE_SUCCESS", M_STOPPED, "1"),
+        ),
+        fb(
+            "ROLLBACK_SUCCESS",
+            act("web", "UPDATE_FAILURE", M_RB_RECREATE),
+            act("old", "UPDATE_SUCCESS", M_STOPPED, "1"),
+        ),
+    ]
+    assert status_of(engine, "web") is ContainerStatus.RUNNING
+    assert status_of(engine, "old") is ContainerStatus.RUNNING  # D5
+    assert sorted(engine.container_names()) == ["old", "web"]
+    await op.command("CLEANUP", "")
+    assert pub.statuses()[-2:] == ["CLEANUP_SUCCESS", "INCOMPLETE"]
+    assert sorted(engine.container_names()) == ["old", "web"]
+
+
+async def test_rollback_after_activation_failure_restores_old(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_start("img:2", "no caps")
+    add_managed(engine, "web", image="img:1")
+    old_id = (await engine.inspect_container("web")).id
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "ROLLBACK", "CLEANUP")
+    assert pub.statuses()[-5:] == [
+        "ACTIVATION_FAILURE",
+        "ROLLBACK",
+        "ROLLBACK_SUCCESS",
+        "CLEANUP_SUCCESS",
+        "INCOMPLETE",
+    ]
+    assert pub.wire()[-1]["actions"] == [act("web", "UPDATE_FAILURE", M_RB_RECREATE)]
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.RUNNING
+
+
+async def test_rollback_continues_past_errors(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    op = await operation(
+        engine, pub, desired(component("aaa-x", image="img:1"), component("bbb-x", image="img:1"))
+    )
+    await op.command("DOWNLOAD", "")
+    engine.fail_next("remove_container", EngineError("cannot remove aaa-x"))
+    await op.command("ROLLBACK", "")
+    assert pub.wire()[-1] == fb(
+        "ROLLBACK_FAILURE",
+        act("aaa-x", "UPDATE_FAILURE", "cannot remove aaa-x"),
+        act("bbb-x", "UPDATE_FAILURE", M_RB_CREATE),
+    )
+    assert "bbb-x.cua-new" not in engine.container_names()
+
+
+async def test_d4_update_rollback_restores_previous_limits(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "svc", image="img:1", restartPolicy="no", memory="100M")
+    op = await operation(
+        engine, pub, desired(component("svc", image="img:1", restartPolicy="always", memory="200M"))
+    )
+    await run(op, "DOWNLOAD", "UPDATE")
+    spec = (await engine.inspect_container("svc")).spec
+    assert spec.restart == RestartPolicy(RestartPolicyType.ALWAYS)
+    assert spec.resources == Resources(memory="200M")
+    await op.command("ROLLBACK", "")
+    assert pub.wire()[-1] == fb("ROLLBACK_SUCCESS", act("svc", "UPDATE_FAILURE", M_RB_UPDATE))
+    spec = (await engine.inspect_container("svc")).spec
+    assert spec.restart == RestartPolicy(RestartPolicyType.NO)
+    assert spec.resources == Resources(memory="100M")
+
+
+# --- CLEANUP after a failure (D3) and completion (D6) ----------------------------------------
+
+
+async def test_d3_cleanup_after_failed_activation_restores_the_device(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_start("img:2", "no caps")
+    add_managed(engine, "web", image="img:1")
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    add_managed(engine, "old", image="img:1")
+    op = await operation(
+        engine,
+        pub,
+        desired(
+            component("new-x", image="img:1"),
+            component("web", image="img:2"),
+            component("svc", image="img:1"),
+        ),
+    )
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE")
+    before_cleanup = pub.wire()[-1]["actions"]
+    await op.command("CLEANUP", "")
+    # The feedback stays Kanto's: CLEANUP_SUCCESS, then INCOMPLETE, actions unchanged.
+    assert pub.wire()[-2:] == [
+        fb("CLEANUP_SUCCESS", *before_cleanup),
+        fb("INCOMPLETE", *before_cleanup),
+    ]
+    assert sorted(engine.container_names()) == ["old", "svc", "web"]
+    for name in ("old", "svc", "web"):
+        assert status_of(engine, name) is ContainerStatus.RUNNING
+    assert (await engine.inspect_container("web")).spec.image == "img:1"
+    assert (await engine.inspect_container("svc")).spec.restart.type is RestartPolicyType.NO
+
+
+async def test_d3_cleanup_after_failed_download_removes_new_containers(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_pull("img:2", "denied")
+    op = await operation(
+        engine, pub, desired(component("aaa-x", image="img:1"), component("bbb-x", image="img:2"))
+    )
+    await run(op, "DOWNLOAD", "CLEANUP")
+    assert pub.statuses()[-3:] == ["DOWNLOAD_FAILURE", "CLEANUP_SUCCESS", "INCOMPLETE"]
+    assert engine.container_names() == []
+
+
+async def test_d6_completed_only_when_every_baseline_succeeded(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    engine.fail_start("img:2", "no caps")
+    state = desired(
+        component("aaa-x", image="img:2"),
+        component("bbb-x", image="img:1"),
+        baselines={"one": ["containers:aaa-x"], "two": ["containers:bbb-x"]},
+    )
+    op = await operation(engine, pub, state)
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP", baseline="one")
+    assert pub.statuses()[-2:] == ["ACTIVATION_FAILURE", "CLEANUP_SUCCESS"]
+    assert not op.finished  # `two` and remove-components remain
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP", baseline="two")
+    await op.command("CLEANUP", "containers:remove-components")
+    # Kanto would say COMPLETED (it looks at the last baseline only).
+    assert pub.statuses()[-2:] == ["CLEANUP_SUCCESS", "INCOMPLETE"]
+    assert op.finished
+
+
+async def test_per_baseline_commands_touch_only_their_actions(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired(
+        component("aaa-x", image="img:1"),
+        component("bbb-x", image="img:1"),
+        baselines={"one": ["containers:aaa-x"]},
+    )
+    op = await operation(engine, pub, state)
+    await op.command("DOWNLOAD", "one")
+    assert pub.wire()[-2:] == [
+        fb(
+            "DOWNLOADING",
+            act("aaa-x", "DOWNLOADING", M_CREATE),
+            act("bbb-x", "IDENTIFIED", M_CREATE),
+            baseline="one",
+        ),
+        fb(
+            "DOWNLOAD_SUCCESS",
+            act("aaa-x", "DOWNLOAD_SUCCESS", M_CREATED),
+            act("bbb-x", "IDENTIFIED", M_CREATE),
+            baseline="one",
+        ),
+    ]
+    # The implicit baseline of bbb-x has its own status; `*` too.
+    await op.command("UPDATE", "containers:bbb-x")
+    assert pub.wire()[-1]["status"] == "UPDATE_FAILURE"
+    await op.command("DOWNLOAD", "containers:bbb-x")
+    assert pub.wire()[-1]["status"] == "DOWNLOAD_SUCCESS"
+    await op.command("DOWNLOAD", "*")  # `*` is still IDENTIFIED: runs again on all
+    assert pub.wire()[-1]["baseline"] == "*"
+
+
+async def test_all_baselines_cleanup_finishes_the_operation(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired(component("aaa-x", image="img:1"), baselines={"one": ["containers:aaa-x"]})
+    op = await operation(engine, pub, state)
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP", baseline="*")
+    assert pub.wire()[-2]["baseline"] == "*"
+    assert pub.statuses()[-2:] == ["CLEANUP_SUCCESS", "COMPLETED"]
+    assert "baseline" not in pub.wire()[-1]
+    await op.command("DOWNLOAD", "")  # after the end: ignored
+    assert pub.statuses()[-1] == "COMPLETED"
+
+
+async def test_start_failure_error_type_message_is_the_engines(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "chk", image="img:1", running=False)
+    engine.fail_next("start_container", StartFailedError("cannot start container chk: boom"))
+    op = await operation(engine, pub, desired(component("chk", image="img:1")))
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE")
+    assert pub.wire()[-1] == fb(
+        "ACTIVATION_FAILURE", act("chk", "ACTIVATION_FAILURE", "cannot start container chk: boom")
+    )
+
+
+async def test_identified_message_carries_lenient_warnings(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    await operation(engine, pub, desired(component("web-x", image="img:1", port="localhost:1:2")))
+    message = pub.wire()[0]["message"]
+    assert "web-x" in message
+    assert "port" in message

@@ -1,0 +1,122 @@
+"""Builders shared by the update-operation unit tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cua.api.models import (
+    Baseline,
+    ComponentWithConfig,
+    DesiredState,
+    Domain,
+    KeyValuePair,
+)
+from cua.containers.labels import encode_labels
+from cua.containers.parse import parse_component
+from cua.engine.fake import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+from cua.update.manager import UpdateManager
+from cua.update.operation import Operation
+from cua.update.settings import UpdateSettings
+
+DOMAIN = "containers"
+
+M_CREATE = "New container will be created and started."
+M_RECREATE = "Existing container will be destroyed and replaced by a new one."
+M_UPDATE = "Existing container will be updated with new configuration."
+M_CHECK = "No changes detected, existing container will be check only if it is running."
+M_DESTROY = "Existing container will be destroyed, no longer needed."
+M_CREATED = "New container created."
+M_STOPPED = "Old container instance is stopped."
+M_UPDATED = "Container instance is updated with new configuration."
+M_RUNNING = "Existing container instance is running."
+M_STARTED = "New container instance is started."
+M_REMOVED = "Old container instance is removed."
+M_RB_UPDATE = (
+    "Update unsuccessful, but rollback succeeded - "
+    "container configuration restored from older instance."
+)
+M_RB_RECREATE = (
+    "Update unsuccessful, but rollback succeeded - "
+    "new container instance destroyed, old container instance restored."
+)
+M_RB_CREATE = "Update unsuccessful, but rollback succeeded - new container instance destroyed."
+
+
+def component(name: str, version: str = "1.0", **config: str | list[str]) -> ComponentWithConfig:
+    pairs = []
+    for key, value in config.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(KeyValuePair(key=key, value=item))
+    return ComponentWithConfig(id=name, version=version, config=pairs)
+
+
+def desired(
+    *components: ComponentWithConfig,
+    baselines: dict[str, list[str]] | None = None,
+    system: str | None = None,
+) -> DesiredState:
+    config = [] if system is None else [KeyValuePair(key="systemContainers", value=system)]
+    return DesiredState(
+        domains=[Domain(id=DOMAIN, components=list(components), config=config)],
+        baselines=[
+            Baseline(title=title, components=members)
+            for title, members in (baselines or {}).items()
+        ],
+    )
+
+
+def add_managed(
+    engine: FakeEngine,
+    name: str,
+    version: str = "1.0",
+    *,
+    running: bool = True,
+    **config: str | list[str],
+) -> str:
+    """A container as this agent would have created it from `component(name, ...)`."""
+    parsed = parse_component(component(name, version, **config))
+    return engine.add_container(name, parsed.spec, encode_labels(parsed), running=running)
+
+
+def act(name: str, status: str, message: str, version: str = "1.0") -> dict[str, Any]:
+    return {
+        "component": {"id": f"{DOMAIN}:{name}", "version": version},
+        "status": status,
+        "message": message,
+    }
+
+
+def fb(
+    status: str, *actions: dict[str, Any], baseline: str = "", message: str = ""
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if baseline:
+        result["baseline"] = baseline
+    result["status"] = status
+    if message:
+        result["message"] = message
+    if actions:
+        result["actions"] = list(actions)
+    return result
+
+
+def settings(**overrides: Any) -> UpdateSettings:
+    base: dict[str, Any] = {"stop_grace_period": 0.0, "progress_interval": 0.01}
+    base.update(overrides)
+    return UpdateSettings(**base)
+
+
+async def operation(
+    engine: FakeEngine,
+    publisher: RecordingPublisher,
+    state: DesiredState,
+    activity_id: str = "A",
+    **overrides: Any,
+) -> Operation:
+    """An identified operation (IDENTIFIED published), as the orchestrated flow holds it."""
+    the_settings = settings(**overrides)
+    plan = await UpdateManager(engine, publisher, the_settings).plan(state)
+    op = Operation(activity_id, plan, engine, publisher, the_settings)
+    await op.publish_identified()
+    return op
