@@ -468,13 +468,21 @@ async def _forget(raw: aiodocker.Docker, *refs: str) -> None:
 async def test_pull_reports_progress_over_several_events(
     engine: DockerEngine, raw: aiodocker.Docker, image_factory: ImageFactory
 ) -> None:
-    image = image_factory("engine/big", "1", marker="big", size_mb=4.0)
+    image = image_factory("engine/big", "1", marker="big", size_mb=5.0)
     await _forget(raw, image)
     progress = [p async for p in engine.pull_image(image)]
     assert progress[-1].complete
-    in_flight = [p for p in progress if not p.complete and 0 < p.done < p.total]
-    assert len(in_flight) >= 2, progress
-    assert progress[-1].total >= 3 * 1000 * 1000  # ~3 MB of incompressible padding
+    assert all(not p.complete for p in progress[:-1])
+    # Docker rate-limits "Downloading" messages (loopback pulls are fast), so how many come
+    # depends on timing; at least one lands mid-layer (the first after 512 KiB).
+    in_flight = [p for p in progress if 0 < p.done < p.total]
+    assert in_flight, progress
+    assert len(progress) >= 3, progress
+    dones = [p.done for p in progress]
+    assert dones == sorted(dones)
+    # Layers that already exist locally (the shared busybox base) are not downloaded and
+    # not counted; the ~3 MB padding layer is.
+    assert progress[-1].total >= 2_500_000
     assert progress[-1].done == progress[-1].total
     assert await engine.image_present(image)
 
