@@ -1,0 +1,202 @@
+"""Update operations end to end on the private dockerd and registry (no fakes)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from cua.api.models import ComponentWithConfig, DesiredState, Domain, KeyValuePair
+from cua.containers.parse import parse_component
+from cua.containers.spec import RestartPolicyType
+from cua.engine.base import ContainerStatus
+from cua.engine.docker import DockerEngine
+from cua.testing.feedback import RecordingPublisher, collapse_progress
+from cua.testing.images import ImageFactory
+from cua.testing.stack import LocalStack
+from cua.update.manager import UpdateManager
+from cua.update.operation import Operation
+from cua.update.recovery import recover
+from cua.update.settings import Manage, UpdateSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def engine(clean_engine: LocalStack, docker_host: str) -> AsyncIterator[DockerEngine]:
+    docker_engine = DockerEngine(docker_host, timeout=30)
+    yield docker_engine
+    await docker_engine.close()
+
+
+@pytest.fixture(scope="module")
+def images(image_factory: ImageFactory) -> dict[str, str]:
+    return {
+        "v1": image_factory("e2e/app", "v1", marker="v1"),
+        "v2": image_factory("e2e/app", "v2", marker="v2"),
+    }
+
+
+def comp(name: str, **config: str) -> ComponentWithConfig:
+    return ComponentWithConfig(
+        id=name,
+        version="1",
+        config=[KeyValuePair(key=k, value=v) for k, v in config.items()],
+    )
+
+
+def state(*components: ComponentWithConfig) -> DesiredState:
+    return DesiredState(domains=[Domain(id="containers", components=list(components))])
+
+
+def settings(**overrides: Any) -> UpdateSettings:
+    return UpdateSettings(**{"stop_grace_period": 1.0, "progress_interval": 0.2, **overrides})
+
+
+async def by_name(engine: DockerEngine) -> dict[str, ContainerStatus]:
+    return {c.name: c.status for c in await engine.list_containers()}
+
+
+async def test_cycle_with_all_five_action_kinds(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    setup = UpdateManager(engine, RecordingPublisher(), settings())
+    first = state(
+        comp("recr", image=images["v1"]),
+        comp("upd", image=images["v1"], restartPolicy="no"),
+        comp("chk", image=images["v1"]),
+        comp("gone", image=images["v1"]),
+    )
+    assert await setup.apply("setup", first) == "COMPLETED"
+    await engine.stop_container("chk", 1.0)
+    old_recr = (await engine.inspect_container("recr")).id
+
+    pub = RecordingPublisher()
+    second = state(
+        comp("newc", image=images["v1"]),
+        comp("recr", image=images["v2"]),
+        comp("upd", image=images["v1"], restartPolicy="always"),
+        comp("chk", image=images["v1"]),
+    )
+    plan = await UpdateManager(engine, pub, settings()).plan(second)
+    assert [(a.name, str(a.kind)) for a in plan.actions] == [
+        ("newc", "CREATE"),
+        ("recr", "RECREATE"),
+        ("upd", "UPDATE"),
+        ("chk", "CHECK"),
+        ("gone", "DESTROY"),
+    ]
+    status = await UpdateManager(engine, pub, settings()).apply("cycle", second)
+    assert status == "COMPLETED"
+    assert [m["status"] for m in collapse_progress(pub.wire("cycle"))] == [
+        "IDENTIFYING", "IDENTIFIED",
+        "DOWNLOADING", "DOWNLOADING", "DOWNLOAD_SUCCESS",
+        "UPDATING", "UPDATING", "UPDATING", "UPDATE_SUCCESS",
+        "ACTIVATING", "ACTIVATING", "ACTIVATING", "ACTIVATING", "ACTIVATION_SUCCESS",
+        "CLEANUP_SUCCESS", "COMPLETED",
+    ]  # fmt: skip
+    final = pub.wire("cycle")[-1]["actions"]
+    assert [a["status"] for a in final] == [
+        "ACTIVATION_SUCCESS", "ACTIVATION_SUCCESS", "ACTIVATION_SUCCESS", "ACTIVATION_SUCCESS",
+        "REMOVAL_SUCCESS",
+    ]  # fmt: skip
+    assert await by_name(engine) == {
+        "newc": ContainerStatus.RUNNING,
+        "recr": ContainerStatus.RUNNING,
+        "upd": ContainerStatus.RUNNING,
+        "chk": ContainerStatus.RUNNING,
+    }
+    recr = await engine.inspect_container("recr")
+    assert recr.id != old_recr
+    assert recr.spec.image == images["v2"]
+    assert (await engine.inspect_container("upd")).spec.restart.type is RestartPolicyType.ALWAYS
+    # The same desired state again: all CHECK (no spurious UPDATE, D12).
+    again = await UpdateManager(engine, pub, settings()).plan(second)
+    assert [str(a.kind) for a in again.actions] == ["CHECK"] * 4
+
+
+async def test_unmanaged_and_system_containers(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    for name in ("foreign", "sys-x"):
+        spec = parse_component(comp(name, image=images["v1"])).spec
+        async for _ in engine.pull_image(images["v1"]):
+            pass
+        await engine.create_container(name, spec, {})
+        await engine.start_container(name)
+    pub = RecordingPublisher()
+    labelled = UpdateManager(engine, pub, settings(system_containers=("sys-x",)))
+    assert await labelled.apply("L", state()) == "COMPLETED"
+    assert pub.statuses("L") == ["IDENTIFYING", "IDENTIFIED", "COMPLETED"]
+    assert set(await by_name(engine)) == {"foreign", "sys-x"}
+
+    everything = UpdateManager(
+        engine, pub, settings(manage=Manage.ALL, system_containers=("sys-x",))
+    )
+    assert await everything.apply("A", state()) == "COMPLETED"
+    assert [a["component"]["id"] for a in pub.wire("A")[1]["actions"]] == ["containers:foreign"]
+    assert await by_name(engine) == {"sys-x": ContainerStatus.RUNNING}
+
+
+@pytest.mark.privileged
+async def test_start_failure_in_standalone_restores_the_old_container(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    manager = UpdateManager(engine, RecordingPublisher(), settings())
+    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    old_id = (await engine.inspect_container("web")).id
+    pub = RecordingPublisher()
+    failing = state(comp("web", image=images["v2"], privileged="true"))
+    status = await UpdateManager(engine, pub, settings()).apply("fail", failing)
+    assert status == "INCOMPLETE"
+    statuses = [m["status"] for m in collapse_progress(pub.wire("fail"))]
+    assert statuses[-5:] == [
+        "ACTIVATION_FAILURE", "ROLLBACK", "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE",
+    ]  # fmt: skip
+    failure = next(m for m in pub.wire("fail") if m["status"] == "ACTIVATION_FAILURE")
+    assert failure["actions"][0]["status"] == "ACTIVATION_FAILURE"
+    assert failure["actions"][0]["message"]
+    assert await by_name(engine) == {"web": ContainerStatus.RUNNING}
+    assert (await engine.inspect_container("web")).id == old_id
+
+
+async def test_pull_failure_stops_nothing(
+    engine: DockerEngine, images: dict[str, str], registry: str
+) -> None:
+    manager = UpdateManager(engine, RecordingPublisher(), settings())
+    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    started = (await engine.inspect_container("web")).state.started_at
+    pub = RecordingPublisher()
+    missing = state(comp("web", image=f"{registry}/e2e/missing:1"))
+    assert await UpdateManager(engine, pub, settings()).apply("pull", missing) == "INCOMPLETE"
+    wire = collapse_progress(pub.wire("pull"))
+    assert [m["status"] for m in wire] == [
+        "IDENTIFYING", "IDENTIFIED", "DOWNLOADING", "DOWNLOAD_FAILURE", "ROLLBACK",
+        "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE",
+    ]  # fmt: skip
+    assert wire[3]["actions"][0]["status"] == "DOWNLOAD_FAILURE"
+    assert "missing" in wire[3]["actions"][0]["message"]
+    details = await engine.inspect_container("web")
+    assert details.state.status is ContainerStatus.RUNNING
+    assert details.state.started_at == started  # never stopped
+    assert set(await by_name(engine)) == {"web"}
+
+
+async def test_crash_recovery_after_activation(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    manager = UpdateManager(engine, RecordingPublisher(), settings())
+    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    old_id = (await engine.inspect_container("web")).id
+    pub = RecordingPublisher()
+    plan = await manager.plan(state(comp("web", image=images["v2"])))
+    operation = Operation("crash", plan, engine, pub, settings())
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await operation.command(command, "")
+    assert set(await by_name(engine)) == {"web", "web.cua-old"}
+    # The agent dies here (no CLEANUP); at the next start recovery puts the old one back.
+    done = await recover(engine)
+    assert done
+    assert await by_name(engine) == {"web": ContainerStatus.RUNNING}
+    assert (await engine.inspect_container("web")).id == old_id
