@@ -229,14 +229,15 @@ def test_binds_of_containers_created_by_others() -> None:
 
 def test_pull_progress_sums_layers() -> None:
     layers: dict[str, tuple[int, int]] = {}
-    for message in [
+    messages: list[dict[str, Any]] = [
         {"status": "Pulling from x/y", "id": "1"},
         {"status": "Pulling fs layer", "id": "a", "progressDetail": {}},
         {"status": "Pulling fs layer", "id": "b", "progressDetail": {}},
         {"status": "Downloading", "id": "a", "progressDetail": {"current": 10, "total": 100}},
         {"status": "Downloading", "id": "b", "progressDetail": {"current": 5, "total": 50}},
         {"status": "Download complete", "id": "a", "progressDetail": {}},
-    ]:
+    ]
+    for message in messages:
         _track_layer(layers, message)
     assert layers == {"a": (100, 100), "b": (5, 50)}
 
