@@ -14,6 +14,7 @@ import base64
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import struct
@@ -669,7 +670,7 @@ class DockerEngine:
                     last = (done, total)
                     yield PullProgress(image=image, done=done, total=total)
         finally:
-            response.release()
+            response.close()  # also when the caller stopped early: drop the stream
         if mirror:
             await self._retag(str(source), wanted, image)
         total = sum(t for _, t in layers.values())
@@ -761,7 +762,7 @@ class DockerEngine:
             raise StartFailedError(f"cannot start container {container}: {error.message}") from None
 
     async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
-        seconds = max(0, round(grace_period))
+        seconds = max(0, math.ceil(grace_period))
         try:
             await self._call(
                 f"containers/{container}/stop",
