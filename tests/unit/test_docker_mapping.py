@@ -24,7 +24,13 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
-from cua.engine.base import ContainerStatus, EventAction, RegistryCredentials
+from cua.engine.base import (
+    ContainerStatus,
+    ContainerSummary,
+    CreateFailedError,
+    EventAction,
+    RegistryCredentials,
+)
 from cua.engine.docker import (
     DockerEngine,
     ImageReference,
@@ -33,6 +39,7 @@ from cua.engine.docker import (
     docker_time,
     engine_url,
     event_from_docker,
+    interface_ipv4,
     registry_auth_header,
     spec_from_inspect,
     status_from_docker,
@@ -256,3 +263,43 @@ def test_events_map_actions() -> None:
     )
     raw["Action"] = "destroy"
     assert event_from_docker(raw).action is EventAction.DESTROY
+
+
+def test_interface_address_is_read_without_traffic() -> None:
+    assert interface_ipv4("lo") == "127.0.0.1"
+    with pytest.raises(CreateFailedError, match="nosuchif0"):
+        interface_ipv4("nosuchif0")
+
+
+class _Engine(DockerEngine):
+    """DockerEngine with canned engine answers, for the extra-host resolution alone."""
+
+    def __init__(self, containers: dict[str, dict[str, Any]]) -> None:
+        super().__init__("unix:///nowhere.sock")
+        self.raw = containers
+
+    async def list_containers(self) -> list[ContainerSummary]:
+        return [
+            ContainerSummary(id=i, name=i, image="x", labels={}, status=ContainerStatus.RUNNING)
+            for i in self.raw
+        ]
+
+    async def _inspect_raw(self, container: str) -> dict[str, Any]:
+        return self.raw[container]
+
+
+async def test_container_hostname_resolves_to_that_containers_address() -> None:
+    engine = _Engine(
+        {
+            "a": {"Config": {"Hostname": "other-host"}, "NetworkSettings": {"IPAddress": ""}},
+            "b": {
+                "Config": {"Hostname": "db-host"},
+                "NetworkSettings": {"IPAddress": "", "Networks": {"n": {"IPAddress": "192.0.2.3"}}},
+            },
+        }
+    )
+    assert await engine._resolve_extra_host("app", "db:container_db-host") == "db:192.0.2.3"
+    assert await engine._resolve_extra_host("app", "x:container_nobody") == ""
+    assert await engine._resolve_extra_host("app", "gw:host_ip") == "gw:host-gateway"
+    assert await engine._resolve_extra_host("app", "lo:host_ip_lo") == "lo:127.0.0.1"
+    assert await engine._resolve_extra_host("app", "h:192.0.2.1") == "h:192.0.2.1"
