@@ -562,3 +562,49 @@ async def test_current_state_engine_down_is_root_only(
     inventory = (await UpdateManager(engine, pub, settings()).current_state()).to_wire()
     assert [n["id"] for n in inventory["softwareNodes"]] == ["containers-update-agent"]
     assert "associations" not in inventory
+
+
+async def test_d12_no_update_after_a_runtime_update(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "svc", image="img:1", restartPolicy="no", memory="100M")
+    wanted = desired(component("svc", image="img:1", restartPolicy="always", memory="200M"))
+    manager = UpdateManager(engine, pub, settings())
+    assert [str(a.kind) for a in (await manager.plan(wanted)).actions] == ["UPDATE"]
+    assert await manager.apply("A", wanted) == "COMPLETED"
+    # The labels still record the old values; the engine's runtime values count.
+    assert [str(a.kind) for a in (await manager.plan(wanted)).actions] == ["CHECK"]
+
+
+async def test_d9_superseded_pending_operation_reverts_its_runtime_update(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", desired(component("svc", image="img:1")))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
+        manager.submit_command("A", DesiredStateCommand(command="UPDATE"))
+        await until(lambda: last_status(pub, "A") == "UPDATE_SUCCESS")
+        manager.submit_desired_state(
+            "B", desired(component("svc", image="img:1", restartPolicy="no"))
+        )
+        await until(lambda: last_status(pub, "B") == "IDENTIFIED")
+    assert last_status(pub, "A") == "SUPERSEDED"
+    spec = (await engine.inspect_container("svc")).spec
+    assert str(spec.restart.type) == "no"
+    assert pub.wire("B")[1]["actions"][0]["message"] == (
+        "No changes detected, existing container will be check only if it is running."
+    )
+
+
+async def test_failing_publisher_does_not_stop_the_operation(engine: FakeEngine) -> None:
+    class Broken:
+        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+            raise ConnectionError("broker gone")
+
+    status = await UpdateManager(engine, Broken(), settings()).apply(
+        "A", desired(component("web-x", image="img:1"))
+    )
+    assert status == "COMPLETED"
+    assert engine.container_names() == ["web-x"]

@@ -734,10 +734,88 @@ async def test_start_failure_error_type_message_is_the_engines(
     )
 
 
-async def test_identified_message_carries_lenient_warnings(
+async def test_d7_d8_identified_message_names_ignored_entries(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:
     await operation(engine, pub, desired(component("web-x", image="img:1", port="localhost:1:2")))
     message = pub.wire()[0]["message"]
     assert "web-x" in message
     assert "port" in message
+
+
+async def test_rollback_with_no_relevant_action_publishes_only_the_result(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "chk", image="img:1")
+    op = await operation(engine, pub, desired(component("chk", image="img:1")))
+    await run(op, "DOWNLOAD", "ROLLBACK")
+    assert pub.wire()[-2:] == [
+        fb("DOWNLOAD_SUCCESS", act("chk", "IDENTIFIED", M_CHECK)),
+        fb("ROLLBACK_SUCCESS", act("chk", "IDENTIFIED", M_CHECK)),
+    ]
+
+
+async def test_d5_rollback_restart_failure_of_destroyed_container(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "old", image="img:1")
+    op = await operation(engine, pub, desired())
+    await run(op, "DOWNLOAD", "UPDATE")
+    engine.fail_start("old", "no memory")
+    await op.command("ROLLBACK", "")
+    assert pub.wire()[-1] == fb(
+        "ROLLBACK_FAILURE",
+        act("old", "UPDATE_FAILURE", "cannot start container old: no memory", "1"),
+    )
+
+
+async def test_rollback_after_activation_success_restores_old(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    old_id = add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "ROLLBACK", "CLEANUP")
+    assert pub.statuses()[-4:] == ["ROLLBACK", "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE"]
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.RUNNING
+
+
+async def test_activate_unpauses_a_paused_check_container(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "chk", image="img:1")
+    await engine.pause_container("chk")
+    op = await operation(engine, pub, desired(component("chk", image="img:1")))
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE")
+    assert pub.wire()[-1] == fb("ACTIVATION_SUCCESS", act("chk", "ACTIVATION_SUCCESS", M_RUNNING))
+    assert status_of(engine, "chk") is ContainerStatus.RUNNING
+    assert engine.call_count("unpause_container") == 1
+
+
+async def test_update_of_a_stopped_recreate_target_is_success_without_stop(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1", running=False)
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await run(op, "DOWNLOAD", "UPDATE")
+    assert pub.wire()[-1] == fb("UPDATE_SUCCESS", act("web", "UPDATE_SUCCESS", M_STOPPED))
+    assert engine.call_count("stop_container") == 0
+
+
+async def test_recreate_keeps_old_running_until_update_and_uses_a_temporary_name(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await op.command("DOWNLOAD", "")
+    assert sorted(engine.container_names()) == ["web", "web.cua-new"]
+    assert status_of(engine, "web") is ContainerStatus.RUNNING
+    await op.command("UPDATE", "")
+    assert status_of(engine, "web") is ContainerStatus.EXITED
+    await op.command("ACTIVATE", "")
+    assert sorted(engine.container_names()) == ["web", "web.cua-old"]
+    assert (await engine.inspect_container("web")).spec.image == "img:2"
+    await op.command("CLEANUP", "")
+    assert engine.container_names() == ["web"]

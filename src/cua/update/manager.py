@@ -73,6 +73,20 @@ _Incoming = _Desired | _Command | _Invalid
 _Work = _Parsed | _Command | _Invalid
 
 
+class _SafePublisher:
+    """A publisher that never raises: a lost feedback is logged, the operation goes on
+    (the device must not be left half-updated because the broker link failed)."""
+
+    def __init__(self, publisher: FeedbackPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        try:
+            await self._publisher.publish_feedback(activity_id, feedback)
+        except Exception:
+            log.exception("[%s] cannot publish %s feedback", activity_id, feedback.status)
+
+
 class UpdateManager:
     """Processes desired states and commands for one domain (see coord/update-api.md)."""
 
@@ -80,7 +94,7 @@ class UpdateManager:
         self, engine: Engine, publisher: FeedbackPublisher, settings: UpdateSettings
     ) -> None:
         self._engine = engine
-        self._publisher = publisher
+        self._publisher: FeedbackPublisher = _SafePublisher(publisher)
         self._settings = settings
         self._inbox: asyncio.Queue[_Incoming | None] = asyncio.Queue()
         self._work: deque[_Work] = deque()
@@ -180,12 +194,15 @@ class UpdateManager:
                 await self._work_ready.wait()
                 continue
             item = self._work.popleft()
-            if isinstance(item, _Invalid):
-                await self._publish_failed(item.activity_id, item.message)
-            elif isinstance(item, _Parsed):
-                await self._run_desired(item)
-            else:
-                await self._run_command(item)
+            try:
+                if isinstance(item, _Invalid):
+                    await self._publish_failed(item.activity_id, item.message)
+                elif isinstance(item, _Parsed):
+                    await self._run_desired(item)
+                else:
+                    await self._run_command(item)
+            except Exception:  # a bug must not stop the agent; the next message is served
+                log.exception("[%s] unexpected error", item.activity_id)
         if self._work:
             log.warning("stopping: %d queued message(s) not processed", len(self._work))
 
