@@ -608,3 +608,21 @@ async def test_failing_publisher_does_not_stop_the_operation(engine: FakeEngine)
     )
     assert status == "COMPLETED"
     assert engine.container_names() == ["web-x"]
+
+
+async def test_recovery_leaves_unmanaged_old_lookalike(engine: FakeEngine) -> None:
+    engine.add_container("tool.cua-old", parse_component(component("tool", image="img:1")).spec)
+    assert await recover(engine) == []
+    assert engine.container_names() == ["tool.cua-old"]
+
+
+async def test_recovery_removes_unactivated_new_container_and_restarts_stopped_old(
+    engine: FakeEngine,
+) -> None:
+    old_id = add_managed(engine, "web", image="img:1", running=False)  # stopped by UPDATE
+    _new_container(engine, "web", "img:2", replaces_running=True)
+    await recover(engine)
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.RUNNING

@@ -61,6 +61,8 @@ async def _recover_one(
         else:
             log.warning("recovery: %s and %s both exist; left alone", name, name + OLD_SUFFIX)
             return
+    if new is None and (old is None or not is_managed(old.labels)):
+        return  # nothing of an operation of ours: leave it alone
     was_running = replaced_was_running(new.labels) if new is not None else None
     if old is not None and real is None:
         await engine.rename_container(old.id, name)
