@@ -142,7 +142,11 @@ async def test_d9_orchestrated_pending_operation_superseded_and_restored(
         manager.submit_command("A", DesiredStateCommand(command="UPDATE"))  # A is gone
         manager.submit_command("B", DesiredStateCommand(command="DOWNLOAD"))
         await until(lambda: last_status(pub, "B") == "DOWNLOAD_SUCCESS")
-    assert pub.wire("A")[-1] == fb("SUPERSEDED", act("web", "DOWNLOAD_SUCCESS", M_CREATED))
+    assert pub.wire("A")[-1] == fb(
+        "SUPERSEDED",
+        act("web", "DOWNLOAD_SUCCESS", M_CREATED),
+        message="replaced by a newer desired state (activityId B)",
+    )
     assert pub.statuses("A").count("SUPERSEDED") == 1
     assert engine.container_names() == ["web"]  # A's new container removed
     # SUPERSEDED of A comes before B starts.
@@ -293,8 +297,12 @@ async def test_d9_waiting_desired_states_only_newest_kept(
         assert last_status(gated, "A") == "IDENTIFYING"  # A still runs; D waits
         gate.set()
         await until(lambda: last_status(gated, "D") == "COMPLETED")
-    assert gated.wire("B") == [fb("SUPERSEDED")]
-    assert gated.wire("C") == [fb("SUPERSEDED")]
+    assert gated.wire("B") == [
+        fb("SUPERSEDED", message="replaced by a newer desired state (activityId C)")
+    ]
+    assert gated.wire("C") == [
+        fb("SUPERSEDED", message="replaced by a newer desired state (activityId D)")
+    ]
     assert last_status(gated, "A") == "COMPLETED"
     assert gated.statuses("D")[:2] == ["IDENTIFYING", "IDENTIFIED"]
     assert gated.wire("D")[1]["actions"][0]["message"] == (

@@ -36,7 +36,7 @@ from cua.engine.base import (
     EngineError,
 )
 from cua.update.identify import current_containers, normalize_engine_spec, with_runtime
-from cua.update.operation import Operation
+from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
 from cua.update.recovery import recover
@@ -178,7 +178,12 @@ class UpdateManager:
         self._queue(_Parsed(item.activity_id, parsed))
         for old in waiting:
             log.info("[%s] superseded by %s before it started", old.activity_id, item.activity_id)
-            await self._publish(old.activity_id, DesiredStateFeedback(status=StatusType.SUPERSEDED))
+            await self._publish(
+                old.activity_id,
+                DesiredStateFeedback(
+                    status=StatusType.SUPERSEDED, message=superseded_message(item.activity_id)
+                ),
+            )
 
     async def _answer_standalone(self, item: _Command) -> None:
         running = self._running
@@ -210,7 +215,7 @@ class UpdateManager:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             log.info("[%s] superseded by %s", pending.activity_id, item.activity_id)
-            await pending.supersede()
+            await pending.supersede(superseded_message(item.activity_id))
         operation = await self._identify(item.activity_id, item.parsed)
         if isinstance(operation, StatusType):
             return

@@ -82,6 +82,11 @@ def wrong_state_message(command: CommandType) -> str:
     return f"{command} is possible only after status {allowed} is reported"
 
 
+def superseded_message(activity_id: str) -> str:
+    """Ours (Kanto never sends SUPERSEDED): which desired state took the place."""
+    return f"replaced by a newer desired state (activityId {activity_id})"
+
+
 def unknown_baseline_message(baseline: str) -> str:
     return f"Unknown baseline {baseline}"
 
@@ -289,12 +294,12 @@ class Operation:
         assert self.final_status is not None
         return self.final_status
 
-    async def supersede(self) -> None:
+    async def supersede(self, message: str) -> None:
         """A newer desired state replaces this one: restore the device, say SUPERSEDED (D9)."""
         for action in self.actions:
             await self._undo_quietly(action, ensure_running=False)
         self.final_status = StatusType.SUPERSEDED
-        await self._publish(StatusType.SUPERSEDED)
+        await self._publish(StatusType.SUPERSEDED, message=message)
 
     async def _end_stopped(self) -> None:
         """The agent stops mid-operation: what was done is reported, the end is INCOMPLETE.
