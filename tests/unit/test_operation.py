@@ -819,3 +819,49 @@ async def test_recreate_keeps_old_running_until_update_and_uses_a_temporary_name
     assert (await engine.inspect_container("web")).spec.image == "img:2"
     await op.command("CLEANUP", "")
     assert engine.container_names() == ["web"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])  # old steps aside / new takes the name
+async def test_activate_rename_failure_then_rollback_restores_names(
+    engine: FakeEngine, pub: RecordingPublisher, failing_call: int
+) -> None:
+    old_id = add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await run(op, "DOWNLOAD", "UPDATE")
+    failure = EngineError("cannot rename: busy")
+    if failing_call == 1:
+        engine.fail_next("rename_container", failure)
+    else:
+        original = engine.rename_container
+        calls = 0
+
+        async def second_fails(container: str, new_name: str) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise failure
+            await original(container, new_name)
+
+        engine.rename_container = second_fails  # type: ignore[method-assign]
+    await op.command("ACTIVATE", "")
+    assert pub.wire()[-1] == fb(
+        "ACTIVATION_FAILURE", act("web", "ACTIVATION_FAILURE", "cannot rename: busy")
+    )
+    await run(op, "ROLLBACK", "CLEANUP")
+    assert pub.statuses()[-3:] == ["ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE"]
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert details.id == old_id
+    assert details.state.status is ContainerStatus.RUNNING
+
+
+async def test_update_failure_when_the_old_container_vanished(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await op.command("DOWNLOAD", "")
+    await engine.remove_container("web")
+    await op.command("UPDATE", "")
+    assert pub.wire()[-1]["status"] == "UPDATE_FAILURE"
+    assert pub.wire()[-1]["actions"][0]["message"].startswith("no such container")
