@@ -182,6 +182,17 @@ async def test_create_with_a_taken_name_is_a_name_conflict(kit: Kit) -> None:
         await kit.engine.create_container(name, kit.spec(name), {})
 
 
+async def test_a_name_that_is_another_containers_id_prefix_is_free(kit: Kit) -> None:
+    first = kit.name("first")
+    first_id = await kit.engine.create_container(first, kit.spec(first), {})
+    # Two id characters are a valid container name; names and ids are separate namespaces.
+    prefix_name = first_id[:2]
+    await kit.engine.create_container(prefix_name, kit.spec(prefix_name), {})
+    assert (await kit.engine.inspect_container(prefix_name)).name == prefix_name
+    assert (await kit.engine.inspect_container(first)).id == first_id
+    await kit.engine.remove_container(prefix_name)
+
+
 async def test_create_without_the_image_fails_and_creates_nothing(kit: Kit) -> None:
     name = kit.name("noimage")
     with pytest.raises(ImageNotFoundError, match="not present"):

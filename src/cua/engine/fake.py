@@ -164,7 +164,7 @@ class FakeEngine:
         exit_code: int = 0,
     ) -> str:
         """Pre-populate a container (no call logged, no event); its image becomes present."""
-        if self._find(name) is not None:
+        if self._name_taken(name):
             raise NameConflictError(f"container name {name} is already in use")
         self._images.setdefault(spec.image, 1_000_000)
         container = _Container(
@@ -255,7 +255,7 @@ class FakeEngine:
                 f"cannot create container {name}: invalid container name, "
                 "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )
-        if self._find(name) is not None:
+        if self._name_taken(name):
             raise NameConflictError(
                 f"cannot create container {name}: the name is already in use by another container"
             )
@@ -327,7 +327,7 @@ class FakeEngine:
             raise CreateFailedError(
                 f"cannot rename container {found.name} to {new_name}: invalid container name"
             )
-        if self._find(new_name) is not None:
+        if self._name_taken(new_name):
             raise NameConflictError(
                 f"cannot rename container {found.name} to {new_name}: "
                 "the name is already in use by another container"
@@ -395,6 +395,10 @@ class FakeEngine:
                 return candidate
         by_prefix = [c for c in self._containers.values() if key and c.id.startswith(key)]
         return by_prefix[0] if len(by_prefix) == 1 else None
+
+    def _name_taken(self, name: str) -> bool:
+        # Names only: an id prefix that looks like the name is no conflict (as in Docker).
+        return any(c.name == name for c in self._containers.values())
 
     def _get(self, container: str) -> _Container:
         found = self._find(container)
