@@ -18,13 +18,14 @@ from update_helpers import (
     component,
     desired,
     fb,
+    operation,
     settings,
 )
 
 from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
-from cua.engine.base import ContainerStatus, EngineUnavailableError, PullProgress
+from cua.engine.base import ContainerStatus, EngineError, EngineUnavailableError, PullProgress
 from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.manager import UpdateManager
@@ -430,6 +431,27 @@ async def test_recovery_after_crash_after_activation(
     assert details.id == old_id
     assert details.state.status is ContainerStatus.EXITED  # it did not run before
     assert engine.container_names() == ["web"]
+
+
+async def test_recovery_finishes_a_removal_that_cleanup_committed_to(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    """A RECREATE whose old container could not be removed at CLEANUP stays updated."""
+    old_id = add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await op.command(command, "")
+    engine.fail_next("remove_container", EngineError("device or resource busy"))
+    await op.command("CLEANUP", "")
+    assert pub.statuses("A")[-1] == "COMPLETED"  # Kanto ignores RECREATE removal errors
+    assert sorted(engine.container_names()) == ["web", "web.cua-removed"]
+    new_id = (await engine.inspect_container("web")).id
+    done = await recover(engine)
+    assert done == ["web.cua-removed: removal committed by CLEANUP finished"]
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert (details.id, details.spec.image) == (new_id, "img:2")
+    assert details.id != old_id
 
 
 async def test_recovery_leaves_unmanaged_lookalikes(

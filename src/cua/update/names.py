@@ -12,6 +12,10 @@ from collections.abc import Mapping
 
 NEW_SUFFIX = ".cua-new"  # a new container, created in DOWNLOAD, not yet activated
 OLD_SUFFIX = ".cua-old"  # an old container, renamed at ACTIVATE, removed at CLEANUP
+# An old container that CLEANUP committed to removing: renamed first, so that if the removal
+# fails (or the agent dies) recovery finishes the removal instead of undoing the update.
+REMOVED_SUFFIX = ".cua-removed"
+_SUFFIXES = (NEW_SUFFIX, OLD_SUFFIX, REMOVED_SUFFIX)
 
 LABEL_ACTIVITY = "io.cua.activity-id"  # the operation that created the container
 # On a new container that replaces another: whether that one ran when identified ("true"/
@@ -27,14 +31,18 @@ def old_name(name: str) -> str:
     return name + OLD_SUFFIX
 
 
+def removed_name(name: str) -> str:
+    return name + REMOVED_SUFFIX
+
+
 def is_transient(name: str) -> bool:
     """A name this agent uses for a container in flight (never a desired container's)."""
-    return name.endswith((NEW_SUFFIX, OLD_SUFFIX))
+    return name.endswith(_SUFFIXES)
 
 
 def real_name(name: str) -> str:
     """The desired container's name behind a transient name."""
-    for suffix in (NEW_SUFFIX, OLD_SUFFIX):
+    for suffix in _SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name

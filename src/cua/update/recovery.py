@@ -21,6 +21,7 @@ from cua.update.names import (
     LABEL_REPLACES_RUNNING,
     NEW_SUFFIX,
     OLD_SUFFIX,
+    REMOVED_SUFFIX,
     new_name,
     real_name,
     replaced_was_running,
@@ -36,6 +37,10 @@ async def recover(engine: Engine) -> list[str]:
     """
     done: list[str] = []
     containers = {c.name: c for c in await engine.list_containers()}
+    for name, container in sorted(containers.items()):
+        if name.endswith(REMOVED_SUFFIX) and is_managed(container.labels):
+            await engine.remove_container(container.id)
+            done.append(f"{name}: removal committed by CLEANUP finished")
     names = {real_name(n) for n in containers if n.endswith((NEW_SUFFIX, OLD_SUFFIX))}
     for name in sorted(names):
         await _recover_one(engine, name, containers, done)

@@ -15,7 +15,7 @@ from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
 from cua.engine.base import ContainerNotFoundError, ContainerStatus, Engine
-from cua.update.names import new_name, old_name, operation_labels
+from cua.update.names import new_name, old_name, operation_labels, removed_name
 from cua.update.plan import PlannedAction
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,9 @@ class DeviceSteps:
     async def remove_old(self, action: ActionState) -> None:
         current = action.planned.current
         assert current is not None
+        if action.old_renamed:
+            # Committed: from here on recovery finishes this removal rather than undo it.
+            await self._engine.rename_container(current.id, removed_name(action.name))
         await self._engine.remove_container(current.id)
 
     # --- undo -----------------------------------------------------------------------------
