@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
 __all__ = [
@@ -366,7 +367,8 @@ class MqttConnection:
             identifier=o.client_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else True,
-            clean_start=True,
+            # paho refuses clean_start with 3.1.1 (its default, FIRST_ONLY, is ignored there).
+            clean_start=True if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=max(1, round(o.keep_alive)),
             timeout=o.connect_timeout,
             tls_context=tls_context(o.tls) if o.broker.tls else None,
