@@ -4,7 +4,9 @@ on every listener, and stopping a stack leaves no process and no directory behin
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import aiomqtt
 import pytest
 
 from cua.testing.images import ImageFactory, ImageSpec, load_image
-from cua.testing.processes import ServiceError, ServiceProcess, alive
+from cua.testing.processes import ServiceError, ServiceProcess, alive, processes_referencing
 from cua.testing.stack import LocalStack
 from cua.testing.unixhttp import engine_json
 
@@ -174,3 +176,47 @@ def test_stopped_stack_leaves_no_process_and_no_directory() -> None:
     assert _children_of(pids) == set()
     assert not tmpdir.exists()
     assert stack.pids() == set()
+
+
+def _run_stack_process(code: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start a Python process running a stack; return it and its first output lines up to
+    the one naming the temp dir."""
+    proc = subprocess.Popen(
+        [sys.executable, *code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not any(line.startswith("tmpdir:") for line in lines):
+        line = proc.stdout.readline()
+        assert line, f"stack process ended early: {lines}"
+        lines.append(line)
+    return proc, lines
+
+
+def _tmpdir_of(lines: list[str]) -> Path:
+    return Path(next(line for line in lines if line.startswith("tmpdir:")).split()[1])
+
+
+def test_module_entry_stops_everything_on_sigterm() -> None:
+    proc, lines = _run_stack_process(["-m", "cua.testing.stack"])
+    tmpdir = _tmpdir_of(lines)
+    assert processes_referencing(str(tmpdir))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert processes_referencing(str(tmpdir)) == set()
+    assert not tmpdir.exists()
+
+
+def test_forgotten_stack_is_stopped_at_interpreter_exit() -> None:
+    code = (
+        "from cua.testing.stack import LocalStack\n"
+        "stack = LocalStack()\n"
+        "stack.start()\n"
+        "print('tmpdir:', stack.tmpdir, *sorted(stack.pids()), flush=True)\n"
+    )
+    proc, lines = _run_stack_process(["-c", code])
+    pids = {int(pid) for pid in lines[-1].split()[2:]}
+    assert len(pids) >= 4
+    assert proc.wait(timeout=60) == 0
+    assert [pid for pid in pids if alive(pid)] == []
+    assert not _tmpdir_of(lines).exists()

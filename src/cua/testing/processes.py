@@ -24,6 +24,7 @@ __all__ = [
     "alive",
     "descendants",
     "free_port",
+    "free_ports",
     "log_tail",
     "processes_referencing",
     "stop_pid",
@@ -36,12 +37,22 @@ class ServiceError(RuntimeError):
     """A stack service failed to start or to become ready (message includes its log tail)."""
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 right now (the OS picks them; the
+    sockets are held together so the same port is not handed out twice)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 right now."""
+    return free_ports(1)[0]
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

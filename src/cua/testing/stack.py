@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -31,6 +32,7 @@ from cua.testing.processes import (
     alive,
     descendants,
     free_port,
+    free_ports,
     processes_referencing,
     stop_pid,
 )
@@ -99,13 +101,9 @@ class LocalStack:
             _live_stacks.add(self)
         try:
             self._tls = generate_tls(self._tmpdir / "tls")
-            self._mqtt_port, self._mqtts_port = free_port(), free_port()
-            self._mqtt_auth_port, self._registry_port = free_port(), free_port()
-            self._write_mosquitto_config()
-            self._write_registry_config()
             self._start_dockerd()
-            self.start_registry()
-            self.start_mosquitto()
+            self._start_with_fresh_ports(self._new_registry_port, self.start_registry)
+            self._start_with_fresh_ports(self._new_mqtt_ports, self.start_mosquitto)
         except BaseException:
             self.stop()
             raise
@@ -178,10 +176,12 @@ class LocalStack:
     def pids(self) -> set[int]:
         """Every PID this stack started and that is still known: the services, their
         descendants (containerd, shims) and anything referencing the temp dir."""
-        live = {svc.pid for svc in self._services.values() if svc.pid is not None}
-        found = live | descendants(sorted(live))
+        found = {svc.pid for svc in self._services.values() if svc.pid is not None}
         if self._tmpdir is not None:
+            # containerd shims re-parent to init but name our dir on their command line;
+            # the container processes are their children.
             found |= processes_referencing(str(self._tmpdir))
+        found |= descendants(sorted(found))
         self._seen_pids |= found
         return found | {pid for pid in self._seen_pids if alive(pid)}
 
@@ -244,6 +244,29 @@ class LocalStack:
         svc = self._services.get(name)
         if svc is not None:
             svc.stop()
+
+    def _start_with_fresh_ports(
+        self, choose_ports: Callable[[], None], start: Callable[[], None], attempts: int = 3
+    ) -> None:
+        """A port found free may be taken by a parallel test run before the service binds
+        it: then retry on other ports."""
+        for attempt in range(attempts):
+            choose_ports()
+            try:
+                start()
+            except ServiceError:
+                if attempt == attempts - 1:
+                    raise
+            else:
+                return
+
+    def _new_registry_port(self) -> None:
+        self._registry_port = free_port()
+        self._write_registry_config()
+
+    def _new_mqtt_ports(self) -> None:
+        self._mqtt_port, self._mqtts_port, self._mqtt_auth_port = free_ports(3)
+        self._write_mosquitto_config()
 
     def _start_dockerd(self) -> None:
         d = self.tmpdir
@@ -335,6 +358,9 @@ class LocalStack:
             f"password_file {passwd}",
         ]
         (d / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+        secret = d / "mqtt-password"  # for humans using `python -m cua.testing.stack`
+        secret.touch(mode=0o600)
+        secret.write_text(self.mqtt_password + "\n")
 
     @staticmethod
     def _unmount_under(directory: Path) -> None:
@@ -359,7 +385,8 @@ class LocalStack:
                 f"registry:      {self.registry}",
                 f"mqtt:          {self.broker_url}",
                 f"mqtts:         ssl://127.0.0.1:{self.mqtts_port} (client cert required)",
-                f"mqtt (auth):   tcp://127.0.0.1:{self.mqtt_auth_port} user {self.mqtt_user}",
+                f"mqtt (auth):   tcp://127.0.0.1:{self.mqtt_auth_port} user {self.mqtt_user}"
+                f" password in {self.tmpdir / 'mqtt-password'}",
                 f"tls ca:        {self.tls.ca_cert}",
                 f"tls client:    {self.tls.client_cert} {self.tls.client_key}",
             ]
