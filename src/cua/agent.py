@@ -240,3 +240,14 @@ class Agent:
             await asyncio.sleep(backoff.next_delay())
             # Changes may have happened while the stream was down.
             self._changed.set()
+
+
+def open_engine(config: AgentConfig) -> Engine:
+    """The real engine for this configuration (Docker Engine API)."""
+    from cua.engine.docker import DockerEngine
+
+    return DockerEngine(
+        config.engine_url or None,
+        mirrors=config.registry_mirrors,
+        credentials=config.registries,
+    )

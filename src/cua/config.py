@@ -225,13 +225,13 @@ class AgentConfig:
 
 
 def _check_engine_url(url: str, where: str) -> str:
-    if not url:
+    if not url or url.startswith("/"):  # a bare path is a unix socket
         return url
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ENGINE_SCHEMES:
         raise ConfigError(
             f"{where}: unsupported engine URL scheme {scheme or '(none)'!r}"
-            " (expected unix:///path/to/socket, tcp://host:port or http://host:port)"
+            " (expected unix:///path/to/docker.sock, a socket path, tcp://host:port or http://host:port)"
         )
     return url
 

@@ -289,7 +289,7 @@ class MqttConnection:
         self._backoff = Backoff(options.backoff_initial, options.backoff_max)
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
-        self._ever_connected = asyncio.Event()
+        self._session_up = False
         self.connections = 0  # successful connects so far (for logs and tests)
 
     # --- publishing --------------------------------------------------------------------
@@ -323,24 +323,30 @@ class MqttConnection:
     async def run(self) -> None:
         """Connect, reconnect, send and receive until `stop()` is called."""
         while not self._stopping.is_set():
+            self._session_up = False
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                self._connected.clear()
-                if self._stopping.is_set():
-                    break
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "%s; retrying in %.1f s", describe_connect_error(exc, self.options), delay
-                )
-                await self._sleep_unless_stopping(delay)
-            except OSError as exc:  # e.g. a TLS file vanished after start
-                self._connected.clear()
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "%s; retrying in %.1f s", describe_connect_error(exc, self.options), delay
-                )
-                await self._sleep_unless_stopping(delay)
+            except (aiomqtt.MqttError, OSError) as exc:  # OSError: e.g. a TLS file vanished
+                if self._session_up:
+                    problem = f"MQTT connection to {self.options.broker} lost: {exc}"
+                else:
+                    problem = describe_connect_error(exc, self.options)
+            except Exception as exc:  # never give up on the broker because of one failure
+                log.exception("unexpected MQTT error")
+                problem = f"unexpected MQTT error: {exc}"
+            else:
+                continue
+            self._connected.clear()
+            if self._stopping.is_set():
+                break
+            delay = self._backoff.next_delay()
+            log.warning(
+                "%s; %s in %.1f s",
+                problem,
+                "reconnecting" if self._session_up else "retrying",
+                delay,
+            )
+            await self._sleep_unless_stopping(delay)
         self._connected.clear()
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
@@ -391,8 +397,8 @@ class MqttConnection:
                 self.options.client_id,
                 ", ".join(self._subscriptions),
             )
+            self._session_up = True
             self._connected.set()
-            self._ever_connected.set()
             try:
                 async with asyncio.TaskGroup() as group:
                     receiver = group.create_task(self._receive(client))
@@ -404,9 +410,7 @@ class MqttConnection:
                     sender.cancel()
             except* aiomqtt.MqttError as group_error:
                 self._connected.clear()
-                error = group_error.exceptions[0]
-                log.warning("MQTT connection to %s lost: %s", self.options.broker, error)
-                raise error from None
+                raise group_error.exceptions[0] from None
             self._connected.clear()
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.unsubscribe(

@@ -1,0 +1,152 @@
+"""MQTT connection pieces that need no broker: URLs, backoff, the outgoing queue."""
+
+from __future__ import annotations
+
+import pytest
+from aiomqtt.exceptions import MqttConnectError, MqttError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from cua.mqtt import (
+    Backoff,
+    BrokerAddress,
+    BrokerUrlError,
+    MqttOptions,
+    OutgoingKind,
+    OutgoingMessage,
+    OutgoingQueue,
+    describe_connect_error,
+    parse_broker_url,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("tcp://localhost:1883", BrokerAddress("localhost", 1883, tls=False)),
+        ("mqtt://127.0.0.1", BrokerAddress("127.0.0.1", 1883, tls=False)),
+        ("TCP://Broker.local:2000", BrokerAddress("broker.local", 2000, tls=False)),
+        ("ssl://h", BrokerAddress("h", 8883, tls=True)),
+        ("mqtts://h:9000", BrokerAddress("h", 9000, tls=True)),
+        ("tls://127.0.0.1:8884/", BrokerAddress("127.0.0.1", 8884, tls=True)),
+        ("tcp://[::1]:1883", BrokerAddress("::1", 1883, tls=False)),
+    ],
+)
+def test_broker_urls(url: str, expected: BrokerAddress) -> None:
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("localhost:1883", "missing scheme"),
+        ("ws://h:80", "unsupported scheme 'ws'"),
+        ("https://h", "unsupported scheme"),
+        ("tcp://", "missing host"),
+        ("tcp://h:port", "invalid port"),
+        ("tcp://h:0", "invalid port"),
+        ("tcp://u:p@h:1883", "credentials in the URL"),
+        ("tcp://h:1883/topic", "unexpected path"),
+    ],
+)
+def test_bad_broker_urls(url: str, reason: str) -> None:
+    with pytest.raises(BrokerUrlError, match=reason):
+        parse_broker_url(url)
+
+
+def test_broker_address_str() -> None:
+    assert str(BrokerAddress("::1", 1883, tls=False)) == "mqtt://[::1]:1883"
+    assert str(BrokerAddress("h", 8883, tls=True)) == "mqtts://h:8883"
+
+
+def test_backoff_grows_caps_and_resets() -> None:
+    # rng returns the upper bound: the ceiling itself.
+    backoff = Backoff(0.5, 4.0, rng=lambda low, high: high)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+
+
+def test_backoff_jitter_stays_within_half_to_full() -> None:
+    backoff = Backoff(1.0, 8.0)
+    for ceiling in (1.0, 2.0, 4.0, 8.0, 8.0, 8.0):
+        delay = backoff.next_delay()
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_backoff_never_overflows() -> None:
+    backoff = Backoff(0.5, 30.0, rng=lambda low, high: high)
+    for _ in range(2000):
+        delay = backoff.next_delay()
+    assert delay == 30.0
+
+
+def test_backoff_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="backoff"):
+        Backoff(0, 1)
+    with pytest.raises(ValueError, match="backoff"):
+        Backoff(2, 1)
+
+
+def message(name: str, kind: OutgoingKind) -> OutgoingMessage:
+    return OutgoingMessage(name, name.encode(), 1, False, kind)
+
+
+async def test_queue_drops_oldest_non_feedback_first(caplog: pytest.LogCaptureFixture) -> None:
+    queue = OutgoingQueue(3)
+    f1 = message("f1", OutgoingKind.FEEDBACK)
+    s1 = message("s1", OutgoingKind.OTHER)
+    f2 = message("f2", OutgoingKind.FEEDBACK)
+    for item in (f1, s1, f2):
+        queue.put(item)
+    queue.put(message("f3", OutgoingKind.FEEDBACK))
+    assert [m.topic for m in queue._items] == ["f1", "f2", "f3"]
+    assert "dropped the oldest other message for s1" in caplog.text
+    # Only feedback left: the oldest feedback goes.
+    queue.put(message("f4", OutgoingKind.FEEDBACK))
+    assert [m.topic for m in queue._items] == ["f2", "f3", "f4"]
+    assert queue.dropped == 2
+
+
+async def test_queue_pop_sent_by_identity() -> None:
+    queue = OutgoingQueue(10)
+    a = message("x", OutgoingKind.OTHER)
+    b = message("x", OutgoingKind.OTHER)  # equal, not the same
+    queue.put(a)
+    queue.put(b)
+    assert queue.peek() is a
+    queue.pop_sent(b)
+    assert queue.peek() is a
+    assert len(queue) == 1
+    queue.pop_sent(a)
+    assert queue.peek() is None
+    await queue.wait_empty()
+
+
+def options() -> MqttOptions:
+    return MqttOptions(broker=BrokerAddress("h", 1883, tls=False), username="agent", password="pw")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (4, "bad username or password (user 'agent')"),
+        (134, "bad username or password (user 'agent')"),
+        (5, "not authorized (user 'agent')"),
+        (135, "not authorized (user 'agent')"),
+    ],
+)
+def test_connect_refusal_lines(code: int, expected: str) -> None:
+    rc: int | ReasonCode = code
+    if code > 100:
+        rc = ReasonCode(PacketTypes.CONNACK, identifier=code)
+    line = describe_connect_error(MqttConnectError(rc), options())
+    assert line == f"broker mqtt://h:1883 refused the connection: {expected}"
+    assert "pw" not in line.replace("password", "")
+
+
+def test_connect_failure_line() -> None:
+    line = describe_connect_error(MqttError("[Errno 111] Connection refused"), options())
+    assert line == "cannot connect to broker mqtt://h:1883: [Errno 111] Connection refused"
