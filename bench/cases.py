@@ -1,0 +1,462 @@
+"""The benchmark cases. Each returns table rows; agent and baseline runs are interleaved
+(agent, baseline, agent, baseline, ...) so that a slow phase of the machine hits both."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiodocker
+from harness import (
+    AgentProcess,
+    Broker,
+    Row,
+    desired_state,
+    mb,
+    median,
+    ms,
+    names,
+    peek,
+    progress,
+    python_baseline_rss,
+    raw_create_start,
+    raw_remove_all,
+    raw_remove_images,
+    rss_kib,
+)
+
+from cua.api.envelope import encode
+from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
+from cua.containers.labels import encode_labels
+from cua.containers.parse import parse_desired_state
+from cua.engine.docker import DockerEngine
+from cua.engine.fake import FakeEngine
+from cua.testing.images import ImageFactory
+from cua.testing.stack import LocalStack
+from cua.update.identify import current_containers
+from cua.update.manager import UpdateManager
+from cua.update.plan import make_plan
+from cua.update.settings import Manage, UpdateSettings
+
+ALL_CASES = ("identify", "apply", "start", "change", "noop", "download", "idle")
+N_APPLY = 50
+N_NOOP = 100
+N_IDENTIFY = 1000
+N_BIG = 5
+BIG_MB = 20
+IDLE_OPS = 100
+_NO_SYS: dict[str, tuple[str, ...]] = {"system_containers": ()}
+SETTLE = 1.0  # s after an operation: the agent's debounced current state is published
+
+
+class EncodingPublisher:
+    """In-process stand-in for MQTT: encodes each feedback envelope as the agent does."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        encode(activity_id, feedback)
+        self.count += 1
+
+
+def _timer() -> Callable[[], float]:
+    started = time.perf_counter()
+    return lambda: time.perf_counter() - started
+
+
+class Bench:
+    def __init__(self, stack: LocalStack, tmp: Path, repeat: int) -> None:
+        self.stack = stack
+        self.tmp = tmp
+        self.repeat = repeat
+        self.docker = aiodocker.Docker(url=stack.docker_host)
+        self.engine_version = ""
+        self.v1 = self.v2 = ""
+        self.big: list[str] = []
+        self.agent: AgentProcess | None = None
+        self.broker: Broker | None = None
+        self.rss_after_start = 0
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        self.engine_version = str((await self.docker.version())["Version"])
+        factory = ImageFactory(self.stack.registry, self.stack.docker_host)
+        progress("building, pushing and loading images")
+        self.v1 = factory("bench/app", "v1", marker="v1", load=True)
+        self.v2 = factory("bench/app", "v2", marker="v2", load=True)
+        # Pushed only: the download case pulls them.
+        self.big = [
+            factory(f"bench/big{i}", "1", marker=f"big{i}", size_mb=BIG_MB) for i in range(N_BIG)
+        ]
+
+    async def close(self) -> None:
+        if self.broker is not None:
+            await self.broker.__aexit__(None, None, None)
+        if self.agent is not None:
+            self.agent.stop()
+        await self.docker.close()
+
+    async def run(self, wanted: list[str]) -> list[Row]:
+        unknown = set(wanted) - set(ALL_CASES)
+        if unknown:
+            raise SystemExit(f"unknown case(s) {sorted(unknown)}; known: {ALL_CASES}")
+        selected = [c for c in ALL_CASES if not wanted or c in wanted]
+        rows: list[Row] = []
+        for case in selected:
+            began = time.monotonic()
+            progress(f"case {case}")
+            rows += await getattr(self, f"case_{case}")()
+            progress(f"case {case} done in {time.monotonic() - began:.0f} s")
+        return rows
+
+    async def _interleaved(
+        self,
+        variants: dict[str, Callable[[], Awaitable[float]]],
+        prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, float]:
+        """Median seconds per variant; variants alternate within each round."""
+        results: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(self.repeat):
+            for name, measure in variants.items():
+                if prepare is not None:
+                    await prepare()
+                results[name].append(await measure())
+        return {name: median(values) for name, values in results.items()}
+
+    async def _apply_in_process(self, desired: DesiredState, activity_id: str) -> float:
+        engine = DockerEngine(self.stack.docker_host)
+        try:
+            manager = UpdateManager(engine, EncodingPublisher(), UpdateSettings())
+            elapsed = _timer()
+            status = await manager.apply(activity_id, desired)
+            seconds = elapsed()
+        finally:
+            await engine.close()
+        if status is not StatusType.COMPLETED:
+            raise RuntimeError(f"apply {activity_id} ended {status}")
+        return seconds
+
+    # --- identify 1,000 components (fake engine) ----------------------------------------------
+
+    async def case_identify(self) -> list[Row]:
+        image = self.v1 or "registry.local/bench/app:v1"
+        desired = desired_state(dict.fromkeys(names(N_IDENTIFY), image))
+        settings = UpdateSettings()
+        fake = FakeEngine()
+        # The containers the agent would have created for this desired state (labels and
+        # all), put straight into the fake: set-up is not what is measured.
+        for component in parse_desired_state(desired, settings.domain).containers:
+            fake.add_container(component.id, component.spec, encode_labels(component))
+        manager = UpdateManager(fake, EncodingPublisher(), settings)
+        totals, parses, reads, plans = [], [], [], []
+        for _ in range(max(5, self.repeat)):
+            elapsed = _timer()
+            plan = await manager.plan(desired)
+            totals.append(elapsed())
+            # The same work in its three parts.
+            elapsed = _timer()
+            parsed = parse_desired_state(desired, settings.domain)
+            parses.append(elapsed())
+            elapsed = _timer()
+            current = await current_containers(
+                fake, {c.id for c in parsed.containers}, Manage.LABELLED
+            )
+            reads.append(elapsed())
+            elapsed = _timer()
+            make_plan(parsed, current, domain=settings.domain, manage=Manage.LABELLED, **_NO_SYS)
+            plans.append(elapsed())
+        kinds = {str(a.kind) for a in plan.actions}
+        if kinds != {"CHECK"} or len(plan.actions) != N_IDENTIFY:
+            raise RuntimeError(f"identify: unexpected plan {kinds} x {len(plan.actions)}")
+        total = median(totals)
+        return [
+            Row(
+                f"identify {N_IDENTIFY:,} components vs {N_IDENTIFY:,} containers "
+                "(fake engine, `UpdateManager.plan`)",
+                ms(total),
+                target="< 50 ms",
+                met=total < 0.050,
+                notes=[
+                    f"parse {ms(median(parses))}, engine reads (1 list + {N_IDENTIFY} "
+                    f"inspects) {ms(median(reads))}, compare/plan {ms(median(plans))}"
+                ],
+            )
+        ]
+
+    # --- apply N=50 new containers --------------------------------------------------------------
+
+    async def case_apply(self) -> list[Row]:
+        targets = names(N_APPLY)
+        desired = desired_state(dict.fromkeys(targets, self.v1))
+        wire = self.tmp / "apply50.json"
+        wire.write_bytes(encode("bench-apply-cli", desired))
+        counter = iter(range(1_000_000))
+
+        async def in_process() -> float:
+            return await self._apply_in_process(desired, f"bench-apply-{next(counter)}")
+
+        async def cli() -> float:
+            elapsed = _timer()
+            proc = await asyncio.create_subprocess_exec(
+                *AgentProcess.python_argv(),
+                "apply",
+                str(wire),
+                "--json",
+                "--engine",
+                self.stack.docker_host,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            assert proc.stdout is not None
+            seconds = 0.0
+            async for line in proc.stdout:
+                if peek(line)[1] == "COMPLETED":
+                    seconds = elapsed()
+            if await proc.wait() != 0 or not seconds:
+                raise RuntimeError("cua apply did not complete")
+            return seconds
+
+        async def raw_sequential() -> float:
+            elapsed = _timer()
+            for name in targets:
+                await raw_create_start(self.docker, name, self.v1)
+            return elapsed()
+
+        async def raw_concurrent() -> float:
+            elapsed = _timer()
+            await asyncio.gather(*(raw_create_start(self.docker, n, self.v1) for n in targets))
+            return elapsed()
+
+        async def clean() -> None:
+            await raw_remove_all(self.docker)
+
+        result = await self._interleaved(
+            {
+                "in_process": in_process,
+                "cli": cli,
+                "raw_sequential": raw_sequential,
+                "raw_concurrent": raw_concurrent,
+            },
+            clean,
+        )
+        baseline = min(result["raw_sequential"], result["raw_concurrent"])
+        which = "sequential" if baseline == result["raw_sequential"] else "concurrent"
+        base_text = f"{ms(baseline)} (raw create+start, {which})"
+        note = (
+            f"raw create+start of {N_APPLY}: sequential {ms(result['raw_sequential'])}, "
+            f"all concurrent {ms(result['raw_concurrent'])}"
+        )
+        return [
+            Row(
+                f"apply N={N_APPLY} new containers (`UpdateManager.apply` in-process, "
+                "start to COMPLETED)",
+                ms(result["in_process"]),
+                base_text,
+                result["in_process"] / baseline,
+                "<= 1.15x",
+                result["in_process"] / baseline <= 1.15,
+                [note],
+            ),
+            Row(
+                f"apply N={N_APPLY} new containers (`cua apply` subprocess, process start to "
+                "COMPLETED line, incl. Python start-up)",
+                ms(result["cli"]),
+                base_text,
+                result["cli"] / baseline,
+            ),
+        ]
+
+    # --- `cua run` start -------------------------------------------------------------------------
+
+    async def _ensure_in_process(self, desired: DesiredState) -> None:
+        await self._apply_in_process(desired, f"bench-setup-{time.monotonic_ns()}")
+
+    async def case_start(self) -> list[Row]:
+        await self._ensure_in_process(desired_state(dict.fromkeys(names(N_APPLY), self.v1)))
+        times = []
+        async with Broker(self.stack.mqtt_port) as broker:
+            for i in range(max(3, self.repeat)):
+                agent = AgentProcess(
+                    self.stack.docker_host, self.stack.broker_url, self.tmp / f"start{i}"
+                )
+                await broker.clear_current_state()
+                started = time.perf_counter()
+                agent.start()
+                try:
+                    got = await agent.first_current_state(broker)
+                    times.append(got.at - started)
+                finally:
+                    agent.stop()
+        first = median(times)
+        return [
+            Row(
+                f"`cua run` start: process start to first current state on the broker "
+                f"({N_APPLY} containers)",
+                ms(first),
+                target="< 400 ms",
+                met=first < 0.400,
+            )
+        ]
+
+    # --- the long-running agent (change, noop, download, idle) -----------------------------------
+
+    async def _agent(self) -> Broker:
+        if self.broker is not None:
+            return self.broker
+        self.agent = AgentProcess(self.stack.docker_host, self.stack.broker_url, self.tmp / "agent")
+        broker = Broker(self.stack.mqtt_port)
+        await broker.__aenter__()
+        await broker.clear_current_state()
+        self.agent.start()
+        await self.agent.first_current_state(broker)
+        await asyncio.sleep(2 * SETTLE)
+        self.rss_after_start = rss_kib(self.agent.pid)
+        self.broker = broker
+        return broker
+
+    async def _via_agent(self, name: str, desired: DesiredState, until: str = "COMPLETED") -> float:
+        broker = await self._agent()
+        assert self.agent is not None
+        self.agent.check_alive()
+        seconds, status = await broker.send_desired(
+            broker.activity(name), desired, until, finish="COMPLETED"
+        )
+        if status != "COMPLETED":
+            raise RuntimeError(f"{name}: the agent ended with {status}")
+        return seconds
+
+    async def _settle(self) -> None:
+        await asyncio.sleep(SETTLE)
+        if self.broker is not None:
+            await self.broker.drain(0)
+
+    async def case_change(self) -> list[Row]:
+        targets = names(N_APPLY)
+        await self._via_agent("change-setup", desired_state(dict.fromkeys(targets, self.v1)))
+        raw = await self.docker.containers.create({"Image": self.v1}, name="raw-change")
+        await raw.start()
+        await self._settle()
+        images = [self.v2, self.v1]
+        agent_rounds, raw_rounds = iter(range(1_000_000)), iter(range(1_000_000))
+        raw_current = [raw]
+
+        async def agent() -> float:
+            image = images[next(agent_rounds) % 2]
+            desired = desired_state({n: image if n == targets[0] else self.v1 for n in targets})
+            return await self._via_agent("change", desired)
+
+        async def baseline() -> float:
+            image = images[next(raw_rounds) % 2]
+            old = raw_current[0]
+            elapsed = _timer()
+            await old.stop()
+            new = await self.docker.containers.create(
+                {"Image": image}, name=f"raw-change-{time.monotonic_ns()}"
+            )
+            await new.start()
+            seconds = elapsed()
+            await old.delete(force=True)
+            raw_current[0] = new
+            return seconds
+
+        result = await self._interleaved({"agent": agent, "baseline": baseline}, self._settle)
+        await raw_current[0].delete(force=True)
+        return [
+            Row(
+                f"one container of {N_APPLY} changed (new image; `cua run`, message to COMPLETED)",
+                ms(result["agent"]),
+                f"{ms(result['baseline'])} (raw stop+create+start)",
+                result["agent"] / result["baseline"],
+                notes=[
+                    "the agent also removes the old container before COMPLETED and checks "
+                    f"the other {N_APPLY - 1} (one inspect each); the container exits on TERM"
+                ],
+            )
+        ]
+
+    async def case_noop(self) -> list[Row]:
+        desired = desired_state(dict.fromkeys(names(N_NOOP), self.v1))
+        await self._via_agent("noop-setup", desired)
+        await self._settle()
+
+        async def agent() -> float:
+            return await self._via_agent("noop", desired)
+
+        result = await self._interleaved({"agent": agent}, self._settle)
+        return [
+            Row(
+                f"the same desired state again (no-op, {N_NOOP} containers; `cua run`, "
+                "message to COMPLETED)",
+                ms(result["agent"]),
+                target="< 150 ms",
+                met=result["agent"] < 0.150,
+            )
+        ]
+
+    async def case_download(self) -> list[Row]:
+        await self._agent()
+        await raw_remove_all(self.docker)
+        desired = desired_state({f"big-{i}": image for i, image in enumerate(self.big)})
+
+        async def clean() -> None:
+            await raw_remove_all(self.docker)
+            await raw_remove_images(self.docker, self.big)
+            await self._settle()
+
+        async def agent() -> float:
+            return await self._via_agent("download", desired, until="DOWNLOAD_SUCCESS")
+
+        async def baseline() -> float:
+            elapsed = _timer()
+            await asyncio.gather(*(self.docker.images.pull(image) for image in self.big))
+            return elapsed()
+
+        result = await self._interleaved({"agent": agent, "baseline": baseline}, clean)
+        await clean()
+        return [
+            Row(
+                f"download {N_BIG} images of ~{BIG_MB} MB from the local registry (`cua run`, "
+                "message to DOWNLOAD_SUCCESS)",
+                ms(result["agent"]),
+                f"{ms(result['baseline'])} (the {N_BIG} pulled in parallel, Engine API)",
+                result["agent"] / result["baseline"],
+                notes=[
+                    "DOWNLOAD_SUCCESS also includes creating the 5 containers (Kanto's "
+                    "DOWNLOAD phase creates them)"
+                ],
+            )
+        ]
+
+    async def case_idle(self) -> list[Row]:
+        broker = await self._agent()
+        assert self.agent is not None
+        same = desired_state({"idle-0": self.v1, "idle-1": self.v1})
+        await self._via_agent("idle-setup", same)
+        for i in range(IDLE_OPS):
+            if i % 10 == 9:  # a tiny change: one env value, so one RECREATE
+                desired = desired_state({"idle-0": self.v1, "idle-1": self.v1}, env=f"ROUND={i}")
+            else:
+                desired = same
+            await self._via_agent("idle", desired)
+            await broker.drain(0)
+        await asyncio.sleep(2 * SETTLE)
+        after = rss_kib(self.agent.pid)
+        baseline = python_baseline_rss()
+        return [
+            Row(
+                f"`cua run` idle RSS: after start / after {IDLE_OPS} operations",
+                f"{mb(self.rss_after_start)} / {mb(after)}",
+                f"{mb(baseline)} (`python -c 'import asyncio'`)",
+                self.rss_after_start / baseline,
+                "< 30 MB",
+                max(self.rss_after_start, after) < 30 * 1024,
+                [
+                    f"{IDLE_OPS} operations over MQTT: 90 no-ops and 10 changes (env value, "
+                    f"RECREATE) of 2 containers; growth {mb(after - self.rss_after_start)}"
+                ],
+            )
+        ]
