@@ -4,9 +4,11 @@ on every listener, and stopping a stack leaves no process and no directory behin
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -220,3 +222,26 @@ def test_forgotten_stack_is_stopped_at_interpreter_exit() -> None:
     assert proc.wait(timeout=60) == 0
     assert [pid for pid in pids if alive(pid)] == []
     assert not _tmpdir_of(lines).exists()
+
+
+def test_services_die_with_a_killed_test_process() -> None:
+    # No atexit and no `finally` runs on SIGKILL: the parent-death signal is the net.
+    code = (
+        "import os, signal\n"
+        "from cua.testing.stack import LocalStack\n"
+        "stack = LocalStack()\n"
+        "stack.start()\n"
+        "print('tmpdir:', stack.tmpdir, *sorted(stack.pids()), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc, lines = _run_stack_process(["-c", code])
+    pids = {int(pid) for pid in lines[-1].split()[2:]}
+    tmpdir = _tmpdir_of(lines)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    try:
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [pid for pid in pids if alive(pid)] == []
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -8,8 +8,8 @@ system daemons) are never touched.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +30,7 @@ __all__ = [
     "stop_pid",
 ]
 
-_PR_SET_PDEATHSIG = 1
+_SETPRIV = shutil.which("setpriv")
 
 
 class ServiceError(RuntimeError):
@@ -134,10 +134,14 @@ def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | No
             proc.wait(timeout=5)
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the test process dies abruptly (kill -9), no orphans."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _die_with_parent(argv: list[str]) -> list[str]:
+    """Make the service get SIGTERM if the test process dies abruptly (kill -9): no orphan
+    dockerd. `setpriv` (util-linux) sets it before exec; a `preexec_fn` would be unsafe
+    in a process with threads. The signal fires when the creating *thread* exits, so it is
+    only used from the main thread, whose life is the process's life."""
+    if threading.current_thread() is not threading.main_thread() or not _SETPRIV:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 class ServiceProcess:
@@ -158,17 +162,13 @@ class ServiceProcess:
         `ServiceError` with the log tail."""
         if self.proc is not None and self.proc.poll() is None:
             return
-        # PDEATHSIG fires when the creating *thread* exits, so only use it from the main
-        # thread, whose life is the process's life.
-        in_main = threading.current_thread() is threading.main_thread()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.argv,
+                _die_with_parent(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal must not bypass our stop order
-                preexec_fn=_die_with_parent if in_main else None,  # noqa: PLW1509
             )
         deadline = time.monotonic() + timeout
         while True:
