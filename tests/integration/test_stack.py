@@ -16,7 +16,7 @@ import aiodocker
 import aiomqtt
 import pytest
 
-from cua.testing.images import ImageFactory, ImageSpec, load_image
+from cua.testing.images import Healthcheck, ImageFactory, ImageSpec, load_image
 from cua.testing.processes import ServiceError, ServiceProcess, alive, processes_referencing
 from cua.testing.stack import LocalStack
 from cua.testing.unixhttp import engine_json
@@ -70,6 +70,30 @@ async def test_marker_differs_between_versions(
         await container.wait()
         outputs.append("".join(await container.log(stdout=True)))
     assert outputs == ["content-v1", "content-v2"]
+
+
+async def test_sized_image_and_healthcheck(
+    docker: aiodocker.Docker, image_factory: ImageFactory
+) -> None:
+    reference = image_factory(
+        "smoke/sized",
+        "1",
+        marker="sized",
+        size_mb=20,
+        healthcheck=Healthcheck(("CMD", "test", "-f", "/marker"), interval_s=0.2, retries=1),
+    )
+    await docker.images.pull(reference)
+    image = await docker.images.inspect(reference)
+    assert 19.5 * 1024 * 1024 < image["Size"] < 20.5 * 1024 * 1024
+    container = await docker.containers.run({"Image": reference}, name="sized")
+    statuses = []
+    async with asyncio.timeout(20):
+        for _ in range(200):
+            statuses.append((await container.show())["State"]["Health"]["Status"])
+            if statuses[-1] == "healthy":
+                break
+            await asyncio.sleep(0.1)
+    assert statuses[-1] == "healthy", statuses
 
 
 async def test_loaded_image_needs_no_registry(
