@@ -1,0 +1,339 @@
+"""`make demo`: the agent's main job, end to end, on private services, in under a minute.
+
+It starts the local stack (a private dockerd, registry and mosquitto), pushes tiny stand-ins
+for the five images of Leda's desired state to the local registry under their own paths,
+starts `cua run` with `registry_mirrors` {ghcr.io: <local registry>}, and publishes the
+desired state with `mosquitto_pub -t containersupdate/desiredstate -f ...`, exactly as the
+Kanto and Leda docs say. Then an update of one image (v2), and an update whose new container
+cannot start (privileged), which the agent rolls back. Everything it started is stopped at
+the end, also on Ctrl-C or failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from cua.api.envelope import go_json, now_ms
+from cua.api.models import DesiredStateFeedback, Inventory, StatusType
+from cua.api.topics import Topics
+from cua.display import FeedbackPrinter
+from cua.engine.docker import DockerEngine
+from cua.testing.images import ImageSpec, push_image
+from cua.testing.stack import LocalStack
+
+__all__ = ["main"]
+
+TOPICS = Topics.for_domain("containers")
+FINAL = {StatusType.COMPLETED, StatusType.INCOMPLETE, StatusType.IDENTIFICATION_FAILED}
+STEP_TIMEOUT = 40.0  # seconds for one desired state to finish
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _title(text: str) -> None:
+    _say()
+    _say(f"=== {text} " + "=" * max(0, 74 - len(text)))
+
+
+def leda_desired_state() -> dict[str, Any]:
+    """The Leda example shipped with the package sources (examples/leda-desired-state.json)."""
+    candidates = [
+        Path(__file__).resolve().parents[2] / "examples" / "leda-desired-state.json",
+        Path.cwd() / "examples" / "leda-desired-state.json",
+    ]
+    for path in candidates:
+        if path.is_file():
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+    with contextlib.suppress(FileNotFoundError, ModuleNotFoundError):
+        text = resources.files("cua").joinpath("leda-desired-state.json").read_text()
+        loaded: dict[str, Any] = json.loads(text)
+        return loaded
+    raise SystemExit("demo: examples/leda-desired-state.json not found (run from the repo)")
+
+
+def components(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = envelope["payload"]["domains"][0]["components"]
+    return result
+
+
+def config_value(component: dict[str, Any], key: str) -> str:
+    for entry in component["config"]:
+        if entry["key"] == key:
+            return str(entry["value"])
+    raise KeyError(key)
+
+
+def set_config(component: dict[str, Any], key: str, value: str) -> None:
+    for entry in component["config"]:
+        if entry["key"] == key:
+            entry["value"] = value
+            return
+    component["config"].append({"key": key, "value": value})
+
+
+def split_image(image: str) -> tuple[str, str, str]:
+    """`ghcr.io/a/b:tag` -> ("ghcr.io", "a/b", "tag")."""
+    registry, _, rest = image.partition("/")
+    repository, _, tag = rest.rpartition(":")
+    return registry, repository, tag
+
+
+def rewrite_mounts(envelope: dict[str, Any], root: Path) -> list[str]:
+    """Point absolute mount sources (cloudconnector's /data/var/certificates/...) at files
+    created under the stack's temp dir: the demo must not write to the host's /data."""
+    notes = []
+    for component in components(envelope):
+        for entry in component["config"]:
+            if entry["key"] != "mount":
+                continue
+            source, _, rest = entry["value"].partition(":")
+            local = root / source.lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(f"demo stand-in for {source}\n")
+            entry["value"] = f"{local}:{rest}"
+            notes.append(f"{component['id']}: mount {source} -> {local}")
+    return notes
+
+
+class FeedbackWatcher:
+    """Subscribes to feedback and current state; prints feedback lines as they come."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._feedback: asyncio.Queue[tuple[str, DesiredStateFeedback]] = asyncio.Queue()
+        self.states: asyncio.Queue[tuple[str, Inventory]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    async def run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self._port, identifier=f"demo-{now_ms()}") as client:
+            await client.subscribe([(TOPICS.desired_state_feedback, 1), (TOPICS.current_state, 1)])
+            self.subscribed.set()
+            async for message in client.messages:
+                data = json.loads(message.payload if isinstance(message.payload, bytes) else b"{}")
+                activity = data.get("activityId", "")
+                if message.topic.value == TOPICS.desired_state_feedback:
+                    feedback = DesiredStateFeedback.model_validate(data["payload"])
+                    await self._feedback.put((activity, feedback))
+                else:
+                    await self.states.put((activity, Inventory.model_validate(data["payload"])))
+
+    async def follow(self, activity_id: str) -> StatusType:
+        """Print the feedback of `activity_id` until its final status."""
+        printer = FeedbackPrinter()
+        async with asyncio.timeout(STEP_TIMEOUT):
+            while True:
+                activity, feedback = await self._feedback.get()
+                if activity != activity_id:
+                    continue
+                _say("  " + printer.format(feedback))
+                if feedback.status in FINAL and not feedback.baseline:
+                    assert feedback.status is not None
+                    return feedback.status
+
+    async def next_state(self, activity_id: str | None = None) -> Inventory:
+        async with asyncio.timeout(STEP_TIMEOUT):
+            while True:
+                activity, inventory = await self.states.get()
+                if activity_id is None or activity == activity_id:
+                    return inventory
+
+
+def show_inventory(inventory: Inventory) -> None:
+    for node in inventory.software_nodes:
+        params = {p.key: p.value for p in node.parameters}
+        status = params.get("status", "")
+        extra = f" status={status}" if status else ""
+        image = params.get("image", "")
+        _say(f"  {node.id:<34} {node.version:<16} {node.type.value if node.type else ''}{extra}")
+        if image:
+            _say(f"  {'':<34} image={image}")
+
+
+async def show_containers(stack: LocalStack) -> None:
+    engine = DockerEngine(stack.docker_host)
+    try:
+        listed = sorted(await engine.list_containers(), key=lambda c: c.name)
+    finally:
+        await engine.close()
+    _say(f"  {'NAME':<22} {'STATUS':<8} IMAGE")
+    for container in listed:
+        _say(f"  {container.name:<22} {container.status.value:<8} {container.image}")
+
+
+async def mosquitto_pub(stack: LocalStack, topic: str, *args: str, show: bool = True) -> None:
+    command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1"]
+    command += ["-t", topic, *args]
+    if show:
+        _say("  $ " + " ".join(command))
+    process = await asyncio.create_subprocess_exec(*command)
+    if await asyncio.wait_for(process.wait(), 10) != 0:
+        raise RuntimeError(f"mosquitto_pub failed (exit code {process.returncode})")
+
+
+@contextlib.contextmanager
+def agent_process(config_path: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cua", "run", "--config", str(config_path)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log_file.close()
+
+
+async def run_demo(stack: LocalStack) -> bool:
+    started = time.monotonic()
+    work = stack.tmpdir / "demo"
+    work.mkdir()
+    desired = leda_desired_state()
+
+    _title("1. Tiny stand-in images for Leda's five images, pushed to the local registry")
+    for component in components(desired):
+        image = config_value(component, "image")
+        _registry, repository, tag = split_image(image)
+        push_image(stack.registry, repository, tag, ImageSpec(marker=f"{component['id']} {tag}"))
+        _say(f"  {stack.registry}/{repository}:{tag}")
+    databroker = components(desired)[0]
+    _registry, repository, _tag = split_image(config_value(databroker, "image"))
+    push_image(stack.registry, repository, "0.4.0", ImageSpec(marker="databroker v2"))
+    _say(f"  {stack.registry}/{repository}:0.4.0   (the v2 of the update below)")
+
+    for note in rewrite_mounts(desired, work / "host"):
+        _say(
+            f"  note: {note} (the demo's copy of the desired state; the host's /data is untouched)"
+        )
+
+    config = {
+        "update_agent": {
+            "enable": True,
+            "engine": stack.docker_host,
+            "state_dir": str(work / "state"),
+            "registry_mirrors": {"ghcr.io": stack.registry},
+            "stop_timeout": "5s",
+        },
+        "connection": {"broker_url": stack.broker_url},
+    }
+    config_path = work / "config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    log_path = work / "agent.log"
+
+    _title("2. Starting the agent: cua run --config config.json")
+    _say(f"  config: {json.dumps(config)}")
+    _say(f"  agent log: {log_path}")
+    watcher = FeedbackWatcher(stack.mqtt_port)
+    ok = True
+    with agent_process(config_path, log_path) as agent:
+        async with asyncio.TaskGroup() as group:
+            watch = group.create_task(watcher.run())
+            try:
+                await asyncio.wait_for(watcher.subscribed.wait(), 10)
+                initial = await watcher.next_state()
+                _say("  the agent is up; its initial current state:")
+                show_inventory(initial)
+
+                steps = [
+                    (
+                        "3. The Leda desired state, published as the Kanto docs say",
+                        desired,
+                        StatusType.COMPLETED,
+                    ),
+                ]
+                v2 = copy.deepcopy(desired)
+                broker_v2 = components(v2)[0]
+                broker_v2["version"] = "0.4.0"
+                set_config(
+                    broker_v2, "image", config_value(broker_v2, "image").replace(":0.3.0", ":0.4.0")
+                )
+                v2["activityId"] = "demo-update-databroker-v2"
+                steps.append(
+                    ("4. Update one image: databroker 0.3.0 -> 0.4.0", v2, StatusType.COMPLETED)
+                )
+                bad = copy.deepcopy(v2)
+                set_config(components(bad)[3], "privileged", "true")
+                bad["activityId"] = "demo-privileged-seatservice"
+                steps.append(
+                    (
+                        "5. An update whose new container cannot start (seatservice privileged: "
+                        "not allowed on this machine): rolled back",
+                        bad,
+                        StatusType.INCOMPLETE,
+                    )
+                )
+                for index, (title, envelope, expected) in enumerate(steps):
+                    _title(title)
+                    path = work / f"desired-state-{index}.json"
+                    path.write_bytes(go_json(envelope))
+                    await mosquitto_pub(stack, TOPICS.desired_state, "-f", str(path))
+                    status = await watcher.follow(envelope["activityId"])
+                    verdict = "as expected" if status is expected else f"EXPECTED {expected.value}"
+                    _say(f"  => {status.value} ({verdict})")
+                    ok = ok and status is expected
+                    _say("  containers on the engine now:")
+                    await show_containers(stack)
+                    if agent.poll() is not None:
+                        raise RuntimeError("the agent exited")
+                _title("6. The current state (retained on containersupdate/currentstate)")
+                request = {"activityId": "demo-current-state", "timestamp": now_ms()}
+                await mosquitto_pub(
+                    stack, TOPICS.current_state_get, "-m", json.dumps(request), show=False
+                )
+                show_inventory(await watcher.next_state("demo-current-state"))
+            finally:
+                watch.cancel()
+    verdict = "all as expected" if ok else "SOMETHING WENT WRONG"
+    _title(f"Done in {time.monotonic() - started:.1f} s: {verdict}")
+    if not ok:
+        _say(log_path.read_text()[-4000:])
+    return ok
+
+
+def main() -> int:
+    _say(
+        "Container update agent demo: private dockerd, registry and mosquitto (nothing system-wide)"
+    )
+    os.environ.pop("DOCKER_HOST", None)
+    stack = LocalStack()
+    try:
+        _say("starting the local stack ...")
+        stack.start()
+        _say(f"  dockerd {stack.docker_host}, registry {stack.registry}")
+        _say(f"  mosquitto {stack.broker_url}")
+        return 0 if asyncio.run(run_demo(stack)) else 1
+    except KeyboardInterrupt:
+        _say("\ninterrupted")
+        return 130
+    finally:
+        _say("stopping everything the demo started ...")
+        stack.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
