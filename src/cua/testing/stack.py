@@ -114,18 +114,26 @@ class LocalStack:
         if self._tmpdir is None:
             return
         tmpdir = self._tmpdir
-        try:
-            self.stop_registry()
-            self.stop_mosquitto()
-            self._stop_dockerd()
-            for pid in processes_referencing(str(tmpdir)):
-                stop_pid(pid, timeout=5.0)
-            self._unmount_under(tmpdir)
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        finally:
-            self._tmpdir = None
-            with _live_lock:
-                _live_stacks.discard(self)
+        errors: list[Exception] = []
+        # Every step runs even if an earlier one failed: a leaked dockerd is worse than a
+        # late exception.
+        for step in (
+            self.stop_registry,
+            self.stop_mosquitto,
+            self._stop_dockerd,
+            lambda: self._stop_stragglers(tmpdir),
+            lambda: self._unmount_under(tmpdir),
+        ):
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        self._tmpdir = None
+        with _live_lock:
+            _live_stacks.discard(self)
+        if errors:
+            raise errors[0]
 
     # -- individual services -----------------------------------------------------------------
 
@@ -361,6 +369,12 @@ class LocalStack:
         secret = d / "mqtt-password"  # for humans using `python -m cua.testing.stack`
         secret.touch(mode=0o600)
         secret.write_text(self.mqtt_password + "\n")
+
+    @staticmethod
+    def _stop_stragglers(tmpdir: Path) -> None:
+        """Anything still naming our dir (a shim whose containerd died first) goes by PID."""
+        for pid in processes_referencing(str(tmpdir)):
+            stop_pid(pid, timeout=5.0)
 
     @staticmethod
     def _unmount_under(directory: Path) -> None:
