@@ -69,6 +69,7 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # The newest Engine API version this adapter is written and tested against (dockerd 20.10).
 MAX_API_VERSION = (1, 41)
 DOCKER_HUB = "docker.io"
+IMAGE_CACHE_SIZE = 256  # image inspects kept by ID (a device runs far fewer images)
 
 _T = TypeVar("_T")
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -480,6 +481,10 @@ class DockerEngine:
         self._version_lock = asyncio.Lock()
         self._negotiated = False
         self.api_version = ""
+        # Image inspects by ID, for `inspect_container`: an image ID is the digest of its
+        # config, so what we read from it (the config) never changes. Saves one engine call
+        # per container inspect (identification and ACTIVATE inspect every container).
+        self._image_configs: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"DockerEngine(url={self.url!r}, mirrors={self.mirrors!r})"
@@ -589,7 +594,7 @@ class DockerEngine:
 
     async def inspect_container(self, container: str) -> ContainerDetails:
         data = await self._inspect_raw(container)
-        image = await self._inspect_image(str(data.get("Image", "")))
+        image = await self._image_of_container(str(data.get("Image", "")))
         config = data.get("Config") or {}
         return ContainerDetails(
             id=data["Id"],
@@ -600,6 +605,18 @@ class DockerEngine:
             created=docker_time(data.get("Created")),
             spec=spec_from_inspect(data, image),
         )
+
+    async def _image_of_container(self, image_id: str) -> dict[str, Any] | None:
+        """The inspect of a container's image (by its ID), cached: see `_image_configs`."""
+        cached = self._image_configs.get(image_id)
+        if cached is not None:
+            return cached
+        data = await self._inspect_image(image_id)
+        if data is not None and image_id.startswith("sha256:"):
+            if len(self._image_configs) >= IMAGE_CACHE_SIZE:
+                self._image_configs.pop(next(iter(self._image_configs)))  # the oldest
+            self._image_configs[image_id] = data
+        return data
 
     async def _inspect_image(self, image: str) -> dict[str, Any] | None:
         if not image:
