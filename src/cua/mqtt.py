@@ -260,7 +260,10 @@ def describe_connect_error(error: BaseException, options: MqttOptions) -> str:
     if isinstance(error, MqttConnectError) and value in _BAD_CREDENTIALS:
         return f"broker {options.broker} refused the connection: bad username or password ({user})"
     if isinstance(error, MqttConnectError) and value in _NOT_AUTHORIZED:
-        return f"broker {options.broker} refused the connection: not authorized ({user})"
+        return (
+            f"broker {options.broker} refused the connection: not authorized ({user});"
+            " check client_username and client_password"
+        )
     if isinstance(error, MqttConnectError):
         return f"broker {options.broker} refused the connection: {error}"
     text = str(error) or type(error).__name__

@@ -44,7 +44,8 @@ def test_bad_flag_value_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_config_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"connection": {"broker_url": "http://x", "client_password": "pw"}}))
+    connection = {"broker_url": "http://x", "client_password": "pw"}
+    config.write_text(json.dumps({"connection": connection}))
     assert main(["run", "--config", str(config)]) == 2
     err = one_line(capsys.readouterr().err)
     assert "connection.broker_url: unsupported scheme 'http'" in err
@@ -86,7 +87,8 @@ def test_flags_parse_into_overrides() -> None:
         "all",
     )
     assert o.system_containers == ("a", "b")
-    assert o.verbose_inventory and o.strict
+    assert o.verbose_inventory
+    assert o.strict
     assert (o.state_dir, o.log_level) == ("/x", "DEBUG")
 
 

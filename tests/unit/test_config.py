@@ -34,9 +34,9 @@ def write(tmp_path: Path, content: Any) -> Path:
     return path
 
 
-def error_of(path: Path | None, overrides: Overrides = Overrides()) -> str:
+def error_of(path: Path | None, overrides: Overrides | None = None) -> str:
     with pytest.raises(ConfigError) as info:
-        load_config(path, overrides)
+        load_config(path, overrides or Overrides())
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -165,7 +165,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert config.update.mode is Mode.ORCHESTRATED
     assert config.update.manage is Manage.ALL
     assert config.update.system_containers == ("a", "b")
-    assert config.update.verbose_inventory and config.update.strict
+    assert config.update.verbose_inventory
+    assert config.update.strict
     assert config.state_dir == Path("/tmp/s")
     assert config.log_level == "DEBUG"
 

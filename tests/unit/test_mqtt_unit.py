@@ -134,8 +134,8 @@ def options() -> MqttOptions:
     [
         (4, "bad username or password (user 'agent')"),
         (134, "bad username or password (user 'agent')"),
-        (5, "not authorized (user 'agent')"),
-        (135, "not authorized (user 'agent')"),
+        (5, "not authorized (user 'agent'); check client_username and client_password"),
+        (135, "not authorized (user 'agent'); check client_username and client_password"),
     ],
 )
 def test_connect_refusal_lines(code: int, expected: str) -> None:

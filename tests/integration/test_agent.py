@@ -1,0 +1,750 @@
+"""The agent as people run it: `python -m cua run` as a subprocess, on the real mosquitto,
+dockerd and registry of the local stack. Each test uses its own domain (its own topics), so
+retained current states of other tests never interfere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cua.api.envelope import go_json, now_ms
+from cua.api.models import ComponentWithConfig, KeyValuePair
+from cua.api.topics import Topics
+from cua.containers.parse import parse_component
+from cua.engine.base import ContainerStatus, ensure_image
+from cua.engine.docker import DockerEngine
+from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
+from cua.testing.feedback import collapse_progress
+from cua.testing.images import ImageFactory
+from cua.testing.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+FINAL = {"COMPLETED", "INCOMPLETE", "IDENTIFICATION_FAILED"}
+WAIT = 30.0
+
+# --- harness --------------------------------------------------------------------------------
+
+
+class AgentProcess:
+    """`python -m cua run --config FILE ...`, its log in a file."""
+
+    def __init__(
+        self, work: Path, config: dict[str, Any], *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.config_path = work / "config.json"
+        self.config_path.write_text(json.dumps(config))
+        self.log_path = work / "agent.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cua", "run", "--config", str(self.config_path), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_log(
+        self, pattern: str, count: int = 1, wait: float = WAIT
+    ) -> list[re.Match[str]]:
+        deadline = time.monotonic() + wait
+        while True:
+            matches = list(re.finditer(pattern, self.log()))
+            if len(matches) >= count:
+                return matches
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} x{count} in agent log:\n{self.log()[-3000:]}")
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"agent exited {self.process.returncode}:\n{self.log()[-3000:]}"
+                )
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class Probe:
+    """The other side of the broker (a backend / update manager): publishes requests and
+    records what the agent publishes, reconnecting quickly when the broker restarts."""
+
+    def __init__(self, stack: LocalStack, domain: str) -> None:
+        self.topics = Topics.for_domain(domain)
+        self.feedback: list[tuple[str, dict[str, Any]]] = []
+        self.states: list[tuple[str, dict[str, Any], bytes]] = []
+        self.connection = MqttConnection(
+            MqttOptions(
+                broker=parse_broker_url(stack.broker_url),
+                backoff_initial=0.02,
+                backoff_max=0.05,
+            ),
+            [self.topics.desired_state_feedback, self.topics.current_state],
+            on_message=self._on_message,
+        )
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        data = json.loads(payload)
+        if topic == self.topics.desired_state_feedback:
+            self.feedback.append((data["activityId"], data["payload"]))
+        else:
+            self.states.append((data["activityId"], data["payload"], payload))
+
+    def send(self, topic: str, message: bytes | dict[str, Any]) -> None:
+        payload = message if isinstance(message, bytes) else go_json(message)
+        self.connection.publish(topic, payload)
+
+    def desired(self, activity_id: str, payload: dict[str, Any]) -> None:
+        self.send(
+            self.topics.desired_state,
+            {"activityId": activity_id, "timestamp": now_ms(), "payload": payload},
+        )
+
+    def command(self, activity_id: str, command: str) -> None:
+        self.send(
+            self.topics.desired_state_command,
+            {"activityId": activity_id, "timestamp": now_ms(), "payload": {"command": command}},
+        )
+
+    def of(self, activity_id: str) -> list[dict[str, Any]]:
+        return [payload for aid, payload in self.feedback if aid == activity_id]
+
+    async def until(
+        self, activity_id: str, statuses: set[str], wait: float = WAIT
+    ) -> list[dict[str, Any]]:
+        """The feedback of `activity_id` up to the first overall message with a status in
+        `statuses` (no baseline), progress-only DOWNLOADING messages collapsed."""
+        deadline = time.monotonic() + wait
+        while True:
+            messages = self.of(activity_id)
+            for index, message in enumerate(messages):
+                if message.get("status") in statuses:
+                    return collapse_progress(messages[: index + 1])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {statuses} for {activity_id}; got {messages}")
+            await asyncio.sleep(0.02)
+
+    async def state(self, activity_id: str | None = None, wait: float = WAIT) -> dict[str, Any]:
+        deadline = time.monotonic() + wait
+        while True:
+            for aid, payload, _raw in reversed(self.states):
+                if (
+                    activity_id is None
+                    or aid == activity_id
+                    or (activity_id == "initial" and aid.startswith("initial-current-state-"))
+                ):
+                    return payload
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no current state {activity_id!r}; got {[a for a, _, _ in self.states]}"
+                )
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def probe_for(stack: LocalStack, domain: str) -> AsyncIterator[Probe]:
+    probe = Probe(stack, domain)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(probe.connection.run())
+        await asyncio.wait_for(probe.connection.wait_connected(), 10)
+        try:
+            yield probe
+        finally:
+            await probe.connection.stop(2.0)
+
+
+@contextlib.contextmanager
+def agent_for(
+    stack: LocalStack, tmp_path: Path, domain: str, **update_agent: Any
+) -> Iterator[AgentProcess]:
+    connection = update_agent.pop("connection", {"broker_url": stack.broker_url})
+    env = update_agent.pop("env", None)
+    config = {
+        "update_agent": {
+            "enable": True,
+            "domain": domain,
+            "engine": stack.docker_host,
+            "registry_mirrors": {"ghcr.io": stack.registry},
+            "stop_timeout": "2s",
+            **update_agent,
+        },
+        "connection": connection,
+    }
+    agent = AgentProcess(tmp_path / "agent", config, env=env)
+    try:
+        yield agent
+    finally:
+        code = agent.stop()
+        assert code == 0, agent.log()[-3000:]
+        assert "Traceback" not in agent.log(), agent.log()[-3000:]
+
+
+@pytest.fixture
+async def engine(clean_engine: LocalStack) -> AsyncIterator[DockerEngine]:
+    docker_engine = DockerEngine(clean_engine.docker_host, timeout=30)
+    yield docker_engine
+    await docker_engine.close()
+
+
+async def containers(engine: DockerEngine) -> dict[str, tuple[str, ContainerStatus, str]]:
+    """name -> (id, status, image)"""
+    return {c.name: (c.id, c.status, c.image) for c in await engine.list_containers()}
+
+
+def statuses(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["status"] for m in messages]
+
+
+def component(name: str, version: str = "1", **config: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "version": version,
+        "config": [{"key": k, "value": v} for k, v in config.items()],
+    }
+
+
+def desired_state(domain: str, *components: dict[str, Any]) -> dict[str, Any]:
+    return {"domains": [{"id": domain, "components": list(components)}]}
+
+
+# --- standalone: Leda, a change, an empty desired state ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def leda_images(image_factory: ImageFactory) -> dict[str, str]:
+    envelope = json.loads((EXAMPLES / "leda-desired-state.json").read_text())
+    made = {}
+    for comp in envelope["payload"]["domains"][0]["components"]:
+        image = next(e["value"] for e in comp["config"] if e["key"] == "image")
+        path, _, tag = image.removeprefix("ghcr.io/").rpartition(":")
+        made[comp["id"]] = image_factory(path, tag, marker=f"{comp['id']} {tag}")
+    image_factory("eclipse/kuksa.val/databroker", "0.4.0", marker="databroker v2")
+    return made
+
+
+def leda_envelope(tmp_path: Path) -> dict[str, Any]:
+    """Leda's file, with cloudconnector's absolute mount sources made real under tmp_path."""
+    envelope: dict[str, Any] = json.loads((EXAMPLES / "leda-desired-state.json").read_text())
+    for comp in envelope["payload"]["domains"][0]["components"]:
+        for entry in comp["config"]:
+            if entry["key"] == "mount":
+                source, _, rest = entry["value"].partition(":")
+                local = tmp_path / "host" / source.lstrip("/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_text("stand-in\n")
+                entry["value"] = f"{local}:{rest}"
+    return envelope
+
+
+LEDA_NAMES = [
+    "databroker",
+    "feedercan",
+    "hvacservice-example",
+    "seatservice-example",
+    "cloudconnector",
+]
+STANDALONE_SEQUENCE_5_CREATES = [
+    "IDENTIFYING",
+    "IDENTIFIED",
+    *["DOWNLOADING"] * 5,
+    "DOWNLOAD_SUCCESS",
+    "UPDATE_SUCCESS",
+    *["ACTIVATING"] * 5,
+    "ACTIVATION_SUCCESS",
+    "CLEANUP_SUCCESS",
+    "COMPLETED",
+]
+
+
+async def test_standalone_leda_change_and_empty(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, leda_images: dict[str, str]
+) -> None:
+    # `sua` was deployed by someone else and is a system container (Leda's config).
+    sua = parse_component(
+        ComponentWithConfig(
+            id="sua",
+            version="1",
+            config=[KeyValuePair(key="image", value=leda_images["databroker"])],
+        )
+    ).spec
+    async for _ in ensure_image(engine, sua.image):
+        pass
+    sua_id = await engine.create_container("sua", sua, {})
+    await engine.start_container(sua_id)
+    envelope = leda_envelope(tmp_path)
+    with agent_for(stack, tmp_path, "containers", manage="all", system_containers=["sua"]) as agent:
+        async with probe_for(stack, "containers") as probe:
+            initial = await probe.state("initial")
+            assert initial["softwareNodes"][0]["id"] == "containers-update-agent"
+            # Exactly as the Kanto docs say: mosquitto_pub -t containersupdate/desiredstate -f
+            path = tmp_path / "leda-desired-state.json"
+            path.write_bytes(go_json(envelope))
+            pub = await asyncio.create_subprocess_exec(
+                *("mosquitto_pub", "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1"),
+                *("-t", "containersupdate/desiredstate", "-f", str(path)),
+            )
+            assert await asyncio.wait_for(pub.wait(), 10) == 0
+            messages = await probe.until("activity-id-leda-containers", FINAL)
+            assert statuses(messages) == STANDALONE_SEQUENCE_5_CREATES
+            identified = messages[1]
+            assert [a["component"]["id"] for a in identified["actions"]] == [
+                f"containers:{n}" for n in LEDA_NAMES
+            ]
+            assert {a["message"] for a in identified["actions"]} == {
+                "New container will be created and started."
+            }
+            assert all(a["status"] == "ACTIVATION_SUCCESS" for a in messages[-1]["actions"])
+            now = await containers(engine)
+            assert set(now) == {*LEDA_NAMES, "sua"}
+            assert all(status is ContainerStatus.RUNNING for _, status, _ in now.values())
+            assert now["databroker"][2] == "ghcr.io/eclipse/kuksa.val/databroker:0.3.0"
+
+            # The change reaches the retained current state by itself (D10, activityId "").
+            changed = await probe.state("")
+            assert {n["id"] for n in changed["softwareNodes"]} >= {
+                f"containers:{n}" for n in LEDA_NAMES
+            }
+
+            # A change: databroker 0.3.0 -> 0.4.0 (RECREATE); the others are checked only.
+            payload = envelope["payload"]
+            broker = payload["domains"][0]["components"][0]
+            broker["version"] = "0.4.0"
+            for entry in broker["config"]:
+                if entry["key"] == "image":
+                    entry["value"] = "ghcr.io/eclipse/kuksa.val/databroker:0.4.0"
+            probe.desired("change", payload)
+            messages = await probe.until("change", FINAL)
+            assert messages[-1]["status"] == "COMPLETED"
+            kinds = {a["component"]["id"]: a["message"] for a in messages[1]["actions"]}
+            assert (
+                kinds["containers:databroker"]
+                == "Existing container will be destroyed and replaced by a new one."
+            )
+            assert kinds["containers:feedercan"].startswith("No changes detected")
+            after = await containers(engine)
+            assert after["databroker"][2] == "ghcr.io/eclipse/kuksa.val/databroker:0.4.0"
+            assert after["databroker"][0] != now["databroker"][0]
+            assert after["feedercan"][0] == now["feedercan"][0]
+
+            # Empty: everything goes except the system container.
+            probe.desired("empty", desired_state("containers"))
+            messages = await probe.until("empty", FINAL)
+            assert messages[-1]["status"] == "COMPLETED"
+            assert [a["component"]["id"] for a in messages[1]["actions"]] == sorted(
+                f"containers:{n}" for n in LEDA_NAMES
+            )
+            assert {a["status"] for a in messages[-1]["actions"]} == {"REMOVAL_SUCCESS"}
+            left = await containers(engine)
+            assert list(left) == ["sua"]
+            assert left["sua"] == (sua_id, ContainerStatus.RUNNING, left["sua"][2])
+
+            probe.send(
+                probe.topics.current_state_get, {"activityId": "get-1", "timestamp": now_ms()}
+            )
+            state = await probe.state("get-1")
+            assert [n["id"] for n in state["softwareNodes"]] == [
+                "containers-update-agent",
+                "containers:sua",
+            ]
+    assert "activity-id-leda-containers" in agent.log()
+
+
+# --- orchestrated: the Kanto update manager's flow (spec §6.2) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def app_images(image_factory: ImageFactory) -> dict[str, str]:
+    return {
+        "v1": image_factory("agent/app", "v1", marker="v1"),
+        "v2": image_factory("agent/app", "v2", marker="v2"),
+        "slow": image_factory("agent/slow", "v1", cmd=("sleep", "3600"), marker="ignores TERM"),
+    }
+
+
+def action(name: str, status: str, message: str, domain: str = "orch") -> dict[str, Any]:
+    return {
+        "component": {"id": f"{domain}:{name}", "version": "1"},
+        "status": status,
+        "message": message,
+    }
+
+
+async def um_phase(
+    probe: Probe, activity: str, command: str, done: set[str]
+) -> list[dict[str, Any]]:
+    before = len(probe.of(activity))
+    probe.command(activity, command)
+    deadline = time.monotonic() + WAIT
+    while True:
+        new = probe.of(activity)[before:]
+        for index, message in enumerate(new):
+            if message["status"] in done:
+                return collapse_progress(new[: index + 1])
+        assert time.monotonic() < deadline, f"{command}: {new}"
+        await asyncio.sleep(0.02)
+
+
+CREATE_MSG = "New container will be created and started."
+RECREATE_MSG = "Existing container will be destroyed and replaced by a new one."
+
+
+@pytest.mark.privileged
+async def test_orchestrated_as_the_kanto_update_manager(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    with agent_for(stack, tmp_path, "orch", mode="orchestrated"):
+        async with probe_for(stack, "orch") as probe:
+            await probe.state("initial")
+            probe.desired("um-1", desired_state("orch", component("app", image=app_images["v1"])))
+            assert await probe.until("um-1", {"IDENTIFIED"}) == [
+                {"status": "IDENTIFYING"},
+                {"status": "IDENTIFIED", "actions": [action("app", "IDENTIFIED", CREATE_MSG)]},
+            ]
+            assert await containers(engine) == {}  # nothing happens before DOWNLOAD
+
+            assert await um_phase(
+                probe, "um-1", "DOWNLOAD", {"DOWNLOAD_SUCCESS", "DOWNLOAD_FAILURE"}
+            ) == [
+                {"status": "DOWNLOADING", "actions": [action("app", "DOWNLOADING", CREATE_MSG)]},
+                {
+                    "status": "DOWNLOAD_SUCCESS",
+                    "actions": [action("app", "DOWNLOAD_SUCCESS", "New container created.")],
+                },
+            ]
+            assert await um_phase(
+                probe, "um-1", "UPDATE", {"UPDATE_SUCCESS", "UPDATE_FAILURE"}
+            ) == [
+                {
+                    "status": "UPDATE_SUCCESS",
+                    "actions": [action("app", "DOWNLOAD_SUCCESS", "New container created.")],
+                },
+            ]
+            assert await um_phase(
+                probe, "um-1", "ACTIVATE", {"ACTIVATION_SUCCESS", "ACTIVATION_FAILURE"}
+            ) == [
+                {
+                    "status": "ACTIVATING",
+                    "actions": [action("app", "ACTIVATING", "New container created.")],
+                },
+                {
+                    "status": "ACTIVATION_SUCCESS",
+                    "actions": [
+                        action("app", "ACTIVATION_SUCCESS", "New container instance is started.")
+                    ],
+                },
+            ]
+            started = [action("app", "ACTIVATION_SUCCESS", "New container instance is started.")]
+            assert await um_phase(probe, "um-1", "CLEANUP", {"COMPLETED", "INCOMPLETE"}) == [
+                {"status": "CLEANUP_SUCCESS", "actions": started},
+                {"status": "COMPLETED", "actions": started},
+            ]
+            before = await containers(engine)
+            assert before["app"][1] is ContainerStatus.RUNNING
+
+            # A failure: the new container cannot start; the UM sends CLEANUP (no ROLLBACK).
+            probe.desired(
+                "um-2",
+                desired_state("orch", component("app", image=app_images["v2"], privileged="true")),
+            )
+            assert await probe.until("um-2", {"IDENTIFIED"}) == [
+                {"status": "IDENTIFYING"},
+                {"status": "IDENTIFIED", "actions": [action("app", "IDENTIFIED", RECREATE_MSG)]},
+            ]
+            download = await um_phase(
+                probe, "um-2", "DOWNLOAD", {"DOWNLOAD_SUCCESS", "DOWNLOAD_FAILURE"}
+            )
+            assert statuses(download) == ["DOWNLOADING", "DOWNLOAD_SUCCESS"]
+            assert (await containers(engine))["app"][0] == before["app"][0]  # old one still runs
+            assert await um_phase(
+                probe, "um-2", "UPDATE", {"UPDATE_SUCCESS", "UPDATE_FAILURE"}
+            ) == [
+                {
+                    "status": "UPDATING",
+                    "actions": [action("app", "UPDATING", "New container created.")],
+                },
+                {
+                    "status": "UPDATE_SUCCESS",
+                    "actions": [
+                        action("app", "UPDATE_SUCCESS", "Old container instance is stopped.")
+                    ],
+                },
+            ]
+            activate = await um_phase(
+                probe, "um-2", "ACTIVATE", {"ACTIVATION_SUCCESS", "ACTIVATION_FAILURE"}
+            )
+            assert statuses(activate) == ["ACTIVATING", "ACTIVATION_FAILURE"]
+            failed = activate[-1]["actions"][0]
+            assert failed["status"] == "ACTIVATION_FAILURE"
+            assert "operation not permitted" in failed["message"]
+            cleanup = await um_phase(probe, "um-2", "CLEANUP", {"COMPLETED", "INCOMPLETE"})
+            assert statuses(cleanup) == ["CLEANUP_SUCCESS", "INCOMPLETE"]
+            # D3: the device is restored: the old container runs again, the new one is gone.
+            after = await containers(engine)
+            assert set(after) == {"app"}
+            assert after["app"][0] == before["app"][0]
+            assert after["app"][1] is ContainerStatus.RUNNING
+
+            # The UM pulls the current state with the same activityId.
+            probe.send(
+                probe.topics.current_state_get,
+                {"activityId": "um-2", "timestamp": now_ms(), "payload": None},
+            )
+            state = await probe.state("um-2")
+            assert state["softwareNodes"][0] == {
+                "id": "orch-update-agent",
+                "version": state["softwareNodes"][0]["version"],
+                "name": "Eclipse Kanto Containers Update Agent",
+                "parameters": [{"key": "domain", "value": "orch"}],
+                "type": "APPLICATION",
+            }
+            assert [n["id"] for n in state["softwareNodes"][1:]] == ["orch:app"]
+            raw = next(r for aid, _, r in probe.states if aid == "um-2")
+            assert raw.startswith(b'{"activityId":"um-2","timestamp":')
+
+
+# --- the broker goes away ---------------------------------------------------------------
+
+
+async def test_broker_restarted_in_the_middle_of_an_update(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    with agent_for(stack, tmp_path, "restart", stop_timeout="3s") as agent:
+        async with probe_for(stack, "restart") as probe:
+            await probe.state("initial")
+            probe.desired(
+                "r-1", desired_state("restart", component("slow", image=app_images["slow"]))
+            )
+            assert (await probe.until("r-1", FINAL))[-1]["status"] == "COMPLETED"
+
+            # RECREATE: stopping the old container takes the whole 3 s grace period.
+            probe.desired(
+                "r-2",
+                desired_state("restart", component("slow", image=app_images["slow"], env="A=1")),
+            )
+            await probe.until("r-2", {"UPDATING"})
+            stack.stop_mosquitto()
+            # The update finishes while the broker is down (its feedback is queued) ...
+            await agent.wait_log(r"feedback r-2: COMPLETED")
+            # ... and the broker comes back while the agent waits >= 1 s before its next try,
+            # so that our probe (retrying every 50 ms) is subscribed before the agent connects.
+            seen = len(re.findall(r"retrying in", agent.log()))
+            deadline = time.monotonic() + WAIT
+            while True:
+                delays = re.findall(r"retrying in (\d+\.\d) s", agent.log())
+                if len(delays) > seen and float(delays[-1]) >= 1.0:
+                    break
+                seen = max(seen, len(delays)) if delays and float(delays[-1]) < 1.0 else seen
+                assert time.monotonic() < deadline, agent.log()[-2000:]
+                await asyncio.sleep(0.01)
+            stack.start_mosquitto()
+            messages = await probe.until("r-2", FINAL)
+            assert statuses(messages) == [
+                "IDENTIFYING",
+                "IDENTIFIED",
+                "DOWNLOADING",
+                "DOWNLOAD_SUCCESS",
+                "UPDATING",
+                "UPDATE_SUCCESS",
+                "ACTIVATING",
+                "ACTIVATION_SUCCESS",
+                "CLEANUP_SUCCESS",
+                "COMPLETED",
+            ]
+            # A new initial current state after the reconnect.
+            await agent.wait_log(r"connected to MQTT broker", count=2)
+            assert (
+                len([a for a, _, _ in probe.states if a.startswith("initial-current-state-")]) >= 1
+            )
+    assert (await containers(engine))["slow"][1] is ContainerStatus.RUNNING
+
+
+async def test_agent_started_before_the_broker(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path
+) -> None:
+    notify = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify))
+    receiver.setblocking(False)
+    stack.stop_mosquitto()
+    try:
+        with agent_for(stack, tmp_path, "early", env={"NOTIFY_SOCKET": str(notify)}) as agent:
+            await agent.wait_log(
+                r"cannot connect to broker mqtt://127\.0\.0\.1:\d+: .*; retrying in", count=2
+            )
+            with pytest.raises(BlockingIOError):
+                receiver.recv(100)  # not ready while disconnected
+            stack.start_mosquitto()
+            async with probe_for(stack, "early") as probe:
+                state = await probe.state("initial")
+                assert state["softwareNodes"][0]["id"] == "early-update-agent"
+            loop = asyncio.get_running_loop()
+            ready = await asyncio.wait_for(loop.sock_recv(receiver, 100), 10)
+            assert ready == b"READY=1"
+    finally:
+        receiver.close()
+        stack.ensure_running()
+
+
+async def test_tls_with_client_certificate(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path
+) -> None:
+    tls = stack.tls
+    connection = {
+        "broker_url": f"mqtts://127.0.0.1:{stack.mqtts_port}",
+        "transport": {
+            "root_ca": str(tls.ca_cert),
+            "client_cert": str(tls.client_cert),
+            "client_key": str(tls.client_key),
+        },
+    }
+    with agent_for(stack, tmp_path, "tls", connection=connection) as agent:
+        async with probe_for(stack, "tls") as probe:  # the probe uses the plain listener
+            assert (await probe.state("initial"))["softwareNodes"][0]["id"] == "tls-update-agent"
+            probe.send(
+                probe.topics.current_state_get, {"activityId": "over-tls", "timestamp": now_ms()}
+            )
+            await probe.state("over-tls")
+        await agent.wait_log(rf"connected to MQTT broker mqtts://127\.0\.0\.1:{stack.mqtts_port}")
+
+
+async def test_tls_without_client_certificate_is_refused(stack: LocalStack, tmp_path: Path) -> None:
+    connection = {
+        "broker_url": f"tls://127.0.0.1:{stack.mqtts_port}",
+        "transport": {"root_ca": str(stack.tls.ca_cert)},
+        # TLS 1.3 reports the refusal after the handshake: the connect attempt ends at the
+        # connect timeout, with paho's log line naming the reason.
+        "connect_timeout": "1s",
+    }
+    with agent_for(stack, tmp_path, "tls-nocert", connection=connection) as agent:
+        await agent.wait_log(r"cannot connect to broker mqtts://.*; retrying in", count=2)
+    assert "certificate required" in agent.log()
+
+
+async def test_wrong_credentials_clear_log_line_and_retries(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    connection = {
+        "broker_url": f"tcp://127.0.0.1:{stack.mqtt_auth_port}",
+        "client_username": stack.mqtt_user,
+        "client_password": "not-the-password-x9",
+    }
+    with agent_for(stack, tmp_path, "creds", connection=connection) as agent:
+        await agent.wait_log(
+            rf"refused the connection: (?:bad username or password|not authorized)"
+            rf" \(user '{stack.mqtt_user}'\).*; retrying in",
+            count=2,
+        )
+    assert "not-the-password-x9" not in agent.log()
+
+
+async def test_right_credentials_connect(stack: LocalStack, tmp_path: Path) -> None:
+    connection = {
+        "broker_url": f"mqtt://127.0.0.1:{stack.mqtt_auth_port}",
+        "client_username": stack.mqtt_user,
+        "client_password": stack.mqtt_password,
+    }
+    with agent_for(stack, tmp_path, "creds-ok", connection=connection) as agent:
+        async with probe_for(stack, "creds-ok") as probe:
+            await probe.state("initial")
+        await agent.wait_log(r"connected to MQTT broker")
+    assert stack.mqtt_password not in agent.log()
+
+
+# --- bad messages ---------------------------------------------------------------------------
+
+
+async def test_bad_messages_answered_and_nothing_touched(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    with agent_for(stack, tmp_path, "bad") as agent:
+        async with probe_for(stack, "bad") as probe:
+            await probe.state("initial")
+            probe.desired("ok", desired_state("bad", component("app", image=app_images["v1"])))
+            assert (await probe.until("ok", FINAL))[-1]["status"] == "COMPLETED"
+            before = await containers(engine)
+
+            topic = probe.topics.desired_state
+            probe.send(topic, b'{"activityId": "broken", "payload": {')  # not JSON: no id readable
+            probe.send(
+                topic,
+                go_json(
+                    {
+                        "activityId": "schema",
+                        "payload": {"domains": [{"id": "bad", "components": "app"}]},
+                    }
+                ),
+            )
+            probe.desired(
+                "domain", desired_state("other", component("app", image=app_images["v2"]))
+            )
+            probe.desired(
+                "value",
+                desired_state("bad", component("app", image=app_images["v2"], network="wifi")),
+            )
+            probe.send(probe.topics.desired_state_command, b'{"activityId": "ok", "payload": [')
+            probe.send(
+                probe.topics.desired_state_command,
+                go_json({"activityId": "ok", "payload": {"command": 5}}),
+            )
+
+            assert await probe.until("schema", FINAL) == [
+                {
+                    "status": "IDENTIFICATION_FAILED",
+                    "message": "invalid desired state: payload.domains[0].components: "
+                    "Input should be a valid list",
+                }
+            ]
+            # Parsing fails before identification starts: no IDENTIFYING first (spec §4.3).
+            assert await probe.until("domain", FINAL) == [
+                {
+                    "status": "IDENTIFICATION_FAILED",
+                    "message": "domain id mismatch - expecting bad, received other",
+                },
+            ]
+            assert await probe.until("value", FINAL) == [
+                {
+                    "status": "IDENTIFICATION_FAILED",
+                    "message": "cannot convert desired state components to container "
+                    "configurations: invalid configuration for container app: "
+                    "unsupported network mode wifi",
+                }
+            ]
+            await agent.wait_log(
+                r"ignored a desired state message without a readable activityId: "
+                r"invalid desired state: not valid JSON"
+            )
+            await agent.wait_log(
+                r"ignored a desired state command: invalid desired state command: not valid JSON"
+            )
+            await agent.wait_log(
+                r"ignored a desired state command \(activityId 'ok'\): "
+                r"invalid desired state command: payload.command"
+            )
+            assert await containers(engine) == before
+            assert [
+                aid for aid, _ in probe.feedback if aid not in {"ok", "schema", "domain", "value"}
+            ] == []
