@@ -748,3 +748,104 @@ async def test_bad_messages_answered_and_nothing_touched(
             assert [
                 aid for aid, _ in probe.feedback if aid not in {"ok", "schema", "domain", "value"}
             ] == []
+
+
+# --- the engine goes away -------------------------------------------------------------------
+
+
+async def test_engine_down_at_start_then_back(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    # The agent's engine socket is a link that does not exist yet: the engine is "down".
+    link = tmp_path / "engine.sock"
+    with agent_for(stack, tmp_path, "late-engine", engine=f"unix://{link}") as agent:
+        async with probe_for(stack, "late-engine") as probe:
+            initial = await probe.state("initial")
+            assert [n["id"] for n in initial["softwareNodes"]] == ["late-engine-update-agent"]
+            probe.desired(
+                "down", desired_state("late-engine", component("app", image=app_images["v1"]))
+            )
+            failed = await probe.until("down", FINAL)
+            assert statuses(failed) == ["IDENTIFYING", "IDENTIFICATION_FAILED"]
+            assert failed[-1]["message"]  # the engine's error, for a person to act on
+            await agent.wait_log(r"engine event stream failed")
+
+            link.symlink_to(stack.docker_socket)  # the engine is back
+            probe.desired(
+                "up", desired_state("late-engine", component("app", image=app_images["v1"]))
+            )
+            assert (await probe.until("up", FINAL))[-1]["status"] == "COMPLETED"
+            assert (await containers(engine))["app"][1] is ContainerStatus.RUNNING
+            # The event watcher came back too: a container change is published by itself.
+            await engine.stop_container((await containers(engine))["app"][0], grace_period=1)
+            deadline = time.monotonic() + WAIT
+            while True:
+                changed = [p for aid, p, _ in probe.states if aid == ""]
+                params = [
+                    {kv["key"]: kv["value"] for kv in n.get("parameters", [])}
+                    for p in changed
+                    for n in p["softwareNodes"]
+                    if n["id"] == "late-engine:app"
+                ]
+                if any(p.get("status") not in (None, "Running") for p in params):
+                    break
+                assert time.monotonic() < deadline, changed
+                await asyncio.sleep(0.05)
+
+
+# --- the tools: plan, apply, state ------------------------------------------------------------
+
+
+def cua(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cua", *args],
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.privileged
+async def test_tools_plan_apply_state(
+    engine: DockerEngine, stack: LocalStack, app_images: dict[str, str]
+) -> None:
+    flags = ("--engine", stack.docker_host, "--domain", "tools")
+    v1 = go_json(desired_state("tools", component("web", image=app_images["v1"])))
+    plan = await asyncio.to_thread(cua, "plan", "-", *flags, stdin=v1)
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.splitlines()[1].split()[:3] == ["CREATE", "web", "1"]
+    assert await containers(engine) == {}  # plan changes nothing
+
+    applied = await asyncio.to_thread(cua, "apply", "-", *flags, stdin=v1)
+    assert applied.returncode == 0, applied.stderr
+    lines = applied.stdout.splitlines()
+    assert "IDENTIFYING" in lines[0]
+    assert "COMPLETED" in lines[-1]
+    assert (await containers(engine))["web"][1] is ContainerStatus.RUNNING
+
+    v2 = go_json(
+        desired_state("tools", component("web", image=app_images["v2"], restartPolicy="no"))
+    )
+    plan = await asyncio.to_thread(cua, "plan", "-", "--json", *flags, stdin=v2)
+    assert plan.returncode == 0, plan.stderr
+    actions = json.loads(plan.stdout)["actions"]
+    assert [(a["kind"], a["component"]["id"]) for a in actions] == [("RECREATE", "tools:web")]
+    assert "image" in actions[0]["differences"]
+
+    failing = go_json(
+        desired_state("tools", component("web", image=app_images["v2"], privileged="true"))
+    )
+    applied = await asyncio.to_thread(cua, "apply", "-", *flags, stdin=failing)
+    assert applied.returncode == 1
+    assert "INCOMPLETE" in applied.stdout.splitlines()[-1]
+
+    state = await asyncio.to_thread(cua, "state", *flags, "--verbose-inventory")
+    assert state.returncode == 0, state.stderr
+    inventory = json.loads(state.stdout)
+    web = next(n for n in inventory["softwareNodes"] if n["id"] == "tools:web")
+    params = {kv["key"]: kv["value"] for kv in web["parameters"]}
+    assert params["image"] == app_images["v1"]  # the rolled-back update left v1 running
+    assert params["status"] == "Running"
+    assert "privileged" in params  # verbose: every parameter
