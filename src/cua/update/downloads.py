@@ -70,6 +70,11 @@ class Downloads:
         finally:
             pull.finished.set()
 
+    def ready(self, image: str) -> bool:
+        """Whether `image` is there (its pull, if any, finished without error)."""
+        pull = self._pulls[image]
+        return pull.finished.is_set() and pull.error is None
+
     def percent(self, image: str) -> int:
         """0-99 while pulling (0 when the size is not known yet)."""
         pull = self._pulls[image]

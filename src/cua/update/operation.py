@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cua.api.models import (
     Action,
@@ -24,8 +25,9 @@ from cua.api.models import (
     StatusType,
 )
 from cua.containers.compare import ActionKind
-from cua.engine.base import Engine
+from cua.engine.base import ContainerDetails, Engine
 from cua.update.downloads import Downloads
+from cua.update.lookahead import Lookahead
 from cua.update.plan import Plan
 from cua.update.publisher import FeedbackPublisher
 from cua.update.settings import UpdateSettings
@@ -254,7 +256,7 @@ class Operation:
             elif kind is CommandType.UPDATE:
                 await self._phase(_UPDATE, state, baseline, self._update_step)
             elif kind is CommandType.ACTIVATE:
-                await self._phase(_ACTIVATE, state, baseline, self._activate_step)
+                await self._activate(state, baseline)
             elif kind is CommandType.ROLLBACK:
                 await self._rollback(state, baseline)
             else:
@@ -283,7 +285,7 @@ class Operation:
                 ok = await self._phase(_UPDATE, self._all, "", self._update_step)
             if ok:
                 self._checkpoint()
-                ok = await self._phase(_ACTIVATE, self._all, "", self._activate_step)
+                ok = await self._activate(self._all, "")
             self._checkpoint()
             if not ok:
                 await self._rollback(self._all, "")
@@ -318,12 +320,38 @@ class Operation:
         state: BaselineState,
         baseline: str,
         step: Callable[[ActionState, str], Awaitable[str]],
+        early: Lookahead[ActionState, Any] | None = None,
     ) -> bool:
-        """Kanto's phase loop: N in-progress messages, then one result; first error stops."""
+        """Kanto's phase loop: N in-progress messages, then one result; first error stops.
+
+        With `early`, engine work of the next actions runs ahead of the loop (`step` waits
+        for it); the feedback is the same as one action at a time."""
         relevant = [a for a in self._members(state) if a.kind in phase.kinds]
+        if early is None:
+            return await self._phase_loop(
+                phase, state, baseline, step, relevant=relevant, early=None
+            )
+        async with early:
+            early.start(relevant)
+            return await self._phase_loop(
+                phase, state, baseline, step, relevant=relevant, early=early
+            )
+
+    async def _phase_loop(
+        self,
+        phase: _Phase,
+        state: BaselineState,
+        baseline: str,
+        step: Callable[[ActionState, str], Awaitable[str]],
+        *,
+        relevant: Sequence[ActionState],
+        early: Lookahead[ActionState, Any] | None,
+    ) -> bool:
         last: ActionState | None = None
         last_message = ""
-        for action in relevant:
+        for index, action in enumerate(relevant):
+            if early is not None:
+                early.advance(index)
             if last is not None:
                 last.status, last.message = phase.action_success, last_message
             last = action
@@ -366,14 +394,24 @@ class Operation:
             concurrency=self._settings.download_concurrency,
         ) as downloads:
 
+            def image_ready(action: ActionState) -> bool:
+                desired = action.planned.desired
+                return desired is not None and downloads.ready(desired.spec.image)
+
+            # Creates run ahead only once their image is there: an early create never
+            # waits for a pull, so a failed phase ends at once (as Kanto's).
+            early: Lookahead[ActionState, None] = Lookahead(
+                self._steps.create_new, self._settings.parallel_actions - 1, image_ready
+            )
+
             async def step(action: ActionState, baseline: str) -> str:
                 desired = action.planned.desired
                 assert desired is not None
                 await self._await_image(downloads, action, desired.spec.image, baseline)
-                await self._steps.create_new(action)
+                await early.wait(action)  # the create (new container, not started)
                 return MSG_CREATED
 
-            return await self._phase(_DOWNLOAD, state, baseline, step)
+            return await self._phase(_DOWNLOAD, state, baseline, step, early)
 
     async def _await_image(
         self, downloads: Downloads, action: ActionState, image: str, baseline: str
@@ -402,13 +440,36 @@ class Operation:
         await self._steps.stop_old(action)
         return MSG_STOPPED
 
-    async def _activate_step(self, action: ActionState, baseline: str) -> str:
+    async def _activate(self, state: BaselineState, baseline: str) -> bool:
+        """ACTIVATE. Ahead of the loop: the new containers are renamed and started (undone
+        by ROLLBACK like a sequential run's), the others' state is read (no change)."""
+
+        async def work(action: ActionState) -> ContainerDetails | None:
+            if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
+                await self._steps.activate_new(action)
+                return None
+            current = action.planned.current
+            assert current is not None
+            return await self._engine.inspect_container(current.id)
+
+        early: Lookahead[ActionState, ContainerDetails | None] = Lookahead(
+            work, self._settings.parallel_actions - 1
+        )
+
+        async def step(action: ActionState, baseline: str) -> str:
+            return await self._activate_step(action, baseline, await early.wait(action))
+
+        return await self._phase(_ACTIVATE, state, baseline, step, early)
+
+    async def _activate_step(
+        self, action: ActionState, baseline: str, details: ContainerDetails | None
+    ) -> str:
+        """After the work done ahead: `details` is the container's state read then."""
         if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
-            await self._steps.activate_new(action)
-            return MSG_STARTED
+            return MSG_STARTED  # renamed and started ahead
         current = action.planned.current
         assert current is not None
-        await self._steps.ensure_running(current.id)
+        await self._steps.ensure_running(current.id, details)
         if action.kind is ActionKind.UPDATE:
             return action.message  # Kanto keeps the UPDATE action's message
         return MSG_RUNNING

@@ -36,3 +36,6 @@ class UpdateSettings:
     stop_grace_period: float = 30.0  # seconds, SIGTERM -> SIGKILL (Kanto's default)
     download_concurrency: int = 4  # parallel pulls at the start of DOWNLOAD
     progress_interval: float = 1.0  # min seconds between progress-only DOWNLOADING feedback
+    # Actions whose engine work (create, start, state read) may be in flight at once;
+    # 1 = one after the other, as Kanto. The feedback is the same either way.
+    parallel_actions: int = 8

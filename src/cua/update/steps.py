@@ -14,7 +14,7 @@ from cua.api.models import ActionStatusType
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
-from cua.engine.base import ContainerNotFoundError, ContainerStatus, Engine
+from cua.engine.base import ContainerDetails, ContainerNotFoundError, ContainerStatus, Engine
 from cua.update.names import new_name, old_name, operation_labels, removed_name
 from cua.update.plan import PlannedAction
 
@@ -112,8 +112,13 @@ class DeviceSteps:
 
     # --- ACTIVATE -------------------------------------------------------------------------
 
-    async def ensure_running(self, container: str) -> None:
-        """Kanto's ensure-running: running -> nothing; paused -> unpause; else start."""
+    async def ensure_running(self, container: str, known: ContainerDetails | None = None) -> None:
+        """Kanto's ensure-running: running -> nothing; paused -> unpause; else start.
+
+        `known`: the container as just read (ACTIVATE reads ahead); used only when it says
+        running, anything else is read again before acting."""
+        if known is not None and known.state.status is ContainerStatus.RUNNING:
+            return
         details = await self._engine.inspect_container(container)
         if details.state.status is ContainerStatus.RUNNING:
             return
