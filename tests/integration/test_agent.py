@@ -849,3 +849,27 @@ async def test_tools_plan_apply_state(
     assert params["image"] == app_images["v1"]  # the rolled-back update left v1 running
     assert params["status"] == "Running"
     assert "privileged" in params  # verbose: every parameter
+
+
+async def test_sigterm_mid_update_finishes_the_engine_call_and_reports(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    with agent_for(stack, tmp_path, "sigterm", stop_timeout="2s") as agent:
+        async with probe_for(stack, "sigterm") as probe:
+            await probe.state("initial")
+            slow = component("slow", image=app_images["slow"])
+            probe.desired("s-1", desired_state("sigterm", slow))
+            assert (await probe.until("s-1", FINAL))[-1]["status"] == "COMPLETED"
+            changed = component("slow", image=app_images["slow"], env="A=1")
+            probe.desired("s-2", desired_state("sigterm", changed))
+            await probe.until("s-2", {"UPDATING"})  # the 2 s stop of the old container runs
+            agent.process.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(agent.process.wait, 30)
+            assert code == 0
+            # The feedback owed was published before the clean disconnect: the operation
+            # ends with a final status (INCOMPLETE: it was stopped).
+            messages = await probe.until("s-2", FINAL, wait=5)
+            assert messages[-1]["status"] == "INCOMPLETE"
+    log = agent.log()
+    assert "disconnecting from MQTT broker" in log
+    assert "stopped" in log.splitlines()[-1]
