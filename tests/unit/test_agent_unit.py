@@ -1,0 +1,105 @@
+"""The agent's message dispatch and systemd notification, without broker or engine."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from cua.agent import Agent, _readable_activity_id, initial_state_activity_id
+from cua.api.envelope import go_json
+from cua.config import Overrides, load_config
+from cua.engine.fake import FakeEngine
+from cua.mqtt import OutgoingKind
+from cua.systemd import notify
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"activityId":"a","timestamp":1,"payload":null}', "a"),
+        (
+            b'{"activityId":"current-state-test-json","timestamp":1676332092}',
+            "current-state-test-json",
+        ),
+        (b'{"activityId":"b","payload":{}}', "b"),
+        (b"{}", ""),
+        (b'{"activityId":null}', ""),
+        (b"null", None),
+        (b"[1]", None),
+        (b"{", None),
+        (b'{"activityId":5}', None),
+        (b"\xff", None),
+    ],
+)
+def test_current_state_request_activity_id(raw: bytes, expected: str | None) -> None:
+    assert _readable_activity_id(raw) == expected
+
+
+def test_initial_activity_id_format() -> None:
+    activity = initial_state_activity_id()
+    assert activity.startswith("initial-current-state-")
+    assert activity.removeprefix("initial-current-state-").isdigit()
+
+
+async def make_agent() -> Agent:
+    config = load_config(None, Overrides(domain="self-update"))
+    return Agent(config, FakeEngine())
+
+
+async def test_topics_follow_the_domain() -> None:
+    agent = await make_agent()
+    assert agent.topics.subscriptions == (
+        "selfupdate/desiredstate",
+        "selfupdate/desiredstate/command",
+        "selfupdate/currentstate/get",
+    )
+
+
+async def test_current_state_request_is_queued_with_its_activity_id() -> None:
+    agent = await make_agent()
+    agent._on_message("selfupdate/currentstate/get", b'{"activityId":"x","payload":null}')
+    agent._on_message("selfupdate/currentstate/get", b"not json")
+    assert agent._state_requests.qsize() == 1
+    assert agent._state_requests.get_nowait() == "x"
+
+
+async def test_invalid_desired_state_without_activity_id_only_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = await make_agent()
+    agent._on_message("selfupdate/desiredstate", b"{oops")
+    assert "without a readable activityId" in caplog.text
+    assert agent.connection.pending == 0
+
+
+async def test_feedback_is_queued_as_feedback() -> None:
+    from cua.api.models import DesiredStateFeedback, StatusType
+
+    agent = await make_agent()
+    await agent.publish_feedback("a", DesiredStateFeedback(status=StatusType.IDENTIFYING))
+    queued = agent.connection._queue.peek()
+    assert queued is not None
+    assert queued.topic == "selfupdate/desiredstatefeedback"
+    assert (queued.qos, queued.retain, queued.kind) == (1, False, OutgoingKind.FEEDBACK)
+    envelope = json.loads(queued.payload)
+    assert envelope["activityId"] == "a"
+    assert envelope["payload"] == {"status": "IDENTIFYING"}
+    assert queued.payload.startswith(go_json({"activityId": "a"})[:-1])
+
+
+def test_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify("READY=1") is True
+        assert receiver.recv(64) == b"READY=1"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
+    assert notify("READY=1") is False
