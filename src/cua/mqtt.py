@@ -420,6 +420,9 @@ class MqttConnection:
                     list(self._subscriptions), timeout=self.options.unsubscribe_timeout
                 )
             log.info("disconnecting from MQTT broker %s", self.options.broker)
+            # Leaving the context sends DISCONNECT and waits for the socket to close, for at
+            # most `client.timeout` seconds: Kanto's disconnect_timeout (at least 0.25 s).
+            client.timeout = max(self.options.disconnect_timeout, 0.25)
 
     async def _run_connect_hook(self, hook: ConnectHook) -> None:
         try:
