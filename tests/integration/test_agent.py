@@ -873,3 +873,16 @@ async def test_sigterm_mid_update_finishes_the_engine_call_and_reports(
     log = agent.log()
     assert "disconnecting from MQTT broker" in log
     assert "stopped" in log.splitlines()[-1]
+
+
+async def test_mqtt5(clean_engine: LocalStack, stack: LocalStack, tmp_path: Path) -> None:
+    with agent_for(stack, tmp_path, "five", mqtt_version="5") as agent:
+        async with probe_for(stack, "five") as probe:
+            await probe.state("initial")
+            probe.desired("v5", desired_state("five"))  # nothing to do: COMPLETED at once
+            assert statuses(await probe.until("v5", FINAL)) == [
+                "IDENTIFYING",
+                "IDENTIFIED",
+                "COMPLETED",
+            ]
+        await agent.wait_log(r"connected to MQTT broker")
