@@ -210,7 +210,11 @@ class Agent:
     async def _serve_state_requests(self) -> None:
         while True:
             activity_id = await self._state_requests.get()
-            inventory = await self._current_state()
+            try:
+                inventory = await self._current_state()
+            except Exception:  # a bug here must not stop the agent; the next request retries
+                log.exception("cannot build the current state for %r", activity_id)
+                continue
             self._publish_state(activity_id, inventory)
             log.info("current state published (activityId %r)", activity_id)
 
@@ -220,7 +224,11 @@ class Agent:
             await self._changed.wait()
             await asyncio.sleep(self._debounce)
             self._changed.clear()
-            inventory = await self._current_state()
+            try:
+                inventory = await self._current_state()
+            except Exception:
+                log.exception("cannot build the current state after container changes")
+                continue
             if inventory.to_wire() == self._last_state:
                 continue
             self._publish_state("", inventory)
