@@ -262,6 +262,7 @@ class Broker:
         self._queue: asyncio.Queue[Received] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._seq = 0
+        self.last_failure = ""  # the last final feedback that was not COMPLETED
 
     async def __aenter__(self) -> Broker:
         await self._client.__aenter__()
@@ -333,4 +334,6 @@ class Broker:
             if elapsed is None and (status == until or status in final):
                 elapsed = got.at - started
             if elapsed is not None and (not finish or status == finish or status in final):
+                if status != "COMPLETED":
+                    self.last_failure = got.payload.decode(errors="replace")[:2000]
                 return elapsed, status
