@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -387,7 +388,9 @@ class MqttConnection:
     async def _session(self) -> None:
         """One connection: connect, subscribe, hook, then send and receive until it drops."""
         client = self._client()
-        async with client:
+        await self._enter(client)
+        async with contextlib.AsyncExitStack() as exits:
+            exits.push_async_exit(client)
             self._backoff.reset()
             await client.subscribe(
                 [(topic, 1) for topic in self._subscriptions],
@@ -423,6 +426,49 @@ class MqttConnection:
             # Leaving the context sends DISCONNECT and waits for the socket to close, for at
             # most `client.timeout` seconds: Kanto's disconnect_timeout (at least 0.25 s).
             client.timeout = max(self.options.disconnect_timeout, 0.25)
+
+    async def _enter(self, client: aiomqtt.Client) -> None:
+        """`client.__aenter__()`, but a connection the broker closes before its CONNACK
+        (e.g. a TLS 1.3 server refusing our certificate after the handshake) fails at once
+        instead of after the whole connect timeout."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[str] = loop.create_future()
+
+        def mark_closed(reason: str) -> None:
+            if not closed.done():
+                closed.set_result(reason)
+
+        # aiomqtt has no public signal for this; paho's on_disconnect callback is paho's
+        # public API on the client aiomqtt keeps (we chain to aiomqtt's own handler).
+        paho = client._client
+        aiomqtt_on_disconnect = paho.on_disconnect
+
+        def on_disconnect(*args: Any) -> None:
+            if aiomqtt_on_disconnect is not None:
+                aiomqtt_on_disconnect(*args)
+            reason = str(args[3]) if len(args) > 3 else "connection lost"
+            loop.call_soon_threadsafe(mark_closed, reason)
+
+        paho.on_disconnect = on_disconnect
+        entering = asyncio.ensure_future(client.__aenter__())
+        first: set[asyncio.Future[Any]] = {entering, closed}
+        try:
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+            if not entering.done():
+                # A refused CONNACK also closes the socket: let its clearer error win.
+                await asyncio.wait({entering}, timeout=0.2)
+        except asyncio.CancelledError:
+            entering.cancel()
+            raise
+        if entering.done():
+            entering.result()
+            return
+        entering.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await entering
+        raise aiomqtt.MqttError(
+            f"the connection was closed before the broker accepted it ({closed.result()})"
+        )
 
     async def _run_connect_hook(self, hook: ConnectHook) -> None:
         try:
