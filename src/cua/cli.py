@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from cua import __version__
 from cua.api.envelope import MessageError, decode, go_json, now_ms
@@ -23,7 +23,7 @@ from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
 from cua.config import AgentConfig, ConfigError, Overrides, load_config
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import parse_desired_state
-from cua.engine.base import EngineError
+from cua.engine.base import Engine, EngineError
 
 __all__ = ["main"]
 
@@ -174,7 +174,7 @@ def decode_desired_state(raw: bytes) -> tuple[str, DesiredState]:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def _make_engine(config: AgentConfig) -> Any:
+def _make_engine(config: AgentConfig) -> Engine:
     from cua.agent import open_engine
 
     return open_engine(config)
