@@ -891,3 +891,74 @@ async def test_mqtt5(clean_engine: LocalStack, stack: LocalStack, tmp_path: Path
                 "COMPLETED",
             ]
         await agent.wait_log(r"connected to MQTT broker")
+
+
+class EngineProxy:
+    """A unix-socket proxy in front of the private dockerd: `stop()` makes the engine go
+    away for the agent (every connection cut, the socket gone), `start()` brings it back."""
+
+    def __init__(self, listen: Path, target: str) -> None:
+        self.listen = listen
+        self.target = target
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._handle, path=str(self.listen))
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        self.listen.unlink(missing_ok=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, RuntimeError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_engine_goes_away_while_running_and_comes_back(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    proxy = EngineProxy(tmp_path / "engine.sock", stack.docker_socket)
+    await proxy.start()
+    with agent_for(stack, tmp_path, "flaky", engine=f"unix://{proxy.listen}") as agent:
+        async with probe_for(stack, "flaky") as probe:
+            await probe.state("initial")
+            probe.desired("f-1", desired_state("flaky", component("app", image=app_images["v1"])))
+            assert (await probe.until("f-1", FINAL))[-1]["status"] == "COMPLETED"
+
+            await proxy.stop()  # the engine goes away
+            await agent.wait_log(r"engine event stream (?:failed|ended)")
+            v2 = desired_state("flaky", component("app", image=app_images["v2"]))
+            probe.desired("f-2", v2)
+            failed = await probe.until("f-2", FINAL)
+            assert statuses(failed) == ["IDENTIFYING", "IDENTIFICATION_FAILED"]
+            probe.send(probe.topics.current_state_get, {"activityId": "f-get", "timestamp": 1})
+            state = await probe.state("f-get")
+            assert [n["id"] for n in state["softwareNodes"]] == ["flaky-update-agent"]
+            assert agent.process.poll() is None  # still running
+
+            await proxy.start()  # the engine is back
+            probe.desired("f-3", v2)
+            assert (await probe.until("f-3", FINAL))[-1]["status"] == "COMPLETED"
+            assert (await containers(engine))["app"][2] == app_images["v2"]
+    await proxy.stop()
