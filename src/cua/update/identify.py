@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TypeVar
 
 from cua.containers.inventory import image_version
 from cua.containers.labels import decode_labels, is_managed
@@ -21,21 +22,40 @@ from cua.update.names import is_transient
 from cua.update.plan import CurrentContainer
 from cua.update.settings import Manage
 
+READ_CONCURRENCY = 16  # engine reads in flight at once (identification, inventory)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+async def map_concurrently(
+    items: Sequence[_T], read: Callable[[_T], Awaitable[_R]], limit: int = READ_CONCURRENCY
+) -> list[_R]:
+    """`read` of every item, in order, at most `limit` in flight: a few workers rather than
+    a task per item (1,000 containers would be 1,000 tasks and as many connections)."""
+    results: list[_R | None] = [None] * len(items)
+    pending = iter(enumerate(items))  # shared by the workers
+
+    async def worker() -> None:
+        for index, item in pending:
+            results[index] = await read(item)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(limit, len(items))):
+            group.create_task(worker())
+    return results  # type: ignore[return-value]  # every slot was filled
+
 
 async def current_containers(
     engine: Engine, desired_names: Collection[str], manage: Manage
 ) -> list[CurrentContainer]:
     """The engine's containers as identification needs them. Raises EngineError."""
     summaries = await engine.list_containers()
-    result: list[CurrentContainer | None] = [None] * len(summaries)
 
-    async def one(index: int, summary: ContainerSummary) -> None:
-        result[index] = await _current(engine, summary, desired_names, manage)
+    async def one(summary: ContainerSummary) -> CurrentContainer | None:
+        return await _current(engine, summary, desired_names, manage)
 
-    async with asyncio.TaskGroup() as group:
-        for index, summary in enumerate(summaries):
-            group.create_task(one(index, summary))
-    return [c for c in result if c is not None]
+    return [c for c in await map_concurrently(summaries, one) if c is not None]
 
 
 async def _current(

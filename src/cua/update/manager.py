@@ -10,7 +10,6 @@ phases (standalone) or the commands (orchestrated), one operation at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections import deque
@@ -35,7 +34,12 @@ from cua.engine.base import (
     Engine,
     EngineError,
 )
-from cua.update.identify import current_containers, normalize_engine_spec, with_runtime
+from cua.update.identify import (
+    current_containers,
+    map_concurrently,
+    normalize_engine_spec,
+    with_runtime,
+)
 from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
@@ -327,18 +331,14 @@ class UpdateManager:
 
     async def _inventory_containers(self) -> list[InventoryContainer]:
         summaries = sorted(await self._engine.list_containers(), key=lambda s: s.name)
-        found: list[InventoryContainer | None] = [None] * len(summaries)
 
-        async def one(index: int, summary: ContainerSummary) -> None:
-            with contextlib.suppress(ContainerNotFoundError):
-                found[index] = self._inventory_entry(
-                    await self._engine.inspect_container(summary.id)
-                )
+        async def one(summary: ContainerSummary) -> InventoryContainer | None:
+            try:
+                return self._inventory_entry(await self._engine.inspect_container(summary.id))
+            except ContainerNotFoundError:
+                return None  # removed since it was listed
 
-        async with asyncio.TaskGroup() as group:
-            for index, summary in enumerate(summaries):
-                group.create_task(one(index, summary))
-        return [entry for entry in found if entry is not None]
+        return [entry for entry in await map_concurrently(summaries, one) if entry is not None]
 
     @staticmethod
     def _inventory_entry(details: ContainerDetails) -> InventoryContainer:
