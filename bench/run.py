@@ -5,7 +5,7 @@ pushed and loaded before any timing, so only the download case downloads. Each f
 the median of several runs; each agent figure has its baseline measured in the same run.
 Progress goes to stderr, the table (markdown) to stdout.
 
-Environment: BENCH_REPEAT (default 3) runs per figure, BENCH_CASES (comma-separated case
+Environment: BENCH_REPEAT (default 5) runs per figure, BENCH_CASES (comma-separated case
 names, default all: identify, apply, start, change, noop, download, idle).
 """
 
@@ -40,7 +40,7 @@ def machine() -> str:
 
 
 async def main() -> int:
-    repeat = int(os.environ.get("BENCH_REPEAT", "3"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "5"))
     wanted = [c for c in os.environ.get("BENCH_CASES", "").split(",") if c]
     started = time.monotonic()
     rows: list[Row] = []
