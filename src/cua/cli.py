@@ -20,7 +20,7 @@ from typing import NoReturn
 from cua import __version__
 from cua.api.envelope import MessageError, decode, go_json, now_ms
 from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
-from cua.config import AgentConfig, ConfigError, Overrides, load_config
+from cua.config import AgentConfig, ConfigError, Overrides, load_config, with_settings
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import parse_desired_state
 from cua.engine.base import Engine, EngineError
@@ -302,7 +302,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
     if args.command == "run":
-        return asyncio.run(_run_agent(config))
+        # The agent journals its operations there for crash recovery; the tools below do
+        # not (they must not touch the journal of an agent that may be running).
+        from cua.update.journal import prepare_state_dir
+
+        try:
+            state_dir = prepare_state_dir(config.state_dir)
+        except OSError as exc:
+            print(
+                f"cua: error: update_agent.state_dir: {config.state_dir}: "
+                f"{exc.strerror or exc} (the directory must be creatable and writable)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return asyncio.run(_run_agent(with_settings(config, state_dir=state_dir)))
     if args.command == "state":
         return asyncio.run(_state(config))
 

@@ -190,6 +190,7 @@ def agent_for(
             "engine": stack.docker_host,
             "registry_mirrors": {"ghcr.io": stack.registry},
             "stop_timeout": "2s",
+            "state_dir": str(tmp_path / "state"),  # the operation journal
             **update_agent,
         },
         "connection": connection,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from cua.engine.docker import DockerEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.testing.images import ImageFactory
 from cua.testing.stack import LocalStack
+from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
 from cua.update.recovery import recover
@@ -200,3 +202,42 @@ async def test_crash_recovery_after_activation(
     assert done
     assert await by_name(engine) == {"web": ContainerStatus.RUNNING}
     assert (await engine.inspect_container("web")).id == old_id
+
+
+async def test_crash_recovery_from_the_journal(
+    engine: DockerEngine, images: dict[str, str], tmp_path: Path
+) -> None:
+    """What names do not show (a DESTROY's stop, an UPDATE's runtime change) is undone
+    from the operation's journal at the next start."""
+    manager = UpdateManager(engine, RecordingPublisher(), settings())
+    first = state(
+        comp("upd", image=images["v1"], restartPolicy="no", memory="100M"),
+        comp("gone", image=images["v1"]),
+    )
+    assert await manager.apply("setup", first) == "COMPLETED"
+    with_journal = settings(state_dir=tmp_path)
+    plan = await manager.plan(
+        state(comp("upd", image=images["v1"], restartPolicy="always", memory="200M"))
+    )
+    assert [str(a.kind) for a in plan.actions] == ["UPDATE", "DESTROY"]
+    operation = Operation("crash", plan, engine, RecordingPublisher(), with_journal)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await operation.command(command, "")
+    assert await by_name(engine) == {"upd": ContainerStatus.RUNNING, "gone": ContainerStatus.EXITED}
+    assert (await engine.inspect_container("upd")).spec.restart.type is RestartPolicyType.ALWAYS
+    # The agent dies here (no CLEANUP); the next start recovers from the journal.
+    journal = journal_for(with_journal)
+    assert journal.path is not None
+    assert journal.path.exists()
+    done = await recover(engine, journal)
+    assert sorted(done) == [
+        "gone: container stopped by the operation started again",
+        "upd: previous restart policy and memory limits restored",
+    ]
+    running = ContainerStatus.RUNNING
+    assert await by_name(engine) == {"upd": running, "gone": running}
+    spec = (await engine.inspect_container("upd")).spec
+    assert spec.restart.type is RestartPolicyType.NO
+    assert spec.resources is not None
+    assert spec.resources.memory == "100M"
+    assert not journal.path.exists()

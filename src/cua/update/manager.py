@@ -40,6 +40,7 @@ from cua.update.identify import (
     normalize_engine_spec,
     with_runtime,
 )
+from cua.update.journal import journal_for
 from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
@@ -108,6 +109,8 @@ class UpdateManager:
         self._stopping = False
         self._active = False
         self._stopped = asyncio.Event()
+        self._journal = journal_for(settings)
+        self._recovered = False  # recovery done; until then it is tried before each operation
 
     # --- submitting (non-blocking) -------------------------------------------------------------
 
@@ -148,9 +151,11 @@ class UpdateManager:
 
     async def _recover(self) -> None:
         try:
-            await recover(self._engine)
+            await recover(self._engine, self._journal)
         except EngineError as error:
             log.error("crash recovery failed: %s", error)
+        else:
+            self._recovered = True
 
     async def _dispatch(self) -> None:
         while True:
@@ -220,6 +225,10 @@ class UpdateManager:
             pending, self._pending = self._pending, None
             log.info("[%s] superseded by %s", pending.activity_id, item.activity_id)
             await pending.supersede(superseded_message(item.activity_id))
+        if not self._recovered:
+            # Recovery failed at start (engine down): the journal is still there; it must
+            # be used before an operation starts one of its own.
+            await self._recover()
         operation = await self._identify(item.activity_id, item.parsed)
         if isinstance(operation, StatusType):
             return

@@ -27,6 +27,7 @@ from cua.api.models import (
 from cua.containers.compare import ActionKind
 from cua.engine.base import ContainerDetails, Engine
 from cua.update.downloads import Downloads
+from cua.update.journal import JournalError, journal_for
 from cua.update.lookahead import Lookahead
 from cua.update.plan import Plan
 from cua.update.publisher import FeedbackPublisher
@@ -162,7 +163,8 @@ class Operation:
         self._engine = engine
         self._publisher = publisher
         self._settings = settings
-        self._steps = DeviceSteps(engine, activity_id, settings.stop_grace_period)
+        self._journal = journal_for(settings)
+        self._steps = DeviceSteps(engine, activity_id, settings.stop_grace_period, self._journal)
         self._all = BaselineState(tuple(range(len(self.actions))))
         self._baselines = {
             title: BaselineState(indexes) for title, indexes in plan.baselines.items()
@@ -301,12 +303,14 @@ class Operation:
         for action in self.actions:
             await self._undo_quietly(action, ensure_running=False)
         self.final_status = StatusType.SUPERSEDED
+        self._journal.remove()
         await self._publish(StatusType.SUPERSEDED, message=message)
 
     async def _end_stopped(self) -> None:
         """The agent stops mid-operation: what was done is reported, the end is INCOMPLETE.
 
-        Containers in flight are put back by crash recovery at the next start.
+        Containers in flight are put back by crash recovery at the next start (the journal
+        is kept for it: the operation was interrupted, as by a crash).
         """
         if not self.finished:
             self.final_status = StatusType.INCOMPLETE
@@ -527,6 +531,11 @@ class Operation:
         result = StatusType.CLEANUP_SUCCESS
         members = self._members(state)
         if state.status is StatusType.ACTIVATION_SUCCESS:
+            try:
+                self._steps.journal_commit(members)
+            except JournalError as exc:
+                # Only a crash before the end would matter: it would undo these changes.
+                log.error("[%s] %s", self.activity_id, exc)
             for action in members:
                 if action.kind not in (ActionKind.RECREATE, ActionKind.DESTROY):
                     continue
@@ -561,6 +570,7 @@ class Operation:
         if not self._baselines:
             # D6: COMPLETED only if every cleaned baseline was activated and cleaned.
             self.final_status = StatusType.COMPLETED if self._clean else StatusType.INCOMPLETE
+            self._journal.remove()
             await self._publish(self.final_status)
 
     async def _restore(self, members: Sequence[ActionState]) -> bool:

@@ -7,16 +7,32 @@ the new one's labels say whether the old one ran. So after a crash the device is
 to its state before the operation: the old container under its real name, running if it
 was, and the new one removed.
 
-Not covered (no record survives a crash): containers stopped for DESTROY, and runtime
-updates of UPDATE actions; see docs/operations.md.
+What names and labels cannot show is in the operation's journal (`journal`), read in three
+steps: removals that CLEANUP committed to are finished first (as `.cua-removed` ones); then
+the names and labels are put back as above; then, newest first, every change of the
+journal that CLEANUP did not commit is undone: a new container still there is removed, the
+previous restart policy and limits are applied again, a container the operation stopped is
+started again if it still exists under its name. Then the journal is removed. A container
+that is gone or cannot be changed is logged and skipped; only an engine that cannot be
+reached stops recovery (the journal is kept for the next try).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from cua.containers.labels import is_managed
-from cua.engine.base import ContainerStatus, ContainerSummary, Engine
+from cua.engine.base import (
+    ContainerDetails,
+    ContainerNotFoundError,
+    ContainerStatus,
+    ContainerSummary,
+    Engine,
+    EngineError,
+    EngineUnavailableError,
+)
+from cua.update.journal import Entry, Journal, Step
 from cua.update.names import (
     LABEL_REPLACES_RUNNING,
     NEW_SUFFIX,
@@ -30,12 +46,19 @@ from cua.update.names import (
 log = logging.getLogger(__name__)
 
 
-async def recover(engine: Engine) -> list[str]:
+async def recover(engine: Engine, journal: Journal | None = None) -> list[str]:
     """Put back leftovers of an interrupted operation; returns what was done (for logs).
 
-    Raises EngineError when the engine cannot be used.
+    Raises EngineError when the engine cannot be used (the journal is then kept).
     """
     done: list[str] = []
+    entries = journal.read() if journal is not None else []
+    if entries:
+        log.warning("recovery: %d journal record(s) of an interrupted operation", len(entries))
+    committed = {e.id: e for e in entries if e.step is Step.COMMITTED}
+    for entry in committed.values():
+        if entry.remove:
+            await _journal_step(engine, entry, _finish_removal, done)
     containers = {c.name: c for c in await engine.list_containers()}
     for name, container in sorted(containers.items()):
         if name.endswith(REMOVED_SUFFIX) and is_managed(container.labels):
@@ -44,9 +67,74 @@ async def recover(engine: Engine) -> list[str]:
     names = {real_name(n) for n in containers if n.endswith((NEW_SUFFIX, OLD_SUFFIX))}
     for name in sorted(names):
         await _recover_one(engine, name, containers, done)
+    for entry in reversed(entries):
+        if entry.step is not Step.COMMITTED and entry.id not in committed:
+            await _journal_step(engine, entry, _UNDO[entry.step], done)
     for line in done:
         log.warning("recovery: %s", line)
+    if journal is not None:
+        journal.remove()
     return done
+
+
+_Undo = Callable[[Engine, Entry, ContainerDetails], Awaitable[str | None]]
+
+
+async def _journal_step(engine: Engine, entry: Entry, undo: _Undo, done: list[str]) -> None:
+    """One journal record: skipped (logged) if its container is gone or cannot be changed."""
+    try:
+        details = await engine.inspect_container(entry.id)
+        line = await undo(engine, entry, details)
+    except ContainerNotFoundError:
+        log.info("recovery: %s (%s record): the container is gone", entry.name, entry.step)
+        return
+    except EngineUnavailableError:
+        raise
+    except EngineError as error:
+        log.error("recovery: %s (%s record): %s", entry.name, entry.step, error)
+        return
+    if line is not None:
+        done.append(f"{entry.name}: {line}")
+
+
+async def _finish_removal(engine: Engine, entry: Entry, details: ContainerDetails) -> str:
+    await engine.remove_container(entry.id)
+    return "removal committed by CLEANUP finished"
+
+
+async def _remove_created(engine: Engine, entry: Entry, details: ContainerDetails) -> str:
+    await engine.remove_container(entry.id)
+    return f"new container of unfinished operation {entry.activity} removed"
+
+
+async def _restore_runtime(engine: Engine, entry: Entry, details: ContainerDetails) -> str:
+    assert entry.restart is not None
+    await engine.update_container(entry.id, entry.restart, entry.resources)
+    return "previous restart policy and memory limits restored"
+
+
+async def _start_stopped(engine: Engine, entry: Entry, details: ContainerDetails) -> str | None:
+    if details.name != entry.name:
+        log.warning(
+            "recovery: %s was stopped by the operation but is now named %s; left alone",
+            entry.name,
+            details.name,
+        )
+        return None
+    if details.state.status is ContainerStatus.RUNNING:
+        return None
+    if details.state.status is ContainerStatus.PAUSED:
+        await engine.unpause_container(entry.id)
+    else:
+        await engine.start_container(entry.id)
+    return "container stopped by the operation started again"
+
+
+_UNDO: dict[Step, _Undo] = {
+    Step.CREATED: _remove_created,
+    Step.UPDATED: _restore_runtime,
+    Step.STOPPED: _start_stopped,
+}
 
 
 async def _recover_one(

@@ -3,11 +3,14 @@
 Every change made to the device is recorded on the action (`ActionState`), so that
 rollback, CLEANUP after a failure (D3) and supersede can put the device back exactly:
 remove what was created, start again what was stopped, revert runtime updates (D4).
+The changes that names and labels do not show after a crash are also written ahead to the
+journal (`journal`), for crash recovery.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cua.api.models import ActionStatusType
@@ -15,6 +18,7 @@ from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
 from cua.engine.base import ContainerDetails, ContainerNotFoundError, ContainerStatus, Engine
+from cua.update.journal import Journal
 from cua.update.names import new_name, old_name, operation_labels, removed_name
 from cua.update.plan import PlannedAction
 
@@ -68,10 +72,17 @@ class ActionState:
 class DeviceSteps:
     """The engine calls of the phases, one action at a time."""
 
-    def __init__(self, engine: Engine, activity_id: str, grace_period: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        activity_id: str,
+        grace_period: float,
+        journal: Journal | None = None,
+    ) -> None:
         self._engine = engine
         self._activity_id = activity_id
         self._grace = grace_period
+        self._journal = journal if journal is not None else Journal(None)
 
     # --- DOWNLOAD -------------------------------------------------------------------------
 
@@ -86,6 +97,9 @@ class DeviceSteps:
         temporary = new_name(action.name)
         await self._engine.remove_container(temporary)  # a leftover of an interrupted run
         action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
+        # Before ACTIVATE can give it the real name, where its labels alone do not say that
+        # it belongs to an unfinished operation (a CREATE has no `.cua-old` beside it).
+        self._journal.created(self._activity_id, action.new_id, action.name)
 
     # --- UPDATE ---------------------------------------------------------------------------
 
@@ -95,6 +109,7 @@ class DeviceSteps:
         assert current is not None
         details = await self._engine.inspect_container(current.id)
         if details.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
+            self._journal.stopped(self._activity_id, current.id, action.name)
             action.old_stopped = True  # set first: a failed stop may still have stopped it
             await self._engine.stop_container(current.id, self._grace)
 
@@ -105,6 +120,13 @@ class DeviceSteps:
         assert desired is not None
         details = await self._engine.inspect_container(current.id)
         if action.previous is None:
+            self._journal.updated(
+                self._activity_id,
+                current.id,
+                action.name,
+                details.spec.restart,
+                details.spec.resources,
+            )
             action.previous = (details.spec.restart, details.spec.resources)
         await self._engine.update_container(
             current.id, desired.spec.restart, desired.spec.resources
@@ -140,6 +162,19 @@ class DeviceSteps:
         await self._engine.start_container(action.new_id)
 
     # --- CLEANUP after activation ---------------------------------------------------------
+
+    def journal_commit(self, actions: Sequence[ActionState]) -> None:
+        """CLEANUP after activation: these actions' changes are final, for crash recovery
+        too (the old containers of RECREATE and DESTROY are then removed). One write."""
+        records: list[tuple[str, str, bool]] = []
+        for action in actions:
+            current = action.planned.current
+            if current is not None:
+                remove = action.kind in (ActionKind.RECREATE, ActionKind.DESTROY)
+                records.append((current.id, action.name, remove))
+            if action.new_id is not None:
+                records.append((action.new_id, action.name, False))
+        self._journal.committed(self._activity_id, records)
 
     async def remove_old(self, action: ActionState) -> None:
         current = action.planned.current

@@ -1,0 +1,267 @@
+"""The operation journal and crash recovery from it.
+
+A crash is simulated by driving an `Operation` with commands and then dropping it without
+CLEANUP; recovery then runs as at the next start (a fresh manager, or `recover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+from update_helpers import add_managed, component, desired, operation, settings
+
+from cua.api.models import DesiredStateFeedback
+from cua.cli import main
+from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
+from cua.engine.base import ContainerStatus
+from cua.engine.fake import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+from cua.update.journal import Journal, journal_for, journal_path, prepare_state_dir
+from cua.update.manager import UpdateManager
+from cua.update.recovery import recover
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    engine = FakeEngine()
+    for ref in ("img:1", "img:2"):
+        engine.add_registry_image(ref)
+    return engine
+
+
+@pytest.fixture
+def pub() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
+    for summary in engine._containers.values():
+        if summary.name == name:
+            return summary.status
+    return None
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_destroy_stopped_container_runs_again_at_next_start(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    gone_id = add_managed(engine, "gone", image="img:1")
+    op = await operation(engine, pub, desired(), state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    assert status_of(engine, "gone") is ContainerStatus.EXITED
+    path = journal_path(tmp_path, "containers")
+    assert records(path) == [
+        {"v": 1, "activity": "A", "step": "stopped", "id": gone_id, "name": "gone"}
+    ]
+    # The agent dies here. At the next start, run() recovers before serving anything.
+    manager = UpdateManager(engine, RecordingPublisher(), settings(state_dir=tmp_path))
+    task = asyncio.create_task(manager.run())
+    async with asyncio.timeout(5.0):
+        while path.exists():  # noqa: ASYNC110 - recovery has no event to wait on
+            await asyncio.sleep(0.005)
+    await manager.stop()
+    await task
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+    assert engine.container_names() == ["gone"]
+
+
+async def test_update_restores_previous_restart_policy_and_limits(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    add_managed(engine, "svc", image="img:1", restartPolicy="no", memory="100M")
+    state = desired(component("svc", image="img:1", restartPolicy="always", memory="200M"))
+    op = await operation(engine, pub, state, state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await op.command(command, "")
+    spec = (await engine.inspect_container("svc")).spec
+    assert (spec.restart.type, spec.resources) == (RestartPolicyType.ALWAYS, Resources("200M"))
+    journal = journal_for(settings(state_dir=tmp_path))
+    done = await recover(engine, journal)
+    assert done == ["svc: previous restart policy and memory limits restored"]
+    spec = (await engine.inspect_container("svc")).spec
+    assert spec.restart == RestartPolicy(RestartPolicyType.NO)
+    assert spec.resources == Resources(memory="100M")
+    assert status_of(engine, "svc") is ContainerStatus.RUNNING
+    assert journal.path is not None
+    assert not journal.path.exists()
+
+
+async def test_activated_create_is_removed_and_recreate_put_back(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    """Before CLEANUP, an operation is undone: even a CREATE that took its real name."""
+    old_id = add_managed(engine, "web", image="img:1")
+    state = desired(component("web", image="img:2"), component("fresh", image="img:1"))
+    op = await operation(engine, pub, state, state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await op.command(command, "")
+    assert sorted(engine.container_names()) == ["fresh", "web", "web.cua-old"]
+    await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    assert engine.container_names() == ["web"]
+    details = await engine.inspect_container("web")
+    assert (details.id, details.state.status) == (old_id, ContainerStatus.RUNNING)
+
+
+async def test_baseline_cleaned_up_before_the_crash_stays(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    """CLEANUP commits a baseline: recovery undoes only the rest of the operation."""
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    add_managed(engine, "gone", image="img:1")
+    state = desired(
+        component("svc", image="img:1", restartPolicy="always"),
+        baselines={"one": ["containers:svc"]},
+    )
+    op = await operation(engine, pub, state, state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP"):
+        await op.command(command, "one")
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "containers:remove-components")
+    assert status_of(engine, "gone") is ContainerStatus.EXITED
+    done = await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    assert done == ["gone: container stopped by the operation started again"]
+    assert (await engine.inspect_container("svc")).spec.restart.type is RestartPolicyType.ALWAYS
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+
+
+async def test_committed_destroy_removal_is_finished(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    gone_id = add_managed(engine, "gone", image="img:1")
+    op = await operation(engine, pub, desired(), state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await op.command(command, "")
+    # CLEANUP committed (its records written) but the agent died before the removal.
+    op._steps.journal_commit(op.actions)
+    done = await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    assert done == ["gone: removal committed by CLEANUP finished"]
+    assert engine.container_names() == []
+    assert gone_id not in engine._containers
+
+
+async def test_torn_last_line_is_ignored(
+    engine: FakeEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone_id = add_managed(engine, "gone", image="img:1", running=False)
+    path = journal_path(tmp_path, "containers")
+    Journal(path).stopped("A", gone_id, "gone")
+    with path.open("ab") as file:
+        file.write(b'{"v":1,"activity":"A","step":"upd')  # the crash cut this write
+    with caplog.at_level(logging.WARNING):
+        done = await recover(engine, Journal(path))
+    assert done == ["gone: container stopped by the operation started again"]
+    assert "line 2 unreadable, ignored" in caplog.text
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+    assert not path.exists()
+
+
+async def test_stopped_container_renamed_since_is_left_alone(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    other_id = add_managed(engine, "other", image="img:1", running=False)
+    path = journal_path(tmp_path, "containers")
+    Journal(path).stopped("A", other_id, "gone")
+    Journal(path).stopped("A", "no-such-id", "vanished")
+    assert await recover(engine, Journal(path)) == []
+    assert status_of(engine, "other") is ContainerStatus.CREATED  # not started
+    assert not path.exists()
+
+
+class SnapshotPublisher(RecordingPublisher):
+    """Keeps the journal's content as it was at each feedback."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.snapshots: list[tuple[str, str | None]] = []
+
+    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        content = self.path.read_text() if self.path.exists() else None
+        self.snapshots.append((str(feedback.status), content))
+        await super().publish_feedback(activity_id, feedback)
+
+
+async def test_journal_removed_at_the_end_and_holds_no_env_value(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    add_managed(engine, "web", image="img:1", env="TOKEN=s3cr3t-old")
+    add_managed(engine, "svc", image="img:1", restartPolicy="no")
+    add_managed(engine, "gone", image="img:1")
+    path = journal_path(tmp_path, "containers")
+    pub = SnapshotPublisher(path)
+    state = desired(
+        component("web", image="img:2", env="TOKEN=s3cr3t-new"),
+        component("svc", image="img:1", restartPolicy="always"),
+        component("fresh", image="img:1", env="PASSWORD=hunter2"),
+    )
+    manager = UpdateManager(engine, pub, settings(state_dir=tmp_path))
+    assert await manager.apply("A", state) == "COMPLETED"
+    assert not path.exists()
+    content = dict(pub.snapshots)["ACTIVATION_SUCCESS"]
+    assert content is not None
+    steps = [(r["step"], r["name"]) for r in map(json.loads, content.splitlines())]
+    assert sorted(steps) == [  # the creates may run in parallel
+        ("created", "fresh"),
+        ("created", "web"),
+        ("stopped", "gone"),
+        ("stopped", "web"),
+        ("updated", "svc"),
+    ]
+    for _, seen in pub.snapshots:
+        for secret in ("s3cr3t", "hunter2", "TOKEN", "PASSWORD"):
+            assert seen is None or secret not in seen
+
+
+async def test_superseded_operation_removes_its_journal(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    add_managed(engine, "gone", image="img:1")
+    op = await operation(engine, pub, desired(), state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    path = journal_path(tmp_path, "containers")
+    assert path.exists()
+    await op.supersede("replaced")
+    assert not path.exists()
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+
+
+async def test_no_journal_without_state_dir(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    add_managed(engine, "gone", image="img:1")
+    op = await operation(engine, pub, desired())
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    assert not journal_path(tmp_path, "containers").exists()
+    assert await recover(engine, journal_for(settings())) == []
+    assert status_of(engine, "gone") is ContainerStatus.EXITED
+
+
+def test_prepare_state_dir_creates_it_private(tmp_path: Path) -> None:
+    state = tmp_path / "var" / "cua"
+    assert prepare_state_dir(state) == state
+    assert stat.S_IMODE(state.stat().st_mode) & 0o077 == 0
+    assert list(state.iterdir()) == []
+
+
+def test_run_with_unusable_state_dir_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", "--state-dir", str(blocker / "state")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"cua: error: update_agent.state_dir: {blocker / 'state'}: ")
