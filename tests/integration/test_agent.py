@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -21,15 +22,17 @@ from typing import Any
 import pytest
 
 from cua.api.envelope import go_json, now_ms
-from cua.api.models import ComponentWithConfig, KeyValuePair
+from cua.api.models import ComponentWithConfig, DesiredState, KeyValuePair
 from cua.api.topics import Topics
 from cua.containers.parse import parse_component
 from cua.engine.base import ContainerStatus, ensure_image
 from cua.engine.docker import DockerEngine
 from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
-from cua.testing.feedback import collapse_progress
+from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.testing.images import ImageFactory
 from cua.testing.stack import LocalStack
+from cua.update.manager import UpdateManager
+from cua.update.settings import UpdateSettings
 
 pytestmark = pytest.mark.integration
 
@@ -963,3 +966,48 @@ async def test_engine_goes_away_while_running_and_comes_back(
             assert (await probe.until("f-3", FINAL))[-1]["status"] == "COMPLETED"
             assert (await containers(engine))["app"][2] == app_images["v2"]
     await proxy.stop()
+
+
+# --- crash: the agent is killed in the middle of an operation --------------------------------
+
+
+async def test_agent_killed_mid_operation_recovers_from_its_journal(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    """SIGKILL after UPDATE stopped a container for DESTROY: the next start runs it again
+    (only the journal in state_dir says it was stopped by the operation)."""
+    setup = UpdateManager(engine, RecordingPublisher(), UpdateSettings(domain="crash"))
+    first = desired_state("crash", component("gone", image=app_images["v1"]))
+    assert await setup.apply("setup", DesiredState.model_validate(first)) == "COMPLETED"
+    state_dir = tmp_path / "state"
+    config = {
+        "update_agent": {
+            "domain": "crash",
+            "mode": "orchestrated",
+            "engine": stack.docker_host,
+            "stop_timeout": "2s",
+            "state_dir": str(state_dir),
+        },
+        "connection": {"broker_url": stack.broker_url},
+    }
+    killed = AgentProcess(tmp_path / "killed", config)
+    try:
+        async with probe_for(stack, "crash") as probe:
+            await probe.state("initial")
+            probe.desired("c-1", desired_state("crash"))
+            await probe.until("c-1", {"IDENTIFIED"})
+            await um_phase(probe, "c-1", "DOWNLOAD", {"DOWNLOAD_SUCCESS", "DOWNLOAD_FAILURE"})
+            await um_phase(probe, "c-1", "UPDATE", {"UPDATE_SUCCESS", "UPDATE_FAILURE"})
+    finally:
+        killed.process.kill()
+        killed.process.wait()
+        killed.stop()
+    assert (await containers(engine))["gone"][1] is ContainerStatus.EXITED
+    journal = state_dir / "journal-crash.jsonl"
+    assert '"step":"stopped"' in journal.read_text()
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+
+    with agent_for(stack, tmp_path, "crash", mode="orchestrated") as agent:
+        await agent.wait_log(r"recovery: gone: container stopped by the operation started again")
+        assert (await containers(engine))["gone"][1] is ContainerStatus.RUNNING
+        assert not journal.exists()

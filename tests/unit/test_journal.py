@@ -10,20 +10,23 @@ import asyncio
 import json
 import logging
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from update_helpers import add_managed, component, desired, operation, settings
 
-from cua.api.models import DesiredStateFeedback
+from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.cli import main
+from cua.containers.parse import parse_component
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
-from cua.engine.base import ContainerStatus
+from cua.engine.base import ContainerStatus, EngineUnavailableError
 from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import Journal, journal_for, journal_path, prepare_state_dir
 from cua.update.manager import UpdateManager
 from cua.update.recovery import recover
+from cua.update.settings import Mode
 
 pytestmark = pytest.mark.unit
 
@@ -265,3 +268,55 @@ def test_run_with_unusable_state_dir_is_a_config_error(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"cua: error: update_agent.state_dir: {blocker / 'state'}: ")
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 - the state has no event to wait on
+            await asyncio.sleep(0.005)
+
+
+async def test_agent_stop_keeps_the_journal_of_an_unfinished_operation(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    """A graceful stop interrupts the operation as a crash would: recovered at next start."""
+    add_managed(engine, "gone", image="img:1")
+    manager = UpdateManager(engine, pub, settings(state_dir=tmp_path, mode=Mode.ORCHESTRATED))
+    task = asyncio.create_task(manager.run())
+    manager.submit_desired_state("A", desired())
+    for command in ("DOWNLOAD", "UPDATE"):
+        manager.submit_command("A", DesiredStateCommand(command=command))
+    await until(lambda: "UPDATE_SUCCESS" in pub.statuses("A"))
+    await manager.stop()
+    await task
+    path = journal_path(tmp_path, "containers")
+    assert path.exists()
+    assert status_of(engine, "gone") is ContainerStatus.EXITED
+    again = UpdateManager(engine, pub, settings(state_dir=tmp_path))
+    task = asyncio.create_task(again.run())
+    await until(lambda: not path.exists())
+    await again.stop()
+    await task
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+
+
+async def test_recovery_retried_before_the_next_operation_when_the_engine_was_down(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    # Not ours (manage: labelled): only the journal can start it again.
+    spec = parse_component(component("gone", image="img:1")).spec
+    gone_id = engine.add_container("gone", spec, running=False)
+    path = journal_path(tmp_path, "containers")
+    Journal(path).stopped("A", gone_id, "gone")
+    engine.fail_next("list_containers", EngineUnavailableError("engine down"))
+    manager = UpdateManager(engine, pub, settings(state_dir=tmp_path))
+    task = asyncio.create_task(manager.run())
+    await asyncio.sleep(0.02)
+    assert path.exists()  # kept: recovery did not run
+    assert status_of(engine, "gone") is ContainerStatus.CREATED
+    manager.submit_desired_state("B", desired())  # nothing to do: recovery runs first
+    await until(lambda: "COMPLETED" in pub.statuses("B"))
+    await manager.stop()
+    await task
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+    assert not path.exists()
