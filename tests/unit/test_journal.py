@@ -320,3 +320,21 @@ async def test_recovery_retried_before_the_next_operation_when_the_engine_was_do
     await task
     assert status_of(engine, "gone") is ContainerStatus.RUNNING
     assert not path.exists()
+
+
+async def test_a_container_that_cannot_start_does_not_stop_recovery(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    add_managed(engine, "aaa", image="img:1")
+    add_managed(engine, "zzz", image="img:1")
+    state = desired(component("aaa", image="img:2"), component("zzz", image="img:2"))
+    op = await operation(engine, pub, state, state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    engine.fail_start("aaa", "unable to apply caps")
+    done = await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    assert "zzz: old container started again" in done
+    assert sorted(engine.container_names()) == ["aaa", "zzz"]
+    assert status_of(engine, "aaa") is ContainerStatus.EXITED
+    assert status_of(engine, "zzz") is ContainerStatus.RUNNING
+    assert not journal_path(tmp_path, "containers").exists()

@@ -13,14 +13,16 @@ the names and labels are put back as above; then, newest first, every change of 
 journal that CLEANUP did not commit is undone: a new container still there is removed, the
 previous restart policy and limits are applied again, a container the operation stopped is
 started again if it still exists under its name. Then the journal is removed. A container
-that is gone or cannot be changed is logged and skipped; only an engine that cannot be
-reached stops recovery (the journal is kept for the next try).
+that is gone or cannot be changed (e.g. it fails to start) is logged and skipped, by name
+as from the journal; only an engine that cannot be reached stops recovery (the journal is
+then kept for the next try).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cua.containers.labels import is_managed
 from cua.engine.base import (
@@ -62,11 +64,13 @@ async def recover(engine: Engine, journal: Journal | None = None) -> list[str]:
     containers = {c.name: c for c in await engine.list_containers()}
     for name, container in sorted(containers.items()):
         if name.endswith(REMOVED_SUFFIX) and is_managed(container.labels):
-            await engine.remove_container(container.id)
-            done.append(f"{name}: removal committed by CLEANUP finished")
+            async with _skipped_on_error(name):
+                await engine.remove_container(container.id)
+                done.append(f"{name}: removal committed by CLEANUP finished")
     names = {real_name(n) for n in containers if n.endswith((NEW_SUFFIX, OLD_SUFFIX))}
     for name in sorted(names):
-        await _recover_one(engine, name, containers, done)
+        async with _skipped_on_error(name):
+            await _recover_one(engine, name, containers, done)
     for entry in reversed(entries):
         if entry.step is not Step.COMMITTED and entry.id not in committed:
             await _journal_step(engine, entry, _UNDO[entry.step], done)
@@ -77,24 +81,32 @@ async def recover(engine: Engine, journal: Journal | None = None) -> list[str]:
     return done
 
 
+@contextlib.asynccontextmanager
+async def _skipped_on_error(name: str) -> AsyncIterator[None]:
+    """One container's recovery failed (e.g. it cannot start): logged, the others go on.
+    An engine that cannot be reached stops recovery (EngineUnavailableError raised)."""
+    try:
+        yield
+    except EngineUnavailableError:
+        raise
+    except EngineError as error:
+        log.error("recovery: %s: %s", name, error)
+
+
 _Undo = Callable[[Engine, Entry, ContainerDetails], Awaitable[str | None]]
 
 
 async def _journal_step(engine: Engine, entry: Entry, undo: _Undo, done: list[str]) -> None:
     """One journal record: skipped (logged) if its container is gone or cannot be changed."""
-    try:
-        details = await engine.inspect_container(entry.id)
+    async with _skipped_on_error(f"{entry.name} ({entry.step} record)"):
+        try:
+            details = await engine.inspect_container(entry.id)
+        except ContainerNotFoundError:
+            log.info("recovery: %s (%s record): the container is gone", entry.name, entry.step)
+            return
         line = await undo(engine, entry, details)
-    except ContainerNotFoundError:
-        log.info("recovery: %s (%s record): the container is gone", entry.name, entry.step)
-        return
-    except EngineUnavailableError:
-        raise
-    except EngineError as error:
-        log.error("recovery: %s (%s record): %s", entry.name, entry.step, error)
-        return
-    if line is not None:
-        done.append(f"{entry.name}: {line}")
+        if line is not None:
+            done.append(f"{entry.name}: {line}")
 
 
 async def _finish_removal(engine: Engine, entry: Entry, details: ContainerDetails) -> str:
