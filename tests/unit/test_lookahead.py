@@ -1,4 +1,5 @@
-"""Engine work run ahead of the phase loop: same feedback and device as one at a time."""
+"""Engine work run ahead of the phase loop: same feedback and device as one at a time;
+the create of a new container and a leftover of an interrupted run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import pytest
 from update_helpers import add_managed, component, desired
 
-from cua.engine.base import ContainerStatus
+from cua.engine.base import ContainerStatus, NameConflictError
 from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.lookahead import Lookahead
@@ -91,3 +92,19 @@ async def test_parallel_actions_give_the_same_feedback_and_device_as_one_at_a_ti
         "stopped": ("img:1", ContainerStatus.CREATED),
         "swap": ("img:1", ContainerStatus.RUNNING),
     }
+
+
+async def test_a_name_conflict_at_create_removes_the_leftover_and_creates_again() -> None:
+    engine = FakeEngine()
+    engine.add_image("img:1")
+    engine.fail_next("create_container", NameConflictError("web.cua-new is in use"))
+    pub = RecordingPublisher()
+    state = desired(component("web", image="img:1"))
+    status = await UpdateManager(engine, pub, UpdateSettings()).apply("act", state)
+    assert status == "COMPLETED"
+    assert [c.method for c in engine.calls if c.method.endswith("_container")][:3] == [
+        "create_container",
+        "remove_container",
+        "create_container",
+    ]
+    assert engine.container_names() == ["web"]

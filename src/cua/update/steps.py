@@ -17,7 +17,13 @@ from cua.api.models import ActionStatusType
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
-from cua.engine.base import ContainerDetails, ContainerNotFoundError, ContainerStatus, Engine
+from cua.engine.base import (
+    ContainerDetails,
+    ContainerNotFoundError,
+    ContainerStatus,
+    Engine,
+    NameConflictError,
+)
 from cua.update.journal import Journal
 from cua.update.names import new_name, old_name, operation_labels, removed_name
 from cua.update.plan import PlannedAction
@@ -95,8 +101,13 @@ class DeviceSteps:
             self._activity_id, None if current is None else current.running
         )
         temporary = new_name(action.name)
-        await self._engine.remove_container(temporary)  # a leftover of an interrupted run
-        action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
+        try:
+            action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
+        except NameConflictError:
+            # A leftover of an interrupted run (recovery normally removed it already):
+            # removed only when it is there, which saves an engine call per container.
+            await self._engine.remove_container(temporary)
+            action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
         # Before ACTIVATE can give it the real name, where its labels alone do not say that
         # it belongs to an unfinished operation (a CREATE has no `.cua-old` beside it).
         self._journal.created(self._activity_id, action.new_id, action.name)
