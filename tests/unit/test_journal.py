@@ -338,3 +338,14 @@ async def test_a_container_that_cannot_start_does_not_stop_recovery(
     assert status_of(engine, "aaa") is ContainerStatus.EXITED
     assert status_of(engine, "zzz") is ContainerStatus.RUNNING
     assert not journal_path(tmp_path, "containers").exists()
+
+
+async def test_unreadable_journal_is_logged_and_recovery_goes_on(
+    engine: FakeEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = journal_path(tmp_path, "containers")
+    path.mkdir()  # not a file: cannot be read nor removed
+    with caplog.at_level(logging.ERROR):
+        assert await recover(engine, Journal(path)) == []
+    assert f"cannot read the journal {path}" in caplog.text
+    assert f"cannot remove the journal {path}" in caplog.text

@@ -193,6 +193,9 @@ class Journal:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as exc:  # recovery goes on by names and labels
+            log.error("cannot read the journal %s: %s", self.path, exc.strerror)
+            return []
         entries = []
         for number, line in enumerate(raw.splitlines(), 1):
             if not line.strip():
