@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
 import random
 import ssl
@@ -271,6 +272,29 @@ def describe_connect_error(error: BaseException, options: MqttOptions) -> str:
     return f"cannot connect to broker {options.broker}: {text}"
 
 
+def _ignore_closed_socket_registration(
+    loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+) -> None:
+    """Loop exception handler: drop one known aiomqtt race, pass on everything else.
+
+    aiomqtt registers paho's socket with the loop through `call_soon_threadsafe(add_writer,
+    fd, ...)`; when the broker closes the connection at once (a TLS 1.3 server refusing our
+    certificate), the socket is closed before that callback runs and `add_writer` fails with
+    EBADF. The connection failure itself is reported by the reconnect loop.
+    """
+    exc = context.get("exception")
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    if (
+        isinstance(exc, OSError)
+        and exc.errno == errno.EBADF
+        and getattr(callback, "__name__", "") in ("add_writer", "add_reader")
+    ):
+        log.debug("socket closed before the event loop watched it (connection lost)")
+        return
+    loop.default_exception_handler(context)
+
+
 class MqttConnection:
     """Keeps one MQTT session alive until `stop()`; owns its tasks in a TaskGroup.
 
@@ -326,6 +350,15 @@ class MqttConnection:
 
     async def run(self) -> None:
         """Connect, reconnect, send and receive until `stop()` is called."""
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(_ignore_closed_socket_registration)
+        try:
+            await self._run()
+        finally:
+            loop.set_exception_handler(previous_handler)
+
+    async def _run(self) -> None:
         while not self._stopping.is_set():
             self._session_up = False
             try:

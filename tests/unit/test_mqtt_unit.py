@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
+from typing import Any
+
 import pytest
 from aiomqtt.exceptions import MqttConnectError, MqttError
 from paho.mqtt.packettypes import PacketTypes
@@ -15,6 +20,7 @@ from cua.mqtt import (
     OutgoingKind,
     OutgoingMessage,
     OutgoingQueue,
+    _ignore_closed_socket_registration,
     describe_connect_error,
     parse_broker_url,
 )
@@ -150,3 +156,40 @@ def test_connect_refusal_lines(code: int, expected: str) -> None:
 def test_connect_failure_line() -> None:
     line = describe_connect_error(MqttError("[Errno 111] Connection refused"), options())
     assert line == "cannot connect to broker mqtt://h:1883: [Errno 111] Connection refused"
+
+
+# --- the loop exception handler --------------------------------------------------------------
+
+
+def _context_for(loop: asyncio.AbstractEventLoop, exc: BaseException) -> dict[str, Any]:
+    handle = asyncio.Handle(loop.add_writer, (8, print), loop)
+    return {"message": "Exception in callback", "exception": exc, "handle": handle}
+
+
+def test_closed_socket_registration_race_is_not_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            _ignore_closed_socket_registration(
+                loop, _context_for(loop, OSError(errno.EBADF, "Bad file descriptor"))
+            )
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    finally:
+        loop.close()
+
+
+def test_other_loop_errors_reach_the_default_handler(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            _ignore_closed_socket_registration(
+                loop, _context_for(loop, OSError(errno.EPIPE, "Broken pipe"))
+            )
+        assert any(
+            r.levelno == logging.ERROR and "Exception in callback" in r.getMessage()
+            for r in caplog.records
+        )
+    finally:
+        loop.close()
