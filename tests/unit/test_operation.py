@@ -794,6 +794,45 @@ async def test_activate_unpauses_a_paused_check_container(
     assert engine.call_count("unpause_container") == 1
 
 
+async def test_activate_reads_the_states_of_checked_containers_in_one_listing(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    for name in ("a", "c", "d", "e"):
+        add_managed(engine, name, image="img:1")
+    stopped = add_managed(engine, "f", image="img:1", running=False)
+    state = desired(*(component(n, image="img:1") for n in ("a", "c", "d", "e", "f")))
+    op = await operation(engine, pub, state)
+    await run(op, "DOWNLOAD", "UPDATE")
+    engine.calls.clear()
+    await op.command("ACTIVATE", "")
+    assert pub.wire()[-1]["status"] == "ACTIVATION_SUCCESS"
+    assert engine.call_count("list_containers") == 1
+    # Only the stopped one is read again, then started.
+    assert [(c.method, c.args) for c in engine.calls if c.method != "list_containers"] == [
+        ("inspect_container", (stopped,)),
+        ("start_container", (stopped,)),
+    ]
+    assert status_of(engine, "f") is ContainerStatus.RUNNING
+
+
+async def test_activate_listing_failure_fails_the_first_checked_action(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "a", image="img:1")
+    add_managed(engine, "c", image="img:1")
+    op = await operation(
+        engine, pub, desired(component("a", image="img:1"), component("c", image="img:1"))
+    )
+    await run(op, "DOWNLOAD", "UPDATE")
+    engine.fail_next("list_containers", EngineError("engine gone"))
+    await op.command("ACTIVATE", "")
+    assert pub.wire()[-1] == fb(
+        "ACTIVATION_FAILURE",
+        act("a", "ACTIVATION_FAILURE", "engine gone"),
+        act("c", "IDENTIFIED", M_CHECK),
+    )
+
+
 async def test_update_of_a_stopped_recreate_target_is_success_without_stop(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:

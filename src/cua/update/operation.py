@@ -25,7 +25,7 @@ from cua.api.models import (
     StatusType,
 )
 from cua.containers.compare import ActionKind
-from cua.engine.base import ContainerDetails, Engine
+from cua.engine.base import ContainerStatus, Engine
 from cua.update.downloads import Downloads
 from cua.update.journal import JournalError, journal_for
 from cua.update.lookahead import Lookahead
@@ -446,17 +446,32 @@ class Operation:
 
     async def _activate(self, state: BaselineState, baseline: str) -> bool:
         """ACTIVATE. Ahead of the loop: the new containers are renamed and started (undone
-        by ROLLBACK like a sequential run's), the others' state is read (no change)."""
+        by ROLLBACK like a sequential run's), the others' state is read (no change).
 
-        async def work(action: ActionState) -> ContainerDetails | None:
+        The others' state comes from one container listing, made when the first of them is
+        reached (Kanto's agent asks its container manager, which answers from memory): one
+        engine call instead of one per container. A listing error fails that action, as a
+        failed read of its state would."""
+        statuses: dict[str, ContainerStatus] | None = None
+        listing = asyncio.Lock()
+
+        async def status_of(container_id: str) -> ContainerStatus | None:
+            nonlocal statuses
+            async with listing:
+                if statuses is None:
+                    listed = await self._engine.list_containers()
+                    statuses = {c.id: c.status for c in listed}
+            return statuses.get(container_id)
+
+        async def work(action: ActionState) -> ContainerStatus | None:
             if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
                 await self._steps.activate_new(action)
                 return None
             current = action.planned.current
             assert current is not None
-            return await self._engine.inspect_container(current.id)
+            return await status_of(current.id)
 
-        early: Lookahead[ActionState, ContainerDetails | None] = Lookahead(
+        early: Lookahead[ActionState, ContainerStatus | None] = Lookahead(
             work, self._settings.parallel_actions - 1
         )
 
@@ -466,14 +481,14 @@ class Operation:
         return await self._phase(_ACTIVATE, state, baseline, step, early)
 
     async def _activate_step(
-        self, action: ActionState, baseline: str, details: ContainerDetails | None
+        self, action: ActionState, baseline: str, status: ContainerStatus | None
     ) -> str:
-        """After the work done ahead: `details` is the container's state read then."""
+        """After the work done ahead: `status` is the container's state as listed then."""
         if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
             return MSG_STARTED  # renamed and started ahead
         current = action.planned.current
         assert current is not None
-        await self._steps.ensure_running(current.id, details)
+        await self._steps.ensure_running(current.id, status)
         if action.kind is ActionKind.UPDATE:
             return action.message  # Kanto keeps the UPDATE action's message
         return MSG_RUNNING

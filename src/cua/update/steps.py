@@ -18,7 +18,6 @@ from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
 from cua.engine.base import (
-    ContainerDetails,
     ContainerNotFoundError,
     ContainerStatus,
     Engine,
@@ -145,12 +144,12 @@ class DeviceSteps:
 
     # --- ACTIVATE -------------------------------------------------------------------------
 
-    async def ensure_running(self, container: str, known: ContainerDetails | None = None) -> None:
+    async def ensure_running(self, container: str, known: ContainerStatus | None = None) -> None:
         """Kanto's ensure-running: running -> nothing; paused -> unpause; else start.
 
-        `known`: the container as just read (ACTIVATE reads ahead); used only when it says
-        running, anything else is read again before acting."""
-        if known is not None and known.state.status is ContainerStatus.RUNNING:
+        `known`: the container's status as just listed (ACTIVATE reads ahead); used only
+        when it says running, anything else is read again before acting."""
+        if known is ContainerStatus.RUNNING:
             return
         details = await self._engine.inspect_container(container)
         if details.state.status is ContainerStatus.RUNNING:
