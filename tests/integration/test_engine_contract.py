@@ -309,10 +309,11 @@ async def test_runtime_update_of_restart_policy_and_memory(kit: Kit) -> None:
 async def test_privileged_container_fails_to_start_with_the_engines_reason(kit: Kit) -> None:
     name = kit.name("priv")
     kit.privileged_fails(name)
-    await kit.engine.create_container(name, kit.spec(name, privileged=True), {})
+    container_id = await kit.engine.create_container(name, kit.spec(name, privileged=True), {})
     with pytest.raises(StartFailedError) as raised:
-        await kit.engine.start_container(name)
+        await kit.engine.start_container(container_id)
     message = str(raised.value)
+    # Named as a person knows it, also when started by id (as the update operations do).
     assert message.startswith(f"cannot start container {name}: ")
     assert "operation not permitted" in message
     state = (await kit.engine.inspect_container(name)).state

@@ -574,6 +574,14 @@ class DockerEngine:
             raise EngineError(f"cannot inspect container {container}: {error.message}") from None
         return data
 
+    async def _name_for_message(self, container: str) -> str:
+        """The container's name for an error message (callers often pass the id)."""
+        try:
+            data = await self._inspect_raw(container)
+        except EngineError:
+            return container
+        return str(data.get("Name") or container).removeprefix("/")
+
     # --- the Engine protocol -------------------------------------------------------------
 
     async def list_containers(self) -> list[ContainerSummary]:
@@ -776,7 +784,8 @@ class DockerEngine:
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
-            raise StartFailedError(f"cannot start container {container}: {error.message}") from None
+            name = await self._name_for_message(container)
+            raise StartFailedError(f"cannot start container {name}: {error.message}") from None
 
     async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
         seconds = max(0, math.ceil(grace_period))
