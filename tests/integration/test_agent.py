@@ -99,6 +99,7 @@ class Probe:
     def __init__(self, stack: LocalStack, domain: str) -> None:
         self.topics = Topics.for_domain(domain)
         self.feedback: list[tuple[str, dict[str, Any]]] = []
+        self.raw_feedback: list[tuple[str, bytes]] = []  # the bytes as they came
         self.states: list[tuple[str, dict[str, Any], bytes]] = []
         self.connection = MqttConnection(
             MqttOptions(
@@ -114,6 +115,7 @@ class Probe:
         data = json.loads(payload)
         if topic == self.topics.desired_state_feedback:
             self.feedback.append((data["activityId"], data["payload"]))
+            self.raw_feedback.append((data["activityId"], payload))
         else:
             self.states.append((data["activityId"], data["payload"], payload))
 
@@ -429,6 +431,16 @@ async def test_orchestrated_as_the_kanto_update_manager(
                 {"status": "IDENTIFIED", "actions": [action("app", "IDENTIFIED", CREATE_MSG)]},
             ]
             assert await containers(engine) == {}  # nothing happens before DOWNLOAD
+            # Byte for byte as Kanto writes them (key order, compact, omitted empty fields).
+            raw = [payload for aid, payload in probe.raw_feedback if aid == "um-1"]
+            envelope = rb'\{"activityId":"um-1","timestamp":\d+,"payload":%s\}'
+            assert re.fullmatch(envelope % re.escape(b'{"status":"IDENTIFYING"}'), raw[0])
+            identified = (
+                b'{"status":"IDENTIFIED","actions":[{"component":{"id":"orch:app",'
+                b'"version":"1"},"status":"IDENTIFIED",'
+                b'"message":"New container will be created and started."}]}'
+            )
+            assert re.fullmatch(envelope % re.escape(identified), raw[1])
 
             assert await um_phase(
                 probe, "um-1", "DOWNLOAD", {"DOWNLOAD_SUCCESS", "DOWNLOAD_FAILURE"}
