@@ -67,14 +67,16 @@ def test_leda_desired_state() -> None:
     assert parsed.containers[1].spec.extra_hosts == ("databroker:container_databroker-host",)
 
 
-def test_leda_desired_state_strict_names_the_first_port() -> None:
+def test_leda_desired_state_strict_names_both_ports() -> None:
     with pytest.raises(DesiredStateError) as caught:
         parse_desired_state(load_desired(DATA / "leda-desired-state.json"), "containers",
                             strict=True)  # fmt: skip
     assert str(caught.value) == (
         "cannot convert desired state components to container configurations: invalid "
         'configuration for container databroker: invalid port "localhost:55555:30555-30555/tcp": '
-        'the host IP "localhost" is not an IP address'
+        'the host IP "localhost" is not an IP address; invalid configuration for container '
+        'seatservice-example: invalid port "localhost:50051:30051-30051/tcp": the host IP '
+        '"localhost" is not an IP address'
     )
 
 

@@ -592,6 +592,31 @@ def test_duplicate_component_ids_are_rejected() -> None:
     )
 
 
+def test_strict_mode_names_every_malformed_entry_up_to_a_kanto_error() -> None:
+    state = desired(
+        component(("port", "x:1:2"), ("device", "/dev/a"), id="one"),
+        component(("mount", "/only-one-part"), id="two"),
+        component(("network", "nope"), id="three"),
+        component(("port", "y:1:2"), id="four"),  # after the Kanto error: not reached
+    )
+    message = state_error(state, strict=True)
+    assert message.startswith(
+        "cannot convert desired state components to container configurations: "
+        'invalid configuration for container one: invalid port "x:1:2": '
+    )
+    assert '; invalid device "/dev/a": ' in message
+    assert '; invalid configuration for container two: invalid mount "/only-one-part": ' in message
+    assert message.endswith(
+        "; invalid configuration for container three: unsupported network mode nope"
+    )
+    assert "four" not in message
+    # Lenient: the same entries are only warnings, and the Kanto error alone is reported.
+    assert state_error(state) == (
+        "cannot convert desired state components to container configurations: "
+        "invalid configuration for container three: unsupported network mode nope"
+    )
+
+
 def test_strict_mode_error_names_component_key_and_value() -> None:
     state = desired(component(("port", "localhost:1:2"), id="web"))
     assert state_error(state, strict=True) == (

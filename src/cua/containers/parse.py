@@ -123,6 +123,9 @@ class ParsedComponent:
     spec: ContainerSpec
     image_as_given: str
     warnings: tuple[str, ...] = ()
+    # The malformed port/device/mount entries that were ignored, as strict mode's errors
+    # name them (`invalid port "x": reason`); `parse_desired_state(strict=True)` fails on them.
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +251,7 @@ class _ComponentParser:
         self.name = component.id
         self.strict = strict
         self.warnings: list[str] = []
+        self.rejected: list[str] = []
 
     def warn(self, text: str) -> None:
         self.warnings.append(f"container {self.name}: {text}")
@@ -256,8 +260,10 @@ class _ComponentParser:
         return SpecError(text, component=self.name, key=key, value=value)
 
     def malformed(self, key: str, value: str, reason: str) -> None:
+        rejection = f"invalid {key} {quote(value)}: {reason}"
         if self.strict:
-            raise self.fail(f"invalid {key} {quote(value)}: {reason}", key, value)
+            raise self.fail(rejection, key, value)
+        self.rejected.append(rejection)
         self.warn(f"{key} {quote(value)} ignored: {reason}")
 
     def boolean(self, config: dict[str, str], key: str) -> bool:
@@ -380,6 +386,7 @@ class _ComponentParser:
             spec=spec,
             image_as_given=image,
             warnings=tuple(self.warnings),
+            rejected=tuple(self.rejected),
         )
 
     def _mount(self, source: str, destination: str, propagation: str) -> MountPoint:
@@ -526,10 +533,14 @@ def parse_component(component: ComponentWithConfig, *, strict: bool = False) -> 
 # --- the desired state ------------------------------------------------------------------------
 
 
-def _components_error(component_id: str, text: str) -> DesiredStateError:
+def _component_problem(component_id: str, text: str) -> str:
+    return f"invalid configuration for container {component_id}: {text}"
+
+
+def _components_error(problems: Sequence[str]) -> DesiredStateError:
     return DesiredStateError(
         "cannot convert desired state components to container configurations: "
-        f"invalid configuration for container {component_id}: {text}"
+        + "; ".join(problems)
     )
 
 
@@ -590,17 +601,28 @@ def parse_desired_state(
         )
     containers: list[ParsedComponent] = []
     seen: set[str] = set()
+    # Strict mode names every malformed entry of every component (ours; Kanto has no strict
+    # mode). A Kanto validation error still ends the check at its component, as in Kanto.
+    problems: list[str] = []
     for component in the_domain.components:
         try:
-            parsed = parse_component(component, strict=strict)
+            parsed = parse_component(component)
         except SpecError as exc:
-            raise _components_error(component.id, str(exc)) from exc
+            problems.append(_component_problem(component.id, str(exc)))
+            raise _components_error(problems) from exc
+        if strict and parsed.rejected:
+            problems.append(_component_problem(parsed.id, "; ".join(parsed.rejected)))
         if parsed.id in seen:
-            raise _components_error(
-                component.id, "another component of the desired state has the same id"
+            problems.append(
+                _component_problem(
+                    component.id, "another component of the desired state has the same id"
+                )
             )
+            raise _components_error(problems)
         seen.add(parsed.id)
         containers.append(parsed)
+    if problems:
+        raise _components_error(problems)
     baselines = _baselines(domain, desired.baselines, [c.id for c in containers])
     return ParsedDesiredState(
         containers=tuple(containers),
