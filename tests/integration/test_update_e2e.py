@@ -185,6 +185,42 @@ async def test_pull_failure_stops_nothing(
     assert set(await by_name(engine)) == {"web"}
 
 
+async def test_malformed_entries_warn_or_in_strict_mode_fail_touching_nothing(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    manager = UpdateManager(engine, RecordingPublisher(), settings())
+    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    before = {c.id: c.status for c in await engine.list_containers()}
+    leda_port = "localhost:55555:30555-30555/tcp"
+    changed = state(
+        comp("web", image=images["v2"], port=leda_port), comp("more", image=images["v1"])
+    )
+
+    strict = RecordingPublisher()
+    status = await UpdateManager(engine, strict, settings(strict=True)).apply("strict", changed)
+    assert status == "IDENTIFICATION_FAILED"
+    assert strict.wire("strict") == [
+        {
+            "status": "IDENTIFICATION_FAILED",
+            "message": "cannot convert desired state components to container configurations: "
+            f'invalid configuration for container web: invalid port "{leda_port}": '
+            'the host IP "localhost" is not an IP address',
+        }
+    ]
+    assert {c.id: c.status for c in await engine.list_containers()} == before
+
+    lenient = RecordingPublisher()
+    assert await UpdateManager(engine, lenient, settings()).apply("lenient", changed) == (
+        "COMPLETED"
+    )
+    identified = lenient.wire("lenient")[1]
+    assert identified["status"] == "IDENTIFIED"
+    assert identified["message"] == (
+        f'container web: port "{leda_port}" ignored: the host IP "localhost" is not an IP address'
+    )
+    assert (await engine.inspect_container("web")).spec.ports == ()
+
+
 async def test_crash_recovery_after_activation(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
