@@ -670,10 +670,28 @@ async def test_d6_completed_only_when_every_baseline_succeeded(
     assert pub.statuses()[-2:] == ["ACTIVATION_FAILURE", "CLEANUP_SUCCESS"]
     assert not op.finished  # `two` and remove-components remain
     await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP", baseline="two")
-    await op.command("CLEANUP", "containers:remove-components")
-    # Kanto would say COMPLETED (it looks at the last baseline only).
-    assert pub.statuses()[-2:] == ["CLEANUP_SUCCESS", "INCOMPLETE"]
+    # The last baseline cleaned is activated: Kanto would say COMPLETED (it looks at the
+    # last cleaned baseline only, §3.4.3).
+    remove = "containers:remove-components"
+    await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP", baseline=remove)
+    assert pub.statuses()[-3:] == ["ACTIVATION_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE"]
     assert op.finished
+
+
+async def test_d6_completed_when_every_baseline_was_activated_and_cleaned(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired(
+        component("aaa-x", image="img:1"),
+        component("bbb-x", image="img:1"),
+        baselines={"one": ["containers:aaa-x"]},
+    )
+    op = await operation(engine, pub, state)
+    for baseline in ("one", "containers:bbb-x", "containers:remove-components"):
+        await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP", baseline=baseline)
+    assert pub.statuses()[-2:] == ["CLEANUP_SUCCESS", "COMPLETED"]
+    assert op.finished
+    assert sorted(engine.container_names()) == ["aaa-x", "bbb-x"]
 
 
 async def test_per_baseline_commands_touch_only_their_actions(
