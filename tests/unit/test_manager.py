@@ -28,6 +28,7 @@ from cua.containers.parse import parse_component
 from cua.engine.base import ContainerStatus, EngineError, EngineUnavailableError, PullProgress
 from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
+from cua.update.downloads import Downloads
 from cua.update.manager import UpdateManager
 from cua.update.names import operation_labels
 from cua.update.recovery import recover
@@ -540,6 +541,34 @@ async def test_parallel_downloads_with_progress_collapse_to_kantos_sequence(
         ),
     )
     assert collapse_progress(wire) == reference.wire("A")
+
+
+async def test_download_progress_never_goes_back_when_a_later_layer_reports_its_size() -> None:
+    # Docker reports a layer's size only when its download starts (3 at a time): the summed
+    # total grows, and done/total alone would go from 90 % back to 9 %.
+    steps = [asyncio.Event() for _ in range(3)]
+    reached = [asyncio.Event() for _ in range(3)]
+
+    class LayeredPull(FakeEngine):
+        def pull_image(self, image: str) -> AsyncIterator[PullProgress]:
+            return self._layers(image)
+
+        async def _layers(self, image: str) -> AsyncIterator[PullProgress]:
+            for index, (done, total) in enumerate(((90, 100), (100, 1000), (600, 1000))):
+                yield PullProgress(image, done, total)
+                reached[index].set()
+                await steps[index].wait()
+            self.add_image(image)
+            yield PullProgress(image, 1000, 1000, complete=True)
+
+    async with Downloads(LayeredPull(), ["img:1"], always=True, concurrency=1) as downloads:
+        seen = []
+        for index in range(3):
+            await reached[index].wait()
+            seen.append(downloads.percent("img:1"))
+            steps[index].set()
+        assert await downloads.wait("img:1", 5.0)
+    assert seen == [90, 90, 90]
 
 
 async def test_pull_only_when_missing_unless_pull_always(

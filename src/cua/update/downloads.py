@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class _Pull:
     done: int = 0
     total: int = 0
+    percent: int = 0  # the highest so far: the summed total grows as layers start
     error: EngineError | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,6 +63,9 @@ class Downloads:
             async with self._limit:
                 async for progress in ensure_image(self._engine, image, always=self._always):
                     pull.done, pull.total = progress.done, progress.total
+                    if progress.total > 0:
+                        percent = min(99, progress.done * 100 // progress.total)
+                        pull.percent = max(pull.percent, percent)
         except EngineError as error:
             pull.error = error
         except Exception as error:  # never let one pull break the phase's task group
@@ -76,11 +80,12 @@ class Downloads:
         return pull.finished.is_set() and pull.error is None
 
     def percent(self, image: str) -> int:
-        """0-99 while pulling (0 when the size is not known yet)."""
+        """0-99 while pulling (0 when the size is not known yet); never lower than before:
+        the engine reports a layer's size only when its download starts."""
         pull = self._pulls[image]
-        if pull.finished.is_set() or pull.total <= 0:
+        if pull.finished.is_set():
             return 0
-        return max(0, min(99, pull.done * 100 // pull.total))
+        return max(0, pull.percent)
 
     async def wait(self, image: str, within: float) -> bool:
         """Wait up to `within` s for `image`; True when it is there. Raises its pull error."""
