@@ -513,6 +513,35 @@ async def test_pull_through_a_mirror_tags_the_desired_reference(
         await engine.close()
 
 
+async def test_an_image_pinned_by_digest_is_usable_after_a_pull_through_a_mirror(
+    clean_engine: LocalStack,
+    docker_host: str,
+    registry: str,
+    raw: aiodocker.Docker,
+    image_factory: ImageFactory,
+) -> None:
+    # A digest cannot be tagged, so the image keeps the mirror's name; it must still count
+    # as present (no pull on every DOWNLOAD) and a container must be creatable from it.
+    pushed = image_factory("eclipse/pinned", "1", marker="pinned")
+    await raw.images.pull(pushed)
+    digest = (await raw.images.inspect(pushed))["RepoDigests"][0].split("@")[1]
+    desired = f"ghcr.io/eclipse/pinned@{digest}"
+    await _forget(raw, pushed)
+    engine = DockerEngine(docker_host, mirrors={"ghcr.io": registry}, timeout=20)
+    try:
+        assert not await engine.image_present(desired)
+        progress = [p async for p in engine.pull_image(desired)]
+        assert progress[-1].complete
+        assert await engine.image_present(desired)
+        name = _name("pinned")
+        container_id = await engine.create_container(
+            name, ContainerSpec(name=name, image=desired), {}
+        )
+        assert (await engine.inspect_container(container_id)).name == name
+    finally:
+        await engine.close()
+
+
 async def test_pull_of_a_missing_image_is_a_clear_pull_failure(
     engine: DockerEngine, registry: str
 ) -> None:

@@ -637,8 +637,15 @@ class DockerEngine:
             raise EngineError(f"cannot inspect image {image}: {error.message}") from None
         return data
 
+    def _local_name(self, image: str) -> str:
+        """The name `image` has on the engine once pulled: its own, except when it is pinned
+        by digest and pulled through a mirror (a digest cannot be tagged: see `_retag`)."""
+        wanted = ImageReference.parse(image)
+        mirror = self.mirrors.get(wanted.registry)
+        return str(wanted.on_registry(mirror)) if mirror and wanted.digest else image
+
     async def image_present(self, image: str) -> bool:
-        return await self._inspect_image(image) is not None
+        return await self._inspect_image(self._local_name(image)) is not None
 
     def pull_image(self, image: str) -> AsyncIterator[PullProgress]:
         return self._pull(image)
@@ -723,6 +730,7 @@ class DockerEngine:
     ) -> str:
         extra_hosts = [await self._resolve_extra_host(name, entry) for entry in spec.extra_hosts]
         body = create_body(spec, labels, [h for h in extra_hosts if h])
+        body["Image"] = self._local_name(spec.image)
         try:
             created = await self._call(
                 "containers/create", "POST", params={"name": name}, body=body
