@@ -261,6 +261,9 @@ async def _state(config: AgentConfig) -> int:
 
     engine = _make_engine(config)
     try:
+        # The agent reports only its root node when the engine is down (as Kanto); this tool
+        # fails instead, so that a script never reads that as "no containers".
+        await engine.list_containers()
         inventory = await UpdateManager(engine, _NoPublisher(), config.update).current_state()
     finally:
         await engine.close()

@@ -154,3 +154,20 @@ def test_validate_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert one_line(capsys.readouterr().err) == (
         "cua: error: /nonexistent.json: No such file or directory"
     )
+
+
+def test_state_with_the_engine_down_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cua state` must not print an inventory without containers, exit 0, when it could
+    not read the containers: a script would take that for "no containers"."""
+    from cua.engine.fake import FakeEngine
+
+    engine = FakeEngine()
+    engine.available = False
+    monkeypatch.setattr("cua.cli._make_engine", lambda config: engine)
+    assert main(["state"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "cua: engine error: cannot reach the container engine" in err
+    assert engine.call_count("close") == 1
