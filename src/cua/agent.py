@@ -77,6 +77,10 @@ class Agent:
         self._debounce = change_debounce
         self._state_requests: asyncio.Queue[str] = asyncio.Queue()
         self._changed = asyncio.Event()
+        # One current state built and published at a time: a reply built from engine reads
+        # taken before a change must not be published after the state showing the change
+        # (the last one published is the retained one).
+        self._state_lock = asyncio.Lock()
         self._last_state: dict[str, Any] | None = None
         self._accepting = True
 
@@ -210,12 +214,13 @@ class Agent:
     async def _serve_state_requests(self) -> None:
         while True:
             activity_id = await self._state_requests.get()
-            try:
-                inventory = await self._current_state()
-            except Exception:  # a bug here must not stop the agent; the next request retries
-                log.exception("cannot build the current state for %r", activity_id)
-                continue
-            self._publish_state(activity_id, inventory)
+            async with self._state_lock:
+                try:
+                    inventory = await self._current_state()
+                except Exception:  # a bug here must not stop the agent; the next request retries
+                    log.exception("cannot build the current state for %r", activity_id)
+                    continue
+                self._publish_state(activity_id, inventory)
             log.info("current state published (activityId %r)", activity_id)
 
     async def _publish_changes(self) -> None:
@@ -223,15 +228,16 @@ class Agent:
         while True:
             await self._changed.wait()
             await asyncio.sleep(self._debounce)
-            self._changed.clear()
-            try:
-                inventory = await self._current_state()
-            except Exception:
-                log.exception("cannot build the current state after container changes")
-                continue
-            if inventory.to_wire() == self._last_state:
-                continue
-            self._publish_state("", inventory)
+            async with self._state_lock:
+                self._changed.clear()
+                try:
+                    inventory = await self._current_state()
+                except Exception:
+                    log.exception("cannot build the current state after container changes")
+                    continue
+                if inventory.to_wire() == self._last_state:
+                    continue
+                self._publish_state("", inventory)
             log.info("current state published after container changes")
 
     async def _watch_engine_events(self) -> None:

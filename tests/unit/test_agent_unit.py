@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,56 @@ def test_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert receiver.recv(64) == b"READY=1"
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone.sock"))
     assert notify("READY=1") is False
+
+
+async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None:
+    """The retained current state is the last one published: a reply computed before a
+    container change must not be published after the state that shows the change."""
+    import asyncio
+
+    from cua.containers.spec import ContainerSpec
+
+    agent = await make_agent()
+    agent._debounce = 0.01
+    engine = agent.engine
+    assert isinstance(engine, FakeEngine)
+    real = agent.manager.current_state
+    gate = asyncio.Event()
+    reading = asyncio.Event()
+    calls = 0
+
+    async def slow_first() -> Any:
+        nonlocal calls
+        calls += 1
+        inventory = await real()
+        if calls == 1:
+            reading.set()
+            await gate.wait()  # the request's engine reads finished before the change
+        return inventory
+
+    agent.manager.current_state = slow_first  # type: ignore[method-assign]
+    tasks = [
+        asyncio.create_task(agent._serve_state_requests()),
+        asyncio.create_task(agent._publish_changes()),
+    ]
+    try:
+        agent._on_message("selfupdate/currentstate/get", b'{"activityId":"x","payload":null}')
+        await asyncio.wait_for(reading.wait(), 2)
+        engine.add_container("app", ContainerSpec(name="app", image="img"))
+        agent._changed.set()
+        await asyncio.sleep(0.1)  # the change is noticed while the reply is still built
+        gate.set()
+        deadline = asyncio.get_running_loop().time() + 2
+        while asyncio.get_running_loop().time() < deadline:
+            states = [m for m in agent.connection._queue._items if m.retain]
+            if len(states) >= 2 and not agent._changed.is_set():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    states = [json.loads(m.payload) for m in agent.connection._queue._items if m.retain]
+    last = states[-1]["payload"]["softwareNodes"]
+    assert "self-update:app" in [node["id"] for node in last], states
