@@ -129,7 +129,10 @@ class Agent:
         log.info("stopped")
 
     async def _notify_ready(self) -> None:
-        await self.connection.wait_connected()
+        # Ready once the first connect attempt has ended, connected or not: a broker that is
+        # down is retried forever (D2), so it must not hold up systemd (boot waits for a
+        # `Type=notify` unit, and kills it after TimeoutStartSec).
+        await self.connection.wait_first_attempt()
         if notify("READY=1"):
             log.info("told systemd the agent is ready")
 

@@ -317,6 +317,7 @@ class MqttConnection:
         self._backoff = Backoff(options.backoff_initial, options.backoff_max)
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
+        self._first_attempt = asyncio.Event()  # the first connect attempt ended (either way)
         self._session_up = False
         self.connections = 0  # successful connects so far (for logs and tests)
 
@@ -346,6 +347,10 @@ class MqttConnection:
         """Returns once connected and subscribed (the first time, or now if connected)."""
         await self._connected.wait()
 
+    async def wait_first_attempt(self) -> None:
+        """Returns once the first connect attempt succeeded or failed (or now, if it has)."""
+        await self._first_attempt.wait()
+
     # --- life cycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -374,6 +379,7 @@ class MqttConnection:
             else:
                 continue
             self._connected.clear()
+            self._first_attempt.set()
             if self._stopping.is_set():
                 break
             delay = self._backoff.next_delay()
@@ -438,6 +444,7 @@ class MqttConnection:
             )
             self._session_up = True
             self._connected.set()
+            self._first_attempt.set()
             try:
                 async with asyncio.TaskGroup() as group:
                     receiver = group.create_task(self._receive(client))

@@ -1,8 +1,9 @@
 """systemd's readiness protocol (`sd_notify`), with the standard library only.
 
 With `Type=notify`, systemd considers the service started only when it receives `READY=1`
-on the datagram socket named by `NOTIFY_SOCKET`; the agent sends it once it is connected
-and subscribed, so that units ordered after it find a working agent.
+on the datagram socket named by `NOTIFY_SOCKET`; the agent sends it once its first broker
+connect attempt has ended (connected or not: a broker that is down is retried forever and
+must not hold up boot, which waits for the unit).
 """
 
 from __future__ import annotations

@@ -157,3 +157,32 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
     states = [json.loads(m.payload) for m in agent.connection._queue._items if m.retain]
     last = states[-1]["payload"]["softwareNodes"]
     assert "self-update:app" in [node["id"] for node in last], states
+
+
+async def test_ready_for_systemd_while_the_broker_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that is down is retried forever (D2); systemd must not wait for it (a
+    `Type=notify` unit holds up boot and is killed after TimeoutStartSec)."""
+    import asyncio
+
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = load_config(None, Overrides(domain="ready", broker=f"tcp://127.0.0.1:{port}"))
+    agent = Agent(config, FakeEngine())
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        receiver.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        stop = asyncio.Event()
+        running = asyncio.create_task(agent.run(stop))
+        try:
+            loop = asyncio.get_running_loop()
+            ready = await asyncio.wait_for(loop.sock_recv(receiver, 64), 5)
+            assert ready == b"READY=1"
+            assert not agent.connection.connected
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 5)
