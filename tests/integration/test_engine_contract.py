@@ -306,6 +306,25 @@ async def test_runtime_update_of_restart_policy_and_memory(kit: Kit) -> None:
     assert spec.resources.memory == "200M"  # None leaves the limits alone
 
 
+async def test_runtime_update_leaves_a_limit_it_does_not_give(kit: Kit) -> None:
+    # Docker cannot remove a limit at runtime: an empty value means "unchanged" (the
+    # rollback of an UPDATE relies on what the engine really keeps).
+    engine = kit.engine
+    name = kit.name("keep")
+    limits = Resources(memory="50M", memory_reservation="20M", memory_swap="300M")
+    await engine.create_container(name, kit.spec(name, resources=limits), {})
+
+    await engine.update_container(name, RestartPolicy(), Resources(memory_reservation="30M"))
+    resources = (await engine.inspect_container(name)).spec.resources
+    assert resources == Resources(memory="50M", memory_reservation="30M", memory_swap="300M")
+
+    await engine.update_container(name, RestartPolicy(), Resources(memory="60M"))
+    resources = (await engine.inspect_container(name)).spec.resources
+    assert resources is not None
+    assert (resources.memory, resources.memory_reservation) == ("60M", "30M")
+    assert resources.memory_swap in ("", "120M")  # the engine's default: 2 x memory
+
+
 async def test_privileged_container_fails_to_start_with_the_engines_reason(kit: Kit) -> None:
     name = kit.name("priv")
     kit.privileged_fails(name)

@@ -343,7 +343,7 @@ class FakeEngine:
         found = self._get(container)
         spec = dataclasses.replace(found.spec, restart=restart)
         if resources is not None:
-            spec = dataclasses.replace(spec, resources=resources)
+            spec = dataclasses.replace(spec, resources=_updated(spec.resources, resources))
         found.spec = spec
         self._emit(EventAction.UPDATE, found)
 
@@ -417,6 +417,20 @@ class FakeEngine:
         )
         for queue in self._subscribers:
             queue.put_nowait(event)
+
+
+def _updated(current: Resources | None, given: Resources) -> Resources | None:
+    """Limits after a runtime update, as Docker does it: an empty value leaves that limit
+    (Docker cannot remove one at runtime); a new memory without a swap gets the default
+    swap (2 x memory, which a spec read back from the engine shows as "")."""
+    old = current or Resources()
+    swap = given.memory_swap or ("" if given.memory else old.memory_swap)
+    merged = Resources(
+        memory=given.memory or old.memory,
+        memory_reservation=given.memory_reservation or old.memory_reservation,
+        memory_swap=swap,
+    )
+    return None if merged == Resources() else merged
 
 
 __all__ = ["EngineCall", "FakeEngine", "now_rfc3339"]
