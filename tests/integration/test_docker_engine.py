@@ -660,6 +660,37 @@ async def test_missing_socket_is_engine_unavailable(tmp_path: Path) -> None:
         await engine.close()
 
 
+async def test_a_pull_that_stalls_fails_instead_of_hanging(tmp_path: Path) -> None:
+    """An engine that starts a pull and then reports nothing: a pull failure, not a hang."""
+
+    async def version(_request: web.Request) -> web.Response:
+        return web.json_response({"ApiVersion": "1.41", "MinAPIVersion": "1.12"})
+
+    async def pull(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b'{"status":"Pulling from x/y","id":"1"}\\r\\n')
+        await asyncio.sleep(3600)  # then silence
+        return response
+
+    app = web.Application()
+    app.router.add_get("/version", version)
+    app.router.add_post("/{version}/images/create", pull)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    path = tmp_path / "stalling.sock"
+    await web.UnixSite(runner, str(path)).start()
+    engine = DockerEngine(f"unix://{path}", timeout=2, pull_stall_timeout=1)
+    try:
+        async with asyncio.timeout(10):  # hang guard
+            with pytest.raises(PullFailedError, match="no progress for 1 s"):
+                async for _ in engine.pull_image("x/y:1"):
+                    pass
+    finally:
+        await engine.close()
+        await runner.cleanup()
+
+
 async def test_a_socket_that_never_answers_is_engine_unavailable(tmp_path: Path) -> None:
     accepted: list[asyncio.StreamWriter] = []
 

@@ -686,7 +686,9 @@ class DockerEngine:
                 try:
                     line = await response.content.readline()
                 except (TimeoutError, aiohttp.ClientError, OSError) as error:
-                    detail = str(error) or f"no progress for {self.pull_stall_timeout:g} s"
+                    detail = str(error) or type(error).__name__
+                    if isinstance(error, TimeoutError):  # aiohttp's read timeout is one
+                        detail = f"no progress for {self.pull_stall_timeout:g} s"
                     raise PullFailedError(f"cannot pull image {image}{via}: {detail}") from None
                 if not line:
                     break
