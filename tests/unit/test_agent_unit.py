@@ -186,3 +186,64 @@ async def test_ready_for_systemd_while_the_broker_is_down(
         finally:
             stop.set()
             await asyncio.wait_for(running, 5)
+
+
+def _published_states(agent: Agent) -> list[dict[str, Any]]:
+    return [json.loads(m.payload) for m in agent.connection._queue._items if m.retain]
+
+
+def _statuses(state: dict[str, Any]) -> dict[str, str]:
+    return {
+        node["id"]: {kv["key"]: kv.get("value") for kv in node.get("parameters", [])}["status"]
+        for node in state["payload"]["softwareNodes"]
+        if node["id"].startswith("self-update:")
+    }
+
+
+async def test_engine_events_debounced_and_a_change_during_the_publish_not_lost() -> None:
+    """D10: a burst of container events gives one current state (activityId ""); an event
+    that arrives while that state is being built gives another one, with the change."""
+    import asyncio
+
+    from cua.containers.spec import ContainerSpec
+
+    agent = await make_agent()
+    agent._debounce = 0.05
+    engine = agent.engine
+    assert isinstance(engine, FakeEngine)
+    ids = [engine.add_container(n, ContainerSpec(name=n, image="img")) for n in "abc"]
+    real = agent.manager.current_state
+    calls = 0
+
+    async def change_while_building() -> Any:
+        nonlocal calls
+        calls += 1
+        inventory = await real()
+        if calls == 1:
+            await engine.start_container(ids[0])  # after the engine reads
+        return inventory
+
+    agent.manager.current_state = change_while_building  # type: ignore[method-assign]
+    tasks = [
+        asyncio.create_task(agent._watch_engine_events()),
+        asyncio.create_task(agent._publish_changes()),
+    ]
+    try:
+        await asyncio.sleep(0)  # the event stream is open
+        for container in ids:
+            engine.exit_container(container, exit_code=3)  # a burst: 3 events
+        for _ in range(100):
+            if len(_published_states(agent)) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # nothing more comes
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    states = _published_states(agent)
+    assert [s["activityId"] for s in states] == ["", ""]
+    assert [_statuses(s) for s in states] == [
+        {"self-update:a": "Exited", "self-update:b": "Exited", "self-update:c": "Exited"},
+        {"self-update:a": "Running", "self-update:b": "Exited", "self-update:c": "Exited"},
+    ]
