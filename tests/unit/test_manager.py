@@ -25,7 +25,13 @@ from update_helpers import (
 from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
-from cua.engine.base import ContainerStatus, EngineError, EngineUnavailableError, PullProgress
+from cua.engine.base import (
+    ContainerStatus,
+    ContainerSummary,
+    EngineError,
+    EngineUnavailableError,
+    PullProgress,
+)
 from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.downloads import Downloads
@@ -599,6 +605,33 @@ async def test_graceful_stop_mid_operation_reports_and_ends(pub: RecordingPublis
     await task
     assert pub.statuses("A")[-2:] == ["DOWNLOAD_FAILURE", "INCOMPLETE"]
     assert "stopping" in pub.wire("A")[-1]["actions"][0]["message"]
+
+
+async def test_graceful_stop_during_identification_does_not_start_the_update(
+    pub: RecordingPublisher,
+) -> None:
+    listing, release = asyncio.Event(), asyncio.Event()
+
+    class SlowListing(FakeEngine):
+        async def list_containers(self) -> list[ContainerSummary]:
+            if self.call_count("list_containers") > 0:  # not recovery's, identification's
+                listing.set()
+                await release.wait()
+            return await super().list_containers()
+
+    slow = SlowListing()
+    slow.add_registry_image("img:1")
+    manager = UpdateManager(slow, pub, settings())
+    task = asyncio.create_task(manager.run())
+    manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
+    await listing.wait()  # identifying
+    stopping = asyncio.create_task(manager.stop())
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    await task
+    assert slow.call_count("create_container") == 0
+    assert pub.statuses("A")[-2:] == ["DOWNLOAD_FAILURE", "INCOMPLETE"]
 
 
 async def test_current_state_reports_recorded_image_and_unmanaged_marker(

@@ -234,6 +234,8 @@ class UpdateManager:
             return
         if self._settings.mode is Mode.STANDALONE:
             self._running = operation
+            if self._stopping:  # stop() came during identification: do not start
+                operation.request_stop()
             try:
                 await operation.run_standalone()
             finally:
