@@ -418,7 +418,8 @@ class MqttConnection:
             clean_session=None if v5 else True,
             # paho refuses clean_start with 3.1.1 (its default, FIRST_ONLY, is ignored there).
             clean_start=True if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
-            keepalive=max(1, round(o.keep_alive)),
+            # Whole seconds, truncated, 0 = no pings: as Kanto's paho client takes it.
+            keepalive=int(o.keep_alive),
             timeout=o.connect_timeout,
             tls_context=tls_context(o.tls) if o.broker.tls else None,
             logger=logging.getLogger("cua.mqtt.paho"),

@@ -16,6 +16,7 @@ from cua.mqtt import (
     Backoff,
     BrokerAddress,
     BrokerUrlError,
+    MqttConnection,
     MqttOptions,
     OutgoingKind,
     OutgoingMessage,
@@ -193,3 +194,11 @@ def test_other_loop_errors_reach_the_default_handler(caplog: pytest.LogCaptureFi
         )
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize(("keep_alive", "sent"), [(20.0, 20), (0.0, 0), (0.25, 0), (1.9, 1)])
+async def test_keep_alive_in_whole_seconds_as_kanto(keep_alive: float, sent: int) -> None:
+    """Kanto hands `keep_alive` to paho as whole seconds (truncated); 0 turns pings off."""
+    options = MqttOptions(BrokerAddress("127.0.0.1", 1883, False), keep_alive=keep_alive)
+    client = MqttConnection(options, [], on_message=lambda topic, payload: None)._client()
+    assert client._keepalive == sent
