@@ -327,6 +327,24 @@ async def test_no_actions_completes_right_away(engine: FakeEngine, pub: Recordin
     assert pub.wire("A") == [fb("IDENTIFYING"), fb("IDENTIFIED"), fb("COMPLETED")]
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"memory": "100M"},
+        {"memory": "100M", "memorySwap": "200M"},  # the engine's default, given explicitly
+        {"memory": "100M", "memorySwap": "300M"},
+        {"memory": "100M", "memorySwap": "-1"},
+    ],
+)
+async def test_d12_no_spurious_update_for_memory_limits(
+    engine: FakeEngine, pub: RecordingPublisher, limits: dict[str, str]
+) -> None:
+    manager = UpdateManager(engine, pub, settings())
+    wanted = desired(component("web-x", image="img:1", **limits))
+    assert await manager.apply("A", wanted) == "COMPLETED"
+    assert [str(a.kind) for a in (await manager.plan(wanted)).actions] == ["CHECK"]
+
+
 async def test_parse_failure_exact_message_without_identifying(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:

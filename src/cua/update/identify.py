@@ -115,12 +115,20 @@ def _same_restart(recorded: RestartPolicy, engine: RestartPolicy) -> bool:
     )
 
 
+def _swap_bytes(resources: Resources) -> int:
+    """Swap in bytes; "" with a memory limit is the engine's default, 2 x memory (a spec
+    read back from the engine says "" for it: `normalize_engine_spec`)."""
+    if not resources.memory_swap and resources.memory:
+        return 2 * _bytes(resources.memory)
+    return _bytes(resources.memory_swap)
+
+
 def _same_resources(recorded: Resources | None, engine: Resources | None) -> bool:
     mine, theirs = recorded or Resources(), engine or Resources()
     return (
         _bytes(mine.memory) == _bytes(theirs.memory)
         and _bytes(mine.memory_reservation) == _bytes(theirs.memory_reservation)
-        and _bytes(mine.memory_swap) == _bytes(theirs.memory_swap)
+        and _swap_bytes(mine) == _swap_bytes(theirs)
     )
 
 
