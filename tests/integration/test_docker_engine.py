@@ -691,6 +691,33 @@ async def test_a_pull_that_stalls_fails_instead_of_hanging(tmp_path: Path) -> No
         await runner.cleanup()
 
 
+async def test_a_registry_that_never_answers_is_a_pull_failure(clean_engine: LocalStack) -> None:
+    """The engine waits on the registry before it says anything: a pull failure naming the
+    image, not "cannot reach the container engine" (the engine is fine)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accept, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = DockerEngine(clean_engine.docker_host, timeout=20, pull_stall_timeout=2)
+    try:
+        async with asyncio.timeout(30):  # hang guard
+            with pytest.raises(PullFailedError) as raised:
+                async for _ in engine.pull_image(f"127.0.0.1:{port}/engine/silent:1"):
+                    pass
+        assert str(raised.value) == (
+            f"cannot pull image 127.0.0.1:{port}/engine/silent:1: no progress for 2 s"
+        )
+        assert await engine.list_containers() is not None  # the engine is fine
+    finally:
+        await engine.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
 async def test_a_socket_that_never_answers_is_engine_unavailable(tmp_path: Path) -> None:
     accepted: list[asyncio.StreamWriter] = []
 

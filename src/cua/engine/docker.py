@@ -670,25 +670,35 @@ class DockerEngine:
         stall = aiohttp.ClientTimeout(
             total=None, connect=self.timeout, sock_read=self.pull_stall_timeout
         )
+        stalled = PullFailedError(
+            f"cannot pull image {image}{via}: no progress for {self.pull_stall_timeout:g} s"
+        )
         try:
-            response = await self._bounded(
-                docker._do_query(
+            # The engine answers only once the registry did: a silence here is the pull's.
+            async with asyncio.timeout(self.pull_stall_timeout):
+                response = await docker._do_query(
                     "images/create", "POST", params=params, headers=headers, timeout=stall
-                ),
-                self.timeout,
-            )
+                )
+        except aiohttp.ConnectionTimeoutError as error:
+            raise self._unavailable(error) from None
+        except TimeoutError:
+            raise stalled from None
         except DockerError as error:
+            if error.status == 900:  # aiodocker: cannot connect
+                raise self._unavailable(error) from None
             raise PullFailedError(f"cannot pull image {image}{via}: {error.message}") from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise self._unavailable(error) from None
         layers: dict[str, tuple[int, int]] = {}
         last: tuple[int, int] = (-1, -1)
         try:
             while True:
                 try:
                     line = await response.content.readline()
-                except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                except TimeoutError:  # aiohttp's read timeout is one
+                    raise stalled from None
+                except (aiohttp.ClientError, OSError) as error:
                     detail = str(error) or type(error).__name__
-                    if isinstance(error, TimeoutError):  # aiohttp's read timeout is one
-                        detail = f"no progress for {self.pull_stall_timeout:g} s"
                     raise PullFailedError(f"cannot pull image {image}{via}: {detail}") from None
                 if not line:
                     break
