@@ -718,6 +718,7 @@ async def test_a_registry_that_never_answers_is_a_pull_failure(clean_engine: Loc
         server.close()
         await server.wait_closed()
 
+
 async def test_a_socket_that_never_answers_is_engine_unavailable(tmp_path: Path) -> None:
     accepted: list[asyncio.StreamWriter] = []
 
