@@ -157,9 +157,15 @@ async def test_d9_orchestrated_pending_operation_superseded_and_restored(
     )
     assert pub.statuses("A").count("SUPERSEDED") == 1
     assert engine.container_names() == ["web"]  # A's new container removed
-    # SUPERSEDED of A comes before B starts.
-    order = [aid for aid, _ in pub.messages]
-    assert order.index("B") > max(i for i, aid in enumerate(order) if aid == "A")
+    # B's IDENTIFYING, then A's SUPERSEDED (B has actions, so it replaces A), then B's
+    # IDENTIFIED on the restored device.
+    order = [(aid, m.to_wire()["status"]) for aid, m in pub.messages]
+    start = order.index(("B", "IDENTIFYING"))
+    assert order[start : start + 3] == [
+        ("B", "IDENTIFYING"),
+        ("A", "SUPERSEDED"),
+        ("B", "IDENTIFIED"),
+    ]
 
 
 async def test_d9_parse_failure_keeps_the_pending_operation(
@@ -684,6 +690,37 @@ async def test_d12_no_update_after_a_runtime_update(
     assert await manager.apply("A", wanted) == "COMPLETED"
     # The labels still record the old values; the engine's runtime values count.
     assert [str(a.kind) for a in (await manager.plan(wanted)).actions] == ["CHECK"]
+
+
+@pytest.mark.parametrize("newer", ["no actions", "listing fails", "name taken"])
+async def test_pending_operation_kept_when_the_newer_desired_state_does_not_replace_it(
+    engine: FakeEngine, pub: RecordingPublisher, newer: str
+) -> None:
+    """Kanto §3.8: only a desired state with actions replaces the pending operation."""
+    add_managed(engine, "web", image="img:1")
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", desired(component("web", image="img:2")))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
+        await until(lambda: last_status(pub, "A") == "DOWNLOAD_SUCCESS")
+        if newer == "no actions":
+            state = desired(system="web")  # nothing desired, nothing removable
+            end = "COMPLETED"
+        elif newer == "listing fails":
+            engine.fail_next("list_containers", EngineError("engine busy"))
+            state = desired(component("web", image="img:1"))
+            end = "IDENTIFICATION_FAILED"
+        else:  # the desired name is taken by a container this agent does not manage
+            engine.add_container("other", parse_component(component("other")).spec)
+            state = desired(component("other", image="img:1"))
+            end = "IDENTIFICATION_FAILED"
+        manager.submit_desired_state("B", state)
+        await until(lambda: last_status(pub, "B") == end)
+        # A is still pending, with its new container, and goes on.
+        assert "web.cua-new" in engine.container_names()
+        manager.submit_command("A", DesiredStateCommand(command="UPDATE"))
+        await until(lambda: last_status(pub, "A") == "UPDATE_SUCCESS")
+    assert "SUPERSEDED" not in pub.statuses("A")
 
 
 async def test_d9_superseded_pending_operation_reverts_its_runtime_update(

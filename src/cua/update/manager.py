@@ -221,15 +221,11 @@ class UpdateManager:
             log.warning("stopping: %d queued message(s) not processed", len(self._work))
 
     async def _run_desired(self, item: _Parsed) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            log.info("[%s] superseded by %s", pending.activity_id, item.activity_id)
-            await pending.supersede(superseded_message(item.activity_id))
         if not self._recovered:
             # Recovery failed at start (engine down): the journal is still there; it must
             # be used before an operation starts one of its own.
             await self._recover()
-        operation = await self._identify(item.activity_id, item.parsed)
+        operation = await self._identify(item.activity_id, item.parsed, replacing=self._pending)
         if isinstance(operation, StatusType):
             return
         if self._settings.mode is Mode.STANDALONE:
@@ -280,13 +276,25 @@ class UpdateManager:
         )
 
     async def _identify(
-        self, activity_id: str, parsed: ParsedDesiredState
+        self, activity_id: str, parsed: ParsedDesiredState, replacing: Operation | None = None
     ) -> Operation | StatusType:
         """IDENTIFYING, then IDENTIFIED (+ COMPLETED when there is nothing to do) or
-        IDENTIFICATION_FAILED. Returns the operation when it has actions, else the end."""
+        IDENTIFICATION_FAILED. Returns the operation when it has actions, else the end.
+
+        `replacing`: the pending (orchestrated) operation. As in Kanto (§3.8) it is kept when
+        this desired state fails identification or has nothing to do; one with actions
+        replaces it: its changes are undone, it gets SUPERSEDED (D9), and identification
+        runs again on the restored device."""
         await self._publish(activity_id, DesiredStateFeedback(status=StatusType.IDENTIFYING))
         try:
             plan = await self._make_plan(parsed)
+            if replacing is not None and plan.actions:
+                self._pending = None
+                changed = replacing.changed_device
+                log.info("[%s] superseded by %s", replacing.activity_id, activity_id)
+                await replacing.supersede(superseded_message(activity_id))
+                if changed:
+                    plan = await self._make_plan(parsed)
         except (EngineError, PlanError) as error:
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED
