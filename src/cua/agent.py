@@ -16,7 +16,13 @@ import logging
 from typing import Any
 
 from cua.api.envelope import MessageError, decode, encode, now_ms
-from cua.api.models import DesiredState, DesiredStateCommand, DesiredStateFeedback, Inventory
+from cua.api.models import (
+    CommandType,
+    DesiredState,
+    DesiredStateCommand,
+    DesiredStateFeedback,
+    Inventory,
+)
 from cua.api.topics import Topics
 from cua.config import AgentConfig
 from cua.engine.base import Engine
@@ -181,7 +187,13 @@ class Agent:
         try:
             envelope = decode(payload, DesiredStateCommand, "desired state command")
         except MessageError as exc:
-            # Kanto drops a command it cannot decode without a reply; so do we (documented).
+            # Kanto drops a command it cannot decode. When its activityId and command name
+            # can be read, we answer that command's failure status with what is wrong.
+            command = _readable_command(payload)
+            if exc.activity_id is not None and command is not None:
+                log.warning("invalid %s command (activityId %r): %s", command, exc.activity_id, exc)
+                self.manager.report_invalid_command(exc.activity_id, command, str(exc))
+                return
             where = f" (activityId {exc.activity_id!r})" if exc.activity_id is not None else ""
             log.warning("ignored a desired state command%s: %s", where, exc)
             return
@@ -268,3 +280,13 @@ def open_engine(config: AgentConfig) -> Engine:
         mirrors=config.registry_mirrors,
         credentials=config.registries,
     )
+
+
+def _readable_command(raw: bytes) -> CommandType | None:
+    """The command name of a command message that failed to decode, if it is a known one."""
+    try:
+        data = json.loads(raw)
+        name = data["payload"]["command"]
+        return CommandType(name)
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -78,6 +78,38 @@ async def test_invalid_desired_state_without_activity_id_only_logs(
     assert agent.connection.pending == 0
 
 
+@pytest.mark.parametrize(
+    ("raw", "reported"),
+    [
+        (b'{"activityId":"a","payload":{"command":"DOWNLOAD","baseline":5}}', True),
+        (b'{"activityId":"a","payload":{"command":"DO","baseline":5}}', False),  # unknown
+        (b'{"payload":{"command":"DOWNLOAD","baseline":5}}', False),  # no activityId
+        (b'{"activityId":"a","payload":', False),  # not JSON
+    ],
+)
+async def test_undecodable_command_answered_only_when_id_and_name_are_readable(
+    raw: bytes, reported: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = await make_agent()
+    seen: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(
+        agent.manager,
+        "report_invalid_command",
+        lambda aid, command, message: seen.append((aid, command, message)),
+    )
+    agent._on_message("selfupdate/desiredstate/command", raw)
+    if reported:
+        assert seen == [
+            (
+                "a",
+                "DOWNLOAD",
+                "invalid desired state command: payload.baseline: Input should be a valid string",
+            )
+        ]
+    else:
+        assert seen == []
+
+
 async def test_feedback_is_queued_as_feedback() -> None:
     from cua.api.models import DesiredStateFeedback, StatusType
 

@@ -22,7 +22,7 @@ from update_helpers import (
     settings,
 )
 
-from cua.api.models import DesiredStateCommand, DesiredStateFeedback
+from cua.api.models import CommandType, DesiredStateCommand, DesiredStateFeedback
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
 from cua.engine.base import (
@@ -721,6 +721,23 @@ async def test_pending_operation_kept_when_the_newer_desired_state_does_not_repl
         manager.submit_command("A", DesiredStateCommand(command="UPDATE"))
         await until(lambda: last_status(pub, "A") == "UPDATE_SUCCESS")
     assert "SUPERSEDED" not in pub.statuses("A")
+
+
+async def test_undecodable_command_gets_its_failure_and_changes_nothing(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", desired(component("web", image="img:1")))
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        manager.report_invalid_command("A", CommandType.DOWNLOAD, "invalid command: why")
+        manager.report_invalid_command("other", CommandType.DOWNLOAD, "not this one")
+        await until(lambda: last_status(pub, "A") == "DOWNLOAD_FAILURE")
+        assert pub.wire("A")[-1] == fb(
+            "DOWNLOAD_FAILURE", act("web", "IDENTIFIED", M_CREATE), message="invalid command: why"
+        )
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))  # still IDENTIFIED
+        await until(lambda: last_status(pub, "A") == "DOWNLOAD_SUCCESS")
+    assert pub.wire("other") == []
 
 
 async def test_d9_superseded_pending_operation_reverts_its_runtime_update(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from cua import __version__
 from cua.api.models import (
+    CommandType,
     DesiredState,
     DesiredStateCommand,
     DesiredStateFeedback,
@@ -66,6 +67,7 @@ class _Parsed:
 class _Command:
     activity_id: str
     command: DesiredStateCommand
+    invalid: str = ""  # why the message failed to decode (only its command name was read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,11 @@ class UpdateManager:
 
     def submit_command(self, activity_id: str, command: DesiredStateCommand) -> None:
         self._inbox.put_nowait(_Command(activity_id, command))
+
+    def report_invalid_command(self, activity_id: str, command: CommandType, message: str) -> None:
+        """A command message that failed to decode, but whose activityId and command name
+        could be read: the operation answers `<command>_FAILURE` with `message`, unchanged."""
+        self._inbox.put_nowait(_Command(activity_id, DesiredStateCommand(command=command), message))
 
     def report_invalid(self, activity_id: str, message: str) -> None:
         self._inbox.put_nowait(_Invalid(activity_id, message))
@@ -199,7 +206,10 @@ class UpdateManager:
         if running is None or running.activity_id != item.activity_id or running.finished:
             log.info("[%s] command ignored: no such operation running", item.activity_id)
             return
-        await running.reject(item.command.command, item.command.baseline)
+        if item.invalid:
+            await running.refuse(CommandType(item.command.command), item.invalid)
+        else:
+            await running.reject(item.command.command, item.command.baseline)
 
     async def _worker(self) -> None:
         while not self._stopping:
@@ -243,6 +253,9 @@ class UpdateManager:
         operation = self._pending
         if operation is None or operation.activity_id != item.activity_id:
             log.info("[%s] command ignored: no pending operation with this id", item.activity_id)
+            return
+        if item.invalid:
+            await operation.refuse(CommandType(item.command.command), item.invalid)
             return
         self._running = operation
         try:

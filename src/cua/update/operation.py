@@ -266,6 +266,14 @@ class Operation:
         except OperationStopped:
             await self._end_stopped()
 
+    async def refuse(self, command: CommandType, message: str) -> None:
+        """A command message that could not be decoded: its failure status with `message`
+        (ours: Kanto drops it without an answer). Nothing changes."""
+        if self.finished:
+            log.warning("[%s] invalid %s after the end: ignored", self.activity_id, command)
+            return
+        await self._publish(FAILURE[command], "", message)
+
     async def reject(self, command: str, baseline: str) -> None:
         """Standalone mode: a command for the running operation gets the failure answer."""
         try:
