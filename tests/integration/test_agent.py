@@ -442,6 +442,19 @@ async def test_orchestrated_as_the_kanto_update_manager(
             )
             assert re.fullmatch(envelope % re.escape(identified), raw[1])
 
+            # A command that fails to decode is answered with its failure; nothing changes.
+            probe.send(
+                probe.topics.desired_state_command,
+                {"activityId": "um-1", "payload": {"command": "DOWNLOAD", "baseline": 5}},
+            )
+            assert (await probe.until("um-1", {"DOWNLOAD_FAILURE"}))[-1] == {
+                "status": "DOWNLOAD_FAILURE",
+                "message": "invalid desired state command: payload.baseline: "
+                "Input should be a valid string",
+                "actions": [action("app", "IDENTIFIED", CREATE_MSG)],
+            }
+            assert await containers(engine) == {}
+
             assert await um_phase(
                 probe, "um-1", "DOWNLOAD", {"DOWNLOAD_SUCCESS", "DOWNLOAD_FAILURE"}
             ) == [
