@@ -671,6 +671,29 @@ async def test_current_state_reports_recorded_image_and_unmanaged_marker(
     assert nodes[2]["version"] == "1"
 
 
+async def test_current_state_shows_each_component_once_during_a_recreate(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    manager = UpdateManager(engine, pub, settings())
+    await op.command("DOWNLOAD", "")  # web.cua-new exists
+    ids = [n["id"] for n in (await manager.current_state()).to_wire()["softwareNodes"]]
+    assert ids == ["containers-update-agent", "containers:web"]
+    await op.command("UPDATE", "")
+    await op.command("ACTIVATE", "")  # web.cua-old exists
+    inventory = (await manager.current_state()).to_wire()
+    assert [n["id"] for n in inventory["softwareNodes"]] == [
+        "containers-update-agent",
+        "containers:web",
+    ]
+    assert {"key": "image", "value": "img:2"} in inventory["softwareNodes"][1]["parameters"]
+    # A container of someone else's that only looks like ours is still reported.
+    engine.add_container("x.cua-new", parse_component(component("x", image="img:1")).spec)
+    inventory = (await manager.current_state()).to_wire()
+    assert "containers:x.cua-new" in [n["id"] for n in inventory["softwareNodes"]]
+
+
 async def test_current_state_engine_down_is_root_only(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:

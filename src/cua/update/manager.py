@@ -42,6 +42,7 @@ from cua.update.identify import (
     with_runtime,
 )
 from cua.update.journal import journal_for
+from cua.update.names import is_transient
 from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
@@ -362,7 +363,17 @@ class UpdateManager:
         )
 
     async def _inventory_containers(self) -> list[InventoryContainer]:
-        summaries = sorted(await self._engine.list_containers(), key=lambda s: s.name)
+        # Containers an operation has in flight (a new one not yet activated, an old one
+        # renamed aside until CLEANUP) are not the device's containers: the inventory shows
+        # each component once, under its real name.
+        summaries = sorted(
+            (
+                s
+                for s in await self._engine.list_containers()
+                if not (is_transient(s.name) and is_managed(s.labels))
+            ),
+            key=lambda s: s.name,
+        )
 
         async def one(summary: ContainerSummary) -> InventoryContainer | None:
             try:
