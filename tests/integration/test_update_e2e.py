@@ -221,6 +221,22 @@ async def test_malformed_entries_warn_or_in_strict_mode_fail_touching_nothing(
     assert (await engine.inspect_container("web")).spec.ports == ()
 
 
+async def test_d12_dropping_a_memory_limit_recreates_once_then_checks(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    manager = UpdateManager(engine, RecordingPublisher(), settings())
+    limited = state(comp("web", image=images["v1"], memory="64M", memoryReservation="32M"))
+    assert await manager.apply("limited", limited) == "COMPLETED"
+    unlimited = state(comp("web", image=images["v1"]))
+    plan = await manager.plan(unlimited)
+    assert [(a.kind, a.differences) for a in plan.actions] == [
+        ("RECREATE", ("memory", "memoryReservation"))
+    ]
+    assert await manager.apply("unlimited", unlimited) == "COMPLETED"
+    assert (await engine.inspect_container("web")).spec.resources is None
+    assert [a.kind for a in (await manager.plan(unlimited)).actions] == ["CHECK"]
+
+
 async def test_crash_recovery_after_activation(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:

@@ -116,14 +116,29 @@ def test_resources_tuple_compare() -> None:
     assert compare(replace(BASE, resources=Resources("200M", "100M", "")), with_limits) == (
         Comparison(ActionKind.UPDATE, ("memorySwap",))
     )
-    # Removing every memory key: nil vs present differs (UPDATE, spec §3.3 quirk).
+    # Kanto: removing every memory key is an UPDATE that removes nothing, forever (§3.3).
+    # D12: a runtime update cannot remove a limit, so it is a RECREATE.
     assert compare(BASE, with_limits) == Comparison(
-        ActionKind.UPDATE, ("memory", "memoryReservation", "memorySwap")
+        ActionKind.RECREATE, ("memory", "memoryReservation", "memorySwap")
     )
     # A present block with nothing set still differs from none.
     assert compare(replace(BASE, resources=Resources()), BASE) == Comparison(
         ActionKind.UPDATE, ("memory",)
     )
+
+
+def test_d12_removing_a_limit_is_a_recreate_not_an_update_forever() -> None:
+    limited = replace(BASE, resources=Resources("200M", "100M", ""))
+    # Dropping the reservation only: the engine cannot unset it at runtime.
+    assert compare(replace(BASE, resources=Resources("200M", "", "")), limited) == Comparison(
+        ActionKind.RECREATE, ("memoryReservation",)
+    )
+    # Lowering or raising limits stays a runtime UPDATE, as in Kanto.
+    assert compare(replace(BASE, resources=Resources("300M", "50M", "")), limited) == (
+        Comparison(ActionKind.UPDATE, ("memory", "memoryReservation"))
+    )
+    # Adding limits stays an UPDATE too.
+    assert compare(limited, BASE).kind is ActionKind.UPDATE
 
 
 def test_first_mismatch_decides_but_all_differences_are_listed() -> None:
@@ -231,6 +246,11 @@ def test_comparison_properties(desired: ContainerSpec, current: ContainerSpec) -
     result = compare(desired, current)
     assert compare(desired, desired).kind is ActionKind.CHECK
     assert (result.kind is ActionKind.CHECK) == (result.differences == ())
-    # The kind does not depend on the direction.
-    assert compare(current, desired).kind is result.kind
-    assert set(compare(current, desired).differences) == set(result.differences)
+    # The kind does not depend on the direction, except that dropping a memory limit needs
+    # a new container while adding one is a runtime update (D12).
+    reverse = compare(current, desired)
+    assert set(reverse.differences) == set(result.differences)
+    if reverse.kind is not result.kind:
+        assert {reverse.kind, result.kind} == {ActionKind.RECREATE, ActionKind.UPDATE}
+        assert (desired.resources is None) != (current.resources is None)
+        assert (result.kind is ActionKind.RECREATE) == (desired.resources is None)

@@ -96,6 +96,20 @@ def _resources_differences(current: Resources | None, desired: Resources | None)
     return result
 
 
+def _limits_removed(current: Resources | None, desired: Resources | None) -> bool:
+    """The desired state drops a memory limit or reservation the container has.
+
+    A runtime update cannot remove one (the engine, like Kanto's container manager, reads an
+    empty limit as "unchanged"), so Kanto's UPDATE would leave it and come back forever
+    (spec §3.3 quirk, D12). Only a new container drops it: RECREATE (ours)."""
+    mine = current or Resources()
+    theirs = desired or Resources()
+    return bool(
+        (mine.memory and not theirs.memory)
+        or (mine.memory_reservation and not theirs.memory_reservation)
+    )
+
+
 def compare(desired: ContainerSpec, current: ContainerSpec | None) -> Comparison:
     """The action that takes `current` (None: no such container) to `desired`."""
     if current is None:
@@ -142,7 +156,7 @@ def compare(desired: ContainerSpec, current: ContainerSpec | None) -> Comparison
         if x != y:
             update.append(key)
 
-    if recreate:
+    if recreate or _limits_removed(current.resources, desired.resources):
         return Comparison(ActionKind.RECREATE, tuple(recreate + update))
     if update:
         return Comparison(ActionKind.UPDATE, tuple(update))
