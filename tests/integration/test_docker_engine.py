@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -601,8 +602,9 @@ async def test_credentials_are_accepted_and_never_logged(
     assert secret not in caplog.text
 
 
-async def test_credentials_reach_the_registry(clean_engine: LocalStack) -> None:
-    """A loopback "registry" that demands Basic auth sees our username and password."""
+@contextlib.asynccontextmanager
+async def _registry_demanding_auth() -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback "registry" that demands Basic auth: its host, and the logins it saw."""
     seen: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -621,24 +623,58 @@ async def test_credentials_reach_the_registry(clean_engine: LocalStack) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    host = f"127.0.0.1:{port}"
-    secret = "pw-" + secrets.token_hex(4)
-    engine = DockerEngine(
-        clean_engine.docker_host,
-        credentials={host: RegistryCredentials("robot", secret)},
-        timeout=20,
-    )
+    try:
+        yield f"127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def _failing_pull(engine: DockerEngine, image: str) -> PullFailedError:
     try:
         async with asyncio.timeout(60):  # hang guard
             with pytest.raises(PullFailedError) as raised:
-                async for _ in engine.pull_image(f"{host}/engine/private:1"):
+                async for _ in engine.pull_image(image):
                     pass
     finally:
         await engine.close()
-        await runner.cleanup()
+    return raised.value
+
+
+async def test_credentials_reach_the_registry(clean_engine: LocalStack) -> None:
+    secret = "pw-" + secrets.token_hex(4)
+    async with _registry_demanding_auth() as (host, seen):
+        engine = DockerEngine(
+            clean_engine.docker_host,
+            credentials={host: RegistryCredentials("robot", secret)},
+            timeout=20,
+        )
+        error = await _failing_pull(engine, f"{host}/engine/private:1")
     expected = "Basic " + base64.b64encode(f"robot:{secret}".encode()).decode()
     assert expected in seen
-    assert secret not in str(raised.value)
+    assert secret not in str(error)
+
+
+async def test_a_mirror_gets_its_own_login_never_the_mirrored_registrys(
+    clean_engine: LocalStack,
+) -> None:
+    upstream_secret = "up-" + secrets.token_hex(4)
+    mirror_secret = "mi-" + secrets.token_hex(4)
+    async with _registry_demanding_auth() as (host, seen):
+        only_upstream = {"ghcr.io": RegistryCredentials("robot", upstream_secret)}
+        engine = DockerEngine(
+            clean_engine.docker_host,
+            mirrors={"ghcr.io": host},
+            credentials=only_upstream,
+            timeout=20,
+        )
+        await _failing_pull(engine, "ghcr.io/engine/private:1")
+        assert seen == []  # the mirror never saw ghcr.io's login
+        both = {**only_upstream, host: RegistryCredentials("mirror", mirror_secret)}
+        engine = DockerEngine(
+            clean_engine.docker_host, mirrors={"ghcr.io": host}, credentials=both, timeout=20
+        )
+        await _failing_pull(engine, "ghcr.io/engine/private:1")
+    assert set(seen) == {"Basic " + base64.b64encode(f"mirror:{mirror_secret}".encode()).decode()}
 
 
 # --- the engine going away --------------------------------------------------------------------

@@ -655,7 +655,9 @@ class DockerEngine:
         mirror = self.mirrors.get(wanted.registry)
         source = wanted.on_registry(mirror) if mirror else wanted
         server = mirror or wanted.registry
-        credentials = self._credentials.get(server) or self._credentials.get(wanted.registry)
+        # Only the credentials of the host actually contacted: a mirror never receives the
+        # login of the registry it stands in for.
+        credentials = self._credentials.get(server)
         headers = (
             {"X-Registry-Auth": registry_auth_header(credentials, server)} if credentials else {}
         )
