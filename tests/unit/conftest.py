@@ -1,9 +1,28 @@
-"""Unit-test settings: property tests must not fail on a slow CI machine's timing."""
+"""Unit-test settings and the fixtures the update-operation tests share."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
+from update_helpers import HELLO
+
+from cua.engine.fake import FakeEngine
+from cua.testing.feedback import RecordingPublisher
 
 # Timing is never asserted (DEVELOPERS.md); hypothesis' per-example deadline would be one.
 settings.register_profile("cua-unit", deadline=None)
 settings.load_profile("cua-unit")
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """A fake engine whose registry holds the images the update-operation tests use."""
+    fake = FakeEngine()
+    for ref in ("img:1", "img:2", HELLO):
+        fake.add_registry_image(ref)
+    return fake
+
+
+@pytest.fixture
+def pub() -> RecordingPublisher:
+    return RecordingPublisher()

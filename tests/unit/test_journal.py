@@ -31,19 +31,6 @@ from cua.update.settings import Mode
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def engine() -> FakeEngine:
-    engine = FakeEngine()
-    for ref in ("img:1", "img:2"):
-        engine.add_registry_image(ref)
-    return engine
-
-
-@pytest.fixture
-def pub() -> RecordingPublisher:
-    return RecordingPublisher()
-
-
 def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
     for summary in engine._containers.values():
         if summary.name == name:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from update_helpers import (
+    HELLO,
     M_CREATE,
     M_CREATED,
     M_RB_RECREATE,
@@ -42,8 +43,6 @@ from cua.update.settings import Manage, Mode
 
 pytestmark = pytest.mark.unit
 
-HELLO = "docker.io/library/hello-world:latest"
-
 
 async def until(condition: Callable[[], bool]) -> None:
     """Poll for a state the background manager reaches (fails after 5 s, never slow)."""
@@ -67,19 +66,6 @@ class Running:
         await asyncio.wait_for(self.manager.stop(), 5)
         assert self.task is not None
         await self.task
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    engine = FakeEngine()
-    for ref in ("img:1", "img:2", HELLO):
-        engine.add_registry_image(ref)
-    return engine
-
-
-@pytest.fixture
-def pub() -> RecordingPublisher:
-    return RecordingPublisher()
 
 
 def last_status(pub: RecordingPublisher, aid: str) -> str:

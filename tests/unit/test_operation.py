@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from update_helpers import (
+    HELLO,
     M_CHECK,
     M_CREATE,
     M_CREATED,
@@ -37,27 +38,12 @@ from cua.testing.feedback import RecordingPublisher
 
 pytestmark = pytest.mark.unit
 
-HELLO = "docker.io/library/hello-world:latest"
-
 
 def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
     for summary in engine._containers.values():
         if summary.name == name:
             return summary.status
     return None
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    engine = FakeEngine()
-    for ref in ("img:1", "img:2", HELLO):
-        engine.add_registry_image(ref)
-    return engine
-
-
-@pytest.fixture
-def pub() -> RecordingPublisher:
-    return RecordingPublisher()
 
 
 async def run(op, *commands: str, baseline: str = "") -> None:  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from cua.update.operation import Operation
 from cua.update.settings import UpdateSettings
 
 DOMAIN = "containers"
+HELLO = "docker.io/library/hello-world:latest"
 
 M_CREATE = "New container will be created and started."
 M_RECREATE = "Existing container will be destroyed and replaced by a new one."
