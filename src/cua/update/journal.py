@@ -133,10 +133,6 @@ class Journal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
 
-    @property
-    def enabled(self) -> bool:
-        return self.path is not None
-
     # --- writing -------------------------------------------------------------------------
 
     def stopped(self, activity: str, container_id: str, name: str) -> None:

@@ -76,12 +76,6 @@ class Plan:
     warnings: tuple[str, ...] = ()
     system_containers: tuple[str, ...] = ()
 
-    def action_named(self, name: str) -> PlannedAction | None:
-        for action in self.actions:
-            if action.name == name:
-                return action
-        return None
-
 
 def effective_system_containers(
     parsed: ParsedDesiredState, configured: Sequence[str]

@@ -82,12 +82,12 @@ class DeviceSteps:
         engine: Engine,
         activity_id: str,
         grace_period: float,
-        journal: Journal | None = None,
+        journal: Journal,
     ) -> None:
         self._engine = engine
         self._activity_id = activity_id
         self._grace = grace_period
-        self._journal = journal if journal is not None else Journal(None)
+        self._journal = journal
 
     # --- DOWNLOAD -------------------------------------------------------------------------
 
