@@ -32,7 +32,7 @@ from cua.api.models import DesiredStateFeedback, Inventory, StatusType
 from cua.api.topics import Topics
 from cua.display import FeedbackPrinter
 from cua.engine.docker import DockerEngine
-from cua.testing.images import ImageSpec, push_image
+from cua.testing.images import ImageSpec, push_image, split_reference
 from cua.testing.stack import LocalStack
 
 __all__ = ["main"]
@@ -86,13 +86,6 @@ def set_config(component: dict[str, Any], key: str, value: str) -> None:
             entry["value"] = value
             return
     component["config"].append({"key": key, "value": value})
-
-
-def split_image(image: str) -> tuple[str, str, str]:
-    """`ghcr.io/a/b:tag` -> ("ghcr.io", "a/b", "tag")."""
-    registry, _, rest = image.partition("/")
-    repository, _, tag = rest.rpartition(":")
-    return registry, repository, tag
 
 
 def rewrite_mounts(envelope: dict[str, Any], root: Path) -> list[str]:
@@ -218,11 +211,11 @@ async def run_demo(stack: LocalStack) -> bool:
     _title("1. Tiny stand-in images for Leda's five images, pushed to the local registry")
     for component in components(desired):
         image = config_value(component, "image")
-        _registry, repository, tag = split_image(image)
+        _registry, repository, tag = split_reference(image)
         push_image(stack.registry, repository, tag, ImageSpec(marker=f"{component['id']} {tag}"))
         _say(f"  {stack.registry}/{repository}:{tag}")
     databroker = components(desired)[0]
-    _registry, repository, _tag = split_image(config_value(databroker, "image"))
+    _registry, repository, _tag = split_reference(config_value(databroker, "image"))
     push_image(stack.registry, repository, "0.4.0", ImageSpec(marker="databroker v2"))
     _say(f"  {stack.registry}/{repository}:0.4.0   (the v2 of the update below)")
 
