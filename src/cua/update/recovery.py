@@ -28,7 +28,6 @@ from cua.containers.labels import is_managed
 from cua.engine.base import (
     ContainerDetails,
     ContainerNotFoundError,
-    ContainerStatus,
     ContainerSummary,
     Engine,
     EngineError,
@@ -44,6 +43,7 @@ from cua.update.names import (
     real_name,
     replaced_was_running,
 )
+from cua.update.steps import start_unless_running
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,8 @@ async def _start_stopped(engine: Engine, entry: Entry, details: ContainerDetails
             details.name,
         )
         return None
-    if details.state.status is ContainerStatus.RUNNING:
+    if not await start_unless_running(engine, entry.id, details.state.status):
         return None
-    if details.state.status is ContainerStatus.PAUSED:
-        await engine.unpause_container(entry.id)
-    else:
-        await engine.start_container(entry.id)
     return "container stopped by the operation started again"
 
 
@@ -178,8 +174,5 @@ async def _recover_one(
         done.append(f"{name}: new container of an unfinished operation removed")
     if real is not None and was_running:
         details = await engine.inspect_container(real.id)
-        if details.state.status is ContainerStatus.PAUSED:
-            await engine.unpause_container(real.id)
-        elif details.state.status is not ContainerStatus.RUNNING:
-            await engine.start_container(real.id)
+        if await start_unless_running(engine, real.id, details.state.status):
             done.append(f"{name}: old container started again")

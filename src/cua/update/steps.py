@@ -74,6 +74,18 @@ class ActionState:
         self.previous = None
 
 
+async def start_unless_running(engine: Engine, container: str, status: ContainerStatus) -> bool:
+    """Kanto's ensure-running, given the container's state as just read: running ->
+    nothing; paused -> unpause; else start. True when it did something."""
+    if status is ContainerStatus.RUNNING:
+        return False
+    if status is ContainerStatus.PAUSED:
+        await engine.unpause_container(container)
+    else:
+        await engine.start_container(container)
+    return True
+
+
 class DeviceSteps:
     """The engine calls of the phases, one action at a time."""
 
@@ -152,12 +164,7 @@ class DeviceSteps:
         if known is ContainerStatus.RUNNING:
             return
         details = await self._engine.inspect_container(container)
-        if details.state.status is ContainerStatus.RUNNING:
-            return
-        if details.state.status is ContainerStatus.PAUSED:
-            await self._engine.unpause_container(container)
-            return
-        await self._engine.start_container(container)
+        await start_unless_running(self._engine, container, details.state.status)
 
     async def activate_new(self, action: ActionState) -> None:
         """CREATE, RECREATE: the old container steps aside, the new one takes the name, starts."""
