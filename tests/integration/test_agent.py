@@ -25,6 +25,7 @@ from cua.api.envelope import go_json, now_ms
 from cua.api.models import ComponentWithConfig, DesiredState, KeyValuePair
 from cua.api.topics import Topics
 from cua.containers.parse import parse_component
+from cua.demo import rewrite_mounts
 from cua.engine.base import ContainerStatus, ensure_image
 from cua.engine.docker import DockerEngine
 from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
@@ -255,14 +256,7 @@ def leda_images(image_factory: ImageFactory) -> dict[str, str]:
 def leda_envelope(tmp_path: Path) -> dict[str, Any]:
     """Leda's file, with cloudconnector's absolute mount sources made real under tmp_path."""
     envelope: dict[str, Any] = json.loads((EXAMPLES / "leda-desired-state.json").read_text())
-    for comp in envelope["payload"]["domains"][0]["components"]:
-        for entry in comp["config"]:
-            if entry["key"] == "mount":
-                source, _, rest = entry["value"].partition(":")
-                local = tmp_path / "host" / source.lstrip("/")
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_text("stand-in\n")
-                entry["value"] = f"{local}:{rest}"
+    rewrite_mounts(envelope, tmp_path / "host")
     return envelope
 
 
@@ -608,6 +602,12 @@ async def test_broker_restarted_in_the_middle_of_an_update(
             assert (
                 len([a for a, _, _ in probe.states if a.startswith("initial-current-state-")]) >= 1
             )
+            # The restarted broker forgot every subscription: the agent renewed its own.
+            probe.send(
+                probe.topics.current_state_get,
+                {"activityId": "after-restart", "timestamp": now_ms()},
+            )
+            await probe.state("after-restart")
     assert (await containers(engine))["slow"][1] is ContainerStatus.RUNNING
 
 
