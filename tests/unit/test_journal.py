@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from update_helpers import add_managed, component, desired, operation, settings
+from update_helpers import add_managed, component, desired, operation, settings, status_of
 
 from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.cli import main
@@ -29,13 +29,6 @@ from cua.update.recovery import recover
 from cua.update.settings import Mode
 
 pytestmark = pytest.mark.unit
-
-
-def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
-    for summary in engine._containers.values():
-        if summary.name == name:
-            return summary.status
-    return None
 
 
 def records(path: Path) -> list[dict[str, object]]:

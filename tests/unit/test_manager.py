@@ -16,6 +16,7 @@ from update_helpers import (
     M_STARTED,
     act,
     add_managed,
+    assert_only_container,
     component,
     desired,
     fb,
@@ -214,10 +215,7 @@ async def test_standalone_auto_rollback_on_start_failure(
         "INCOMPLETE",
     ]
     assert pub.wire("A")[-1] == fb("INCOMPLETE", act("web", "UPDATE_FAILURE", M_RB_RECREATE))
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.RUNNING
+    await assert_only_container(engine, "web", old_id)
 
 
 async def test_standalone_pull_failure_stops_nothing(
@@ -424,9 +422,7 @@ async def test_recovery_after_crash_between_activation_renames(
     _new_container(engine, "fresh", "img:1", replaces_running=None)
     async with Running(engine, pub):
         await until(lambda: engine.container_names() == ["web"])
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.RUNNING
+    await assert_only_container(engine, "web", old_id)
 
 
 async def test_recovery_after_crash_after_activation(
@@ -444,10 +440,7 @@ async def test_recovery_after_crash_after_activation(
         "web: old container renamed back",
         "web: new container of an unfinished operation removed",
     ]
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.EXITED  # it did not run before
-    assert engine.container_names() == ["web"]
+    await assert_only_container(engine, "web", old_id, ContainerStatus.EXITED)  # as before
 
 
 async def test_recovery_finishes_a_removal_that_cleanup_committed_to(
@@ -795,7 +788,4 @@ async def test_recovery_removes_unactivated_new_container_and_restarts_stopped_o
     old_id = add_managed(engine, "web", image="img:1", running=False)  # stopped by UPDATE
     _new_container(engine, "web", "img:2", replaces_running=True)
     await recover(engine)
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.RUNNING
+    await assert_only_container(engine, "web", old_id)

@@ -25,10 +25,12 @@ from update_helpers import (
     M_UPDATED,
     act,
     add_managed,
+    assert_only_container,
     component,
     desired,
     fb,
     operation,
+    status_of,
 )
 
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
@@ -37,13 +39,6 @@ from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 
 pytestmark = pytest.mark.unit
-
-
-def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
-    for summary in engine._containers.values():
-        if summary.name == name:
-            return summary.status
-    return None
 
 
 async def run(op, *commands: str, baseline: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -557,10 +552,7 @@ async def test_rollback_after_activation_failure_restores_old(
         "INCOMPLETE",
     ]
     assert pub.wire()[-1]["actions"] == [act("web", "UPDATE_FAILURE", M_RB_RECREATE)]
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.RUNNING
+    await assert_only_container(engine, "web", old_id)
 
 
 async def test_rollback_continues_past_errors(engine: FakeEngine, pub: RecordingPublisher) -> None:
@@ -780,10 +772,7 @@ async def test_rollback_after_activation_success_restores_old(
     op = await operation(engine, pub, desired(component("web", image="img:2")))
     await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE", "ROLLBACK", "CLEANUP")
     assert pub.statuses()[-4:] == ["ROLLBACK", "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE"]
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.RUNNING
+    await assert_only_container(engine, "web", old_id)
 
 
 async def test_activate_unpauses_a_paused_check_container(
@@ -892,10 +881,7 @@ async def test_activate_rename_failure_then_rollback_restores_names(
     )
     await run(op, "ROLLBACK", "CLEANUP")
     assert pub.statuses()[-3:] == ["ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE"]
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert details.id == old_id
-    assert details.state.status is ContainerStatus.RUNNING
+    await assert_only_container(engine, "web", old_id)
 
 
 async def test_update_failure_when_the_old_container_vanished(

@@ -13,6 +13,7 @@ from cua.api.models import (
 )
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
+from cua.engine.base import ContainerStatus
 from cua.engine.fake import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.manager import UpdateManager
@@ -78,6 +79,28 @@ def add_managed(
     """A container as this agent would have created it from `component(name, ...)`."""
     parsed = parse_component(component(name, version, **config))
     return engine.add_container(name, parsed.spec, encode_labels(parsed), running=running)
+
+
+def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
+    """The state of the fake engine's container `name` (None: no such container)."""
+    for summary in engine._containers.values():
+        if summary.name == name:
+            return summary.status
+    return None
+
+
+async def assert_only_container(
+    engine: FakeEngine,
+    name: str,
+    container_id: str,
+    status: ContainerStatus = ContainerStatus.RUNNING,
+) -> None:
+    """The device holds `name` alone, and it is the very container `container_id` (put
+    back, not a re-created one), in `status`."""
+    names = engine.container_names()
+    details = await engine.inspect_container(name)
+    found = (names, details.id, details.state.status)
+    assert found == ([name], container_id, status), found  # (not a test module: no rewrite)
 
 
 def act(name: str, status: str, message: str, version: str = "1.0") -> dict[str, Any]:
