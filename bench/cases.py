@@ -54,12 +54,8 @@ SETTLE = 1.0  # s after an operation: the agent's debounced current state is pub
 class EncodingPublisher:
     """In-process stand-in for MQTT: encodes each feedback envelope as the agent does."""
 
-    def __init__(self) -> None:
-        self.count = 0
-
     async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
         encode(activity_id, feedback)
-        self.count += 1
 
 
 def _timer() -> Callable[[], float]:

@@ -8,15 +8,13 @@ baseline the agent is measured against.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import aiomqtt
 from cua.api.envelope import encode
 from cua.api.models import ComponentWithConfig, DesiredState, Domain, KeyValuePair
 from cua.api.topics import Topics
+from cua.testing.processes import stop_pid
 
 TOPICS = Topics.for_domain("containers")
 PYTHON = sys.executable
@@ -37,20 +36,6 @@ PYTHON = sys.executable
 
 def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
-
-
-async def repeat(
-    times: int,
-    measure: Callable[[], Awaitable[float]],
-    prepare: Callable[[], Awaitable[None]] | None = None,
-) -> list[float]:
-    """Run `prepare` (untimed) then `measure` (returns seconds), `times` times."""
-    results = []
-    for _ in range(times):
-        if prepare is not None:
-            await prepare()
-        results.append(await measure())
-    return results
 
 
 def ms(seconds: float) -> str:
@@ -196,14 +181,8 @@ class AgentProcess:
             )
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_pid(self.proc.pid, timeout, proc=self.proc)
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
@@ -231,11 +210,6 @@ class Received:
     at: float  # perf_counter when read
     topic: str
     payload: bytes
-
-    def envelope(self) -> dict[str, Any]:
-        data = json.loads(self.payload)
-        assert isinstance(data, dict)
-        return data
 
 
 _ACTIVITY = re.compile(rb'"activityId":"([^"]*)"')
