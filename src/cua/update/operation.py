@@ -236,10 +236,8 @@ class Operation:
 
     async def command(self, command: str, baseline: str) -> None:
         """One `desiredstate/command` (§3.4), with its feedback. Unknown commands: no answer."""
-        try:
-            kind = CommandType(command)
-        except ValueError:
-            log.warning("[%s] unknown command %r ignored", self.activity_id, command)
+        kind = self._command_type(command)
+        if kind is None:
             return
         if self.finished:
             log.warning("[%s] command %s after the end: ignored", self.activity_id, kind)
@@ -266,6 +264,14 @@ class Operation:
         except OperationStopped:
             await self._end_stopped()
 
+    def _command_type(self, command: str) -> CommandType | None:
+        """The command's type; None (logged) for an unknown one, which Kanto ignores."""
+        try:
+            return CommandType(command)
+        except ValueError:
+            log.warning("[%s] unknown command %r ignored", self.activity_id, command)
+            return None
+
     async def refuse(self, command: CommandType, message: str) -> None:
         """A command message that could not be decoded: its failure status with `message`
         (ours: Kanto drops it without an answer). Nothing changes."""
@@ -276,10 +282,8 @@ class Operation:
 
     async def reject(self, command: str, baseline: str) -> None:
         """Standalone mode: a command for the running operation gets the failure answer."""
-        try:
-            kind = CommandType(command)
-        except ValueError:
-            log.warning("[%s] unknown command %r ignored", self.activity_id, command)
+        kind = self._command_type(command)
+        if kind is None:
             return
         if kind is CommandType.CLEANUP:
             await self._publish(FAILURE[kind], baseline, MSG_STANDALONE_CLEANUP)
