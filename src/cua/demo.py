@@ -16,7 +16,6 @@ import contextlib
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from cua.api.topics import Topics
 from cua.display import FeedbackPrinter
 from cua.engine.docker import DockerEngine
 from cua.testing.images import ImageSpec, push_image, split_reference
+from cua.testing.processes import stop_pid
 from cua.testing.stack import LocalStack
 
 __all__ = ["main"]
@@ -192,13 +192,7 @@ def agent_process(config_path: Path, log_path: Path) -> Iterator[subprocess.Pope
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_pid(process.pid, timeout=20, proc=process)
         log_file.close()
 
 
