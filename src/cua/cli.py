@@ -82,6 +82,12 @@ def _common_flags(parser: argparse.ArgumentParser, *, agent: bool) -> None:
         )
 
 
+def _file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE", help="desired state (envelope or bare), - for stdin"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cua", description="Container update agent (Eclipse Kanto compatible)")
     parser.add_argument("--version", action="version", version=f"cua {__version__}")
@@ -94,12 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(run, agent=True)
 
     plan = commands.add_parser("plan", help="show what a desired state would do")
-    plan.add_argument("file", metavar="FILE", help="desired state (envelope or bare), - for stdin")
+    _file_argument(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     _common_flags(plan, agent=False)
 
     apply = commands.add_parser("apply", help="apply a desired state now, without a broker")
-    apply.add_argument("file", metavar="FILE", help="desired state (envelope or bare), - for stdin")
+    _file_argument(apply)
     apply.add_argument("--json", action="store_true", help="print each feedback message as JSON")
     _common_flags(apply, agent=False)
 
@@ -107,9 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(state, agent=False)
 
     validate = commands.add_parser("validate", help="validate a desired state (no engine needed)")
-    validate.add_argument(
-        "file", metavar="FILE", help="desired state (envelope or bare), - for stdin"
-    )
+    _file_argument(validate)
     _common_flags(validate, agent=False)
     return parser
 
