@@ -64,7 +64,12 @@ def test_kanto_sizes_are_powers_of_1024(text: str, count: int) -> None:
     assert size_to_bytes(text) == count
 
 
-@pytest.mark.parametrize("text", ["1000", "", "1.5", "10MB", "1.2.3m", "-1m"])
+def test_engine_sizes_are_the_validated_sizes() -> None:
+    # CM reads sizes as float64: this value passes the 3M minimum, so 3M is what is sent.
+    assert size_to_bytes("2.99999999999999999999M") == 3 * 1024**2
+
+
+@pytest.mark.parametrize("text", ["1000", "", "1.5", "10MB", "1.2.3m", "-1m", " 1m"])
 def test_invalid_kanto_sizes_name_the_value(text: str) -> None:
     with pytest.raises(ValueError, match="invalid size"):
         size_to_bytes(text)

@@ -1,16 +1,19 @@
 """Kanto size strings (`100M`, `1.5g`, `200 m`) to bytes and back.
 
 Kanto's syntax (spec §2.3): a decimal number, an optional space and a mandatory unit
-letter k/m/g (any case), powers of 1024. Engines want bytes; inspect gives bytes back, which
-`bytes_to_size` turns into the shortest exact Kanto-style string.
+letter k/m/g (any case), powers of 1024. It is read by `cua.containers.gosyntax`, the one
+parser that validation uses too, so the engine gets the bytes Kanto's CM would compute.
+Engines want bytes; inspect gives bytes back, which `bytes_to_size` turns into the shortest
+exact Kanto-style string.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-_KANTO_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgG])$")
+from cua.containers import gosyntax
+
 # What Docker itself accepts for log sizes (go-units RAMInBytes): unit optional.
 _ENGINE_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -18,14 +21,10 @@ _UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 
 def size_to_bytes(value: str) -> int:
     """Bytes of a Kanto size string. Raises ValueError naming the value if it is invalid."""
-    match = _KANTO_SIZE.match(value.strip())
-    if match is None:
+    count = gosyntax.size_to_bytes(value)
+    if count is None:
         raise ValueError(f"invalid size {value!r}: expected a number and a unit k, m or g")
-    try:
-        number = Decimal(match.group(1))
-    except InvalidOperation as error:
-        raise ValueError(f"invalid size {value!r}: {match.group(1)} is not a number") from error
-    return int(number * _UNITS[match.group(2).lower()])
+    return count
 
 
 def engine_size_to_bytes(value: str) -> int:
