@@ -1,7 +1,7 @@
 """`FakeEngine`: an in-memory `Engine` for unit tests of pure logic.
 
 It follows the same contract as the Docker adapter (the contract suite in
-`tests/contract/engine_contract.py` runs against both): names are unique, a container is
+`tests/integration/test_engine_contract.py` runs against both): names are unique, a container is
 found by id, unique id prefix or name, create needs the image to be present, pulls of
 images the fake "registry" does not hold fail, state changes follow Docker's rules and emit
 the same events. Test knobs let a test inject failures and count the engine calls made.
