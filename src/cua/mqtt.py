@@ -319,7 +319,6 @@ class MqttConnection:
         self._connected = asyncio.Event()
         self._first_attempt = asyncio.Event()  # the first connect attempt ended (either way)
         self._session_up = False
-        self.connections = 0  # successful connects so far (for logs and tests)
 
     # --- publishing --------------------------------------------------------------------
 
@@ -436,7 +435,6 @@ class MqttConnection:
                 [(topic, 1) for topic in self._subscriptions],
                 timeout=self.options.subscribe_timeout,
             )
-            self.connections += 1
             log.info(
                 "connected to MQTT broker %s (client id %s), subscribed to %s",
                 self.options.broker,
