@@ -224,7 +224,11 @@ def test_no_swap_doubling_means_no_spurious_update() -> None:
         id="web", version="1", config=[KeyValuePair(key="memory", value="200M")]
     )
     spec = parse_component(component).spec
+    assert spec.resources == Resources(memory="200M")  # recorded as given: swap not doubled
     assert kind(spec, parse_component(component).spec) is ActionKind.CHECK
+    # What a doubled swap (CM's create-time default) would give against the same desired spec.
+    doubled = replace(spec, resources=Resources("200M", "", "400M"))
+    assert kind(spec, doubled) is ActionKind.UPDATE
 
 
 _specs = st.builds(
