@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from cua.containers.inventory import image_version
-from cua.containers.labels import decode_labels, is_managed
+from cua.containers.labels import LabelledSpec, decode_labels, is_managed
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
 from cua.engine.base import ContainerNotFoundError, ContainerSummary, Engine
 from cua.engine.sizes import size_to_bytes
@@ -71,8 +71,7 @@ async def _current(
             details = await engine.inspect_container(summary.id)
         except ContainerNotFoundError:
             return None  # removed since it was listed
-        engine_spec = normalize_engine_spec(details.spec)
-        spec = engine_spec if labelled is None else with_runtime(labelled.spec, engine_spec)
+        spec = effective_spec(labelled, details.spec)
     return CurrentContainer(
         id=summary.id,
         name=summary.name,
@@ -82,6 +81,14 @@ async def _current(
         managed=managed,
         spec=spec,
     )
+
+
+def effective_spec(labelled: LabelledSpec | None, engine: ContainerSpec) -> ContainerSpec:
+    """What a container stands for (compared at identification, shown in the inventory):
+    for ours, the spec its labels recorded (D12) with the values a runtime UPDATE changed;
+    for another one, the spec the engine reports."""
+    normalized = normalize_engine_spec(engine)
+    return normalized if labelled is None else with_runtime(labelled.spec, normalized)
 
 
 def _bytes(size: str) -> int:

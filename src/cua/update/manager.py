@@ -35,12 +35,7 @@ from cua.engine.base import (
     Engine,
     EngineError,
 )
-from cua.update.identify import (
-    current_containers,
-    map_concurrently,
-    normalize_engine_spec,
-    with_runtime,
-)
+from cua.update.identify import current_containers, effective_spec, map_concurrently
 from cua.update.journal import journal_for
 from cua.update.names import is_transient
 from cua.update.operation import Operation, superseded_message
@@ -386,13 +381,7 @@ class UpdateManager:
     @staticmethod
     def _inventory_entry(details: ContainerDetails) -> InventoryContainer:
         labelled = decode_labels(details.labels)
+        details = dataclasses.replace(details, spec=effective_spec(labelled, details.spec))
         if labelled is None:
-            spec = normalize_engine_spec(details.spec)
-            return InventoryContainer(
-                details=dataclasses.replace(details, spec=spec),
-                managed=is_managed(details.labels),
-            )
-        spec = with_runtime(labelled.spec, normalize_engine_spec(details.spec))
-        return InventoryContainer(
-            details=dataclasses.replace(details, spec=spec), image=labelled.image_as_given
-        )
+            return InventoryContainer(details=details, managed=is_managed(details.labels))
+        return InventoryContainer(details=details, image=labelled.image_as_given)
