@@ -72,7 +72,6 @@ DOCKER_HUB = "docker.io"
 IMAGE_CACHE_SIZE = 256  # image inspects kept by ID (a device runs far fewer images)
 
 _T = TypeVar("_T")
-_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 _STATUS = {
     "created": ContainerStatus.CREATED,
