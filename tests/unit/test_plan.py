@@ -196,6 +196,7 @@ def test_warnings_of_lenient_parsing_are_kept() -> None:
     assert "port" in plan.warnings[0]
 
 
-def test_reserved_transient_suffix_in_desired_name_fails() -> None:
-    with pytest.raises(PlanError, match="reserved"):
-        plan_of(desired(component("web.cua-new", image="i:1")), [])
+@pytest.mark.parametrize("suffix", [".cua-new", ".cua-old", ".cua-removed"])
+def test_reserved_transient_suffix_in_desired_name_fails(suffix: str) -> None:
+    with pytest.raises(PlanError, match=f"names ending in .*'{suffix}'.* are reserved"):
+        plan_of(desired(component("web" + suffix, image="i:1")), [])

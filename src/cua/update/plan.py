@@ -112,7 +112,7 @@ def make_plan(
         if is_transient(desired.id):
             raise PlanError(
                 f"invalid container name {desired.id}: names ending in "
-                "'.cua-new' or '.cua-old' are reserved by the agent"
+                "'.cua-new', '.cua-old' or '.cua-removed' are reserved by the agent"
             )
         if desired.id in system:
             by_name.pop(desired.id, None)
