@@ -10,11 +10,19 @@ import asyncio
 import json
 import logging
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from update_helpers import add_managed, component, desired, operation, settings, status_of
+from update_helpers import (
+    add_managed,
+    assert_only_container,
+    component,
+    desired,
+    operation,
+    settings,
+    status_of,
+    until,
+)
 
 from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.cli import main
@@ -91,9 +99,7 @@ async def test_activated_create_is_removed_and_recreate_put_back(
         await op.command(command, "")
     assert sorted(engine.container_names()) == ["fresh", "web", "web.cua-old"]
     await recover(engine, journal_for(settings(state_dir=tmp_path)))
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert (details.id, details.state.status) == (old_id, ContainerStatus.RUNNING)
+    await assert_only_container(engine, "web", old_id)
 
 
 async def test_baseline_cleaned_up_before_the_crash_stays(
@@ -248,12 +254,6 @@ def test_run_with_unusable_state_dir_is_a_config_error(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(f"cua: error: update_agent.state_dir: {blocker / 'state'}: ")
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5.0):
-        while not condition():  # noqa: ASYNC110 - the state has no event to wait on
-            await asyncio.sleep(0.005)
 
 
 async def test_agent_stop_keeps_the_journal_of_an_unfinished_operation(

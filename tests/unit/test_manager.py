@@ -4,7 +4,7 @@ crash recovery, download progress, graceful stop, current state."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from update_helpers import (
     fb,
     operation,
     settings,
+    until,
 )
 
 from cua.api.models import CommandType, DesiredStateCommand, DesiredStateFeedback
@@ -43,13 +44,6 @@ from cua.update.recovery import recover
 from cua.update.settings import Manage, Mode
 
 pytestmark = pytest.mark.unit
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Poll for a state the background manager reaches (fails after 5 s, never slow)."""
-    async with asyncio.timeout(5.0):
-        while not condition():  # noqa: ASYNC110 - the state has no event to wait on
-            await asyncio.sleep(0.005)
 
 
 class Running:

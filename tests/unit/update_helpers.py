@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from cua.api.models import (
@@ -79,6 +81,13 @@ def add_managed(
     """A container as this agent would have created it from `component(name, ...)`."""
     parsed = parse_component(component(name, version, **config))
     return engine.add_container(name, parsed.spec, encode_labels(parsed), running=running)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll for a state a background task reaches (fails after 5 s, never slow)."""
+    async with asyncio.timeout(5.0):
+        while not condition():  # noqa: ASYNC110 - the state has no event to wait on
+            await asyncio.sleep(0.005)
 
 
 def status_of(engine: FakeEngine, name: str) -> ContainerStatus | None:
