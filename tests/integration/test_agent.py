@@ -31,6 +31,7 @@ from cua.engine.docker import DockerEngine
 from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.testing.images import ImageFactory
+from cua.testing.processes import stop_pid
 from cua.testing.stack import LocalStack
 from cua.update.manager import UpdateManager
 from cua.update.settings import UpdateSettings
@@ -81,14 +82,8 @@ class AgentProcess:
                 )
             await asyncio.sleep(0.05)
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self) -> int | None:
+        stop_pid(self.process.pid, timeout=30, proc=self.process)
         self._log.close()
         return self.process.returncode
 
