@@ -31,9 +31,6 @@ class RecordingPublisher:
     def statuses(self, activity_id: str | None = None) -> list[str]:
         return [str(message.get("status", "")) for message in self.wire(activity_id)]
 
-    def clear(self) -> None:
-        self.messages.clear()
-
 
 def strip_progress(message: dict[str, Any]) -> dict[str, Any]:
     """A wire payload without any action's `progress`."""
