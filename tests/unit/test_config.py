@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from cua.mqtt import MqttVersion
 from cua.update.settings import Manage, Mode
 
 pytestmark = pytest.mark.unit
+
+EXAMPLE_CONFIG = Path(__file__).parents[2] / "packaging" / "config.json"
 
 LEDA_CONFIG = {
     "log": {"log_file": "/var/log/container-management/container-management.log"},
@@ -54,6 +57,17 @@ def test_defaults_without_a_file() -> None:
     assert (config.mqtt.subscribe_timeout, config.mqtt.unsubscribe_timeout) == (15.0, 5.0)
     assert config.mqtt.disconnect_timeout == 0.25
     assert config.engine_url == ""
+
+
+def test_the_packaged_example_config_spells_out_the_defaults() -> None:
+    example = load_config(EXAMPLE_CONFIG)
+    defaults = load_config(
+        None, Overrides(system_containers=("sua",), engine="unix:///var/run/docker.sock")
+    )
+    # The client id is a new random UUID on every load.
+    assert replace(example, mqtt=replace(example.mqtt, client_id="")) == replace(
+        defaults, mqtt=replace(defaults.mqtt, client_id="")
+    )
 
 
 def test_leda_config_unchanged(tmp_path: Path) -> None:
