@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from cua.engine.docker import DockerEngine
 from cua.testing.images import ImageFactory
 from cua.testing.stack import LocalStack
 
@@ -36,6 +37,14 @@ def clean_engine(stack: LocalStack) -> Iterator[LocalStack]:
     stack.remove_all_containers()
     yield stack
     stack.remove_all_containers()
+
+
+@pytest.fixture
+async def engine(clean_engine: LocalStack) -> AsyncIterator[DockerEngine]:
+    """A `DockerEngine` on the private dockerd, with no container before and after the test."""
+    docker_engine = DockerEngine(clean_engine.docker_host, timeout=30)
+    yield docker_engine
+    await docker_engine.close()
 
 
 @pytest.fixture(scope="session")

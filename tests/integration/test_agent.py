@@ -205,13 +205,6 @@ def agent_for(
         assert "Traceback" not in agent.log(), agent.log()[-3000:]
 
 
-@pytest.fixture
-async def engine(clean_engine: LocalStack) -> AsyncIterator[DockerEngine]:
-    docker_engine = DockerEngine(clean_engine.docker_host, timeout=30)
-    yield docker_engine
-    await docker_engine.close()
-
-
 async def containers(engine: DockerEngine) -> dict[str, tuple[str, ContainerStatus, str]]:
     """name -> (id, status, image)"""
     return {c.name: (c.id, c.status, c.image) for c in await engine.list_containers()}
