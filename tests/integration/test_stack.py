@@ -17,7 +17,13 @@ import aiomqtt
 import pytest
 
 from cua.testing.images import Healthcheck, ImageFactory, ImageSpec, load_image
-from cua.testing.processes import ServiceError, ServiceProcess, alive, processes_referencing
+from cua.testing.processes import (
+    ServiceError,
+    ServiceProcess,
+    alive,
+    descendants,
+    processes_referencing,
+)
 from cua.testing.stack import LocalStack
 from cua.testing.unixhttp import engine_json
 
@@ -176,13 +182,6 @@ def test_service_start_failure_reports_log_tail(tmp_path: Path) -> None:
     assert svc.pid is None
 
 
-def _children_of(pids: set[int]) -> set[int]:
-    ps = ["ps", "-e", "-o", "pid=,ppid="]
-    out = subprocess.run(ps, capture_output=True, text=True, check=True).stdout
-    rows = [tuple(map(int, line.split())) for line in out.splitlines() if line.strip()]
-    return {pid for pid, ppid in rows if ppid in pids}
-
-
 def test_stopped_stack_leaves_no_process_and_no_directory() -> None:
     stack = LocalStack()
     stack.start()
@@ -199,7 +198,7 @@ def test_stopped_stack_leaves_no_process_and_no_directory() -> None:
     finally:
         stack.stop()
     assert [pid for pid in pids if alive(pid)] == []
-    assert _children_of(pids) == set()
+    assert descendants(sorted(pids)) == set()
     assert not tmpdir.exists()
     assert stack.pids() == set()
 
