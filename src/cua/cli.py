@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from cua import __version__
-from cua.api.envelope import MessageError, decode, go_json, now_ms
+from cua.api.envelope import MessageError, decode, encode, go_json, now_ms
 from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
 from cua.config import AgentConfig, ConfigError, Overrides, load_config, with_settings
 from cua.containers.errors import DesiredStateError
@@ -210,8 +210,6 @@ class _PrintingPublisher:
 
     async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
         if self._as_json:
-            from cua.api.envelope import encode
-
             line = encode(activity_id, feedback).decode()
         else:
             line = self._printer.format(feedback)
