@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cua.cli import build_parser, decode_desired_state, main, overrides_from
+from cua.engine.fake import FakeEngine
 
 pytestmark = pytest.mark.unit
 
@@ -171,3 +172,25 @@ def test_state_with_the_engine_down_fails(
     assert out == ""
     assert "cua: engine error: cannot reach the container engine" in err
     assert engine.call_count("close") == 1
+
+
+def test_apply_json_prints_each_feedback_envelope(
+    engine: FakeEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("cua.cli._make_engine", lambda config: engine)
+    path = tmp_path / "ds.json"
+    component = {"id": "web", "version": "1", "config": [{"key": "image", "value": "img:1"}]}
+    desired = {"domains": [{"id": "containers", "components": [component]}]}
+    path.write_text(json.dumps({"activityId": "act-1", "timestamp": 1, "payload": desired}))
+    assert main(["apply", str(path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    envelopes = [json.loads(line) for line in out.splitlines()]
+    assert {e["activityId"] for e in envelopes} == {"act-1"}
+    statuses = [e["payload"]["status"] for e in envelopes]
+    assert statuses[:2] == ["IDENTIFYING", "IDENTIFIED"]
+    assert statuses[-1] == "COMPLETED"
+    assert err == ""  # no "result:" line: stdout and stderr are for machines
+    assert engine.container_names() == ["web"]
