@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,6 @@ def leda_desired_state() -> dict[str, Any]:
         if path.is_file():
             data: dict[str, Any] = json.loads(path.read_text())
             return data
-    with contextlib.suppress(FileNotFoundError, ModuleNotFoundError):
-        text = resources.files("cua").joinpath("leda-desired-state.json").read_text()
-        loaded: dict[str, Any] = json.loads(text)
-        return loaded
     raise SystemExit("demo: examples/leda-desired-state.json not found (run from the repo)")
 
 
