@@ -40,6 +40,8 @@ from cua.engine.base import ContainerDetails, ContainerState, ContainerStatus
 pytestmark = pytest.mark.unit
 
 DATA = Path(__file__).parent.parent / "data"
+# The Leda desired state ships as an example; the tests read that copy.
+LEDA_DESIRED = Path(__file__).parents[2] / "examples" / "leda-desired-state.json"
 CREATED = "2023-08-25T08:51:20.887363594Z"
 FINISHED = "2023-08-25T09:00:00.5Z"
 RUNNING = ContainerState(ContainerStatus.RUNNING, started_at=CREATED)
@@ -414,7 +416,7 @@ def test_leda_current_state_is_reproduced_byte_for_byte() -> None:
     """The Leda desired state, deployed, reports exactly Leda's current state document."""
     expected_text = (DATA / "currentstate-leda.json").read_text()
     expected = json.loads(expected_text)
-    desired = decode((DATA / "leda-desired-state.json").read_text(), DesiredState, "ds")
+    desired = decode(LEDA_DESIRED.read_text(), DesiredState, "ds")
     assert desired.payload is not None
     parsed = parse_desired_state(desired.payload, "containers")
     specs = {c.id: c.spec for c in parsed.containers} | _leda_extra_specs()

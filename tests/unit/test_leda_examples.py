@@ -1,4 +1,5 @@
-"""Leda's real documents (spec §8; copies in tests/data, public Leda examples)."""
+"""Leda's real documents (spec §8; public Leda examples: the desired state from examples/,
+the others copied in tests/data)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from cua.containers.spec import LogConfig, NetworkMode, RestartPolicy
 pytestmark = pytest.mark.unit
 
 DATA = Path(__file__).parent.parent / "data"
+# The Leda desired state ships as an example; the tests read that copy.
+LEDA_DESIRED = Path(__file__).parents[2] / "examples" / "leda-desired-state.json"
 DISTRO = DATA / "leda-distro-tests"
 
 
@@ -25,7 +28,7 @@ def load_desired(path: Path) -> DesiredState:
 
 
 def test_leda_desired_state() -> None:
-    envelope = decode((DATA / "leda-desired-state.json").read_text(), DesiredState, "ds")
+    envelope = decode(LEDA_DESIRED.read_text(), DesiredState, "ds")
     assert envelope.activity_id == "activity-id-leda-containers"
     assert envelope.timestamp == 0
     assert envelope.payload is not None
@@ -69,7 +72,7 @@ def test_leda_desired_state() -> None:
 
 def test_leda_desired_state_strict_names_both_ports() -> None:
     with pytest.raises(DesiredStateError) as caught:
-        parse_desired_state(load_desired(DATA / "leda-desired-state.json"), "containers",
+        parse_desired_state(load_desired(LEDA_DESIRED), "containers",
                             strict=True)  # fmt: skip
     assert str(caught.value) == (
         "cannot convert desired state components to container configurations: invalid "
