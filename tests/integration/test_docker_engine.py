@@ -52,13 +52,6 @@ Raw = dict[str, Any]
 
 
 @pytest.fixture
-async def engine(clean_engine: LocalStack, docker_host: str) -> AsyncIterator[DockerEngine]:
-    docker_engine = DockerEngine(docker_host, timeout=20)
-    yield docker_engine
-    await docker_engine.close()
-
-
-@pytest.fixture
 async def raw(docker_host: str) -> AsyncIterator[aiodocker.Docker]:
     async with aiodocker.Docker(url=docker_host) as client:
         yield client

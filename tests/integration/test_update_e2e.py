@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from cua.engine.base import ContainerStatus
 from cua.engine.docker import DockerEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.testing.images import ImageFactory
-from cua.testing.stack import LocalStack
 from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
@@ -23,13 +21,6 @@ from cua.update.recovery import recover
 from cua.update.settings import Manage, UpdateSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def engine(clean_engine: LocalStack, docker_host: str) -> AsyncIterator[DockerEngine]:
-    docker_engine = DockerEngine(docker_host, timeout=30)
-    yield docker_engine
-    await docker_engine.close()
 
 
 @pytest.fixture(scope="module")
