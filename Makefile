@@ -30,14 +30,14 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # Only the directories that exist: git keeps no empty directory (bench/, scripts/).
-LINT_PATHS := $(wildcard src tests bench scripts)
+LINT_PATHS := $(wildcard src devtools tests bench scripts)
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: venv
-	$(VENV)/bin/mypy --strict src
+	$(VENV)/bin/mypy --strict src devtools
 
 unit: venv
 	$(VENV)/bin/pytest -m unit -q
@@ -49,10 +49,10 @@ test: setup lint typecheck
 	$(VENV)/bin/pytest -q
 
 demo: setup
-	$(PY) -m cua.demo
+	PYTHONPATH=devtools $(PY) -m cua_dev.demo
 
 bench: setup
-	$(PY) bench/run.py
+	PYTHONPATH=devtools $(PY) bench/run.py
 
 schema: venv
 	$(PY) -m cua.api.schema docs/schema

@@ -32,13 +32,13 @@ from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_desired_state
 from cua.engine.docker import DockerEngine
-from cua.engine.fake import FakeEngine
-from cua.testing.images import ImageFactory
-from cua.testing.stack import LocalStack
+from cua.testing.fake_engine import FakeEngine
 from cua.update.identify import current_containers
 from cua.update.manager import UpdateManager
 from cua.update.plan import make_plan
 from cua.update.settings import Manage, UpdateSettings
+from cua_dev.images import ImageFactory
+from cua_dev.stack import LocalStack
 
 ALL_CASES = ("identify", "apply", "start", "change", "noop", "download", "idle")
 N_APPLY = 50

@@ -25,7 +25,7 @@ import aiomqtt
 from cua.api.envelope import encode
 from cua.api.models import ComponentWithConfig, DesiredState, Domain, KeyValuePair
 from cua.api.topics import Topics
-from cua.testing.processes import stop_pid
+from cua_dev.processes import stop_pid
 
 TOPICS = Topics.for_domain("containers")
 PYTHON = sys.executable

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cases
 from harness import Row, print_table, progress
 
-from cua.testing.stack import LocalStack
+from cua_dev.stack import LocalStack
 
 
 def machine() -> str:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from cua.engine.docker import DockerEngine
-from cua.testing.images import ImageFactory
-from cua.testing.stack import LocalStack
+from cua_dev.images import ImageFactory
+from cua_dev.stack import LocalStack
 
 
 @pytest.fixture(scope="session")

@@ -25,16 +25,16 @@ from cua.api.envelope import go_json, now_ms
 from cua.api.models import ComponentWithConfig, DesiredState, KeyValuePair
 from cua.api.topics import Topics
 from cua.containers.parse import parse_component
-from cua.demo import rewrite_mounts
 from cua.engine.base import ContainerStatus, ensure_image
 from cua.engine.docker import DockerEngine
 from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
 from cua.testing.feedback import RecordingPublisher, collapse_progress
-from cua.testing.images import ImageFactory
-from cua.testing.processes import stop_pid
-from cua.testing.stack import LocalStack
 from cua.update.manager import UpdateManager
 from cua.update.settings import UpdateSettings
+from cua_dev.demo import rewrite_mounts
+from cua_dev.images import ImageFactory
+from cua_dev.processes import stop_pid
+from cua_dev.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

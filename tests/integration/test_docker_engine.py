@@ -43,8 +43,8 @@ from cua.engine.base import (
     RegistryCredentials,
 )
 from cua.engine.docker import DockerEngine
-from cua.testing.images import ImageFactory
-from cua.testing.stack import LocalStack
+from cua_dev.images import ImageFactory
+from cua_dev.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

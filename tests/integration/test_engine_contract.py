@@ -37,7 +37,7 @@ from cua.engine.base import (
     ensure_image,
 )
 from cua.engine.docker import DockerEngine
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 
 PRIVILEGED_REASON = "unable to apply caps: operation not permitted"
 # Differs from the test images' own CMD, so that inspect can tell it is the container's.

@@ -4,6 +4,7 @@ on every listener, and stopping a stack leaves no process and no directory behin
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -16,16 +17,16 @@ import aiodocker
 import aiomqtt
 import pytest
 
-from cua.testing.images import Healthcheck, ImageFactory, ImageSpec, load_image
-from cua.testing.processes import (
+from cua_dev.images import Healthcheck, ImageFactory, ImageSpec, load_image
+from cua_dev.processes import (
     ServiceError,
     ServiceProcess,
     alive,
     descendants,
     processes_referencing,
 )
-from cua.testing.stack import LocalStack
-from cua.testing.unixhttp import engine_json
+from cua_dev.stack import LocalStack
+from cua_dev.unixhttp import engine_json
 
 pytestmark = pytest.mark.integration
 
@@ -206,8 +207,13 @@ def test_stopped_stack_leaves_no_process_and_no_directory() -> None:
 def _run_stack_process(code: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
     """Start a Python process running a stack; return it and its first output lines up to
     the one naming the temp dir."""
+    devtools = str(Path(__file__).resolve().parents[2] / "devtools")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([devtools, os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.Popen(
-        [sys.executable, *code], stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, *code], stdout=subprocess.PIPE, text=True, start_new_session=True, env=env
     )
     assert proc.stdout is not None
     lines: list[str] = []
@@ -223,7 +229,7 @@ def _tmpdir_of(lines: list[str]) -> Path:
 
 
 def test_module_entry_stops_everything_on_sigterm() -> None:
-    proc, lines = _run_stack_process(["-m", "cua.testing.stack"])
+    proc, lines = _run_stack_process(["-m", "cua_dev.stack"])
     tmpdir = _tmpdir_of(lines)
     assert processes_referencing(str(tmpdir))
     proc.send_signal(signal.SIGTERM)
@@ -234,7 +240,7 @@ def test_module_entry_stops_everything_on_sigterm() -> None:
 
 def test_forgotten_stack_is_stopped_at_interpreter_exit() -> None:
     code = (
-        "from cua.testing.stack import LocalStack\n"
+        "from cua_dev.stack import LocalStack\n"
         "stack = LocalStack()\n"
         "stack.start()\n"
         "print('tmpdir:', stack.tmpdir, *sorted(stack.pids()), flush=True)\n"
@@ -251,7 +257,7 @@ def test_services_die_with_a_killed_test_process() -> None:
     # No atexit and no `finally` runs on SIGKILL: the parent-death signal is the net.
     code = (
         "import os, signal\n"
-        "from cua.testing.stack import LocalStack\n"
+        "from cua_dev.stack import LocalStack\n"
         "stack = LocalStack()\n"
         "stack.start()\n"
         "print('tmpdir:', stack.tmpdir, *sorted(stack.pids()), flush=True)\n"

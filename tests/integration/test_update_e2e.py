@@ -13,12 +13,12 @@ from cua.containers.spec import RestartPolicyType
 from cua.engine.base import ContainerStatus
 from cua.engine.docker import DockerEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
-from cua.testing.images import ImageFactory
 from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
 from cua.update.recovery import recover
 from cua.update.settings import Manage, UpdateSettings
+from cua_dev.images import ImageFactory
 
 pytestmark = pytest.mark.integration
 

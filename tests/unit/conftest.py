@@ -6,7 +6,7 @@ import pytest
 from hypothesis import settings
 from update_helpers import HELLO
 
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 
 # Timing is never asserted (DEVELOPERS.md); hypothesis' per-example deadline would be one.

@@ -12,9 +12,9 @@ import pytest
 from cua.agent import Agent, _readable_activity_id, initial_state_activity_id
 from cua.api.envelope import go_json
 from cua.config import Overrides, load_config
-from cua.engine.fake import FakeEngine
 from cua.mqtt import OutgoingKind
 from cua.systemd import notify
+from cua.testing.fake_engine import FakeEngine
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cua.cli import build_parser, decode_desired_state, main, overrides_from
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 
 pytestmark = pytest.mark.unit
 
@@ -162,7 +162,7 @@ def test_state_with_the_engine_down_fails(
 ) -> None:
     """`cua state` must not print an inventory without containers, exit 0, when it could
     not read the containers: a script would take that for "no containers"."""
-    from cua.engine.fake import FakeEngine
+    from cua.testing.fake_engine import FakeEngine
 
     engine = FakeEngine()
     engine.available = False

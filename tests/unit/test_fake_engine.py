@@ -13,7 +13,7 @@ from cua.engine.base import (
     PullFailedError,
     StartFailedError,
 )
-from cua.engine.fake import EngineCall, FakeEngine
+from cua.testing.fake_engine import EngineCall, FakeEngine
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import tarfile
 
 import pytest
 
-from cua.testing import images
-from cua.testing.images import (
+from cua_dev import images
+from cua_dev.images import (
     Healthcheck,
     ImageSpec,
     build_image,

@@ -29,7 +29,7 @@ from cua.cli import main
 from cua.containers.parse import parse_component
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
 from cua.engine.base import ContainerStatus, EngineUnavailableError
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import Journal, journal_for, journal_path, prepare_state_dir
 from cua.update.manager import UpdateManager

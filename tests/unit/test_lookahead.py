@@ -9,7 +9,7 @@ import pytest
 from update_helpers import add_managed, component, desired
 
 from cua.engine.base import ContainerStatus, NameConflictError
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.lookahead import Lookahead
 from cua.update.manager import UpdateManager

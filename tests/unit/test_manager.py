@@ -35,7 +35,7 @@ from cua.engine.base import (
     EngineUnavailableError,
     PullProgress,
 )
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.downloads import Downloads
 from cua.update.manager import UpdateManager

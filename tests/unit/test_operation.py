@@ -35,7 +35,7 @@ from update_helpers import (
 
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
 from cua.engine.base import ContainerStatus, EngineError, StartFailedError
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 
 pytestmark = pytest.mark.unit

@@ -16,7 +16,7 @@ from cua.api.models import (
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
 from cua.engine.base import ContainerStatus
-from cua.engine.fake import FakeEngine
+from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cua.testing.unixhttp import engine_request
+from cua_dev.unixhttp import engine_request
 
 __all__ = [
     "LONG_RUNNING_CMD",
@@ -237,7 +237,7 @@ def build_image(spec: ImageSpec) -> BuiltImage:
         "created": "1970-01-01T00:00:00Z",
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cua.testing.images"}],
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cua_dev.images"}],
     }
     return BuiltImage(config=json.dumps(doc, sort_keys=True).encode(), layers=layers)
 

@@ -3,7 +3,7 @@
 Everything lives under one short temporary directory (unix socket paths are limited to
 108 bytes) and every process is started by us and stopped by its PID, in order, also when a
 start fails and at interpreter exit. Use it as `with LocalStack() as stack: ...` or with
-explicit `start()` / `stop()`; `python -m cua.testing.stack` runs it for humans.
+explicit `start()` / `stop()`; `python -m cua_dev.stack` runs it for humans.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from cua.testing.processes import (
+from cua_dev.processes import (
     ServiceError,
     ServiceProcess,
     alive,
@@ -36,8 +36,8 @@ from cua.testing.processes import (
     processes_referencing,
     stop_pid,
 )
-from cua.testing.tlsgen import TlsFiles, generate_tls
-from cua.testing.unixhttp import engine_json, engine_request
+from cua_dev.tlsgen import TlsFiles, generate_tls
+from cua_dev.unixhttp import engine_json, engine_request
 
 __all__ = ["LocalStack", "ServiceError", "TlsFiles"]
 
@@ -366,7 +366,7 @@ class LocalStack:
             f"password_file {passwd}",
         ]
         (d / "mosquitto.conf").write_text("\n".join(lines) + "\n")
-        secret = d / "mqtt-password"  # for humans using `python -m cua.testing.stack`
+        secret = d / "mqtt-password"  # for humans using `python -m cua_dev.stack`
         secret.touch(mode=0o600)
         secret.write_text(self.mqtt_password + "\n")
 

@@ -30,9 +30,9 @@ from cua.api.models import DesiredStateFeedback, Inventory, StatusType
 from cua.api.topics import Topics
 from cua.display import FeedbackPrinter
 from cua.engine.docker import DockerEngine
-from cua.testing.images import ImageSpec, push_image, split_reference
-from cua.testing.processes import stop_pid
-from cua.testing.stack import LocalStack
+from cua_dev.images import ImageSpec, push_image, split_reference
+from cua_dev.processes import stop_pid
+from cua_dev.stack import LocalStack
 
 __all__ = ["main"]
 
