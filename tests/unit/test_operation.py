@@ -33,10 +33,12 @@ from update_helpers import (
     status_of,
 )
 
+from cua.api.models import CommandType
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
 from cua.engine.base import ContainerStatus, EngineError, StartFailedError
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
+from cua.update.operation import COMMANDS
 
 pytestmark = pytest.mark.unit
 
@@ -294,6 +296,10 @@ async def test_wrong_state_answers_and_changes_nothing(
     assert engine.container_names() == []
     await op.command("DOWNLOAD", "")  # the state did not change
     assert pub.statuses()[-1] == "DOWNLOAD_SUCCESS"
+
+
+def test_every_command_has_one_rule() -> None:
+    assert set(COMMANDS) == set(CommandType)
 
 
 async def test_download_twice_is_wrong_state(engine: FakeEngine, pub: RecordingPublisher) -> None:

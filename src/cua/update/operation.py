@@ -1,10 +1,12 @@
 """One update operation: the phases, Kanto's exact feedback, and our fixes (spec §3.4).
 
 The feedback algorithms of §3.4.1-§3.4.3 are followed step by step (the comments name
-them); the engine work and its undo are in `steps`. Our deviations, each marked with its
-number from our-behaviour.md: D3 CLEANUP after a failure restores the device, D4 rollback
-restores the previous limits, D5 rollback starts what it must (and only if needed), D6
-completion looks at every baseline, D14 CLEANUP of an unknown baseline is CLEANUP_FAILURE.
+them); each command's rules (when it may run, its failure status, its handler) are one
+row of `COMMANDS`; the engine work and its undo are in `steps`. Our deviations, each marked
+with its number from our-behaviour.md: D3 CLEANUP after a failure restores the device, D4
+rollback restores the previous limits, D5 rollback starts what it must (and only if
+needed), D6 completion looks at every baseline, D14 CLEANUP of an unknown baseline is
+CLEANUP_FAILURE.
 """
 
 from __future__ import annotations
@@ -38,26 +40,6 @@ log = logging.getLogger(__name__)
 
 ALL_BASELINES = ("", "*")
 
-ALLOWED: dict[CommandType, tuple[StatusType, ...]] = {
-    CommandType.DOWNLOAD: (StatusType.IDENTIFIED,),
-    CommandType.UPDATE: (StatusType.DOWNLOAD_SUCCESS,),
-    CommandType.ACTIVATE: (StatusType.UPDATE_SUCCESS,),
-    CommandType.ROLLBACK: (
-        StatusType.DOWNLOAD_SUCCESS,
-        StatusType.UPDATE_SUCCESS,
-        StatusType.ACTIVATION_FAILURE,
-        StatusType.ACTIVATION_SUCCESS,
-    ),
-}
-
-FAILURE: dict[CommandType, StatusType] = {
-    CommandType.DOWNLOAD: StatusType.DOWNLOAD_FAILURE,
-    CommandType.UPDATE: StatusType.UPDATE_FAILURE,
-    CommandType.ACTIVATE: StatusType.ACTIVATION_FAILURE,
-    CommandType.ROLLBACK: StatusType.ROLLBACK_FAILURE,
-    CommandType.CLEANUP: StatusType.CLEANUP_FAILURE,
-}
-
 MSG_CREATED = "New container created."
 MSG_STOPPED = "Old container instance is stopped."
 MSG_UPDATED = "Container instance is updated with new configuration."
@@ -79,10 +61,9 @@ MSG_STOPPING = "the agent is stopping: the operation was interrupted"
 MSG_STANDALONE_CLEANUP = "CLEANUP is not possible while the operation runs (standalone mode)"
 
 
-def wrong_state_message(command: CommandType) -> str:
+def wrong_state_message(command: CommandType, allowed: Sequence[StatusType]) -> str:
     """`UPDATE is possible only after status DOWNLOAD_SUCCESS is reported` (§3.4)."""
-    allowed = "|".join(ALLOWED[command])
-    return f"{command} is possible only after status {allowed} is reported"
+    return f"{command} is possible only after status {'|'.join(allowed)} is reported"
 
 
 def superseded_message(activity_id: str) -> str:
@@ -242,25 +223,17 @@ class Operation:
         if self.finished:
             log.warning("[%s] command %s after the end: ignored", self.activity_id, kind)
             return
+        rule = COMMANDS[kind]
         state = self._resolve(baseline)
         if state is None:
             # Kanto answers CLEANUP of an unknown baseline with CLEANUP (D14: the failure).
-            await self._publish(FAILURE[kind], baseline, unknown_baseline_message(baseline))
+            await self._publish(rule.failure, baseline, unknown_baseline_message(baseline))
             return
-        if kind is not CommandType.CLEANUP and state.status not in ALLOWED[kind]:
-            await self._publish(FAILURE[kind], baseline, wrong_state_message(kind))
+        if rule.allowed is not None and state.status not in rule.allowed:
+            await self._publish(rule.failure, baseline, rule.refusal)
             return
         try:
-            if kind is CommandType.DOWNLOAD:
-                await self._download(state, baseline)
-            elif kind is CommandType.UPDATE:
-                await self._phase(_UPDATE, state, baseline, self._update_step)
-            elif kind is CommandType.ACTIVATE:
-                await self._activate(state, baseline)
-            elif kind is CommandType.ROLLBACK:
-                await self._rollback(state, baseline)
-            else:
-                await self._cleanup(state, baseline)
+            await rule.handler(self, state, baseline)
         except OperationStopped:
             await self._end_stopped()
 
@@ -278,17 +251,15 @@ class Operation:
         if self.finished:
             log.warning("[%s] invalid %s after the end: ignored", self.activity_id, command)
             return
-        await self._publish(FAILURE[command], "", message)
+        await self._publish(COMMANDS[command].failure, "", message)
 
     async def reject(self, command: str, baseline: str) -> None:
         """Standalone mode: a command for the running operation gets the failure answer."""
         kind = self._command_type(command)
         if kind is None:
             return
-        if kind is CommandType.CLEANUP:
-            await self._publish(FAILURE[kind], baseline, MSG_STANDALONE_CLEANUP)
-        else:
-            await self._publish(FAILURE[kind], baseline, wrong_state_message(kind))
+        rule = COMMANDS[kind]
+        await self._publish(rule.failure, baseline, rule.refusal)
 
     async def run_standalone(self) -> StatusType:
         """DOWNLOAD, UPDATE, ACTIVATE, CLEANUP on all actions; on a failure ROLLBACK first."""
@@ -296,7 +267,7 @@ class Operation:
             ok = await self._download(self._all, "")
             if ok:
                 self._checkpoint()
-                ok = await self._phase(_UPDATE, self._all, "", self._update_step)
+                ok = await self._update(self._all, "")
             if ok:
                 self._checkpoint()
                 ok = await self._activate(self._all, "")
@@ -448,6 +419,9 @@ class Operation:
                 finally:
                     action.progress = 0
                 self._last_progress = time.monotonic()
+
+    async def _update(self, state: BaselineState, baseline: str) -> bool:
+        return await self._phase(_UPDATE, state, baseline, self._update_step)
 
     async def _update_step(self, action: ActionState, baseline: str) -> str:
         if action.kind is ActionKind.UPDATE:
@@ -615,3 +589,64 @@ class Operation:
             log.error("[%s] cannot restore %s: %s", self.activity_id, action.name, error)
             return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRule:
+    """One command of §3.4, as a row of Kanto's `baselineCommandHandlers`.
+
+    `allowed`: the baseline statuses the command may run in (None: any); `failure`: the
+    status that answers it when it cannot run; `refusal`: that answer's message when it
+    comes at the wrong time (in standalone mode, every command for a running operation).
+    """
+
+    allowed: tuple[StatusType, ...] | None
+    failure: StatusType
+    handler: Callable[[Operation, BaselineState, str], Awaitable[object]]
+    refusal: str
+
+
+def _rule(
+    command: CommandType,
+    allowed: tuple[StatusType, ...],
+    failure: StatusType,
+    handler: Callable[[Operation, BaselineState, str], Awaitable[object]],
+) -> CommandRule:
+    return CommandRule(allowed, failure, handler, wrong_state_message(command, allowed))
+
+
+COMMANDS: dict[CommandType, CommandRule] = {
+    CommandType.DOWNLOAD: _rule(
+        CommandType.DOWNLOAD,
+        (StatusType.IDENTIFIED,),
+        StatusType.DOWNLOAD_FAILURE,
+        Operation._download,
+    ),
+    CommandType.UPDATE: _rule(
+        CommandType.UPDATE,
+        (StatusType.DOWNLOAD_SUCCESS,),
+        StatusType.UPDATE_FAILURE,
+        Operation._update,
+    ),
+    CommandType.ACTIVATE: _rule(
+        CommandType.ACTIVATE,
+        (StatusType.UPDATE_SUCCESS,),
+        StatusType.ACTIVATION_FAILURE,
+        Operation._activate,
+    ),
+    CommandType.ROLLBACK: _rule(
+        CommandType.ROLLBACK,
+        (
+            StatusType.DOWNLOAD_SUCCESS,
+            StatusType.UPDATE_SUCCESS,
+            StatusType.ACTIVATION_FAILURE,
+            StatusType.ACTIVATION_SUCCESS,
+        ),
+        StatusType.ROLLBACK_FAILURE,
+        Operation._rollback,
+    ),
+    # CLEANUP runs in any status: after a failure it restores the device (D3).
+    CommandType.CLEANUP: CommandRule(
+        None, StatusType.CLEANUP_FAILURE, Operation._cleanup, MSG_STANDALONE_CLEANUP
+    ),
+}
