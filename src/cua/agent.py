@@ -28,6 +28,7 @@ from cua.config import AgentConfig
 from cua.engine.base import Engine
 from cua.mqtt import Backoff, MqttConnection, OutgoingKind
 from cua.systemd import notify
+from cua.update.journal import Journal
 from cua.update.manager import UpdateManager
 
 __all__ = ["Agent", "initial_state_activity_id"]
@@ -68,12 +69,14 @@ class Agent:
         config: AgentConfig,
         engine: Engine,
         *,
+        journal: Journal | None = None,
         change_debounce: float = CHANGE_DEBOUNCE,
     ) -> None:
+        """`journal`: the operation journal in the state directory (`cua run` passes it)."""
         self.config = config
         self.engine = engine
         self.topics = Topics.for_domain(config.domain)
-        self.manager = UpdateManager(engine, self, config.update)
+        self.manager = UpdateManager(engine, self, config.update, journal)
         self.connection = MqttConnection(
             config.mqtt,
             self.topics.subscriptions,

@@ -20,7 +20,7 @@ from typing import NoReturn
 from cua import __version__
 from cua.api.envelope import MessageError, decode, encode, go_json, now_ms
 from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
-from cua.config import AgentConfig, ConfigError, Overrides, load_config, with_settings
+from cua.config import AgentConfig, ConfigError, Overrides, load_config
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import parse_desired_state
 from cua.engine.base import Engine, EngineError
@@ -184,8 +184,9 @@ def _make_engine(config: AgentConfig) -> Engine:
     return open_engine(config)
 
 
-async def _run_agent(config: AgentConfig) -> int:
+async def _run_agent(config: AgentConfig, state_dir: Path) -> int:
     from cua.agent import Agent
+    from cua.update.journal import journal_for
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -193,7 +194,7 @@ async def _run_agent(config: AgentConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     engine = _make_engine(config)
     try:
-        await Agent(config, engine).run(stop)
+        await Agent(config, engine, journal=journal_for(state_dir, config.domain)).run(stop)
     finally:
         await engine.close()
     return EXIT_OK
@@ -320,7 +321,7 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return asyncio.run(_run_agent(with_settings(config, state_dir=state_dir)))
+        return asyncio.run(_run_agent(config, state_dir))
     if args.command == "state":
         return asyncio.run(_state(config))
 

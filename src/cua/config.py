@@ -15,7 +15,7 @@ import os
 import re
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -407,8 +407,3 @@ def _check_tls(tls: TlsFiles) -> None:
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "reason", None) or exc.__class__.__name__
         raise ConfigError(f"connection.transport: cannot load the TLS files: {reason}") from None
-
-
-def with_settings(config: AgentConfig, **changes: Any) -> AgentConfig:
-    """A copy with some `UpdateSettings` fields changed (used by tools and tests)."""
-    return replace(config, update=replace(config.update, **changes))

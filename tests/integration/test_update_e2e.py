@@ -13,7 +13,7 @@ from cua.containers.spec import RestartPolicyType
 from cua.engine.base import ContainerStatus
 from cua.engine.docker import DockerEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
-from cua.update.journal import journal_for
+from cua.update.journal import Journal, journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
 from cua.update.recovery import recover
@@ -236,7 +236,7 @@ async def test_crash_recovery_after_activation(
     old_id = (await engine.inspect_container("web")).id
     pub = RecordingPublisher()
     plan = await manager.plan(state(comp("web", image=images["v2"])))
-    operation = Operation("crash", plan, engine, pub, settings())
+    operation = Operation("crash", plan, engine, pub, settings(), journal=Journal(None))
     for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
         await operation.command(command, "")
     assert set(await by_name(engine)) == {"web", "web.cua-old"}
@@ -258,18 +258,17 @@ async def test_crash_recovery_from_the_journal(
         comp("gone", image=images["v1"]),
     )
     assert await manager.apply("setup", first) == "COMPLETED"
-    with_journal = settings(state_dir=tmp_path)
+    journal = journal_for(tmp_path, "containers")
     plan = await manager.plan(
         state(comp("upd", image=images["v1"], restartPolicy="always", memory="200M"))
     )
     assert [str(a.kind) for a in plan.actions] == ["UPDATE", "DESTROY"]
-    operation = Operation("crash", plan, engine, RecordingPublisher(), with_journal)
+    operation = Operation("crash", plan, engine, RecordingPublisher(), settings(), journal=journal)
     for command in ("DOWNLOAD", "UPDATE"):
         await operation.command(command, "")
     assert await by_name(engine) == {"upd": ContainerStatus.RUNNING, "gone": ContainerStatus.EXITED}
     assert (await engine.inspect_container("upd")).spec.restart.type is RestartPolicyType.ALWAYS
     # The agent dies here (no CLEANUP); the next start recovers from the journal.
-    journal = journal_for(with_journal)
     assert journal.path is not None
     assert journal.path.exists()
     done = await recover(engine, journal)

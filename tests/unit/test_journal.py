@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from update_helpers import (
+    DOMAIN,
     add_managed,
     assert_only_container,
     component,
@@ -56,7 +57,7 @@ async def test_destroy_stopped_container_runs_again_at_next_start(
         {"v": 1, "activity": "A", "step": "stopped", "id": gone_id, "name": "gone"}
     ]
     # The agent dies here. At the next start, run() recovers before serving anything.
-    manager = UpdateManager(engine, RecordingPublisher(), settings(state_dir=tmp_path))
+    manager = UpdateManager(engine, RecordingPublisher(), settings(), journal_for(tmp_path, DOMAIN))
     task = asyncio.create_task(manager.run())
     async with asyncio.timeout(5.0):
         while path.exists():  # noqa: ASYNC110 - recovery has no event to wait on
@@ -77,7 +78,7 @@ async def test_update_restores_previous_restart_policy_and_limits(
         await op.command(command, "")
     spec = (await engine.inspect_container("svc")).spec
     assert (spec.restart.type, spec.resources) == (RestartPolicyType.ALWAYS, Resources("200M"))
-    journal = journal_for(settings(state_dir=tmp_path))
+    journal = journal_for(tmp_path, DOMAIN)
     done = await recover(engine, journal)
     assert done == ["svc: previous restart policy and memory limits restored"]
     spec = (await engine.inspect_container("svc")).spec
@@ -98,7 +99,7 @@ async def test_activated_create_is_removed_and_recreate_put_back(
     for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
         await op.command(command, "")
     assert sorted(engine.container_names()) == ["fresh", "web", "web.cua-old"]
-    await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    await recover(engine, journal_for(tmp_path, DOMAIN))
     await assert_only_container(engine, "web", old_id)
 
 
@@ -118,7 +119,7 @@ async def test_baseline_cleaned_up_before_the_crash_stays(
     for command in ("DOWNLOAD", "UPDATE"):
         await op.command(command, "containers:remove-components")
     assert status_of(engine, "gone") is ContainerStatus.EXITED
-    done = await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    done = await recover(engine, journal_for(tmp_path, DOMAIN))
     assert done == ["gone: container stopped by the operation started again"]
     assert (await engine.inspect_container("svc")).spec.restart.type is RestartPolicyType.ALWAYS
     assert status_of(engine, "gone") is ContainerStatus.RUNNING
@@ -133,7 +134,7 @@ async def test_committed_destroy_removal_is_finished(
         await op.command(command, "")
     # CLEANUP committed (its records written) but the agent died before the removal.
     op._steps.journal_commit(op.actions)
-    done = await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    done = await recover(engine, journal_for(tmp_path, DOMAIN))
     assert done == ["gone: removal committed by CLEANUP finished"]
     assert engine.container_names() == []
     assert gone_id not in engine._containers
@@ -194,7 +195,7 @@ async def test_journal_removed_at_the_end_and_holds_no_env_value(
         component("svc", image="img:1", restartPolicy="always"),
         component("fresh", image="img:1", env="PASSWORD=hunter2"),
     )
-    manager = UpdateManager(engine, pub, settings(state_dir=tmp_path))
+    manager = UpdateManager(engine, pub, settings(), journal_for(tmp_path, DOMAIN))
     assert await manager.apply("A", state) == "COMPLETED"
     assert not path.exists()
     content = dict(pub.snapshots)["ACTIVATION_SUCCESS"]
@@ -234,7 +235,7 @@ async def test_no_journal_without_state_dir(
     for command in ("DOWNLOAD", "UPDATE"):
         await op.command(command, "")
     assert not journal_path(tmp_path, "containers").exists()
-    assert await recover(engine, journal_for(settings())) == []
+    assert await recover(engine, journal_for(None, DOMAIN)) == []
     assert status_of(engine, "gone") is ContainerStatus.EXITED
 
 
@@ -261,7 +262,9 @@ async def test_agent_stop_keeps_the_journal_of_an_unfinished_operation(
 ) -> None:
     """A graceful stop interrupts the operation as a crash would: recovered at next start."""
     add_managed(engine, "gone", image="img:1")
-    manager = UpdateManager(engine, pub, settings(state_dir=tmp_path, mode=Mode.ORCHESTRATED))
+    manager = UpdateManager(
+        engine, pub, settings(mode=Mode.ORCHESTRATED), journal_for(tmp_path, DOMAIN)
+    )
     task = asyncio.create_task(manager.run())
     manager.submit_desired_state("A", desired())
     for command in ("DOWNLOAD", "UPDATE"):
@@ -272,7 +275,7 @@ async def test_agent_stop_keeps_the_journal_of_an_unfinished_operation(
     path = journal_path(tmp_path, "containers")
     assert path.exists()
     assert status_of(engine, "gone") is ContainerStatus.EXITED
-    again = UpdateManager(engine, pub, settings(state_dir=tmp_path))
+    again = UpdateManager(engine, pub, settings(), journal_for(tmp_path, DOMAIN))
     task = asyncio.create_task(again.run())
     await until(lambda: not path.exists())
     await again.stop()
@@ -289,7 +292,7 @@ async def test_recovery_retried_before_the_next_operation_when_the_engine_was_do
     path = journal_path(tmp_path, "containers")
     Journal(path).stopped("A", gone_id, "gone")
     engine.fail_next("list_containers", EngineUnavailableError("engine down"))
-    manager = UpdateManager(engine, pub, settings(state_dir=tmp_path))
+    manager = UpdateManager(engine, pub, settings(), journal_for(tmp_path, DOMAIN))
     task = asyncio.create_task(manager.run())
     await asyncio.sleep(0.02)
     assert path.exists()  # kept: recovery did not run
@@ -312,7 +315,7 @@ async def test_a_container_that_cannot_start_does_not_stop_recovery(
     for command in ("DOWNLOAD", "UPDATE"):
         await op.command(command, "")
     engine.fail_start("aaa", "unable to apply caps")
-    done = await recover(engine, journal_for(settings(state_dir=tmp_path)))
+    done = await recover(engine, journal_for(tmp_path, DOMAIN))
     assert "zzz: old container started again" in done
     assert sorted(engine.container_names()) == ["aaa", "zzz"]
     assert status_of(engine, "aaa") is ContainerStatus.EXITED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cua.api.models import (
@@ -18,6 +19,7 @@ from cua.containers.parse import parse_component
 from cua.engine.base import ContainerStatus
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
+from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
 from cua.update.settings import UpdateSettings
@@ -145,11 +147,14 @@ async def operation(
     publisher: RecordingPublisher,
     state: DesiredState,
     activity_id: str = "A",
+    state_dir: Path | None = None,
     **overrides: Any,
 ) -> Operation:
-    """An identified operation (IDENTIFIED published), as the orchestrated flow holds it."""
+    """An identified operation (IDENTIFIED published), as the orchestrated flow holds it;
+    journaled in `state_dir` if given."""
     the_settings = settings(**overrides)
     plan = await UpdateManager(engine, publisher, the_settings).plan(state)
-    op = Operation(activity_id, plan, engine, publisher, the_settings)
+    journal = journal_for(state_dir, DOMAIN)
+    op = Operation(activity_id, plan, engine, publisher, the_settings, journal=journal)
     await op.publish_identified()
     return op

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
-from cua.update.settings import UpdateSettings
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +119,11 @@ def journal_path(state_dir: Path, domain: str) -> Path:
     return state_dir / f"journal-{re.sub(r'[^A-Za-z0-9._-]', '_', domain)}.jsonl"
 
 
-def journal_for(settings: UpdateSettings) -> Journal:
-    """The journal of the settings' domain in their state directory (off without one)."""
-    if settings.state_dir is None:
+def journal_for(state_dir: Path | None, domain: str) -> Journal:
+    """The journal of `domain` in the agent's state directory (off without one)."""
+    if state_dir is None:
         return Journal(None)
-    return Journal(journal_path(settings.state_dir, settings.domain))
+    return Journal(journal_path(state_dir, domain))
 
 
 class Journal:

@@ -36,7 +36,7 @@ from cua.engine.base import (
     EngineError,
 )
 from cua.update.identify import current_containers, effective_spec, map_concurrently
-from cua.update.journal import journal_for
+from cua.update.journal import Journal
 from cua.update.names import is_transient
 from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
@@ -94,8 +94,14 @@ class UpdateManager:
     """Processes desired states and commands for one domain (see coord/update-api.md)."""
 
     def __init__(
-        self, engine: Engine, publisher: FeedbackPublisher, settings: UpdateSettings
+        self,
+        engine: Engine,
+        publisher: FeedbackPublisher,
+        settings: UpdateSettings,
+        journal: Journal | None = None,
     ) -> None:
+        """`journal`: the one of the agent's state directory (crash recovery); None: no
+        journal (tools, which must not touch the journal of an agent that may run)."""
         self._engine = engine
         self._publisher: FeedbackPublisher = _SafePublisher(publisher)
         self._settings = settings
@@ -107,7 +113,7 @@ class UpdateManager:
         self._stopping = False
         self._active = False
         self._stopped = asyncio.Event()
-        self._journal = journal_for(settings)
+        self._journal = journal if journal is not None else Journal(None)
         self._recovered = False  # recovery done; until then it is tried before each operation
 
     # --- submitting (non-blocking) -------------------------------------------------------------
@@ -307,7 +313,9 @@ class UpdateManager:
         except (EngineError, PlanError) as error:
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED
-        operation = Operation(activity_id, plan, self._engine, self._publisher, self._settings)
+        operation = Operation(
+            activity_id, plan, self._engine, self._publisher, self._settings, journal=self._journal
+        )
         await operation.publish_identified()
         if not plan.actions:
             await self._publish(activity_id, DesiredStateFeedback(status=StatusType.COMPLETED))

@@ -29,7 +29,7 @@ from cua.api.models import (
 from cua.containers.compare import ActionKind
 from cua.engine.base import ContainerStatus, Engine
 from cua.update.downloads import Downloads
-from cua.update.journal import JournalError, journal_for
+from cua.update.journal import Journal, JournalError
 from cua.update.lookahead import Lookahead
 from cua.update.plan import Plan
 from cua.update.publisher import FeedbackPublisher
@@ -137,6 +137,8 @@ class Operation:
         engine: Engine,
         publisher: FeedbackPublisher,
         settings: UpdateSettings,
+        *,
+        journal: Journal,
     ) -> None:
         self.activity_id = activity_id
         self.plan = plan
@@ -144,7 +146,7 @@ class Operation:
         self._engine = engine
         self._publisher = publisher
         self._settings = settings
-        self._journal = journal_for(settings)
+        self._journal = journal
         self._steps = DeviceSteps(engine, activity_id, settings.stop_grace_period, self._journal)
         self._all = BaselineState(tuple(range(len(self.actions))))
         self._baselines = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 
 class Mode(StrEnum):
@@ -40,6 +39,3 @@ class UpdateSettings:
     # Actions whose engine work (create, start, state read) may be in flight at once;
     # 1 = one after the other, as Kanto. The feedback is the same either way.
     parallel_actions: int = 8
-    # Where the running operation's journal is kept for crash recovery (`journal`);
-    # None: no journal (tools and tests). `cua run` passes `update_agent.state_dir`.
-    state_dir: Path | None = None
