@@ -1,11 +1,12 @@
 """The agent: MQTT messages in, update operations, feedback and current state out.
 
-Wiring only; the decisions live in `cua.update.manager.UpdateManager`. Topics, QoS and
-retain flags are Kanto's (spec §1.2): the three request topics are subscribed with QoS 1,
-feedback goes out QoS 1 not retained, the current state QoS 1 retained. The current state is
-published on every (re)connect (`initial-current-state-<ms>`, spec §5.5), on
-`currentstate/get` (with the request's activityId) and, unlike Kanto (D10), whenever the
-engine reports a container change (debounced, activityId `""`).
+Wiring only; the decisions live in `cua.update.manager.UpdateManager`, and the agent's
+`cua.current_state.CurrentStateReader` reads the current state. Topics, QoS and retain flags
+are Kanto's (spec §1.2): the three request topics are subscribed with QoS 1, feedback goes
+out QoS 1 not retained, the current state QoS 1 retained. The current state is published on
+every (re)connect (`initial-current-state-<ms>`, spec §5.5), on `currentstate/get` (with the
+request's activityId) and, unlike Kanto (D10), whenever the engine reports a container
+change (debounced, activityId `""`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cua.api.models import (
 )
 from cua.api.topics import Topics
 from cua.config import AgentConfig
+from cua.current_state import CurrentStateReader
 from cua.engine.base import Engine
 from cua.mqtt import Backoff, MqttConnection, OutgoingKind
 from cua.systemd import notify
@@ -77,6 +79,7 @@ class Agent:
         self.engine = engine
         self.topics = Topics.for_domain(config.domain)
         self.manager = UpdateManager(engine, self, config.update, journal)
+        self.state_reader = CurrentStateReader(engine, config.update)
         self.connection = MqttConnection(
             config.mqtt,
             self.topics.subscriptions,
@@ -217,7 +220,7 @@ class Agent:
     # --- current state ---------------------------------------------------------------------------
 
     async def _current_state(self) -> Inventory:
-        return await self.manager.current_state()
+        return await self.state_reader.read()
 
     def _publish_state(self, activity_id: str, inventory: Inventory) -> None:
         self._last_state = inventory.to_wire()

@@ -260,14 +260,14 @@ async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> in
 
 
 async def _state(config: AgentConfig) -> int:
-    from cua.update.manager import UpdateManager
+    from cua.current_state import CurrentStateReader
 
     engine = _make_engine(config)
     try:
         # The agent reports only its root node when the engine is down (as Kanto); this tool
         # fails instead, so that a script never reads that as "no containers".
         await engine.list_containers()
-        inventory = await UpdateManager(engine, _NoPublisher(), config.update).current_state()
+        inventory = await CurrentStateReader(engine, config.update).read()
     finally:
         await engine.close()
     print(json.dumps(inventory.to_wire(), indent=2, ensure_ascii=False))

@@ -149,7 +149,7 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
     agent._debounce = 0.01
     engine = agent.engine
     assert isinstance(engine, FakeEngine)
-    real = agent.manager.current_state
+    real = agent.state_reader.read
     gate = asyncio.Event()
     reading = asyncio.Event()
     calls = 0
@@ -163,7 +163,7 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
             await gate.wait()  # the request's engine reads finished before the change
         return inventory
 
-    agent.manager.current_state = slow_first  # type: ignore[method-assign]
+    agent.state_reader.read = slow_first  # type: ignore[method-assign]
     tasks = [
         asyncio.create_task(agent._serve_state_requests()),
         asyncio.create_task(agent._publish_changes()),
@@ -244,7 +244,7 @@ async def test_engine_events_debounced_and_a_change_during_the_publish_not_lost(
     engine = agent.engine
     assert isinstance(engine, FakeEngine)
     ids = [engine.add_container(n, ContainerSpec(name=n, image="img")) for n in "abc"]
-    real = agent.manager.current_state
+    real = agent.state_reader.read
     calls = 0
 
     async def change_while_building() -> Any:
@@ -255,7 +255,7 @@ async def test_engine_events_debounced_and_a_change_during_the_publish_not_lost(
             await engine.start_container(ids[0])  # after the engine reads
         return inventory
 
-    agent.manager.current_state = change_while_building  # type: ignore[method-assign]
+    agent.state_reader.read = change_while_building  # type: ignore[method-assign]
     tasks = [
         asyncio.create_task(agent._watch_engine_events()),
         asyncio.create_task(agent._publish_changes()),

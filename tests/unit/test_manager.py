@@ -1,5 +1,5 @@
 """The manager: modes, queueing and SUPERSEDED (D9), identification feedback (§4.3),
-crash recovery, download progress, graceful stop, current state."""
+crash recovery, download progress, graceful stop."""
 
 from __future__ import annotations
 
@@ -629,51 +629,6 @@ async def test_graceful_stop_during_identification_does_not_start_the_update(
     await task
     assert slow.call_count("create_container") == 0
     assert pub.statuses("A")[-2:] == ["DOWNLOAD_FAILURE", "INCOMPLETE"]
-
-
-async def test_current_state_reports_recorded_image_and_unmanaged_marker(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    add_managed(engine, "web", "2.0", image="img:1")
-    engine.add_container("foreign", parse_component(component("foreign", image="img:9")).spec)
-    inventory = (await UpdateManager(engine, pub, settings()).current_state()).to_wire()
-    nodes = inventory["softwareNodes"]
-    assert nodes[0]["id"] == "containers-update-agent"
-    assert [n["id"] for n in nodes[1:]] == ["containers:foreign", "containers:web"]
-    assert {"key": "managed", "value": "false"} in nodes[1]["parameters"]
-    assert nodes[2]["version"] == "1"
-
-
-async def test_current_state_shows_each_component_once_during_a_recreate(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    add_managed(engine, "web", image="img:1")
-    op = await operation(engine, pub, desired(component("web", image="img:2")))
-    manager = UpdateManager(engine, pub, settings())
-    await op.command("DOWNLOAD", "")  # web.cua-new exists
-    ids = [n["id"] for n in (await manager.current_state()).to_wire()["softwareNodes"]]
-    assert ids == ["containers-update-agent", "containers:web"]
-    await op.command("UPDATE", "")
-    await op.command("ACTIVATE", "")  # web.cua-old exists
-    inventory = (await manager.current_state()).to_wire()
-    assert [n["id"] for n in inventory["softwareNodes"]] == [
-        "containers-update-agent",
-        "containers:web",
-    ]
-    assert {"key": "image", "value": "img:2"} in inventory["softwareNodes"][1]["parameters"]
-    # A container of someone else's that only looks like ours is still reported.
-    engine.add_container("x.cua-new", parse_component(component("x", image="img:1")).spec)
-    inventory = (await manager.current_state()).to_wire()
-    assert "containers:x.cua-new" in [n["id"] for n in inventory["softwareNodes"]]
-
-
-async def test_current_state_engine_down_is_root_only(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    engine.available = False
-    inventory = (await UpdateManager(engine, pub, settings()).current_state()).to_wire()
-    assert [n["id"] for n in inventory["softwareNodes"]] == ["containers-update-agent"]
-    assert "associations" not in inventory
 
 
 async def test_d12_no_update_after_a_runtime_update(

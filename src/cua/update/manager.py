@@ -10,39 +10,27 @@ phases (standalone) or the commands (orchestrated), one operation at a time.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass
 
-from cua import __version__
 from cua.api.models import (
     CommandType,
     DesiredState,
     DesiredStateCommand,
     DesiredStateFeedback,
-    Inventory,
     StatusType,
 )
 from cua.containers.errors import DesiredStateError
-from cua.containers.inventory import InventoryContainer, build_inventory
-from cua.containers.labels import decode_labels, is_managed
 from cua.containers.parse import ParsedDesiredState, parse_desired_state
-from cua.engine.base import (
-    ContainerDetails,
-    ContainerNotFoundError,
-    ContainerSummary,
-    Engine,
-    EngineError,
-)
-from cua.update.identify import current_containers, effective_spec, map_concurrently
+from cua.engine.base import Engine, EngineError
+from cua.update.identify import current_containers
 from cua.update.journal import Journal
-from cua.update.names import is_transient
 from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
 from cua.update.recovery import recover
-from cua.update.settings import Manage, Mode, UpdateSettings
+from cua.update.settings import Mode, UpdateSettings
 
 log = logging.getLogger(__name__)
 
@@ -347,49 +335,3 @@ class UpdateManager:
             return await operation.run_standalone()
         finally:
             self._running = None
-
-    # --- current state ------------------------------------------------------------------------
-
-    async def current_state(self) -> Inventory:
-        """The §5 inventory; only the root node when the engine fails (as Kanto)."""
-        try:
-            containers = await self._inventory_containers()
-        except EngineError as error:
-            log.warning("current state: cannot list containers: %s", error)
-            containers = []
-        return build_inventory(
-            self._settings.domain,
-            __version__,
-            containers,
-            verbose=self._settings.verbose_inventory,
-            mark_unmanaged=self._settings.manage is Manage.LABELLED,
-        )
-
-    async def _inventory_containers(self) -> list[InventoryContainer]:
-        # Containers an operation has in flight (a new one not yet activated, an old one
-        # renamed aside until CLEANUP) are not the device's containers: the inventory shows
-        # each component once, under its real name.
-        summaries = sorted(
-            (
-                s
-                for s in await self._engine.list_containers()
-                if not (is_transient(s.name) and is_managed(s.labels))
-            ),
-            key=lambda s: s.name,
-        )
-
-        async def one(summary: ContainerSummary) -> InventoryContainer | None:
-            try:
-                return self._inventory_entry(await self._engine.inspect_container(summary.id))
-            except ContainerNotFoundError:
-                return None  # removed since it was listed
-
-        return [entry for entry in await map_concurrently(summaries, one) if entry is not None]
-
-    @staticmethod
-    def _inventory_entry(details: ContainerDetails) -> InventoryContainer:
-        labelled = decode_labels(details.labels)
-        details = dataclasses.replace(details, spec=effective_spec(labelled, details.spec))
-        if labelled is None:
-            return InventoryContainer(details=details, managed=is_managed(details.labels))
-        return InventoryContainer(details=details, image=labelled.image_as_given)

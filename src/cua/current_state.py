@@ -1,0 +1,81 @@
+"""The device's current state (spec §5): the inventory built from the engine's containers.
+
+Owned by the agent, which publishes it (on connect, on request, after container changes),
+and used by `cua state`; it has nothing to do with running operations. Only the root node
+when the engine fails, as Kanto. Containers an operation has in flight (a new one not yet
+activated, an old one renamed aside until CLEANUP) are not the device's containers: the
+inventory shows each component once, under its real name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from cua import __version__
+from cua.api.models import Inventory
+from cua.containers.inventory import InventoryContainer, build_inventory
+from cua.containers.labels import decode_labels, is_managed
+from cua.engine.base import (
+    ContainerDetails,
+    ContainerNotFoundError,
+    ContainerSummary,
+    Engine,
+    EngineError,
+)
+from cua.update.identify import effective_spec, map_concurrently
+from cua.update.names import is_transient
+from cua.update.settings import Manage, UpdateSettings
+
+__all__ = ["CurrentStateReader"]
+
+log = logging.getLogger(__name__)
+
+
+class CurrentStateReader:
+    """Reads the current state of one domain's device from the engine."""
+
+    def __init__(self, engine: Engine, settings: UpdateSettings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    async def read(self) -> Inventory:
+        """The §5 inventory; only the root node when the engine fails (as Kanto)."""
+        try:
+            containers = await self._containers()
+        except EngineError as error:
+            log.warning("current state: cannot list containers: %s", error)
+            containers = []
+        return build_inventory(
+            self._settings.domain,
+            __version__,
+            containers,
+            verbose=self._settings.verbose_inventory,
+            mark_unmanaged=self._settings.manage is Manage.LABELLED,
+        )
+
+    async def _containers(self) -> list[InventoryContainer]:
+        summaries = sorted(
+            (
+                s
+                for s in await self._engine.list_containers()
+                if not (is_transient(s.name) and is_managed(s.labels))
+            ),
+            key=lambda s: s.name,
+        )
+
+        async def one(summary: ContainerSummary) -> InventoryContainer | None:
+            try:
+                return _entry(await self._engine.inspect_container(summary.id))
+            except ContainerNotFoundError:
+                return None  # removed since it was listed
+
+        return [entry for entry in await map_concurrently(summaries, one) if entry is not None]
+
+
+def _entry(details: ContainerDetails) -> InventoryContainer:
+    labelled = decode_labels(details.labels)
+    details = dataclasses.replace(details, spec=effective_spec(labelled, details.spec))
+    if labelled is None:
+        return InventoryContainer(details=details, managed=is_managed(details.labels))
+    return InventoryContainer(details=details, image=labelled.image_as_given)

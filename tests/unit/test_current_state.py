@@ -1,0 +1,56 @@
+"""The current state (§5) as the agent reads it from the engine."""
+
+from __future__ import annotations
+
+import pytest
+from update_helpers import add_managed, component, desired, operation, settings
+
+from cua.containers.parse import parse_component
+from cua.current_state import CurrentStateReader
+from cua.testing.fake_engine import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+
+pytestmark = pytest.mark.unit
+
+
+async def test_current_state_reports_recorded_image_and_unmanaged_marker(
+    engine: FakeEngine,
+) -> None:
+    add_managed(engine, "web", "2.0", image="img:1")
+    engine.add_container("foreign", parse_component(component("foreign", image="img:9")).spec)
+    inventory = (await CurrentStateReader(engine, settings()).read()).to_wire()
+    nodes = inventory["softwareNodes"]
+    assert nodes[0]["id"] == "containers-update-agent"
+    assert [n["id"] for n in nodes[1:]] == ["containers:foreign", "containers:web"]
+    assert {"key": "managed", "value": "false"} in nodes[1]["parameters"]
+    assert nodes[2]["version"] == "1"
+
+
+async def test_current_state_shows_each_component_once_during_a_recreate(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    reader = CurrentStateReader(engine, settings())
+    await op.command("DOWNLOAD", "")  # web.cua-new exists
+    ids = [n["id"] for n in (await reader.read()).to_wire()["softwareNodes"]]
+    assert ids == ["containers-update-agent", "containers:web"]
+    await op.command("UPDATE", "")
+    await op.command("ACTIVATE", "")  # web.cua-old exists
+    inventory = (await reader.read()).to_wire()
+    assert [n["id"] for n in inventory["softwareNodes"]] == [
+        "containers-update-agent",
+        "containers:web",
+    ]
+    assert {"key": "image", "value": "img:2"} in inventory["softwareNodes"][1]["parameters"]
+    # A container of someone else's that only looks like ours is still reported.
+    engine.add_container("x.cua-new", parse_component(component("x", image="img:1")).spec)
+    inventory = (await reader.read()).to_wire()
+    assert "containers:x.cua-new" in [n["id"] for n in inventory["softwareNodes"]]
+
+
+async def test_current_state_engine_down_is_root_only(engine: FakeEngine) -> None:
+    engine.available = False
+    inventory = (await CurrentStateReader(engine, settings()).read()).to_wire()
+    assert [n["id"] for n in inventory["softwareNodes"]] == ["containers-update-agent"]
+    assert "associations" not in inventory
