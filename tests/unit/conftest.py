@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import settings
-from update_helpers import HELLO
 
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
+from tests.unit.update_helpers import HELLO
 
 # Timing is never asserted (DEVELOPERS.md); hypothesis' per-example deadline would be one.
 settings.register_profile("cua-unit", deadline=None)

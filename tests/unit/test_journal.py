@@ -13,17 +13,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from update_helpers import (
-    DOMAIN,
-    add_managed,
-    assert_only_container,
-    component,
-    desired,
-    operation,
-    settings,
-    status_of,
-    until,
-)
 
 from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.cli import main
@@ -36,6 +25,17 @@ from cua.update.journal import Journal, journal_for, journal_path, prepare_state
 from cua.update.manager import UpdateManager
 from cua.update.recovery import recover
 from cua.update.settings import Mode
+from tests.unit.update_helpers import (
+    DOMAIN,
+    add_managed,
+    assert_only_container,
+    component,
+    desired,
+    operation,
+    settings,
+    status_of,
+    until,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from update_helpers import add_managed, component, desired
 
 from cua.engine.base import ContainerStatus, NameConflictError
 from cua.testing.fake_engine import FakeEngine
@@ -14,6 +13,7 @@ from cua.testing.feedback import RecordingPublisher
 from cua.update.lookahead import Lookahead
 from cua.update.manager import UpdateManager
 from cua.update.settings import UpdateSettings
+from tests.unit.update_helpers import add_managed, component, desired
 
 pytestmark = pytest.mark.unit
 

@@ -8,22 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from update_helpers import (
-    HELLO,
-    M_CREATE,
-    M_CREATED,
-    M_RB_RECREATE,
-    M_STARTED,
-    act,
-    add_managed,
-    assert_only_container,
-    component,
-    desired,
-    fb,
-    operation,
-    settings,
-    until,
-)
 
 from cua.api.models import CommandType, DesiredStateCommand, DesiredStateFeedback
 from cua.containers.labels import encode_labels
@@ -42,6 +26,22 @@ from cua.update.manager import UpdateManager
 from cua.update.names import operation_labels
 from cua.update.recovery import recover
 from cua.update.settings import Manage, Mode
+from tests.unit.update_helpers import (
+    HELLO,
+    M_CREATE,
+    M_CREATED,
+    M_RB_RECREATE,
+    M_STARTED,
+    act,
+    add_managed,
+    assert_only_container,
+    component,
+    desired,
+    fb,
+    operation,
+    settings,
+    until,
+)
 
 pytestmark = pytest.mark.unit
 

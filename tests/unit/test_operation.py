@@ -7,7 +7,14 @@ the fake engine, and compares the feedback payload by payload (`to_wire()` dicts
 from __future__ import annotations
 
 import pytest
-from update_helpers import (
+
+from cua.api.models import CommandType
+from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
+from cua.engine.base import ContainerStatus, EngineError, StartFailedError
+from cua.testing.fake_engine import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+from cua.update.operation import COMMANDS
+from tests.unit.update_helpers import (
     HELLO,
     M_CHECK,
     M_CREATE,
@@ -32,13 +39,6 @@ from update_helpers import (
     operation,
     status_of,
 )
-
-from cua.api.models import CommandType
-from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
-from cua.engine.base import ContainerStatus, EngineError, StartFailedError
-from cua.testing.fake_engine import FakeEngine
-from cua.testing.feedback import RecordingPublisher
-from cua.update.operation import COMMANDS
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from update_helpers import DOMAIN, component, desired
 
 from cua.containers.compare import ActionKind
 from cua.containers.parse import parse_component, parse_desired_state
@@ -13,6 +12,7 @@ from cua.containers.spec import RestartPolicy, RestartPolicyType
 from cua.engine.base import ContainerStatus
 from cua.update.plan import CurrentContainer, PlanError, make_plan
 from cua.update.settings import Manage
+from tests.unit.update_helpers import DOMAIN, component, desired
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,1 @@
+"""The test suite: unit tests (fake engine) and integration tests (the local stack)."""

@@ -1,0 +1,1 @@
+"""Against a real dockerd, mosquitto and registry, marker `integration`."""

@@ -1,0 +1,1 @@
+"""Pure logic on the fake engine, marker `unit`."""
