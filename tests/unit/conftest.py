@@ -7,7 +7,7 @@ from hypothesis import settings
 
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
-from tests.unit.update_helpers import HELLO
+from tests.builders import HELLO
 
 # Timing is never asserted (DEVELOPERS.md); hypothesis' per-example deadline would be one.
 settings.register_profile("cua-unit", deadline=None)

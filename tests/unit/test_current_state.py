@@ -8,7 +8,7 @@ from cua.containers.parse import parse_component
 from cua.current_state import CurrentStateReader
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
-from tests.unit.update_helpers import add_managed, component, desired, operation, settings
+from tests.builders import add_managed, component, desired, operation, settings
 
 pytestmark = pytest.mark.unit
 

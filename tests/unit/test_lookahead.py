@@ -13,7 +13,7 @@ from cua.testing.feedback import RecordingPublisher
 from cua.update.lookahead import Lookahead
 from cua.update.manager import UpdateManager
 from cua.update.settings import UpdateSettings
-from tests.unit.update_helpers import add_managed, component, desired
+from tests.builders import add_managed, component, desired
 
 pytestmark = pytest.mark.unit
 

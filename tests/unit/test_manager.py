@@ -26,7 +26,7 @@ from cua.update.manager import UpdateManager
 from cua.update.names import operation_labels
 from cua.update.recovery import recover
 from cua.update.settings import Manage, Mode
-from tests.unit.update_helpers import (
+from tests.builders import (
     HELLO,
     M_CREATE,
     M_CREATED,

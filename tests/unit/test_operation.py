@@ -14,7 +14,7 @@ from cua.engine.base import ContainerStatus, EngineError, StartFailedError
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.operation import COMMANDS
-from tests.unit.update_helpers import (
+from tests.builders import (
     HELLO,
     M_CHECK,
     M_CREATE,

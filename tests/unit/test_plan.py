@@ -12,7 +12,7 @@ from cua.containers.spec import RestartPolicy, RestartPolicyType
 from cua.engine.base import ContainerStatus
 from cua.update.plan import CurrentContainer, PlanError, make_plan
 from cua.update.settings import Manage
-from tests.unit.update_helpers import DOMAIN, component, desired
+from tests.builders import DOMAIN, component, desired
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,7 @@ from cua.update.journal import Journal, journal_for, journal_path, prepare_state
 from cua.update.manager import UpdateManager
 from cua.update.recovery import recover
 from cua.update.settings import Mode
-from tests.unit.update_helpers import (
+from tests.builders import (
     DOMAIN,
     add_managed,
     assert_only_container,
