@@ -1,9 +1,14 @@
-"""Builders shared by the update-operation unit tests."""
+"""The one builder module of the tests: components and desired states, containers on the
+fake engine, feedback payloads and status sequences, settings, operations and managers.
+
+Kanto's feedback texts are written out here once (not imported from the code under test),
+so a changed text fails the tests.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +54,39 @@ M_RB_RECREATE = (
 M_RB_CREATE = "Update unsuccessful, but rollback succeeded - new container instance destroyed."
 
 
-def component(name: str, version: str = "1.0", **config: str | list[str]) -> ComponentWithConfig:
-    pairs = []
+def component(
+    name: str = "c",
+    version: str = "1.0",
+    *,
+    pairs: Iterable[tuple[str, str]] = (),
+    **config: str | list[str],
+) -> ComponentWithConfig:
+    """A desired component: `pairs` (any keys, repeated, in order), then `config` (a list
+    value repeats its key)."""
+    entries = [KeyValuePair(key=key, value=value) for key, value in pairs]
     for key, value in config.items():
         for item in value if isinstance(value, list) else [value]:
-            pairs.append(KeyValuePair(key=key, value=item))
-    return ComponentWithConfig(id=name, version=version, config=pairs)
+            entries.append(KeyValuePair(key=key, value=item))
+    return ComponentWithConfig(id=name, version=version, config=entries)
 
 
 def desired(
     *components: ComponentWithConfig,
-    baselines: dict[str, list[str]] | None = None,
-    system: str | None = None,
+    domain: str = DOMAIN,
+    baselines: Mapping[str, Sequence[str]] | None = None,
+    config: Iterable[tuple[str, str]] = (),
 ) -> DesiredState:
-    config = [] if system is None else [KeyValuePair(key="systemContainers", value=system)]
+    """A desired state of one domain; `baselines`: title -> member component ids."""
     return DesiredState(
-        domains=[Domain(id=DOMAIN, components=list(components), config=config)],
+        domains=[
+            Domain(
+                id=domain,
+                components=list(components),
+                config=[KeyValuePair(key=key, value=value) for key, value in config],
+            )
+        ],
         baselines=[
-            Baseline(title=title, components=members)
+            Baseline(title=title, components=list(members))
             for title, members in (baselines or {}).items()
         ],
     )
@@ -136,6 +156,34 @@ def fb(
     return result
 
 
+# --- status sequences (§3.4.1, progress collapsed) -------------------------------------------
+
+NOTHING_TO_DO = ["IDENTIFYING", "IDENTIFIED", "COMPLETED"]
+
+
+def standalone_statuses(
+    *, downloading: int = 1, updating: int = 0, activating: int = 1
+) -> list[str]:
+    """The statuses of a standalone run that succeeds: one DOWNLOADING per action that
+    downloads (CREATE, RECREATE), one UPDATING per action UPDATE works on (RECREATE,
+    DESTROY, UPDATE), one ACTIVATING per action that activates (all but DESTROY)."""
+    return [
+        "IDENTIFYING",
+        "IDENTIFIED",
+        *["DOWNLOADING"] * downloading,
+        "DOWNLOAD_SUCCESS",
+        *["UPDATING"] * updating,
+        "UPDATE_SUCCESS",
+        *["ACTIVATING"] * activating,
+        "ACTIVATION_SUCCESS",
+        "CLEANUP_SUCCESS",
+        "COMPLETED",
+    ]
+
+
+# --- settings, operations, managers ------------------------------------------------------------
+
+
 def settings(**overrides: Any) -> UpdateSettings:
     base: dict[str, Any] = {"stop_grace_period": 0.0, "progress_interval": 0.01}
     base.update(overrides)
@@ -158,3 +206,20 @@ async def operation(
     op = Operation(activity_id, plan, engine, publisher, the_settings, journal=journal)
     await op.publish_identified()
     return op
+
+
+class Running:
+    """A manager whose run() is a background task for the test."""
+
+    def __init__(self, engine: FakeEngine, publisher: Any, **overrides: Any) -> None:
+        self.manager = UpdateManager(engine, publisher, settings(**overrides))
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> UpdateManager:
+        self.task = asyncio.create_task(self.manager.run())
+        return self.manager
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.wait_for(self.manager.stop(), 5)
+        assert self.task is not None
+        await self.task

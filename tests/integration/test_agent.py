@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from cua.api.envelope import go_json, now_ms
-from cua.api.models import ComponentWithConfig, DesiredState, KeyValuePair
+from cua.api.models import ComponentWithConfig, DesiredState
 from cua.api.topics import Topics
 from cua.containers.parse import parse_component
 from cua.engine.base import ContainerStatus, ensure_image
@@ -35,6 +35,7 @@ from cua_dev.demo import rewrite_mounts
 from cua_dev.images import ImageFactory
 from cua_dev.processes import stop_pid
 from cua_dev.stack import LocalStack
+from tests.builders import NOTHING_TO_DO, component, desired, standalone_statuses
 
 pytestmark = pytest.mark.integration
 
@@ -214,16 +215,9 @@ def statuses(messages: list[dict[str, Any]]) -> list[str]:
     return [m["status"] for m in messages]
 
 
-def component(name: str, version: str = "1", **config: str) -> dict[str, Any]:
-    return {
-        "id": name,
-        "version": version,
-        "config": [{"key": k, "value": v} for k, v in config.items()],
-    }
-
-
-def desired_state(domain: str, *components: dict[str, Any]) -> dict[str, Any]:
-    return {"domains": [{"id": domain, "components": list(components)}]}
+def desired_state(domain: str, *components: ComponentWithConfig) -> dict[str, Any]:
+    """The desired state as the JSON payload a backend publishes."""
+    return desired(*components, domain=domain).to_wire()
 
 
 # --- standalone: Leda, a change, an empty desired state ------------------------------------
@@ -255,30 +249,13 @@ LEDA_NAMES = [
     "seatservice-example",
     "cloudconnector",
 ]
-STANDALONE_SEQUENCE_5_CREATES = [
-    "IDENTIFYING",
-    "IDENTIFIED",
-    *["DOWNLOADING"] * 5,
-    "DOWNLOAD_SUCCESS",
-    "UPDATE_SUCCESS",
-    *["ACTIVATING"] * 5,
-    "ACTIVATION_SUCCESS",
-    "CLEANUP_SUCCESS",
-    "COMPLETED",
-]
 
 
 async def test_standalone_leda_change_and_empty(
     engine: DockerEngine, stack: LocalStack, tmp_path: Path, leda_images: dict[str, str]
 ) -> None:
     # `sua` was deployed by someone else and is a system container (Leda's config).
-    sua = parse_component(
-        ComponentWithConfig(
-            id="sua",
-            version="1",
-            config=[KeyValuePair(key="image", value=leda_images["databroker"])],
-        )
-    ).spec
+    sua = parse_component(component("sua", "1", image=leda_images["databroker"])).spec
     async for _ in ensure_image(engine, sua.image):
         pass
     sua_id = await engine.create_container("sua", sua, {})
@@ -297,7 +274,7 @@ async def test_standalone_leda_change_and_empty(
             )
             assert await asyncio.wait_for(pub.wait(), 10) == 0
             messages = await probe.until("activity-id-leda-containers", FINAL)
-            assert statuses(messages) == STANDALONE_SEQUENCE_5_CREATES
+            assert statuses(messages) == standalone_statuses(downloading=5, activating=5)
             identified = messages[1]
             assert [a["component"]["id"] for a in identified["actions"]] == [
                 f"containers:{n}" for n in LEDA_NAMES
@@ -407,7 +384,9 @@ async def test_orchestrated_as_the_kanto_update_manager(
     with agent_for(stack, tmp_path, "orch", mode="orchestrated"):
         async with probe_for(stack, "orch") as probe:
             await probe.state("initial")
-            probe.desired("um-1", desired_state("orch", component("app", image=app_images["v1"])))
+            probe.desired(
+                "um-1", desired_state("orch", component("app", "1", image=app_images["v1"]))
+            )
             assert await probe.until("um-1", {"IDENTIFIED"}) == [
                 {"status": "IDENTIFYING"},
                 {"status": "IDENTIFIED", "actions": [action("app", "IDENTIFIED", CREATE_MSG)]},
@@ -479,7 +458,9 @@ async def test_orchestrated_as_the_kanto_update_manager(
             # A failure: the new container cannot start; the UM sends CLEANUP (no ROLLBACK).
             probe.desired(
                 "um-2",
-                desired_state("orch", component("app", image=app_images["v2"], privileged="true")),
+                desired_state(
+                    "orch", component("app", "1", image=app_images["v2"], privileged="true")
+                ),
             )
             assert await probe.until("um-2", {"IDENTIFIED"}) == [
                 {"status": "IDENTIFYING"},
@@ -547,14 +528,16 @@ async def test_broker_restarted_in_the_middle_of_an_update(
         async with probe_for(stack, "restart") as probe:
             await probe.state("initial")
             probe.desired(
-                "r-1", desired_state("restart", component("slow", image=app_images["slow"]))
+                "r-1", desired_state("restart", component("slow", "1", image=app_images["slow"]))
             )
             assert (await probe.until("r-1", FINAL))[-1]["status"] == "COMPLETED"
 
             # RECREATE: stopping the old container takes the whole 3 s grace period.
             probe.desired(
                 "r-2",
-                desired_state("restart", component("slow", image=app_images["slow"], env="A=1")),
+                desired_state(
+                    "restart", component("slow", "1", image=app_images["slow"], env="A=1")
+                ),
             )
             await probe.until("r-2", {"UPDATING"})
             stack.stop_mosquitto()
@@ -573,18 +556,7 @@ async def test_broker_restarted_in_the_middle_of_an_update(
                 await asyncio.sleep(0.01)
             stack.start_mosquitto()
             messages = await probe.until("r-2", FINAL)
-            assert statuses(messages) == [
-                "IDENTIFYING",
-                "IDENTIFIED",
-                "DOWNLOADING",
-                "DOWNLOAD_SUCCESS",
-                "UPDATING",
-                "UPDATE_SUCCESS",
-                "ACTIVATING",
-                "ACTIVATION_SUCCESS",
-                "CLEANUP_SUCCESS",
-                "COMPLETED",
-            ]
+            assert statuses(messages) == standalone_statuses(updating=1)
             # A new initial current state after the reconnect.
             await agent.wait_log(r"connected to MQTT broker", count=2)
             assert (
@@ -705,7 +677,7 @@ async def test_bad_messages_answered_and_nothing_touched(
     with agent_for(stack, tmp_path, "bad") as agent:
         async with probe_for(stack, "bad") as probe:
             await probe.state("initial")
-            probe.desired("ok", desired_state("bad", component("app", image=app_images["v1"])))
+            probe.desired("ok", desired_state("bad", component("app", "1", image=app_images["v1"])))
             assert (await probe.until("ok", FINAL))[-1]["status"] == "COMPLETED"
             before = await containers(engine)
 
@@ -721,11 +693,11 @@ async def test_bad_messages_answered_and_nothing_touched(
                 ),
             )
             probe.desired(
-                "domain", desired_state("other", component("app", image=app_images["v2"]))
+                "domain", desired_state("other", component("app", "1", image=app_images["v2"]))
             )
             probe.desired(
                 "value",
-                desired_state("bad", component("app", image=app_images["v2"], network="wifi")),
+                desired_state("bad", component("app", "1", image=app_images["v2"], network="wifi")),
             )
             probe.send(probe.topics.desired_state_command, b'{"activityId": "ok", "payload": [')
             probe.send(
@@ -785,7 +757,7 @@ async def test_engine_down_at_start_then_back(
             initial = await probe.state("initial")
             assert [n["id"] for n in initial["softwareNodes"]] == ["late-engine-update-agent"]
             probe.desired(
-                "down", desired_state("late-engine", component("app", image=app_images["v1"]))
+                "down", desired_state("late-engine", component("app", "1", image=app_images["v1"]))
             )
             failed = await probe.until("down", FINAL)
             assert statuses(failed) == ["IDENTIFYING", "IDENTIFICATION_FAILED"]
@@ -794,7 +766,7 @@ async def test_engine_down_at_start_then_back(
 
             link.symlink_to(stack.docker_socket)  # the engine is back
             probe.desired(
-                "up", desired_state("late-engine", component("app", image=app_images["v1"]))
+                "up", desired_state("late-engine", component("app", "1", image=app_images["v1"]))
             )
             assert (await probe.until("up", FINAL))[-1]["status"] == "COMPLETED"
             assert (await containers(engine))["app"][1] is ContainerStatus.RUNNING
@@ -834,7 +806,7 @@ async def test_tools_plan_apply_state(
     engine: DockerEngine, stack: LocalStack, app_images: dict[str, str]
 ) -> None:
     flags = ("--engine", stack.docker_host, "--domain", "tools")
-    v1 = go_json(desired_state("tools", component("web", image=app_images["v1"])))
+    v1 = go_json(desired_state("tools", component("web", "1", image=app_images["v1"])))
     plan = await asyncio.to_thread(cua, "plan", "-", *flags, stdin=v1)
     assert plan.returncode == 0, plan.stderr
     assert plan.stdout.splitlines()[1].split()[:3] == ["CREATE", "web", "1"]
@@ -848,7 +820,7 @@ async def test_tools_plan_apply_state(
     assert (await containers(engine))["web"][1] is ContainerStatus.RUNNING
 
     v2 = go_json(
-        desired_state("tools", component("web", image=app_images["v2"], restartPolicy="no"))
+        desired_state("tools", component("web", "1", image=app_images["v2"], restartPolicy="no"))
     )
     plan = await asyncio.to_thread(cua, "plan", "-", "--json", *flags, stdin=v2)
     assert plan.returncode == 0, plan.stderr
@@ -857,7 +829,7 @@ async def test_tools_plan_apply_state(
     assert "image" in actions[0]["differences"]
 
     failing = go_json(
-        desired_state("tools", component("web", image=app_images["v2"], privileged="true"))
+        desired_state("tools", component("web", "1", image=app_images["v2"], privileged="true"))
     )
     applied = await asyncio.to_thread(cua, "apply", "-", *flags, stdin=failing)
     assert applied.returncode == 1
@@ -879,10 +851,10 @@ async def test_sigterm_mid_update_finishes_the_engine_call_and_reports(
     with agent_for(stack, tmp_path, "sigterm", stop_timeout="2s") as agent:
         async with probe_for(stack, "sigterm") as probe:
             await probe.state("initial")
-            slow = component("slow", image=app_images["slow"])
+            slow = component("slow", "1", image=app_images["slow"])
             probe.desired("s-1", desired_state("sigterm", slow))
             assert (await probe.until("s-1", FINAL))[-1]["status"] == "COMPLETED"
-            changed = component("slow", image=app_images["slow"], env="A=1")
+            changed = component("slow", "1", image=app_images["slow"], env="A=1")
             probe.desired("s-2", desired_state("sigterm", changed))
             await probe.until("s-2", {"UPDATING"})  # the 2 s stop of the old container runs
             agent.process.send_signal(signal.SIGTERM)
@@ -902,11 +874,7 @@ async def test_mqtt5(clean_engine: LocalStack, stack: LocalStack, tmp_path: Path
         async with probe_for(stack, "five") as probe:
             await probe.state("initial")
             probe.desired("v5", desired_state("five"))  # nothing to do: COMPLETED at once
-            assert statuses(await probe.until("v5", FINAL)) == [
-                "IDENTIFYING",
-                "IDENTIFIED",
-                "COMPLETED",
-            ]
+            assert statuses(await probe.until("v5", FINAL)) == NOTHING_TO_DO
         await agent.wait_log(r"connected to MQTT broker")
 
 
@@ -960,12 +928,14 @@ async def test_engine_goes_away_while_running_and_comes_back(
     with agent_for(stack, tmp_path, "flaky", engine=f"unix://{proxy.listen}") as agent:
         async with probe_for(stack, "flaky") as probe:
             await probe.state("initial")
-            probe.desired("f-1", desired_state("flaky", component("app", image=app_images["v1"])))
+            probe.desired(
+                "f-1", desired_state("flaky", component("app", "1", image=app_images["v1"]))
+            )
             assert (await probe.until("f-1", FINAL))[-1]["status"] == "COMPLETED"
 
             await proxy.stop()  # the engine goes away
             await agent.wait_log(r"engine event stream (?:failed|ended)")
-            v2 = desired_state("flaky", component("app", image=app_images["v2"]))
+            v2 = desired_state("flaky", component("app", "1", image=app_images["v2"]))
             probe.desired("f-2", v2)
             failed = await probe.until("f-2", FINAL)
             assert statuses(failed) == ["IDENTIFYING", "IDENTIFICATION_FAILED"]
@@ -990,7 +960,7 @@ async def test_agent_killed_mid_operation_recovers_from_its_journal(
     """SIGKILL after UPDATE stopped a container for DESTROY: the next start runs it again
     (only the journal in state_dir says it was stopped by the operation)."""
     setup = UpdateManager(engine, RecordingPublisher(), UpdateSettings(domain="crash"))
-    first = desired_state("crash", component("gone", image=app_images["v1"]))
+    first = desired_state("crash", component("gone", "1", image=app_images["v1"]))
     assert await setup.apply("setup", DesiredState.model_validate(first)) == "COMPLETED"
     state_dir = tmp_path / "state"
     config = {

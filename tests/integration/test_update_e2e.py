@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from cua.api.models import ComponentWithConfig, DesiredState, Domain, KeyValuePair
 from cua.containers.parse import parse_component
 from cua.containers.spec import RestartPolicyType
 from cua.engine.base import ContainerStatus
@@ -19,6 +18,7 @@ from cua.update.operation import Operation
 from cua.update.recovery import recover
 from cua.update.settings import Manage, UpdateSettings
 from cua_dev.images import ImageFactory
+from tests.builders import NOTHING_TO_DO, component, desired, standalone_statuses
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +29,6 @@ def images(image_factory: ImageFactory) -> dict[str, str]:
         "v1": image_factory("e2e/app", "v1", marker="v1"),
         "v2": image_factory("e2e/app", "v2", marker="v2"),
     }
-
-
-def comp(name: str, **config: str) -> ComponentWithConfig:
-    return ComponentWithConfig(
-        id=name,
-        version="1",
-        config=[KeyValuePair(key=k, value=v) for k, v in config.items()],
-    )
-
-
-def state(*components: ComponentWithConfig) -> DesiredState:
-    return DesiredState(domains=[Domain(id="containers", components=list(components))])
 
 
 def settings(**overrides: Any) -> UpdateSettings:
@@ -55,22 +43,22 @@ async def test_cycle_with_all_five_action_kinds(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
     setup = UpdateManager(engine, RecordingPublisher(), settings())
-    first = state(
-        comp("recr", image=images["v1"]),
-        comp("upd", image=images["v1"], restartPolicy="no"),
-        comp("chk", image=images["v1"]),
-        comp("gone", image=images["v1"]),
+    first = desired(
+        component("recr", image=images["v1"]),
+        component("upd", image=images["v1"], restartPolicy="no"),
+        component("chk", image=images["v1"]),
+        component("gone", image=images["v1"]),
     )
     assert await setup.apply("setup", first) == "COMPLETED"
     await engine.stop_container("chk", 1.0)
     old_recr = (await engine.inspect_container("recr")).id
 
     pub = RecordingPublisher()
-    second = state(
-        comp("newc", image=images["v1"]),
-        comp("recr", image=images["v2"]),
-        comp("upd", image=images["v1"], restartPolicy="always"),
-        comp("chk", image=images["v1"]),
+    second = desired(
+        component("newc", image=images["v1"]),
+        component("recr", image=images["v2"]),
+        component("upd", image=images["v1"], restartPolicy="always"),
+        component("chk", image=images["v1"]),
     )
     plan = await UpdateManager(engine, pub, settings()).plan(second)
     assert [(a.name, str(a.kind)) for a in plan.actions] == [
@@ -82,13 +70,9 @@ async def test_cycle_with_all_five_action_kinds(
     ]
     status = await UpdateManager(engine, pub, settings()).apply("cycle", second)
     assert status == "COMPLETED"
-    assert [m["status"] for m in collapse_progress(pub.wire("cycle"))] == [
-        "IDENTIFYING", "IDENTIFIED",
-        "DOWNLOADING", "DOWNLOADING", "DOWNLOAD_SUCCESS",
-        "UPDATING", "UPDATING", "UPDATING", "UPDATE_SUCCESS",
-        "ACTIVATING", "ACTIVATING", "ACTIVATING", "ACTIVATING", "ACTIVATION_SUCCESS",
-        "CLEANUP_SUCCESS", "COMPLETED",
-    ]  # fmt: skip
+    assert [m["status"] for m in collapse_progress(pub.wire("cycle"))] == standalone_statuses(
+        downloading=2, updating=3, activating=4
+    )
     final = pub.wire("cycle")[-1]["actions"]
     assert [a["status"] for a in final] == [
         "ACTIVATION_SUCCESS", "ACTIVATION_SUCCESS", "ACTIVATION_SUCCESS", "ACTIVATION_SUCCESS",
@@ -113,21 +97,21 @@ async def test_unmanaged_and_system_containers(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
     for name in ("foreign", "sys-x"):
-        spec = parse_component(comp(name, image=images["v1"])).spec
+        spec = parse_component(component(name, image=images["v1"])).spec
         async for _ in engine.pull_image(images["v1"]):
             pass
         await engine.create_container(name, spec, {})
         await engine.start_container(name)
     pub = RecordingPublisher()
     labelled = UpdateManager(engine, pub, settings(system_containers=("sys-x",)))
-    assert await labelled.apply("L", state()) == "COMPLETED"
-    assert pub.statuses("L") == ["IDENTIFYING", "IDENTIFIED", "COMPLETED"]
+    assert await labelled.apply("L", desired()) == "COMPLETED"
+    assert pub.statuses("L") == NOTHING_TO_DO
     assert set(await by_name(engine)) == {"foreign", "sys-x"}
 
     everything = UpdateManager(
         engine, pub, settings(manage=Manage.ALL, system_containers=("sys-x",))
     )
-    assert await everything.apply("A", state()) == "COMPLETED"
+    assert await everything.apply("A", desired()) == "COMPLETED"
     assert [a["component"]["id"] for a in pub.wire("A")[1]["actions"]] == ["containers:foreign"]
     assert await by_name(engine) == {"sys-x": ContainerStatus.RUNNING}
 
@@ -137,10 +121,12 @@ async def test_start_failure_in_standalone_restores_the_old_container(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
     manager = UpdateManager(engine, RecordingPublisher(), settings())
-    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    assert (
+        await manager.apply("setup", desired(component("web", image=images["v1"]))) == "COMPLETED"
+    )
     old_id = (await engine.inspect_container("web")).id
     pub = RecordingPublisher()
-    failing = state(comp("web", image=images["v2"], privileged="true"))
+    failing = desired(component("web", image=images["v2"], privileged="true"))
     status = await UpdateManager(engine, pub, settings()).apply("fail", failing)
     assert status == "INCOMPLETE"
     statuses = [m["status"] for m in collapse_progress(pub.wire("fail"))]
@@ -158,10 +144,12 @@ async def test_pull_failure_stops_nothing(
     engine: DockerEngine, images: dict[str, str], registry: str
 ) -> None:
     manager = UpdateManager(engine, RecordingPublisher(), settings())
-    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    assert (
+        await manager.apply("setup", desired(component("web", image=images["v1"]))) == "COMPLETED"
+    )
     started = (await engine.inspect_container("web")).state.started_at
     pub = RecordingPublisher()
-    missing = state(comp("web", image=f"{registry}/e2e/missing:1"))
+    missing = desired(component("web", image=f"{registry}/e2e/missing:1"))
     assert await UpdateManager(engine, pub, settings()).apply("pull", missing) == "INCOMPLETE"
     wire = collapse_progress(pub.wire("pull"))
     assert [m["status"] for m in wire] == [
@@ -180,11 +168,13 @@ async def test_malformed_entries_warn_or_in_strict_mode_fail_touching_nothing(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
     manager = UpdateManager(engine, RecordingPublisher(), settings())
-    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    assert (
+        await manager.apply("setup", desired(component("web", image=images["v1"]))) == "COMPLETED"
+    )
     before = {c.id: c.status for c in await engine.list_containers()}
     leda_port = "localhost:55555:30555-30555/tcp"
-    changed = state(
-        comp("web", image=images["v2"], port=leda_port), comp("more", image=images["v1"])
+    changed = desired(
+        component("web", image=images["v2"], port=leda_port), component("more", image=images["v1"])
     )
 
     strict = RecordingPublisher()
@@ -216,9 +206,9 @@ async def test_d12_dropping_a_memory_limit_recreates_once_then_checks(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
     manager = UpdateManager(engine, RecordingPublisher(), settings())
-    limited = state(comp("web", image=images["v1"], memory="64M", memoryReservation="32M"))
+    limited = desired(component("web", image=images["v1"], memory="64M", memoryReservation="32M"))
     assert await manager.apply("limited", limited) == "COMPLETED"
-    unlimited = state(comp("web", image=images["v1"]))
+    unlimited = desired(component("web", image=images["v1"]))
     plan = await manager.plan(unlimited)
     assert [(a.kind, a.differences) for a in plan.actions] == [
         ("RECREATE", ("memory", "memoryReservation"))
@@ -232,10 +222,12 @@ async def test_crash_recovery_after_activation(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
     manager = UpdateManager(engine, RecordingPublisher(), settings())
-    assert await manager.apply("setup", state(comp("web", image=images["v1"]))) == "COMPLETED"
+    assert (
+        await manager.apply("setup", desired(component("web", image=images["v1"]))) == "COMPLETED"
+    )
     old_id = (await engine.inspect_container("web")).id
     pub = RecordingPublisher()
-    plan = await manager.plan(state(comp("web", image=images["v2"])))
+    plan = await manager.plan(desired(component("web", image=images["v2"])))
     operation = Operation("crash", plan, engine, pub, settings(), journal=Journal(None))
     for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
         await operation.command(command, "")
@@ -253,14 +245,14 @@ async def test_crash_recovery_from_the_journal(
     """What names do not show (a DESTROY's stop, an UPDATE's runtime change) is undone
     from the operation's journal at the next start."""
     manager = UpdateManager(engine, RecordingPublisher(), settings())
-    first = state(
-        comp("upd", image=images["v1"], restartPolicy="no", memory="100M"),
-        comp("gone", image=images["v1"]),
+    first = desired(
+        component("upd", image=images["v1"], restartPolicy="no", memory="100M"),
+        component("gone", image=images["v1"]),
     )
     assert await manager.apply("setup", first) == "COMPLETED"
     journal = journal_for(tmp_path, "containers")
     plan = await manager.plan(
-        state(comp("upd", image=images["v1"], restartPolicy="always", memory="200M"))
+        desired(component("upd", image=images["v1"], restartPolicy="always", memory="200M"))
     )
     assert [str(a.kind) for a in plan.actions] == ["UPDATE", "DESTROY"]
     operation = Operation("crash", plan, engine, RecordingPublisher(), settings(), journal=journal)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -32,6 +31,7 @@ from tests.builders import (
     M_CREATED,
     M_RB_RECREATE,
     M_STARTED,
+    Running,
     act,
     add_managed,
     assert_only_container,
@@ -40,27 +40,11 @@ from tests.builders import (
     fb,
     operation,
     settings,
+    standalone_statuses,
     until,
 )
 
 pytestmark = pytest.mark.unit
-
-
-class Running:
-    """A manager whose run() is a background task for the test."""
-
-    def __init__(self, engine: FakeEngine, publisher: Any, **overrides: Any) -> None:
-        self.manager = UpdateManager(engine, publisher, settings(**overrides))
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> UpdateManager:
-        self.task = asyncio.create_task(self.manager.run())
-        return self.manager
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.wait_for(self.manager.stop(), 5)
-        assert self.task is not None
-        await self.task
 
 
 def last_status(pub: RecordingPublisher, aid: str) -> str:
@@ -171,17 +155,7 @@ async def test_standalone_runs_every_phase_with_kantos_feedback(
     async with Running(engine, pub) as manager:
         manager.submit_desired_state("A", desired(component("hello-world", "latest", image=HELLO)))
         await until(lambda: last_status(pub, "A") == "COMPLETED")
-    assert pub.statuses("A") == [
-        "IDENTIFYING",
-        "IDENTIFIED",
-        "DOWNLOADING",
-        "DOWNLOAD_SUCCESS",
-        "UPDATE_SUCCESS",
-        "ACTIVATING",
-        "ACTIVATION_SUCCESS",
-        "CLEANUP_SUCCESS",
-        "COMPLETED",
-    ]
+    assert pub.statuses("A") == standalone_statuses()
     assert (await engine.inspect_container("hello-world")).state.status is ContainerStatus.RUNNING
 
 
@@ -588,7 +562,7 @@ async def test_pull_only_when_missing_unless_pull_always(
     assert engine.call_count("pull_image") == 1
 
 
-# --- stop and current state -------------------------------------------------------------------
+# --- stop ------------------------------------------------------------------------------------
 
 
 async def test_graceful_stop_mid_operation_reports_and_ends(pub: RecordingPublisher) -> None:
@@ -655,7 +629,9 @@ async def test_pending_operation_kept_when_the_newer_desired_state_does_not_repl
         manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
         await until(lambda: last_status(pub, "A") == "DOWNLOAD_SUCCESS")
         if newer == "no actions":
-            state = desired(system="web")  # nothing desired, nothing removable
+            state = desired(
+                config=[("systemContainers", "web")]
+            )  # nothing desired, nothing removable
             end = "COMPLETED"
         elif newer == "listing fails":
             engine.fail_next("list_containers", EngineError("engine busy"))

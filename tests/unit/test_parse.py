@@ -29,23 +29,18 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from tests.builders import component, desired
 
 pytestmark = pytest.mark.unit
 
 
-def component(*pairs: tuple[str, str], id: str = "c", version: str = "1.0") -> ComponentWithConfig:
-    return ComponentWithConfig(
-        id=id, version=version, config=[KeyValuePair(key=k, value=v) for k, v in pairs]
-    )
-
-
 def parse(*pairs: tuple[str, str], strict: bool = False) -> ParsedComponent:
-    return parse_component(component(*pairs), strict=strict)
+    return parse_component(component(pairs=pairs), strict=strict)
 
 
 def error(*pairs: tuple[str, str], id: str = "c", strict: bool = False) -> SpecError:
     with pytest.raises(SpecError) as caught:
-        parse_component(component(*pairs, id=id), strict=strict)
+        parse_component(component(id, pairs=pairs), strict=strict)
     return caught.value
 
 
@@ -522,21 +517,6 @@ def test_env_or_cmd_block_present_only_when_given() -> None:
 # --- the desired state ------------------------------------------------------------------------
 
 
-def desired(*components: ComponentWithConfig, domain: str = "containers",
-            baselines: tuple[Baseline, ...] = (),
-            config: tuple[tuple[str, str], ...] = ()) -> DesiredState:  # fmt: skip
-    return DesiredState(
-        baselines=list(baselines),
-        domains=[
-            Domain(
-                id=domain,
-                components=list(components),
-                config=[KeyValuePair(key=k, value=v) for k, v in config],
-            )
-        ],
-    )
-
-
 def state_error(state: DesiredState, strict: bool = False) -> str:
     with pytest.raises(DesiredStateError) as caught:
         parse_desired_state(state, "containers", strict=strict)
@@ -561,7 +541,7 @@ def test_domain_id() -> None:
 
 
 def test_component_errors_are_wrapped() -> None:
-    state = desired(component(id="ok"), component(("env", "FOO-BAR"), id="bad"))
+    state = desired(component("ok"), component("bad", env="FOO-BAR"))
     assert state_error(state) == (
         "cannot convert desired state components to container configurations: invalid "
         "configuration for container bad: invalid environmental variable declaration "
@@ -570,7 +550,7 @@ def test_component_errors_are_wrapped() -> None:
 
 
 def test_invalid_name_is_wrapped() -> None:
-    state = desired(component(id="containers:influxdb"))
+    state = desired(component("containers:influxdb"))
     assert state_error(state) == (
         "cannot convert desired state components to container configurations: invalid "
         "configuration for container containers:influxdb: invalid container name format : "
@@ -579,12 +559,12 @@ def test_invalid_name_is_wrapped() -> None:
 
 
 def test_first_failing_component_wins() -> None:
-    state = desired(component(("network", "a"), id="one"), component(("network", "b"), id="two"))
+    state = desired(component("one", network="a"), component("two", network="b"))
     assert state_error(state).endswith("container one: unsupported network mode a")
 
 
 def test_duplicate_component_ids_are_rejected() -> None:
-    state = desired(component(id="web"), component(id="web"))
+    state = desired(component("web"), component("web"))
     assert state_error(state) == (
         "cannot convert desired state components to container configurations: invalid "
         "configuration for container web: another component of the desired state has the "
@@ -594,10 +574,10 @@ def test_duplicate_component_ids_are_rejected() -> None:
 
 def test_strict_mode_names_every_malformed_entry_up_to_a_kanto_error() -> None:
     state = desired(
-        component(("port", "x:1:2"), ("device", "/dev/a"), id="one"),
-        component(("mount", "/only-one-part"), id="two"),
-        component(("network", "nope"), id="three"),
-        component(("port", "y:1:2"), id="four"),  # after the Kanto error: not reached
+        component("one", port="x:1:2", device="/dev/a"),
+        component("two", mount="/only-one-part"),
+        component("three", network="nope"),
+        component("four", port="y:1:2"),  # after the Kanto error: not reached
     )
     message = state_error(state, strict=True)
     assert message.startswith(
@@ -618,7 +598,7 @@ def test_strict_mode_names_every_malformed_entry_up_to_a_kanto_error() -> None:
 
 
 def test_strict_mode_error_names_component_key_and_value() -> None:
-    state = desired(component(("port", "localhost:1:2"), id="web"))
+    state = desired(component("web", port="localhost:1:2"))
     assert state_error(state, strict=True) == (
         "cannot convert desired state components to container configurations: invalid "
         'configuration for container web: invalid port "localhost:1:2": the host IP '
@@ -632,13 +612,13 @@ def test_strict_mode_error_names_component_key_and_value() -> None:
 
 def test_baselines() -> None:
     state = desired(
-        component(id="a"),
-        component(id="b"),
-        component(id="c"),
-        baselines=(
-            Baseline(title="one", components=["containers:a", "self-update:os", "containers:c"]),
-            Baseline(title="other-domain", components=["self-update:os"]),
-        ),
+        component("a"),
+        component("b"),
+        component("c"),
+        baselines={
+            "one": ["containers:a", "self-update:os", "containers:c"],
+            "other-domain": ["self-update:os"],
+        },
     )
     parsed = parse_desired_state(state, "containers")
     assert parsed.baselines == (
@@ -649,9 +629,7 @@ def test_baselines() -> None:
 
 
 def test_baseline_with_unknown_container() -> None:
-    state = desired(
-        component(id="a"), baselines=(Baseline(title="B1", components=["containers:x"]),)
-    )
+    state = desired(component("a"), baselines={"B1": ["containers:x"]})
     assert state_error(state) == (
         "cannot process desired state baselines with containers: problem with baseline B1: "
         "cannot find container component containers:x"
@@ -661,11 +639,8 @@ def test_baseline_with_unknown_container() -> None:
 def test_a_container_belongs_to_one_baseline_only() -> None:
     # Kanto takes a container out of the pool once a baseline claims it.
     state = desired(
-        component(id="a"),
-        baselines=(
-            Baseline(title="B1", components=["containers:a"]),
-            Baseline(title="B2", components=["containers:a"]),
-        ),
+        component("a"),
+        baselines={"B1": ["containers:a"], "B2": ["containers:a"]},
     )
     assert state_error(state) == (
         "cannot process desired state baselines with containers: problem with baseline B2: "
@@ -675,8 +650,8 @@ def test_a_container_belongs_to_one_baseline_only() -> None:
 
 def test_error_precedence_components_before_baselines() -> None:
     state = desired(
-        component(("network", "x"), id="a"),
-        baselines=(Baseline(title="B", components=["containers:zzz"]),),
+        component("a", network="x"),
+        baselines={"B": ["containers:zzz"]},
     )
     assert state_error(state).startswith("cannot convert desired state components")
     assert state_error(
@@ -707,7 +682,7 @@ def test_no_components_is_valid() -> None:
 
 
 def test_component_lookup() -> None:
-    parsed = parse_desired_state(desired(component(id="a", version="9")), "containers")
+    parsed = parse_desired_state(desired(component("a", "9")), "containers")
     found = parsed.component("a")
     assert found is not None
     assert found.version == "9"

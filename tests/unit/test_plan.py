@@ -103,7 +103,7 @@ def test_system_containers_from_settings_get_no_action() -> None:
 
 
 def test_system_containers_of_the_desired_state_replace_the_settings_list() -> None:
-    state = desired(system="keep-x, other")
+    state = desired(config=[("systemContainers", "keep-x, other")])
     plan = plan_of(
         state, [current("keep-x", image="i:1"), current("sua", image="i:1")], system=("sua",)
     )
