@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from cua.api.models import CommandType, DesiredStateCommand, DesiredStateFeedback
-from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
 from cua.engine.base import (
     ContainerStatus,
@@ -22,8 +21,6 @@ from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.downloads import Downloads
 from cua.update.manager import UpdateManager
-from cua.update.names import operation_labels
-from cua.update.recovery import recover
 from cua.update.settings import Manage, Mode
 from tests.builders import (
     HELLO,
@@ -38,7 +35,6 @@ from tests.builders import (
     component,
     desired,
     fb,
-    operation,
     settings,
     standalone_statuses,
     until,
@@ -370,77 +366,6 @@ async def test_report_invalid_is_published_in_order(
     ]
 
 
-# --- crash recovery ---------------------------------------------------------------------------
-
-
-def _new_container(engine: FakeEngine, name: str, image: str, replaces_running: bool | None) -> str:
-    parsed = parse_component(component(name, image=image))
-    labels = encode_labels(parsed) | operation_labels("old-op", replaces_running)
-    return engine.add_container(name + ".cua-new", parsed.spec, labels, running=False)
-
-
-async def test_recovery_after_crash_between_activation_renames(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    parsed = parse_component(component("web", image="img:1"))
-    old_id = engine.add_container(
-        "web.cua-old", parsed.spec, encode_labels(parsed), status=ContainerStatus.EXITED
-    )
-    _new_container(engine, "web", "img:2", replaces_running=True)
-    _new_container(engine, "fresh", "img:1", replaces_running=None)
-    async with Running(engine, pub):
-        await until(lambda: engine.container_names() == ["web"])
-    await assert_only_container(engine, "web", old_id)
-
-
-async def test_recovery_after_crash_after_activation(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    parsed = parse_component(component("web", image="img:1"))
-    old_id = engine.add_container(
-        "web.cua-old", parsed.spec, encode_labels(parsed), status=ContainerStatus.EXITED
-    )
-    new = parse_component(component("web", image="img:2"))
-    engine.add_container("web", new.spec, encode_labels(new) | operation_labels("op", False))
-    done = await recover(engine)
-    assert done == [
-        "web: new container moved aside",
-        "web: old container renamed back",
-        "web: new container of an unfinished operation removed",
-    ]
-    await assert_only_container(engine, "web", old_id, ContainerStatus.EXITED)  # as before
-
-
-async def test_recovery_finishes_a_removal_that_cleanup_committed_to(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    """A RECREATE whose old container could not be removed at CLEANUP stays updated."""
-    old_id = add_managed(engine, "web", image="img:1")
-    op = await operation(engine, pub, desired(component("web", image="img:2")))
-    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
-        await op.command(command, "")
-    engine.fail_next("remove_container", EngineError("device or resource busy"))
-    await op.command("CLEANUP", "")
-    assert pub.statuses("A")[-1] == "COMPLETED"  # Kanto ignores RECREATE removal errors
-    assert sorted(engine.container_names()) == ["web", "web.cua-removed"]
-    new_id = (await engine.inspect_container("web")).id
-    done = await recover(engine)
-    assert done == ["web.cua-removed: removal committed by CLEANUP finished"]
-    assert engine.container_names() == ["web"]
-    details = await engine.inspect_container("web")
-    assert (details.id, details.spec.image) == (new_id, "img:2")
-    assert details.id != old_id
-
-
-async def test_recovery_leaves_unmanaged_lookalikes(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
-    engine.add_container("x.cua-new", parse_component(component("x-y", image="img:1")).spec)
-    async with Running(engine, pub):
-        await asyncio.sleep(0.05)
-    assert engine.container_names() == ["x.cua-new"]
-
-
 # --- parallel downloads and progress ---------------------------------------------------------
 
 
@@ -699,18 +624,3 @@ async def test_failing_publisher_does_not_stop_the_operation(engine: FakeEngine)
     )
     assert status == "COMPLETED"
     assert engine.container_names() == ["web-x"]
-
-
-async def test_recovery_leaves_unmanaged_old_lookalike(engine: FakeEngine) -> None:
-    engine.add_container("tool.cua-old", parse_component(component("tool", image="img:1")).spec)
-    assert await recover(engine) == []
-    assert engine.container_names() == ["tool.cua-old"]
-
-
-async def test_recovery_removes_unactivated_new_container_and_restarts_stopped_old(
-    engine: FakeEngine,
-) -> None:
-    old_id = add_managed(engine, "web", image="img:1", running=False)  # stopped by UPDATE
-    _new_container(engine, "web", "img:2", replaces_running=True)
-    await recover(engine)
-    await assert_only_container(engine, "web", old_id)
