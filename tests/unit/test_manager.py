@@ -1,5 +1,5 @@
 """The manager: modes, queueing and SUPERSEDED (D9), identification feedback (§4.3),
-crash recovery, download progress, graceful stop."""
+download progress, graceful stop (crash recovery: test_recovery.py)."""
 
 from __future__ import annotations
 
