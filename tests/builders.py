@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cua.api.models import (
     Baseline,
@@ -162,23 +162,28 @@ NOTHING_TO_DO = ["IDENTIFYING", "IDENTIFIED", "COMPLETED"]
 
 
 def standalone_statuses(
-    *, downloading: int = 1, updating: int = 0, activating: int = 1
+    *,
+    downloading: int = 1,
+    updating: int = 0,
+    activating: int = 1,
+    fails: Literal["", "DOWNLOAD", "UPDATE", "ACTIVATION"] = "",
 ) -> list[str]:
-    """The statuses of a standalone run that succeeds: one DOWNLOADING per action that
-    downloads (CREATE, RECREATE), one UPDATING per action UPDATE works on (RECREATE,
-    DESTROY, UPDATE), one ACTIVATING per action that activates (all but DESTROY)."""
-    return [
-        "IDENTIFYING",
-        "IDENTIFIED",
-        *["DOWNLOADING"] * downloading,
-        "DOWNLOAD_SUCCESS",
-        *["UPDATING"] * updating,
-        "UPDATE_SUCCESS",
-        *["ACTIVATING"] * activating,
-        "ACTIVATION_SUCCESS",
-        "CLEANUP_SUCCESS",
-        "COMPLETED",
-    ]
+    """The statuses of a standalone run: one DOWNLOADING per action that downloads (CREATE,
+    RECREATE), one UPDATING per action UPDATE works on (RECREATE, DESTROY, UPDATE), one
+    ACTIVATING per action that activates (all but DESTROY). `fails`: DOWNLOAD, UPDATE or
+    ACTIVATION ends with its failure, then the ROLLBACK of one action, CLEANUP, INCOMPLETE."""
+    statuses = ["IDENTIFYING", "IDENTIFIED"]
+    for running, count, phase in (
+        ("DOWNLOADING", downloading, "DOWNLOAD"),
+        ("UPDATING", updating, "UPDATE"),
+        ("ACTIVATING", activating, "ACTIVATION"),
+    ):
+        statuses += [running] * count
+        if phase == fails:
+            rolled_back = ["ROLLBACK", "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE"]
+            return [*statuses, f"{phase}_FAILURE", *rolled_back]
+        statuses.append(f"{phase}_SUCCESS")
+    return [*statuses, "CLEANUP_SUCCESS", "COMPLETED"]
 
 
 # --- settings, operations, managers ------------------------------------------------------------
