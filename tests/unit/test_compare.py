@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cua.api.models import ComponentWithConfig, KeyValuePair
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind, Comparison, compare, same_set
 from cua.containers.parse import parse_component
 from cua.containers.spec import (
@@ -26,6 +25,7 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from tests.builders import component
 
 pytestmark = pytest.mark.unit
 
@@ -208,24 +208,18 @@ def test_version_hostname_domainname_are_not_compared() -> None:
 def test_version_change_with_same_image_is_check() -> None:
     # §3.7: influxdb version "2.7.1" with image influxdb:1.8.4.
     def spec(version: str) -> ContainerSpec:
-        component = ComponentWithConfig(
-            id="influxdb",
-            version=version,
-            config=[KeyValuePair(key="image", value="docker.io/library/influxdb:1.8.4")],
-        )
-        return parse_component(component).spec
+        influxdb = component("influxdb", version, image="docker.io/library/influxdb:1.8.4")
+        return parse_component(influxdb).spec
 
     assert kind(spec("2.7.1"), spec("1.8.4")) is ActionKind.CHECK
 
 
 def test_no_swap_doubling_means_no_spurious_update() -> None:
     # D12: the spec we record is the one we compare; re-applying gives CHECK at once.
-    component = ComponentWithConfig(
-        id="web", version="1", config=[KeyValuePair(key="memory", value="200M")]
-    )
-    spec = parse_component(component).spec
+    web = component("web", "1", memory="200M")
+    spec = parse_component(web).spec
     assert spec.resources == Resources(memory="200M")  # recorded as given: swap not doubled
-    assert kind(spec, parse_component(component).spec) is ActionKind.CHECK
+    assert kind(spec, parse_component(web).spec) is ActionKind.CHECK
     # What a doubled swap (CM's create-time default) would give against the same desired spec.
     doubled = replace(spec, resources=Resources("200M", "", "400M"))
     assert kind(spec, doubled) is ActionKind.UPDATE

@@ -6,6 +6,7 @@ import pytest
 
 from cua.api.models import Action, ActionStatusType, Component, DesiredStateFeedback, StatusType
 from cua.display import FeedbackPrinter
+from tests.builders import component
 
 pytestmark = pytest.mark.unit
 
@@ -64,17 +65,12 @@ def test_one_line_per_feedback_with_only_the_changes() -> None:
 
 
 def test_plan_table_and_json() -> None:
-    from cua.api.models import ComponentWithConfig, KeyValuePair
     from cua.containers.compare import ActionKind
     from cua.containers.parse import parse_component
     from cua.display import plan_as_json, plan_table
     from cua.update.plan import Plan, PlannedAction
 
-    web = parse_component(
-        ComponentWithConfig(
-            id="web", version="2", config=[KeyValuePair(key="image", value="r/web:2")]
-        )
-    )
+    web = parse_component(component("web", "2", image="r/web:2"))
     plan = Plan(
         actions=(
             PlannedAction(ActionKind.CREATE, "web", "containers:web", "2", web, None),

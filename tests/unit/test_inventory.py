@@ -10,7 +10,7 @@ import pytest
 
 from cua import AGENT_NAME
 from cua.api.envelope import decode, encode, go_json
-from cua.api.models import ComponentWithConfig, DesiredState, KeyValuePair
+from cua.api.models import DesiredState
 from cua.containers.gosyntax import duration_string
 from cua.containers.inventory import (
     InventoryContainer,
@@ -36,6 +36,7 @@ from cua.containers.spec import (
     RestartPolicyType,
 )
 from cua.engine.base import ContainerDetails, ContainerState, ContainerStatus
+from tests.builders import component
 
 pytestmark = pytest.mark.unit
 
@@ -230,15 +231,16 @@ def test_devices_ports_hosts_mounts_env_cmd_echoed_in_order() -> None:
     ports = ["80:80/tcp", "88:8888/udp", "5000-6000:8080/udp", "192.168.0.1:7000-8000:8081/tcp"]
     mounts = [f"/m{i}:/n{i}:{p.value}" for i, p in enumerate(Propagation)]
     parsed = parse_component(
-        ComponentWithConfig(
-            id="c",
-            version="1",
-            config=[KeyValuePair(key="image", value="img:1")]
-            + [KeyValuePair(key="device", value=d) for d in devices]
-            + [KeyValuePair(key="port", value=p) for p in ports]
-            + [KeyValuePair(key="host", value=h) for h in ("ctrhost:host_ip", "h:192.168.0.1")]
-            + [KeyValuePair(key="mount", value=m) for m in mounts]
-            + [KeyValuePair(key="cmd", value="arg1"), KeyValuePair(key="env", value="ENV_C=")],
+        component(
+            "c",
+            "1",
+            image="img:1",
+            device=devices,
+            port=ports,
+            host=["ctrhost:host_ip", "h:192.168.0.1"],
+            mount=mounts,
+            cmd="arg1",
+            env="ENV_C=",
         )
     )
     assert params(parsed.spec) == (

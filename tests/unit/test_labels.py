@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cua.api.models import ComponentWithConfig, KeyValuePair
 from cua.containers.labels import (
     LABEL_COMPONENT_ID,
     LABEL_COMPONENT_VERSION,
@@ -40,22 +39,21 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from tests.builders import component
 
 pytestmark = pytest.mark.unit
 
 PARSED = parse_component(
-    ComponentWithConfig(
-        id="web",
-        version="1.2",
-        config=[
-            KeyValuePair(key="image", value="registry:5000/web:1.2"),
-            KeyValuePair(key="env", value="TOKEN=s3cr3t"),
-            KeyValuePair(key="port", value="127.0.0.1:80-90:8080/udp"),
-            KeyValuePair(key="memory", value="200M"),
-            KeyValuePair(key="restartPolicy", value="on-failure"),
-            KeyValuePair(key="restartTimeout", value="30"),
-            KeyValuePair(key="logPath", value="/logs"),
-        ],
+    component(
+        "web",
+        "1.2",
+        image="registry:5000/web:1.2",
+        env="TOKEN=s3cr3t",
+        port="127.0.0.1:80-90:8080/udp",
+        memory="200M",
+        restartPolicy="on-failure",
+        restartTimeout="30",
+        logPath="/logs",
     )
 )
 
