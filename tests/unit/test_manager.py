@@ -210,8 +210,12 @@ async def test_standalone_commands_for_running_operation_get_wrong_state(
         act("web-x", "DOWNLOADING", M_CREATE),
         message="UPDATE is possible only after status DOWNLOAD_SUCCESS is reported",
     )
-    assert wire[4]["status"] == "CLEANUP_FAILURE"
-    assert wire[4]["baseline"] == "*"
+    assert wire[4] == fb(
+        "CLEANUP_FAILURE",
+        act("web-x", "DOWNLOADING", M_CREATE),
+        baseline="*",
+        message="CLEANUP is not possible while the operation runs (standalone mode)",
+    )
     assert gated.statuses("Z") == []
 
 

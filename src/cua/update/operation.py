@@ -58,12 +58,16 @@ MSG_ROLLBACK_CREATE = (
     "Update unsuccessful, but rollback succeeded - new container instance destroyed."
 )
 MSG_STOPPING = "the agent is stopping: the operation was interrupted"
-MSG_STANDALONE_CLEANUP = "CLEANUP is not possible while the operation runs (standalone mode)"
 
 
 def wrong_state_message(command: CommandType, allowed: Sequence[StatusType]) -> str:
     """`UPDATE is possible only after status DOWNLOAD_SUCCESS is reported` (§3.4)."""
     return f"{command} is possible only after status {'|'.join(allowed)} is reported"
+
+
+def standalone_refusal_message(command: CommandType) -> str:
+    """Ours: `CLEANUP is not possible while the operation runs (standalone mode)`."""
+    return f"{command} is not possible while the operation runs (standalone mode)"
 
 
 def superseded_message(activity_id: str) -> str:
@@ -595,60 +599,57 @@ class Operation:
 
 @dataclass(frozen=True, slots=True)
 class CommandRule:
-    """One command of §3.4, as a row of Kanto's `baselineCommandHandlers`.
+    """One command of §3.4, as a row of Kanto's `baselineCommandHandlers`: the baseline
+    statuses it may run in (None: any), the status that answers it when it cannot run,
+    and its handler."""
 
-    `allowed`: the baseline statuses the command may run in (None: any); `failure`: the
-    status that answers it when it cannot run; `refusal`: that answer's message when it
-    comes at the wrong time (in standalone mode, every command for a running operation).
-    """
-
+    command: CommandType
     allowed: tuple[StatusType, ...] | None
     failure: StatusType
     handler: Callable[[Operation, BaselineState, str], Awaitable[object]]
-    refusal: str
 
-
-def _rule(
-    command: CommandType,
-    allowed: tuple[StatusType, ...],
-    failure: StatusType,
-    handler: Callable[[Operation, BaselineState, str], Awaitable[object]],
-) -> CommandRule:
-    return CommandRule(allowed, failure, handler, wrong_state_message(command, allowed))
+    @property
+    def refusal(self) -> str:
+        """The failure's message when the command comes at the wrong time. A command
+        allowed in any status comes at the wrong time only in standalone mode."""
+        if self.allowed is None:
+            return standalone_refusal_message(self.command)
+        return wrong_state_message(self.command, self.allowed)
 
 
 COMMANDS: dict[CommandType, CommandRule] = {
-    CommandType.DOWNLOAD: _rule(
-        CommandType.DOWNLOAD,
-        (StatusType.IDENTIFIED,),
-        StatusType.DOWNLOAD_FAILURE,
-        Operation._download,
-    ),
-    CommandType.UPDATE: _rule(
-        CommandType.UPDATE,
-        (StatusType.DOWNLOAD_SUCCESS,),
-        StatusType.UPDATE_FAILURE,
-        Operation._update,
-    ),
-    CommandType.ACTIVATE: _rule(
-        CommandType.ACTIVATE,
-        (StatusType.UPDATE_SUCCESS,),
-        StatusType.ACTIVATION_FAILURE,
-        Operation._activate,
-    ),
-    CommandType.ROLLBACK: _rule(
-        CommandType.ROLLBACK,
-        (
-            StatusType.DOWNLOAD_SUCCESS,
-            StatusType.UPDATE_SUCCESS,
-            StatusType.ACTIVATION_FAILURE,
-            StatusType.ACTIVATION_SUCCESS,
+    rule.command: rule
+    for rule in (
+        CommandRule(
+            CommandType.DOWNLOAD,
+            (StatusType.IDENTIFIED,),
+            StatusType.DOWNLOAD_FAILURE,
+            Operation._download,
         ),
-        StatusType.ROLLBACK_FAILURE,
-        Operation._rollback,
-    ),
-    # CLEANUP runs in any status: after a failure it restores the device (D3).
-    CommandType.CLEANUP: CommandRule(
-        None, StatusType.CLEANUP_FAILURE, Operation._cleanup, MSG_STANDALONE_CLEANUP
-    ),
+        CommandRule(
+            CommandType.UPDATE,
+            (StatusType.DOWNLOAD_SUCCESS,),
+            StatusType.UPDATE_FAILURE,
+            Operation._update,
+        ),
+        CommandRule(
+            CommandType.ACTIVATE,
+            (StatusType.UPDATE_SUCCESS,),
+            StatusType.ACTIVATION_FAILURE,
+            Operation._activate,
+        ),
+        CommandRule(
+            CommandType.ROLLBACK,
+            (
+                StatusType.DOWNLOAD_SUCCESS,
+                StatusType.UPDATE_SUCCESS,
+                StatusType.ACTIVATION_FAILURE,
+                StatusType.ACTIVATION_SUCCESS,
+            ),
+            StatusType.ROLLBACK_FAILURE,
+            Operation._rollback,
+        ),
+        # CLEANUP runs in any status: after a failure it restores the device (D3).
+        CommandRule(CommandType.CLEANUP, None, StatusType.CLEANUP_FAILURE, Operation._cleanup),
+    )
 }
