@@ -21,7 +21,7 @@ from cua.api.models import (
 )
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
-from cua.engine.base import ContainerStatus
+from cua.containers.state import ContainerStatus
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import journal_for

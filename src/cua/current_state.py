@@ -16,13 +16,8 @@ from cua import __version__
 from cua.api.models import Inventory
 from cua.containers.inventory import InventoryContainer, build_inventory
 from cua.containers.labels import decode_labels, is_managed
-from cua.engine.base import (
-    ContainerDetails,
-    ContainerNotFoundError,
-    ContainerSummary,
-    Engine,
-    EngineError,
-)
+from cua.containers.state import ContainerDetails, ContainerSummary
+from cua.engine.base import ContainerNotFoundError, Engine, EngineError
 from cua.update.identify import effective_spec, map_concurrently
 from cua.update.names import is_transient
 from cua.update.settings import Manage, UpdateSettings

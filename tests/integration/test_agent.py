@@ -25,7 +25,8 @@ from cua.api.envelope import go_json, now_ms
 from cua.api.models import ComponentWithConfig, DesiredState
 from cua.api.topics import Topics
 from cua.containers.parse import parse_component
-from cua.engine.base import ContainerStatus, ensure_image
+from cua.containers.state import ContainerStatus
+from cua.engine.base import ensure_image
 from cua.engine.docker import DockerEngine
 from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
 from cua.testing.feedback import RecordingPublisher, collapse_progress

@@ -35,8 +35,8 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from cua.containers.state import ContainerStatus
 from cua.engine.base import (
-    ContainerStatus,
     CreateFailedError,
     EngineUnavailableError,
     PullFailedError,

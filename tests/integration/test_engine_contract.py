@@ -23,11 +23,11 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from cua.containers.state import ContainerStatus
 from cua.engine.base import (
     ContainerEvent,
     ContainerNotFoundError,
     ContainerStateError,
-    ContainerStatus,
     Engine,
     EventAction,
     ImageNotFoundError,

@@ -9,7 +9,7 @@ import pytest
 
 from cua.containers.parse import parse_component
 from cua.containers.spec import RestartPolicyType
-from cua.engine.base import ContainerStatus
+from cua.containers.state import ContainerStatus
 from cua.engine.docker import DockerEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.journal import Journal, journal_for

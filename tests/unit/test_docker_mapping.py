@@ -24,13 +24,8 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
-from cua.engine.base import (
-    ContainerStatus,
-    ContainerSummary,
-    CreateFailedError,
-    EventAction,
-    RegistryCredentials,
-)
+from cua.containers.state import ContainerStatus, ContainerSummary
+from cua.engine.base import CreateFailedError, EventAction, RegistryCredentials
 from cua.engine.docker import (
     DockerEngine,
     ImageReference,

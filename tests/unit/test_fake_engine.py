@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cua.containers.spec import ContainerSpec
-from cua.engine.base import (
-    ContainerStatus,
-    EngineUnavailableError,
-    EventAction,
-    PullFailedError,
-    StartFailedError,
-)
+from cua.containers.state import ContainerStatus
+from cua.engine.base import EngineUnavailableError, EventAction, PullFailedError, StartFailedError
 from cua.testing.fake_engine import EngineCall, FakeEngine
 
 pytestmark = pytest.mark.unit

@@ -35,7 +35,7 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
-from cua.engine.base import ContainerDetails, ContainerState, ContainerStatus
+from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
 from tests.builders import component
 
 pytestmark = pytest.mark.unit

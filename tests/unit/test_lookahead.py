@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from cua.engine.base import ContainerStatus, NameConflictError
+from cua.containers.state import ContainerStatus
+from cua.engine.base import NameConflictError
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.lookahead import Lookahead

@@ -10,13 +10,8 @@ import pytest
 
 from cua.api.models import CommandType, DesiredStateCommand, DesiredStateFeedback
 from cua.containers.parse import parse_component
-from cua.engine.base import (
-    ContainerStatus,
-    ContainerSummary,
-    EngineError,
-    EngineUnavailableError,
-    PullProgress,
-)
+from cua.containers.state import ContainerStatus, ContainerSummary
+from cua.engine.base import EngineError, EngineUnavailableError, PullProgress
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.downloads import Downloads

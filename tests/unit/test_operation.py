@@ -10,7 +10,8 @@ import pytest
 
 from cua.api.models import CommandType
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
-from cua.engine.base import ContainerStatus, EngineError, StartFailedError
+from cua.containers.state import ContainerStatus
+from cua.engine.base import EngineError, StartFailedError
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.operation import COMMANDS

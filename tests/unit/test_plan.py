@@ -9,7 +9,7 @@ import pytest
 from cua.containers.compare import ActionKind
 from cua.containers.parse import parse_component, parse_desired_state
 from cua.containers.spec import RestartPolicy, RestartPolicyType
-from cua.engine.base import ContainerStatus
+from cua.containers.state import ContainerStatus
 from cua.update.plan import CurrentContainer, PlanError, make_plan
 from cua.update.settings import Manage
 from tests.builders import DOMAIN, component, desired

@@ -20,7 +20,8 @@ from cua.cli import main
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
-from cua.engine.base import ContainerStatus, EngineError, EngineUnavailableError
+from cua.containers.state import ContainerStatus
+from cua.engine.base import EngineError, EngineUnavailableError
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import Journal, journal_for, journal_path, prepare_state_dir

@@ -24,7 +24,7 @@ from cua.containers.spec import (
     PortMapping,
     RestartPolicyType,
 )
-from cua.engine.base import ContainerDetails, ContainerState, ContainerStatus
+from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
 
 NOT_AVAILABLE = "n/a"
 UNMANAGED_PARAMETER = KeyValuePair(key="managed", value="false")

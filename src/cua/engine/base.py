@@ -13,64 +13,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy
-
-
-class ContainerStatus(StrEnum):
-    """Kanto's container status names (spec §5.4 `status`)."""
-
-    CREATING = "Creating"
-    CREATED = "Created"
-    RUNNING = "Running"
-    STOPPED = "Stopped"
-    PAUSED = "Paused"
-    EXITED = "Exited"
-    DEAD = "Dead"
-    UNKNOWN = "Unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerState:
-    status: ContainerStatus
-    exit_code: int = 0
-    started_at: str = ""  # RFC3339Nano UTC, "" if never started
-    finished_at: str = ""  # RFC3339Nano UTC, "" if never finished
-    restart_count: int = 0
-
-    @property
-    def running(self) -> bool:
-        return self.status is ContainerStatus.RUNNING
-
-    @property
-    def paused(self) -> bool:
-        return self.status is ContainerStatus.PAUSED
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerSummary:
-    """One container as listed: one engine call lists them all (no per-container calls)."""
-
-    id: str
-    name: str
-    image: str  # the image reference the engine reports for the container
-    labels: Mapping[str, str]
-    status: ContainerStatus
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerDetails:
-    """One container as inspected.
-
-    `spec` is what the engine holds, mapped back to a `ContainerSpec` (best effort for
-    fields the engine does not keep, which our labels carry instead).
-    """
-
-    id: str
-    name: str
-    image: str
-    labels: Mapping[str, str]
-    state: ContainerState
-    created: str  # RFC3339Nano UTC
-    spec: ContainerSpec
+from cua.containers.state import ContainerDetails, ContainerSummary
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,14 +42,11 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus, ContainerSummary
 from cua.engine.base import (
-    ContainerDetails,
     ContainerEvent,
     ContainerNotFoundError,
-    ContainerState,
     ContainerStateError,
-    ContainerStatus,
-    ContainerSummary,
     CreateFailedError,
     EngineError,
     EngineUnavailableError,

@@ -20,14 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy
+from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus, ContainerSummary
 from cua.engine.base import (
-    ContainerDetails,
     ContainerEvent,
     ContainerNotFoundError,
-    ContainerState,
     ContainerStateError,
-    ContainerStatus,
-    ContainerSummary,
     CreateFailedError,
     EngineUnavailableError,
     EventAction,

@@ -16,7 +16,8 @@ from typing import TypeVar
 from cua.containers.inventory import image_version
 from cua.containers.labels import LabelledSpec, decode_labels, is_managed
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
-from cua.engine.base import ContainerNotFoundError, ContainerSummary, Engine
+from cua.containers.state import ContainerSummary
+from cua.engine.base import ContainerNotFoundError, Engine
 from cua.engine.sizes import size_to_bytes
 from cua.update.names import is_transient
 from cua.update.plan import CurrentContainer

@@ -27,7 +27,8 @@ from cua.api.models import (
     StatusType,
 )
 from cua.containers.compare import ActionKind
-from cua.engine.base import ContainerStatus, Engine
+from cua.containers.state import ContainerStatus
+from cua.engine.base import Engine
 from cua.update.downloads import Downloads
 from cua.update.journal import Journal, JournalError
 from cua.update.lookahead import Lookahead

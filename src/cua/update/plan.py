@@ -14,7 +14,7 @@ from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind, compare
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import ParsedComponent, ParsedDesiredState
 from cua.containers.spec import ContainerSpec
-from cua.engine.base import ContainerStatus
+from cua.containers.state import ContainerStatus
 from cua.update.names import is_transient
 from cua.update.settings import Manage
 

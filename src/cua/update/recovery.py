@@ -25,14 +25,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cua.containers.labels import is_managed
-from cua.engine.base import (
-    ContainerDetails,
-    ContainerNotFoundError,
-    ContainerSummary,
-    Engine,
-    EngineError,
-    EngineUnavailableError,
-)
+from cua.containers.state import ContainerDetails, ContainerSummary
+from cua.engine.base import ContainerNotFoundError, Engine, EngineError, EngineUnavailableError
 from cua.update.journal import Entry, Journal, Step
 from cua.update.names import (
     LABEL_REPLACES_RUNNING,

@@ -17,12 +17,8 @@ from cua.api.models import ActionStatusType
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
-from cua.engine.base import (
-    ContainerNotFoundError,
-    ContainerStatus,
-    Engine,
-    NameConflictError,
-)
+from cua.containers.state import ContainerStatus
+from cua.engine.base import ContainerNotFoundError, Engine, NameConflictError
 from cua.update.journal import Journal
 from cua.update.names import new_name, old_name, operation_labels, removed_name
 from cua.update.plan import PlannedAction
