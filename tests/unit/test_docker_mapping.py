@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cua.containers.gosyntax import Size
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
@@ -39,7 +40,6 @@ from cua.engine.docker import (
     spec_from_inspect,
     status_from_docker,
 )
-from cua.engine.sizes import bytes_to_size, engine_size_to_bytes, size_to_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -56,18 +56,18 @@ pytestmark = pytest.mark.unit
     ],
 )
 def test_kanto_sizes_are_powers_of_1024(text: str, count: int) -> None:
-    assert size_to_bytes(text) == count
+    assert Size.parse(text).bytes == count
 
 
 def test_engine_sizes_are_the_validated_sizes() -> None:
     # CM reads sizes as float64: this value passes the 3M minimum, so 3M is what is sent.
-    assert size_to_bytes("2.99999999999999999999M") == 3 * 1024**2
+    assert Size.parse("2.99999999999999999999M").bytes == 3 * 1024**2
 
 
 @pytest.mark.parametrize("text", ["1000", "", "1.5", "10MB", "1.2.3m", "-1m", " 1m"])
 def test_invalid_kanto_sizes_name_the_value(text: str) -> None:
     with pytest.raises(ValueError, match="invalid size"):
-        size_to_bytes(text)
+        Size.parse(text)
 
 
 @pytest.mark.parametrize(
@@ -75,14 +75,14 @@ def test_invalid_kanto_sizes_name_the_value(text: str) -> None:
     [(100 * 1024**2, "100M"), (2 * 1024**3, "2G"), (1536 * 1024, "1536K"), (512, "0.5K")],
 )
 def test_bytes_to_the_shortest_exact_size(count: int, text: str) -> None:
-    assert bytes_to_size(count) == text
-    assert size_to_bytes(text) == count
+    assert Size.from_bytes(count).text == text
+    assert Size.parse(text).bytes == count
 
 
 def test_engine_sizes_accept_bytes_and_units() -> None:
-    assert engine_size_to_bytes("104857600") == 100 * 1024**2
-    assert engine_size_to_bytes("10m") == 10 * 1024**2
-    assert engine_size_to_bytes("10MiB") == 10 * 1024**2
+    assert Size.from_engine("104857600").bytes == 100 * 1024**2
+    assert Size.from_engine("10m").bytes == 10 * 1024**2
+    assert Size.from_engine("10MiB").bytes == 10 * 1024**2
 
 
 @pytest.mark.parametrize(

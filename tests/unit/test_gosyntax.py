@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cua.containers.gosyntax import parse_bool, parse_int, size_to_bytes
+from cua.containers.gosyntax import UNLIMITED, Size, SizeError, parse_bool, parse_int
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.unit
     ],
 )
 def test_sizes(text: str, size: int) -> None:
-    assert size_to_bytes(text) == size
+    assert Size.parse(text).bytes == size
 
 
 @pytest.mark.parametrize(
@@ -32,11 +32,12 @@ def test_sizes(text: str, size: int) -> None:
              "١M", "1M\n", "1b", "1t", "1" + "0" * 400 + "k"],
 )  # fmt: skip
 def test_invalid_sizes(text: str) -> None:
-    assert size_to_bytes(text) is None
+    with pytest.raises(SizeError):
+        Size.parse(text)
 
 
 def test_huge_size_saturates() -> None:
-    assert size_to_bytes("9" * 300 + "g") == 2**63 - 1
+    assert Size.parse("9" * 300 + "g").bytes == 2**63 - 1
 
 
 def test_int_range() -> None:
@@ -51,5 +52,24 @@ def test_never_raise(text: str) -> None:
     assert parse_bool(text) in (True, False, None)
     value = parse_int(text)
     assert value is None or str(value) == str(int(text.lstrip("+")))
-    size = size_to_bytes(text)
+    try:
+        size = Size.parse(text).bytes
+    except SizeError:
+        size = None
     assert size is None or size >= 0
+
+
+def test_unlimited_only_where_allowed() -> None:
+    with pytest.raises(SizeError, match="invalid size '-1'"):
+        Size.parse("-1")
+    unlimited = Size.parse("-1", allow_unlimited=True)
+    assert unlimited is UNLIMITED
+    assert (unlimited.unlimited, unlimited.bytes, unlimited.engine_bytes) == (True, None, -1)
+    assert Size.parse("1M", allow_unlimited=True).engine_bytes == 1024**2
+    with pytest.raises(SizeError):
+        Size.parse(" -1", allow_unlimited=True)
+
+
+def test_text_is_kept_as_written() -> None:
+    assert Size.parse("200 m") == Size("200 m", 200 * 1024**2)
+    assert Size.parse("200 m") != Size.parse("200M")  # Kanto compares the text

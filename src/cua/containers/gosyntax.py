@@ -3,12 +3,18 @@
 Kanto is written in Go, so what counts as a boolean, an integer or a size is what Go's
 `strconv` and CM's size regex accept. Python's `int()`/`float()` accept more (spaces,
 underscores, Unicode digits, `inf`), so they are never used on input directly.
+
+`Size` is the one reading of a size (spec §2.3): the text as written, which Kanto compares,
+reports and our labels record, and the bytes an engine is given; Kanto's `-1` (memorySwap)
+is an explicit `UNLIMITED` without bytes.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from decimal import Decimal
 
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
@@ -41,21 +47,76 @@ def parse_int(text: str, *, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int | N
     return value if lo <= value <= hi else None
 
 
-def size_to_bytes(text: str) -> int | None:
-    """CM's `SizeToBytes`: `100M`, `1.5g`, `200 m` (k/m/g = powers of 1024); None if invalid.
+class SizeError(ValueError):
+    """Not a size in Kanto's syntax; the message names the value."""
 
-    A unit is mandatory. `1.2.3M` matches CM's regex but fails Go's ParseFloat, so it is
-    invalid too, as is a number too large for a float64.
-    """
-    match = _SIZE.fullmatch(text)
-    if match is None or match.group(1).count(".") > 1:
-        return None
-    number = float(match.group(1))
-    if math.isinf(number):
-        return None
-    size = number * _SIZE_UNITS[match.group(2).lower()]
-    # Go converts an out-of-range float to int64 without error; saturate instead.
-    return INT64_MAX if math.isinf(size) or size >= INT64_MAX else int(size)
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """A memory or log size: `text` as written (`"100M"` and `"102400k"` differ to Kanto)
+    and the `bytes` it stands for; `bytes` is None for `UNLIMITED` (Kanto's `-1`)."""
+
+    text: str
+    bytes: int | None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.bytes is None
+
+    @property
+    def engine_bytes(self) -> int:
+        """What an engine is given: the bytes, or -1 for unlimited (Docker's and CM's word)."""
+        return -1 if self.bytes is None else self.bytes
+
+    @classmethod
+    def parse(cls, text: str, *, allow_unlimited: bool = False) -> Size:
+        """CM's `SizeToBytes`: `100M`, `1.5g`, `200 m` (k/m/g = powers of 1024).
+
+        A unit is mandatory. `1.2.3M` matches CM's regex but fails Go's ParseFloat, so it is
+        invalid too, as is a number too large for a float64. `-1` is `UNLIMITED` if
+        `allow_unlimited` (Kanto allows it for memorySwap only). Raises SizeError.
+        """
+        if allow_unlimited and text == UNLIMITED.text:
+            return UNLIMITED
+        problem = f"invalid size {text!r}: expected a number and a unit k, m or g"
+        match = _SIZE.fullmatch(text)
+        if match is None or match.group(1).count(".") > 1:
+            raise SizeError(problem)
+        number = float(match.group(1))
+        if math.isinf(number):
+            raise SizeError(problem)
+        size = number * _SIZE_UNITS[match.group(2).lower()]
+        # Go converts an out-of-range float to int64 without error; saturate instead.
+        count = INT64_MAX if math.isinf(size) or size >= INT64_MAX else int(size)
+        return cls(text, count)
+
+    @classmethod
+    def from_bytes(cls, count: int) -> Size:
+        """The shortest exact Kanto text for `count` bytes (`104857600` -> `100M`)."""
+        for letter, factor in (("G", 1024**3), ("M", 1024**2)):
+            if count >= factor and count % factor == 0:
+                return cls(f"{count // factor}{letter}", count)
+        kib = Decimal(count) / 1024
+        return cls(f"{format(kib.normalize(), 'f')}K", count)
+
+    @classmethod
+    def from_engine(cls, text: str) -> Size:
+        """A size as Docker reports it (go-units `RAMInBytes`: `104857600`, `100m`,
+        `10MiB`), in its shortest exact Kanto text. Raises SizeError."""
+        match = _ENGINE_SIZE.match(text.strip())
+        if match is None:
+            raise SizeError(f"invalid size {text!r}")
+        unit = match.group(2)
+        return cls.from_bytes(
+            int(Decimal(match.group(1)) * (_ENGINE_UNITS[unit.lower()] if unit else 1))
+        )
+
+
+UNLIMITED = Size("-1", None)
+
+# What Docker itself accepts for log sizes (go-units RAMInBytes): unit optional.
+_ENGINE_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_ENGINE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 
 
 def duration_string(seconds: int) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from cua.api.models import Baseline, ComponentWithConfig, DesiredState, KeyValuePair
 from cua.containers import gosyntax
 from cua.containers.errors import DesiredStateError, SpecError
+from cua.containers.gosyntax import Size, SizeError
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
@@ -106,7 +107,7 @@ _ENV = re.compile(r"[a-zA-Z_]([a-zA-Z0-9_]*)(|=(.*))")  # `.` stops at a newline
 _HOST_IP_RESERVED = re.compile(r"(.+):host_ip(_(.+))?")
 _PORT_MAX = 65535
 _MIN_MEMORY = 3 * 1024 * 1024
-_MEMORY_UNLIMITED = "-1"
+_NOT_SET = Size("", 0)
 _DEVICE_PERMISSIONS = frozenset("rwm")
 
 
@@ -431,10 +432,7 @@ class _ComponentParser:
             max_size = max_size or "100M"
             if max_files < 1:
                 raise self.fail("max log files cannot be < 1", KEY_LOG_MAX_FILES)
-            if gosyntax.size_to_bytes(max_size) is None:
-                raise self.fail(
-                    f"invalid format of max logs size - {max_size}", KEY_LOG_MAX_SIZE, max_size
-                )
+            self._size(max_size, KEY_LOG_MAX_SIZE, "max logs size")
         else:
             max_files, max_size = 0, ""
         mode_value = config.get(KEY_LOG_MODE, "") or LogMode.BLOCKING.value
@@ -447,12 +445,7 @@ class _ComponentParser:
         buffer_size = ""
         if mode is LogMode.NON_BLOCKING:
             buffer_size = config.get(KEY_LOG_MAX_BUFFER_SIZE, "") or "1M"
-            if gosyntax.size_to_bytes(buffer_size) is None:
-                raise self.fail(
-                    f"invalid format of max buffer size - {buffer_size}",
-                    KEY_LOG_MAX_BUFFER_SIZE,
-                    buffer_size,
-                )
+            self._size(buffer_size, KEY_LOG_MAX_BUFFER_SIZE, "max buffer size")
         return LogConfig(
             driver=driver,
             max_files=max_files,
@@ -477,29 +470,26 @@ class _ComponentParser:
             raise self.fail("restart policy retry timeout cannot be negative", KEY_RESTART_TIMEOUT)
         return RestartPolicy(type=policy_type, max_retries=max_retries, timeout=timeout)
 
+    def _size(self, text: str, key: str, what: str, *, allow_unlimited: bool = False) -> Size:
+        """A size key's value ("" is 0 bytes), or Kanto's `invalid format of <what>` error."""
+        try:
+            return Size.parse(text, allow_unlimited=allow_unlimited) if text else _NOT_SET
+        except SizeError:
+            raise self.fail(f"invalid format of {what} - {text}", key, text) from None
+
     def _resources(self, config: dict[str, str]) -> Resources | None:
         memory = config.get(KEY_MEMORY, "")
         reservation = config.get(KEY_MEMORY_RESERVATION, "")
         swap = config.get(KEY_MEMORY_SWAP, "")
         if not (memory or reservation or swap):
             return None
-
-        def size(value: str) -> int | None:
-            return 0 if value == "" else gosyntax.size_to_bytes(value)
-
-        limit = size(memory)
-        if limit is None:
-            raise self.fail(f"invalid format of memory - {memory}", KEY_MEMORY, memory)
-        reserved = size(reservation)
-        if reserved is None:
-            raise self.fail(
-                f"invalid format of memory reservation - {reservation}",
-                KEY_MEMORY_RESERVATION,
-                reservation,
-            )
-        swap_bytes = -1 if swap == _MEMORY_UNLIMITED else size(swap)
-        if swap_bytes is None:
-            raise self.fail(f"invalid format of swap memory - {swap}", KEY_MEMORY_SWAP, swap)
+        limit = self._size(memory, KEY_MEMORY, "memory").engine_bytes
+        reserved = self._size(
+            reservation, KEY_MEMORY_RESERVATION, "memory reservation"
+        ).engine_bytes
+        swap_bytes = self._size(
+            swap, KEY_MEMORY_SWAP, "swap memory", allow_unlimited=True
+        ).engine_bytes
         if 0 < limit < _MIN_MEMORY:
             raise self.fail("minimum memory allowed is 3M", KEY_MEMORY, memory)
         if swap_bytes > 0:

@@ -27,6 +27,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
+from cua.containers.gosyntax import Size, SizeError
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
@@ -58,7 +59,6 @@ from cua.engine.base import (
     RegistryCredentials,
     StartFailedError,
 )
-from cua.engine.sizes import bytes_to_size, engine_size_to_bytes, size_to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +187,9 @@ def interface_ipv4(ifname: str) -> str:
 
 
 def _size(value: str, what: str) -> int:
-    if value.strip() == "-1":
-        return -1
     try:
-        return size_to_bytes(value)
-    except ValueError as error:
+        return Size.parse(value, allow_unlimited=True).engine_bytes
+    except SizeError as error:
         raise CreateFailedError(f"invalid {what}: {error}") from error
 
 
@@ -297,7 +295,7 @@ def create_body(
 def _sized(count: int) -> str:
     if count == -1:
         return "-1"
-    return bytes_to_size(count) if count > 0 else ""
+    return Size.from_bytes(count).text if count > 0 else ""
 
 
 def _parse_ports(bindings: Mapping[str, Any] | None) -> tuple[PortMapping, ...]:
@@ -345,7 +343,7 @@ def _parse_log(host: Mapping[str, Any]) -> LogConfig:
     mode = LogMode.NON_BLOCKING if options.get("mode") == "non-blocking" else LogMode.BLOCKING
     buffer = ""
     if mode is LogMode.NON_BLOCKING:
-        buffer = bytes_to_size(engine_size_to_bytes(options.get("max-buffer-size", "1m")))
+        buffer = Size.from_engine(options.get("max-buffer-size", "1m")).text
     if driver_name == "none":
         return LogConfig(
             driver=LogDriver.NONE, max_files=0, max_size="", mode=mode, max_buffer_size=buffer
@@ -355,7 +353,7 @@ def _parse_log(host: Mapping[str, Any]) -> LogConfig:
     return LogConfig(
         driver=LogDriver.JSON_FILE,
         max_files=int(options.get("max-file", "1") or 1) if max_size else 1,
-        max_size=bytes_to_size(engine_size_to_bytes(max_size)) if max_size else "",
+        max_size=Size.from_engine(max_size).text if max_size else "",
         mode=mode,
         max_buffer_size=buffer,
     )

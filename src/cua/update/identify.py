@@ -13,12 +13,12 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
+from cua.containers.gosyntax import Size, SizeError
 from cua.containers.inventory import image_version
 from cua.containers.labels import LabelledSpec, decode_labels, is_managed
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
 from cua.containers.state import ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine
-from cua.engine.sizes import size_to_bytes
 from cua.update.names import is_transient
 from cua.update.plan import CurrentContainer
 from cua.update.settings import Manage
@@ -92,13 +92,12 @@ def effective_spec(labelled: LabelledSpec | None, engine: ContainerSpec) -> Cont
     return normalized if labelled is None else with_runtime(labelled.spec, normalized)
 
 
-def _bytes(size: str) -> int:
-    if size in ("", "-1"):
-        return {"": 0, "-1": -1}[size]
+def _bytes(size: str) -> int | None:
+    """A spec's size as the engine counts it (0: not set, -1: unlimited); None if unreadable."""
     try:
-        return size_to_bytes(size)
-    except ValueError:
-        return -2  # unreadable: never equal to anything the engine reports
+        return Size.parse(size, allow_unlimited=True).engine_bytes if size else 0
+    except SizeError:
+        return None
 
 
 def normalize_engine_spec(spec: ContainerSpec) -> ContainerSpec:
@@ -107,7 +106,8 @@ def normalize_engine_spec(spec: ContainerSpec) -> ContainerSpec:
     resources = spec.resources
     if resources is None or not resources.memory or not resources.memory_swap:
         return spec
-    if _bytes(resources.memory_swap) == 2 * _bytes(resources.memory):
+    swap, memory = _bytes(resources.memory_swap), _bytes(resources.memory)
+    if swap is not None and memory is not None and swap == 2 * memory:
         resources = dataclasses.replace(resources, memory_swap="")
         if resources == Resources():
             return dataclasses.replace(spec, resources=None)
@@ -123,11 +123,12 @@ def _same_restart(recorded: RestartPolicy, engine: RestartPolicy) -> bool:
     )
 
 
-def _swap_bytes(resources: Resources) -> int:
+def _swap_bytes(resources: Resources) -> int | None:
     """Swap in bytes; "" with a memory limit is the engine's default, 2 x memory (a spec
     read back from the engine says "" for it: `normalize_engine_spec`)."""
     if not resources.memory_swap and resources.memory:
-        return 2 * _bytes(resources.memory)
+        memory = _bytes(resources.memory)
+        return None if memory is None else 2 * memory
     return _bytes(resources.memory_swap)
 
 
