@@ -32,11 +32,11 @@ from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_desired_state
 from cua.engine.docker import DockerEngine
+from cua.settings import Manage, UpdateSettings
 from cua.testing.fake_engine import FakeEngine
 from cua.update.identify import current_containers
 from cua.update.manager import UpdateManager
 from cua.update.plan import make_plan
-from cua.update.settings import Manage, UpdateSettings
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
 

@@ -22,12 +22,12 @@ from cua.api.models import (
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
 from cua.containers.state import ContainerStatus
+from cua.settings import UpdateSettings
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
-from cua.update.settings import UpdateSettings
 
 DOMAIN = "containers"
 HELLO = "docker.io/library/hello-world:latest"

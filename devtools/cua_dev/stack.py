@@ -36,10 +36,10 @@ from cua_dev.processes import (
     processes_referencing,
     stop_pid,
 )
-from cua_dev.tlsgen import TlsFiles, generate_tls
+from cua_dev.tlsgen import PkiFiles, generate_tls
 from cua_dev.unixhttp import engine_json, engine_request
 
-__all__ = ["LocalStack", "ServiceError", "TlsFiles"]
+__all__ = ["LocalStack", "PkiFiles", "ServiceError"]
 
 _MNT_DETACH = 2
 _live_stacks: set[LocalStack] = set()
@@ -73,7 +73,7 @@ class LocalStack:
         self._tmpdir: Path | None = None
         self._services: dict[str, ServiceProcess] = {}
         self._seen_pids: set[int] = set()
-        self._tls: TlsFiles | None = None
+        self._tls: PkiFiles | None = None
         self.mqtt_password = secrets.token_urlsafe(12)
         self._mqtt_port = self._mqtts_port = self._mqtt_auth_port = self._registry_port = 0
 
@@ -230,7 +230,7 @@ class LocalStack:
         return f"tcp://127.0.0.1:{self._mqtt_port}"
 
     @property
-    def tls(self) -> TlsFiles:
+    def tls(self) -> PkiFiles:
         if self._tls is None:
             raise RuntimeError("LocalStack is not started")
         return self._tls

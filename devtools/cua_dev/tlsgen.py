@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TlsFiles", "generate_tls"]
+__all__ = ["PkiFiles", "generate_tls"]
 
 _CONFIG = """\
 [req]
@@ -38,7 +38,7 @@ authorityKeyIdentifier = keyid
 
 
 @dataclass(frozen=True, slots=True)
-class TlsFiles:
+class PkiFiles:
     """Paths of the PEM files of the test PKI."""
 
     ca_cert: Path
@@ -67,7 +67,7 @@ def _issue(directory: Path, name: str, cn: str, conf: Path, ca: tuple[Path, Path
     csr.unlink()
 
 
-def generate_tls(directory: Path) -> TlsFiles:
+def generate_tls(directory: Path) -> PkiFiles:
     """Create `ca.crt`, `server.{crt,key}` (SAN IP:127.0.0.1, DNS:localhost) and
     `client.{crt,key}` in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def generate_tls(directory: Path) -> TlsFiles:
              "-keyout", ca_key, "-out", ca_cert, "-subj", "/CN=cua test CA")  # fmt: skip
     _issue(directory, "server", "localhost", conf, (ca_cert, ca_key))
     _issue(directory, "client", "cua-test-client", conf, (ca_cert, ca_key))
-    return TlsFiles(
+    return PkiFiles(
         ca_cert=ca_cert,
         server_cert=directory / "server.crt",
         server_key=directory / "server.key",

@@ -25,10 +25,11 @@ from cua.api.models import (
     Inventory,
 )
 from cua.api.topics import Topics
+from cua.backoff import Backoff
 from cua.config import AgentConfig
 from cua.current_state import CurrentStateReader
 from cua.engine.base import Engine
-from cua.mqtt import Backoff, MqttConnection, OutgoingKind
+from cua.mqtt import MqttConnection, OutgoingKind
 from cua.systemd import notify
 from cua.update.journal import Journal
 from cua.update.manager import UpdateManager

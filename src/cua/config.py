@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +21,16 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cua.engine.base import RegistryCredentials
-from cua.mqtt import (
+from cua.broker import (
+    BrokerTlsFiles,
     BrokerUrlError,
     MqttOptions,
     MqttVersion,
-    TlsFiles,
     parse_broker_url,
     tls_context,
 )
-from cua.update.settings import Manage, Mode, UpdateSettings
+from cua.containers.gosyntax import parse_go_duration
+from cua.settings import Manage, Mode, RegistryCredentials, UpdateSettings
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -40,7 +39,6 @@ __all__ = [
     "ConfigError",
     "Overrides",
     "load_config",
-    "parse_go_duration",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,43 +51,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 class ConfigError(ValueError):
     """Invalid configuration. The message is one line: where, and what is wrong."""
-
-
-# --- Go durations (Kanto's `connection` timeouts) --------------------------------------------
-
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,  # Go accepts both micro signs
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds from a Go duration string (`1h2m3.5s`, `250ms`, `-1s`, `0`). Raises ValueError."""
-    value = text.strip()
-    sign = 1.0
-    if value[:1] in "+-" and value:
-        sign = -1.0 if value[0] == "-" else 1.0
-        value = value[1:]
-    if value == "0":
-        return 0.0
-    if not value:
-        raise ValueError("empty duration")
-    total = 0.0
-    position = 0
-    while position < len(value):
-        match = _DURATION_PART.match(value, position)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position = match.end()
-    return sign * total
 
 
 # --- the file -----------------------------------------------------------------------------------
@@ -334,7 +295,7 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
         raise ConfigError(f"{broker_where}: {exc}") from None
 
     transport = conn.transport
-    tls = TlsFiles(transport.root_ca, transport.client_cert, transport.client_key)
+    tls = BrokerTlsFiles(transport.root_ca, transport.client_cert, transport.client_key)
     if tls.client_key and not tls.client_cert:
         raise ConfigError("connection.transport.client_key: set without client_cert")
     if broker.tls:
@@ -393,7 +354,7 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
     )
 
 
-def _check_tls(tls: TlsFiles) -> None:
+def _check_tls(tls: BrokerTlsFiles) -> None:
     """Load the TLS files once now, so that a bad path is a start error, not a retry loop."""
     for key, value in (
         ("root_ca", tls.root_ca),

@@ -18,9 +18,9 @@ from cua.containers.inventory import InventoryContainer, build_inventory
 from cua.containers.labels import decode_labels, is_managed
 from cua.containers.state import ContainerDetails, ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine, EngineError
+from cua.settings import Manage, UpdateSettings
 from cua.update.identify import effective_spec, map_concurrently
 from cua.update.names import is_transient
-from cua.update.settings import Manage, UpdateSettings
 
 __all__ = ["CurrentStateReader"]
 

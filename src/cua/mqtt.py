@@ -18,164 +18,27 @@ import contextlib
 import enum
 import errno
 import logging
-import random
-import ssl
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
-__all__ = [
-    "Backoff",
-    "BrokerAddress",
-    "BrokerUrlError",
-    "MqttConnection",
-    "MqttOptions",
-    "MqttVersion",
-    "OutgoingKind",
-    "TlsFiles",
-    "parse_broker_url",
-]
+from cua.backoff import Backoff
+from cua.broker import MqttOptions, MqttVersion, tls_context
+
+__all__ = ["MqttConnection", "OutgoingKind"]
 
 log = logging.getLogger(__name__)
-
-PLAIN_SCHEMES = frozenset({"tcp", "mqtt"})
-TLS_SCHEMES = frozenset({"ssl", "mqtts", "tls"})
-DEFAULT_PORTS = {False: 1883, True: 8883}
 
 # CONNACK refusals that mean "your credentials are wrong" (3.1.1 codes 4, 5; MQTT 5 codes
 # 134, 135 — paho reports 3.1.1 refusals as the MQTT 5 reason codes).
 _BAD_CREDENTIALS = frozenset({4, 134})
 _NOT_AUTHORIZED = frozenset({5, 135})
-
-
-class BrokerUrlError(ValueError):
-    """A broker URL that cannot be used; the message says why (never a password)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        scheme = "mqtts" if self.tls else "mqtt"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """`tcp://`, `mqtt://` (plain) or `ssl://`, `mqtts://`, `tls://` (TLS) `host[:port]`.
-
-    The port defaults to 1883 (plain) or 8883 (TLS). Credentials in the URL are not
-    accepted: they belong in `client_username`/`client_password`, where they are not logged.
-    """
-    text = url.strip()
-    if "://" not in text:
-        raise BrokerUrlError(
-            "missing scheme (expected tcp://, mqtt://, ssl://, mqtts:// or tls://host:port)"
-        )
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme not in PLAIN_SCHEMES | TLS_SCHEMES:
-        raise BrokerUrlError(
-            f"unsupported scheme {scheme!r} (expected tcp, mqtt, ssl, mqtts or tls)"
-        )
-    if parts.username is not None or parts.password is not None:
-        raise BrokerUrlError(
-            "credentials in the URL are not supported; use the username/password settings"
-        )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise BrokerUrlError("unexpected path or query after host:port")
-    host = parts.hostname
-    if not host:
-        raise BrokerUrlError("missing host")
-    tls = scheme in TLS_SCHEMES
-    try:
-        port = parts.port
-    except ValueError:
-        raise BrokerUrlError("invalid port") from None
-    if port == 0:
-        raise BrokerUrlError("invalid port 0")
-    return BrokerAddress(host=host, port=port if port is not None else DEFAULT_PORTS[tls], tls=tls)
-
-
-class MqttVersion(enum.StrEnum):
-    V311 = "3.1.1"
-    V5 = "5"
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """PEM file paths; "" = not set (the system's CAs verify the broker then)."""
-
-    root_ca: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-
-
-def tls_context(files: TlsFiles) -> ssl.SSLContext:
-    """A client TLS context that verifies the broker (and presents our certificate).
-
-    Raises OSError / ssl.SSLError when a file is missing or not a usable PEM.
-    """
-    context = ssl.create_default_context(cafile=files.root_ca or None)
-    if files.client_cert:
-        context.load_cert_chain(files.client_cert, files.client_key or None)
-    return context
-
-
-@dataclass(frozen=True, slots=True)
-class MqttOptions:
-    """How to connect. Timeouts in seconds (Kanto's `connection` section, spec §7)."""
-
-    broker: BrokerAddress
-    username: str = ""
-    password: str = field(default="", repr=False)
-    tls: TlsFiles = field(default_factory=TlsFiles)
-    version: MqttVersion = MqttVersion.V311
-    keep_alive: float = 20.0
-    connect_timeout: float = 30.0
-    acknowledge_timeout: float = 15.0
-    subscribe_timeout: float = 15.0
-    unsubscribe_timeout: float = 5.0
-    disconnect_timeout: float = 0.25
-    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    queue_limit: int = 1000
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: the n-th delay is uniform in [d/2, d],
-    d = min(max, initial * 2**n). Jitter keeps a fleet of devices from reconnecting in step.
-    """
-
-    def __init__(
-        self, initial: float, maximum: float, rng: Callable[[float, float], float] | None = None
-    ) -> None:
-        if initial <= 0 or maximum < initial:
-            raise ValueError("backoff needs 0 < initial <= maximum")
-        self.initial = initial
-        self.maximum = maximum
-        self._attempt = 0
-        self._uniform = rng or random.uniform
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** min(self._attempt, 62)))
-        self._attempt += 1
-        return self._uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class OutgoingKind(enum.Enum):

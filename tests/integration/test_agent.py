@@ -24,14 +24,15 @@ import pytest
 from cua.api.envelope import go_json, now_ms
 from cua.api.models import ComponentWithConfig, DesiredState
 from cua.api.topics import Topics
+from cua.broker import MqttOptions, parse_broker_url
 from cua.containers.parse import parse_component
 from cua.containers.state import ContainerStatus
 from cua.engine.base import ensure_image
 from cua.engine.docker import DockerEngine
-from cua.mqtt import MqttConnection, MqttOptions, parse_broker_url
+from cua.mqtt import MqttConnection
+from cua.settings import UpdateSettings
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.manager import UpdateManager
-from cua.update.settings import UpdateSettings
 from cua_dev.demo import rewrite_mounts
 from cua_dev.images import ImageFactory
 from cua_dev.processes import stop_pid

@@ -36,13 +36,9 @@ from cua.containers.spec import (
     RestartPolicyType,
 )
 from cua.containers.state import ContainerStatus
-from cua.engine.base import (
-    CreateFailedError,
-    EngineUnavailableError,
-    PullFailedError,
-    RegistryCredentials,
-)
+from cua.engine.base import CreateFailedError, EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
+from cua.settings import RegistryCredentials
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
 

@@ -11,12 +11,12 @@ from cua.containers.parse import parse_component
 from cua.containers.spec import RestartPolicyType
 from cua.containers.state import ContainerStatus
 from cua.engine.docker import DockerEngine
+from cua.settings import Manage, UpdateSettings
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.journal import Journal, journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
 from cua.update.recovery import recover
-from cua.update.settings import Manage, UpdateSettings
 from cua_dev.images import ImageFactory
 from tests.builders import NOTHING_TO_DO, component, desired, standalone_statuses
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from cua.config import ConfigError, Overrides, load_config, parse_go_duration
-from cua.mqtt import MqttVersion
-from cua.update.settings import Manage, Mode
+from cua.broker import MqttVersion
+from cua.config import ConfigError, Overrides, load_config
+from cua.containers.gosyntax import parse_go_duration
+from cua.settings import Manage, Mode
 
 pytestmark = pytest.mark.unit
 

@@ -26,7 +26,7 @@ from cua.containers.spec import (
     RestartPolicyType,
 )
 from cua.containers.state import ContainerStatus, ContainerSummary
-from cua.engine.base import CreateFailedError, EventAction, RegistryCredentials
+from cua.engine.base import CreateFailedError, EventAction
 from cua.engine.docker import (
     DockerEngine,
     ImageReference,
@@ -40,6 +40,7 @@ from cua.engine.docker import (
     spec_from_inspect,
     status_from_docker,
 )
+from cua.settings import RegistryCredentials
 
 pytestmark = pytest.mark.unit
 

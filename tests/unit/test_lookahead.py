@@ -9,11 +9,11 @@ import pytest
 
 from cua.containers.state import ContainerStatus
 from cua.engine.base import NameConflictError
+from cua.settings import UpdateSettings
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.lookahead import Lookahead
 from cua.update.manager import UpdateManager
-from cua.update.settings import UpdateSettings
 from tests.builders import add_managed, component, desired
 
 pytestmark = pytest.mark.unit

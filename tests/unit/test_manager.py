@@ -12,11 +12,11 @@ from cua.api.models import CommandType, DesiredStateCommand, DesiredStateFeedbac
 from cua.containers.parse import parse_component
 from cua.containers.state import ContainerStatus, ContainerSummary
 from cua.engine.base import EngineError, EngineUnavailableError, PullProgress
+from cua.settings import Manage, Mode
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.downloads import Downloads
 from cua.update.manager import UpdateManager
-from cua.update.settings import Manage, Mode
 from tests.builders import (
     HELLO,
     M_CREATE,

@@ -12,18 +12,15 @@ from aiomqtt.exceptions import MqttConnectError, MqttError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from cua.backoff import Backoff
+from cua.broker import BrokerAddress, BrokerUrlError, MqttOptions, parse_broker_url
 from cua.mqtt import (
-    Backoff,
-    BrokerAddress,
-    BrokerUrlError,
     MqttConnection,
-    MqttOptions,
     OutgoingKind,
     OutgoingMessage,
     OutgoingQueue,
     _ignore_closed_socket_registration,
     describe_connect_error,
-    parse_broker_url,
 )
 
 pytestmark = pytest.mark.unit

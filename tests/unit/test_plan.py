@@ -10,8 +10,8 @@ from cua.containers.compare import ActionKind
 from cua.containers.parse import parse_component, parse_desired_state
 from cua.containers.spec import RestartPolicy, RestartPolicyType
 from cua.containers.state import ContainerStatus
+from cua.settings import Manage
 from cua.update.plan import CurrentContainer, PlanError, make_plan
-from cua.update.settings import Manage
 from tests.builders import DOMAIN, component, desired
 
 pytestmark = pytest.mark.unit

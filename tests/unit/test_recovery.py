@@ -22,13 +22,13 @@ from cua.containers.parse import parse_component
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
 from cua.containers.state import ContainerStatus
 from cua.engine.base import EngineError, EngineUnavailableError
+from cua.settings import Mode
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import Journal, journal_for, journal_path, prepare_state_dir
 from cua.update.manager import UpdateManager
 from cua.update.names import operation_labels
 from cua.update.recovery import recover
-from cua.update.settings import Mode
 from tests.builders import (
     DOMAIN,
     Running,

@@ -1,8 +1,9 @@
 """Go's value syntaxes that Kanto's config parsing relies on, reproduced exactly.
 
-Kanto is written in Go, so what counts as a boolean, an integer or a size is what Go's
-`strconv` and CM's size regex accept. Python's `int()`/`float()` accept more (spaces,
-underscores, Unicode digits, `inf`), so they are never used on input directly.
+Kanto is written in Go, so what counts as a boolean, an integer, a duration or a size is
+what Go's `strconv` and `time.ParseDuration` and CM's size regex accept. Python's
+`int()`/`float()` accept more (spaces, underscores, Unicode digits, `inf`), so they are never
+used on input directly.
 
 `Size` is the one reading of a size (spec §2.3): the text as written, which Kanto compares,
 reports and our labels record, and the bytes an engine is given; Kanto's `-1` (memorySwap)
@@ -117,6 +118,41 @@ UNLIMITED = Size("-1", None)
 # What Docker itself accepts for log sizes (go-units RAMInBytes): unit optional.
 _ENGINE_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _ENGINE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,  # Go accepts both micro signs
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds from a Go duration string (`1h2m3.5s`, `250ms`, `-1s`, `0`). Raises ValueError."""
+    value = text.strip()
+    sign = 1.0
+    if value[:1] in "+-" and value:
+        sign = -1.0 if value[0] == "-" else 1.0
+        value = value[1:]
+    if value == "0":
+        return 0.0
+    if not value:
+        raise ValueError("empty duration")
+    total = 0.0
+    position = 0
+    while position < len(value):
+        match = _DURATION_PART.match(value, position)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return sign * total
 
 
 def duration_string(seconds: int) -> str:

@@ -48,12 +48,6 @@ class ContainerEvent:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryCredentials:
-    username: str
-    password: str = field(repr=False)  # never in reprs, logs or feedback
-
-
 # --- errors -------------------------------------------------------------------------------
 
 

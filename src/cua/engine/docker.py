@@ -56,9 +56,9 @@ from cua.engine.base import (
     NameConflictError,
     PullFailedError,
     PullProgress,
-    RegistryCredentials,
     StartFailedError,
 )
+from cua.settings import RegistryCredentials
 
 log = logging.getLogger(__name__)
 

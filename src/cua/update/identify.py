@@ -19,9 +19,9 @@ from cua.containers.labels import LabelledSpec, decode_labels, is_managed
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
 from cua.containers.state import ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine
+from cua.settings import Manage
 from cua.update.names import is_transient
 from cua.update.plan import CurrentContainer
-from cua.update.settings import Manage
 
 READ_CONCURRENCY = 16  # engine reads in flight at once (identification, inventory)
 

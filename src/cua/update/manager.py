@@ -24,13 +24,13 @@ from cua.api.models import (
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import ParsedDesiredState, parse_desired_state
 from cua.engine.base import Engine, EngineError
+from cua.settings import Mode, UpdateSettings
 from cua.update.identify import current_containers
 from cua.update.journal import Journal
 from cua.update.operation import Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
 from cua.update.recovery import recover
-from cua.update.settings import Mode, UpdateSettings
 
 log = logging.getLogger(__name__)
 

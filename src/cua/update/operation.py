@@ -29,12 +29,12 @@ from cua.api.models import (
 from cua.containers.compare import ActionKind
 from cua.containers.state import ContainerStatus
 from cua.engine.base import Engine
+from cua.settings import UpdateSettings
 from cua.update.downloads import Downloads
 from cua.update.journal import Journal, JournalError
 from cua.update.lookahead import Lookahead
 from cua.update.plan import Plan
 from cua.update.publisher import FeedbackPublisher
-from cua.update.settings import UpdateSettings
 from cua.update.steps import ActionState, DeviceSteps
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from cua.containers.errors import DesiredStateError
 from cua.containers.parse import ParsedComponent, ParsedDesiredState
 from cua.containers.spec import ContainerSpec
 from cua.containers.state import ContainerStatus
+from cua.settings import Manage
 from cua.update.names import is_transient
-from cua.update.settings import Manage
 
 REMOVE_COMPONENTS = "remove-components"
 

@@ -1,12 +1,15 @@
-"""Settings of the update operations (the `update_agent` part of the agent's config).
+"""Settings of the update operations and the registry logins (the `update_agent` part of
+the agent's config).
 
-Defaults follow Kanto where Kanto has the setting, and our-behaviour.md where it does not
-(`mode`, `manage`, `strict`, pull and download tuning).
+Plain values: `cua.config` fills them from the file and the flags, the update operations
+(`cua.update`) and the engine adapter read them. Defaults follow Kanto where Kanto has the
+setting, and our-behaviour.md where it does not (`mode`, `manage`, `strict`, pull and
+download tuning).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -39,3 +42,11 @@ class UpdateSettings:
     # Actions whose engine work (create, start, state read) may be in flight at once;
     # 1 = one after the other, as Kanto. The feedback is the same either way.
     parallel_actions: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCredentials:
+    """A login to an image registry (`update_agent.registries`)."""
+
+    username: str
+    password: str = field(repr=False)  # never in reprs, logs or feedback
