@@ -35,6 +35,7 @@ LINT_PATHS := $(wildcard src devtools tests bench scripts)
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
 	$(VENV)/bin/mypy --strict src devtools
