@@ -102,7 +102,7 @@ def add_managed(
 ) -> str:
     """A container as this agent would have created it from `component(name, ...)`."""
     parsed = parse_component(component(name, version, **config))
-    return engine.add_container(name, parsed.spec, encode_labels(parsed), running=running)
+    return engine.add_container(name, parsed.spec, encode_labels(parsed, DOMAIN), running=running)
 
 
 async def until(condition: Callable[[], bool]) -> None:

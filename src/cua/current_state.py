@@ -4,23 +4,23 @@ Owned by the agent, which publishes it (on connect, on request, after container 
 and used by `cua state`; it has nothing to do with running operations. Only the root node
 when the engine fails, as Kanto. Containers an operation has in flight (a new one not yet
 activated, an old one renamed aside until CLEANUP) are not the device's containers: the
-inventory shows each component once, under its real name.
+inventory shows each component once, under its real name. manage: labelled reports only this
+domain's containers and the configured system containers (our-behaviour "Containers that
+the agent owns": the others' env may hold secrets); manage: all every one, as Kanto
+(`identify.reported`, `identify.inventory_entry`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from cua import __version__
 from cua.api.models import Inventory
 from cua.containers.inventory import InventoryContainer, build_inventory
-from cua.containers.labels import decode_labels, is_managed
-from cua.containers.state import ContainerDetails, ContainerSummary
+from cua.containers.state import ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine, EngineError
 from cua.settings import Manage, UpdateSettings
-from cua.update.identify import effective_spec, map_concurrently
-from cua.update.names import is_transient
+from cua.update.identify import inventory_entry, map_concurrently, reported
 
 __all__ = ["CurrentStateReader"]
 
@@ -51,26 +51,15 @@ class CurrentStateReader:
 
     async def _containers(self) -> list[InventoryContainer]:
         summaries = sorted(
-            (
-                s
-                for s in await self._engine.list_containers()
-                if not (is_transient(s.name) and is_managed(s.labels))
-            ),
+            (s for s in await self._engine.list_containers() if reported(s, self._settings)),
             key=lambda s: s.name,
         )
 
         async def one(summary: ContainerSummary) -> InventoryContainer | None:
             try:
-                return _entry(await self._engine.inspect_container(summary.id))
+                details = await self._engine.inspect_container(summary.id)
             except ContainerNotFoundError:
                 return None  # removed since it was listed
+            return inventory_entry(details, self._settings)
 
         return [entry for entry in await map_concurrently(summaries, one) if entry is not None]
-
-
-def _entry(details: ContainerDetails) -> InventoryContainer:
-    labelled = decode_labels(details.labels)
-    details = dataclasses.replace(details, spec=effective_spec(labelled, details.spec))
-    if labelled is None:
-        return InventoryContainer(details=details, managed=is_managed(details.labels))
-    return InventoryContainer(details=details, image=labelled.image_as_given)

@@ -143,6 +143,7 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
     container change must not be published after the state that shows the change."""
     import asyncio
 
+    from cua.containers.labels import LABEL_DOMAIN, LABEL_MANAGED
     from cua.containers.spec import ContainerSpec
 
     agent = await make_agent()
@@ -171,7 +172,8 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
     try:
         agent._on_message("selfupdate/currentstate/get", b'{"activityId":"x","payload":null}')
         await asyncio.wait_for(reading.wait(), 2)
-        engine.add_container("app", ContainerSpec(name="app", image="img"))
+        labels = {LABEL_MANAGED: "true", LABEL_DOMAIN: "self-update"}  # reported (ours)
+        engine.add_container("app", ContainerSpec(name="app", image="img"), labels)
         agent._changed.set()
         await asyncio.sleep(0.1)  # the change is noticed while the reply is still built
         gate.set()
@@ -237,13 +239,15 @@ async def test_engine_events_debounced_and_a_change_during_the_publish_not_lost(
     that arrives while that state is being built gives another one, with the change."""
     import asyncio
 
+    from cua.containers.labels import LABEL_DOMAIN, LABEL_MANAGED
     from cua.containers.spec import ContainerSpec
 
     agent = await make_agent()
     agent._debounce = 0.05
     engine = agent.engine
     assert isinstance(engine, FakeEngine)
-    ids = [engine.add_container(n, ContainerSpec(name=n, image="img")) for n in "abc"]
+    labels = {LABEL_MANAGED: "true", LABEL_DOMAIN: "self-update"}  # reported (ours)
+    ids = [engine.add_container(n, ContainerSpec(name=n, image="img"), labels) for n in "abc"]
     real = agent.state_reader.read
     calls = 0
 

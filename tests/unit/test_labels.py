@@ -9,17 +9,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cua.containers import labels as labels_module
 from cua.containers.labels import (
     LABEL_COMPONENT_ID,
     LABEL_COMPONENT_VERSION,
+    LABEL_DOMAIN,
     LABEL_IMAGE,
     LABEL_MANAGED,
     LABEL_SCHEMA,
     LABEL_SPEC,
+    LEGACY_DOMAIN,
     LabelledSpec,
     decode_labels,
     encode_labels,
+    inherited_from_image,
     is_managed,
+    label_domain,
+    owner,
     spec_from_json,
     spec_to_json,
 )
@@ -59,8 +65,9 @@ PARSED = parse_component(
 
 
 def test_encode_labels() -> None:
-    labels = encode_labels(PARSED)
+    labels = encode_labels(PARSED, "cars")
     assert labels[LABEL_MANAGED] == "true"
+    assert labels[LABEL_DOMAIN] == "cars"
     assert labels[LABEL_SCHEMA] == "1"
     assert labels[LABEL_COMPONENT_ID] == "web"
     assert labels[LABEL_COMPONENT_VERSION] == "1.2"
@@ -71,7 +78,7 @@ def test_encode_labels() -> None:
 
 
 def test_decode_round_trip() -> None:
-    assert decode_labels(encode_labels(PARSED)) == LabelledSpec(
+    assert decode_labels(encode_labels(PARSED, "cars")) == LabelledSpec(
         component_id="web", version="1.2", image_as_given="registry:5000/web:1.2", spec=PARSED.spec
     )
 
@@ -98,7 +105,7 @@ def test_not_ours() -> None:
 def test_corrupt_labels_give_none_and_a_warning(
     damage: dict[str, str | None], caplog: pytest.LogCaptureFixture
 ) -> None:
-    labels: dict[str, str] = dict(encode_labels(PARSED))
+    labels: dict[str, str] = dict(encode_labels(PARSED, "cars"))
     for key, value in damage.items():
         if value is None:
             del labels[key]
@@ -181,3 +188,46 @@ def test_spec_json_round_trip_is_lossless(spec: ContainerSpec) -> None:
 def test_decode_never_raises(labels: dict[str, str]) -> None:
     result = decode_labels(labels)
     assert result is None or is_managed(labels)
+
+
+# --- ownership: the domain, and labels that come from the image --------------------------
+
+
+def test_the_owner_is_the_domain_the_labels_name() -> None:
+    labels = encode_labels(PARSED, "cars")
+    assert owner(labels, {}) == "cars"
+    assert owner(encode_labels(PARSED, "trucks"), {}) == "trucks"
+    assert owner({}, {}) is None
+    assert owner({"maintainer": "x"}, {"maintainer": "x"}) is None
+    assert owner({LABEL_MANAGED: "false", LABEL_DOMAIN: "cars"}, {}) is None
+
+
+def test_ownership_labels_copied_from_the_image_do_not_count() -> None:
+    """Docker copies an image's LABELs onto its containers: an image labelled like one of
+    our containers makes containers that no agent owns."""
+    image_labels = {LABEL_MANAGED: "true", LABEL_DOMAIN: "cars", "maintainer": "x"}
+    copied = dict(image_labels)
+    assert inherited_from_image(copied, image_labels)
+    assert owner(copied, image_labels) is None
+    # An agent's own labels on a container of that image: they differ from the image's.
+    ours = image_labels | encode_labels(PARSED, "cars")
+    assert not inherited_from_image(ours, image_labels)
+    assert owner(ours, image_labels) == "cars"
+    # An image made from one of our containers (docker commit) carries all its labels; a
+    # container the agent makes from it records another spec (its own name and image).
+    committed = encode_labels(PARSED, "cars")
+    other = parse_component(component("db", "1", image="local/web:committed"))
+    again = committed | encode_labels(other, "cars")
+    assert owner(again, committed) == "cars"
+
+
+def test_containers_labelled_before_the_domain_label_belong_to_the_default_domain(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    legacy = {k: v for k, v in encode_labels(PARSED, "x").items() if k != LABEL_DOMAIN}
+    labels_module._log_legacy_rule.cache_clear()  # as in a fresh process
+    with caplog.at_level("WARNING"):
+        domains = [label_domain(legacy) for _ in range(3)]
+    assert domains == [LEGACY_DOMAIN] * 3
+    assert LEGACY_DOMAIN == "containers"
+    assert len([r for r in caplog.records if "earlier version" in r.getMessage()]) == 1

@@ -344,7 +344,7 @@ async def test_unreadable_journal_is_logged_and_recovery_goes_on(
 
 def _new_container(engine: FakeEngine, name: str, image: str, replaces_running: bool | None) -> str:
     parsed = parse_component(component(name, image=image))
-    labels = encode_labels(parsed) | operation_labels("old-op", replaces_running)
+    labels = encode_labels(parsed, DOMAIN) | operation_labels("old-op", replaces_running)
     return engine.add_container(name + ".cua-new", parsed.spec, labels, running=False)
 
 
@@ -353,7 +353,7 @@ async def test_recovery_after_crash_between_activation_renames(
 ) -> None:
     parsed = parse_component(component("web", image="img:1"))
     old_id = engine.add_container(
-        "web.cua-old", parsed.spec, encode_labels(parsed), status=ContainerStatus.EXITED
+        "web.cua-old", parsed.spec, encode_labels(parsed, DOMAIN), status=ContainerStatus.EXITED
     )
     _new_container(engine, "web", "img:2", replaces_running=True)
     _new_container(engine, "fresh", "img:1", replaces_running=None)
@@ -367,10 +367,12 @@ async def test_recovery_after_crash_after_activation(
 ) -> None:
     parsed = parse_component(component("web", image="img:1"))
     old_id = engine.add_container(
-        "web.cua-old", parsed.spec, encode_labels(parsed), status=ContainerStatus.EXITED
+        "web.cua-old", parsed.spec, encode_labels(parsed, DOMAIN), status=ContainerStatus.EXITED
     )
     new = parse_component(component("web", image="img:2"))
-    engine.add_container("web", new.spec, encode_labels(new) | operation_labels("op", False))
+    engine.add_container(
+        "web", new.spec, encode_labels(new, DOMAIN) | operation_labels("op", False)
+    )
     done = await recover(engine)
     assert done == [
         "web: new container moved aside",

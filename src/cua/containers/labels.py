@@ -1,8 +1,17 @@
 """The labels on the containers this agent creates (our-behaviour "Containers that the agent
 owns", D12).
 
-They record that the agent manages the container, its component id and version, the image
-exactly as the desired state gave it, and the normalized spec it was created from. The spec
+They record that the agent manages the container, the domain of the agent that created it,
+its component id and version, the image exactly as the desired state gave it, and the
+normalized spec it was created from.
+
+Ownership (`owner`): a container belongs to the domain its labels name. Labels that Docker
+copied from the image's own `LABEL`s do not count: when every `io.cua.*` label of a
+container has the same value in its image's labels, the container is owned by no agent
+(an agent always sets labels the image cannot predict, e.g. the spec with the container's
+name and the operation's activityId). A container labelled by a version before the domain
+label existed (`io.cua.managed` without `io.cua.domain`) belongs to the default domain
+`containers` (`LEGACY_DOMAIN`); the first one seen is logged once. The spec
 is compared later field by field with the next desired spec, instead of values the engine
 filled in (so no spurious UPDATE, D12), and it carries what the engine cannot hold (the
 restart timeout, the log path, the log mode, sizes as written).
@@ -14,6 +23,7 @@ logged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -46,6 +56,11 @@ LABEL_COMPONENT_ID = LABEL_PREFIX + "component.id"
 LABEL_COMPONENT_VERSION = LABEL_PREFIX + "component.version"
 LABEL_IMAGE = LABEL_PREFIX + "image"
 LABEL_SPEC = LABEL_PREFIX + "spec"
+LABEL_DOMAIN = LABEL_PREFIX + "domain"
+
+# The domain of containers labelled before `io.cua.domain` existed: the default domain, the
+# only one those versions were run with in practice (README, "Which containers it owns").
+LEGACY_DOMAIN = "containers"
 
 MANAGED_VALUE = "true"
 SCHEMA_VERSION = "1"
@@ -66,9 +81,48 @@ def is_managed(labels: Mapping[str, str]) -> bool:
     return labels.get(LABEL_MANAGED) == MANAGED_VALUE
 
 
-def encode_labels(parsed: ParsedComponent) -> dict[str, str]:
+@functools.cache
+def _log_legacy_rule() -> None:
+    """Once per process, however many such containers there are."""
+    log.warning(
+        "containers labelled %s without %s (made by an earlier version) belong to domain %r",
+        LABEL_MANAGED,
+        LABEL_DOMAIN,
+        LEGACY_DOMAIN,
+    )
+
+
+def label_domain(labels: Mapping[str, str]) -> str | None:
+    """The domain whose agent created the container, as its labels say (image labels not
+    told apart: see `owner`); None for a container no agent labelled."""
+    if not is_managed(labels):
+        return None
+    domain = labels.get(LABEL_DOMAIN)
+    if domain is None:
+        _log_legacy_rule()
+        return LEGACY_DOMAIN
+    return domain
+
+
+def inherited_from_image(labels: Mapping[str, str], image_labels: Mapping[str, str]) -> bool:
+    """True when the container's `io.cua.*` labels are all its image's own `LABEL`s (Docker
+    copies those onto every container made from the image): no agent set them."""
+    ours = [(key, value) for key, value in labels.items() if key.startswith(LABEL_PREFIX)]
+    return bool(ours) and all(image_labels.get(key) == value for key, value in ours)
+
+
+def owner(labels: Mapping[str, str], image_labels: Mapping[str, str]) -> str | None:
+    """The domain that owns the container; None: no agent owns it (unlabelled, or its
+    ownership labels come from its image)."""
+    if inherited_from_image(labels, image_labels):
+        return None
+    return label_domain(labels)
+
+
+def encode_labels(parsed: ParsedComponent, domain: str) -> dict[str, str]:
     return {
         LABEL_MANAGED: MANAGED_VALUE,
+        LABEL_DOMAIN: domain,
         LABEL_SCHEMA: SCHEMA_VERSION,
         LABEL_COMPONENT_ID: parsed.id,
         LABEL_COMPONENT_VERSION: parsed.version,

@@ -8,7 +8,7 @@ inventory (`cua.containers.inventory`) and the plan (`cua.update.plan`) read the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cua.containers.spec import ContainerSpec
@@ -60,7 +60,9 @@ class ContainerDetails:
     """One container as inspected.
 
     `spec` is what the engine holds, mapped back to a `ContainerSpec` (best effort for
-    fields the engine does not keep, which our labels carry instead).
+    fields the engine does not keep, which our labels carry instead). `image_labels` are
+    the image's own `LABEL`s, which the engine copies onto the container (so that labels
+    which only repeat them are not taken for the agent's).
     """
 
     id: str
@@ -70,3 +72,4 @@ class ContainerDetails:
     state: ContainerState
     created: str  # RFC3339Nano UTC
     spec: ContainerSpec
+    image_labels: Mapping[str, str] = field(default_factory=dict)

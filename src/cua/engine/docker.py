@@ -606,6 +606,7 @@ class DockerEngine:
             state=state_from_inspect(data.get("State") or {}, int(data.get("RestartCount") or 0)),
             created=docker_time(data.get("Created")),
             spec=spec_from_inspect(data, image),
+            image_labels=dict(((image or {}).get("Config") or {}).get("Labels") or {}),
         )
 
     async def _image_of_container(self, image_id: str) -> dict[str, Any] | None:

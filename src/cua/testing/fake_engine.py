@@ -115,6 +115,7 @@ class FakeEngine:
         self.calls: list[EngineCall] = []
         self.available = True
         self._images: dict[str, int] = {}
+        self._image_labels: dict[str, dict[str, str]] = {}
         self._registry: dict[str, int] = {}
         self._containers: dict[str, _Container] = {}  # by id, in creation order
         self._start_failures: dict[str, str] = {}
@@ -124,9 +125,13 @@ class FakeEngine:
 
     # --- knobs -----------------------------------------------------------------------------
 
-    def add_image(self, ref: str, size: int = 1_000_000) -> None:
-        """Make `ref` present locally."""
+    def add_image(
+        self, ref: str, size: int = 1_000_000, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Make `ref` present locally; `labels`: the image's own `LABEL`s, copied onto the
+        containers created from it (as Docker does)."""
         self._images[ref] = size
+        self._image_labels[ref] = dict(labels or {})
 
     def remove_image(self, ref: str) -> None:
         self._images.pop(ref, None)
@@ -219,6 +224,7 @@ class FakeEngine:
             state=found.state(),
             created=found.created,
             spec=found.spec,
+            image_labels=dict(self._image_labels.get(found.spec.image, {})),
         )
 
     async def image_present(self, image: str) -> bool:
@@ -264,7 +270,7 @@ class FakeEngine:
             id=secrets.token_hex(32),
             name=name,
             spec=spec,
-            labels=dict(labels),
+            labels=self._image_labels.get(spec.image, {}) | dict(labels),
             created=now_rfc3339(),
         )
         self._containers[container.id] = container

@@ -1,9 +1,15 @@
 """What identification reads from the engine: the current containers (spec §3.2 step 1).
 
-One list call, plus one inspect for each desired name held by a container (done
-concurrently): for our containers the labels hold the spec they were created from (D12),
-but a runtime UPDATE changes restart policy and limits without changing labels, so those
-are taken from the engine when they differ from the record.
+One list call, plus one inspect for each desired name held by a container, and (manage:
+labelled) for each container whose labels name this agent's domain (done concurrently):
+for our containers the labels hold the spec they were created from (D12), but a runtime
+UPDATE changes restart policy and limits without changing labels, so those are taken from
+the engine when they differ from the record.
+
+Ownership is per domain (our-behaviour "Containers that the agent owns"): the owner is the
+domain the container's labels name, unless those labels are its image's own (`owner`). The
+inspect is what shows the image's labels; a container whose labels name another domain, or
+none, is never inspected unless it holds a desired name (to name its owner).
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from cua.containers.gosyntax import Size, SizeError
-from cua.containers.inventory import image_version
-from cua.containers.labels import LabelledSpec, decode_labels, is_managed
+from cua.containers.inventory import InventoryContainer, image_version
+from cua.containers.labels import LabelledSpec, decode_labels, label_domain, owner
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
-from cua.containers.state import ContainerSummary
+from cua.containers.state import ContainerDetails, ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine
-from cua.settings import Manage
+from cua.settings import Manage, UpdateSettings
 from cua.update.names import is_transient
 from cua.update.plan import CurrentContainer
 
@@ -48,30 +54,42 @@ async def map_concurrently(
 
 
 async def current_containers(
-    engine: Engine, desired_names: Collection[str], manage: Manage
+    engine: Engine, desired_names: Collection[str], manage: Manage, domain: str
 ) -> list[CurrentContainer]:
     """The engine's containers as identification needs them. Raises EngineError."""
     summaries = await engine.list_containers()
 
     async def one(summary: ContainerSummary) -> CurrentContainer | None:
-        return await _current(engine, summary, desired_names, manage)
+        return await _current(engine, summary, desired_names, manage, domain)
 
     return [c for c in await map_concurrently(summaries, one) if c is not None]
 
 
 async def _current(
-    engine: Engine, summary: ContainerSummary, desired_names: Collection[str], manage: Manage
+    engine: Engine,
+    summary: ContainerSummary,
+    desired_names: Collection[str],
+    manage: Manage,
+    domain: str,
 ) -> CurrentContainer | None:
-    labelled = decode_labels(summary.labels)
-    managed = labelled is not None or is_managed(summary.labels)
-    image = labelled.image_as_given if labelled is not None else summary.image
-    spec: ContainerSpec | None = None
-    compared = summary.name in desired_names and not is_transient(summary.name)
-    if compared and (managed or manage is Manage.ALL):
+    claimed = label_domain(summary.labels)
+    desired = summary.name in desired_names and not is_transient(summary.name)
+    if manage is Manage.ALL:
+        inspect = desired
+    else:  # the owner of a desired name, and whether our domain's labels are the image's
+        inspect = claimed is not None and (desired or claimed == domain)
+    details = None
+    if inspect:
         try:
             details = await engine.inspect_container(summary.id)
         except ContainerNotFoundError:
             return None  # removed since it was listed
+    owned_by = claimed if details is None else owner(details.labels, details.image_labels)
+    labelled = decode_labels(summary.labels) if owned_by is not None else None
+    image = labelled.image_as_given if labelled is not None else summary.image
+    spec: ContainerSpec | None = None
+    managed = owned_by == domain
+    if details is not None and desired and (managed or manage is Manage.ALL):
         spec = effective_spec(labelled, details.spec)
     return CurrentContainer(
         id=summary.id,
@@ -81,7 +99,43 @@ async def _current(
         status=summary.status,
         managed=managed,
         spec=spec,
+        owner=owned_by,
     )
+
+
+# --- the current state (inventory): what is reported ----------------------------------------
+
+
+def reported(summary: ContainerSummary, settings: UpdateSettings) -> bool:
+    """Whether the current state may show this listed container (the inspect decides for
+    ours: `inventory_entry`). manage: labelled reports this domain's containers and the
+    configured system containers only: the others' env may hold secrets. manage: all
+    reports every one, as Kanto. An operation's container in flight (a new one not yet
+    activated, an old one renamed aside until CLEANUP) is not one of the device's: each
+    component is shown once, under its real name."""
+    claimed = label_domain(summary.labels)
+    if is_transient(summary.name) and claimed is not None:
+        return False
+    if settings.manage is Manage.ALL:
+        return True
+    return claimed == settings.domain or summary.name in settings.system_containers
+
+
+def inventory_entry(
+    details: ContainerDetails, settings: UpdateSettings
+) -> InventoryContainer | None:
+    """How a container is reported (`reported` first); None: not reported after all (its
+    labels name our domain but are its image's own)."""
+    owned_by = owner(details.labels, details.image_labels)
+    labelled = decode_labels(details.labels) if owned_by is not None else None
+    details = dataclasses.replace(details, spec=effective_spec(labelled, details.spec))
+    if settings.manage is Manage.LABELLED and owned_by != settings.domain:
+        if details.name not in settings.system_containers:
+            return None
+        return InventoryContainer(details=details, managed=False)
+    if labelled is None:
+        return InventoryContainer(details=details, managed=owned_by == settings.domain)
+    return InventoryContainer(details=details, image=labelled.image_as_given)
 
 
 def effective_spec(labelled: LabelledSpec | None, engine: ContainerSpec) -> ContainerSpec:

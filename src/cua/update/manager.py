@@ -268,7 +268,10 @@ class UpdateManager:
 
     async def _make_plan(self, parsed: ParsedDesiredState) -> Plan:
         current = await current_containers(
-            self._engine, {c.id for c in parsed.containers}, self._settings.manage
+            self._engine,
+            {c.id for c in parsed.containers},
+            self._settings.manage,
+            self._settings.domain,
         )
         return make_plan(
             parsed,

@@ -152,7 +152,9 @@ class Operation:
         self._publisher = publisher
         self._settings = settings
         self._journal = journal
-        self._steps = DeviceSteps(engine, activity_id, settings.stop_grace_period, self._journal)
+        self._steps = DeviceSteps(
+            engine, activity_id, settings.stop_grace_period, self._journal, settings.domain
+        )
         self._all = BaselineState(tuple(range(len(self.actions))))
         self._baselines = {
             title: BaselineState(indexes) for title, indexes in plan.baselines.items()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind, compare
 from cua.containers.errors import DesiredStateError
-from cua.containers.parse import ParsedComponent, ParsedDesiredState
+from cua.containers.parse import ParsedComponent, ParsedDesiredState, quote
 from cua.containers.spec import ContainerSpec
 from cua.containers.state import ContainerStatus
 from cua.settings import Manage
@@ -40,8 +40,9 @@ class CurrentContainer:
     image: str  # as the desired state gave it (labels), else as the engine reports it
     version: str  # derived from `image` (spec §5.3)
     status: ContainerStatus
-    managed: bool
+    managed: bool  # owned by this agent's domain
     spec: ContainerSpec | None = None
+    owner: str | None = None  # the domain that owns it (labels); None: no agent owns it
 
     @property
     def running(self) -> bool:
@@ -96,9 +97,9 @@ def make_plan(
 ) -> Plan:
     """Kanto's `Identify`, with our ownership rule. Raises PlanError.
 
-    In `labelled` mode only managed containers are compared or destroyed, and a desired
-    name held by an unmanaged container is an error (no silent takeover). In `all` mode
-    every non-system container is ours, as in Kanto.
+    In `labelled` mode only this domain's containers are compared or destroyed, and a
+    desired name held by another domain's or an unmanaged container is an error naming the
+    owner (no silent takeover). In `all` mode every non-system container is ours, as in Kanto.
     """
     system = set(effective_system_containers(parsed, system_containers))
     by_name: dict[str, CurrentContainer] = {}
@@ -119,10 +120,7 @@ def make_plan(
             continue
         existing = by_name.pop(desired.id, None)
         if existing is not None and not existing.managed and manage is Manage.LABELLED:
-            raise PlanError(
-                f"cannot update container {desired.id}: a container with this name exists "
-                "and is not managed by this agent (manage: labelled)"
-            )
+            raise PlanError(_taken_message(desired.id, existing.owner))
         comparison = compare(desired.spec, None if existing is None else existing.spec)
         actions.append(
             PlannedAction(
@@ -161,6 +159,14 @@ def make_plan(
         warnings=tuple(parsed.warnings),
         system_containers=tuple(sorted(system)),
     )
+
+
+def _taken_message(name: str, owner: str | None) -> str:
+    if owner is None:
+        held = "exists and is not managed by this agent nor by any other update agent"
+    else:
+        held = f"belongs to the update agent of domain {quote(owner)}"
+    return f"cannot update container {name}: a container with this name {held} (manage: labelled)"
 
 
 def _baselines(

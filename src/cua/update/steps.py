@@ -91,8 +91,10 @@ class DeviceSteps:
         activity_id: str,
         grace_period: float,
         journal: Journal,
+        domain: str,
     ) -> None:
         self._engine = engine
+        self._domain = domain
         self._activity_id = activity_id
         self._grace = grace_period
         self._journal = journal
@@ -104,7 +106,7 @@ class DeviceSteps:
         desired = action.planned.desired
         assert desired is not None
         current = action.planned.current
-        labels = encode_labels(desired) | operation_labels(
+        labels = encode_labels(desired, self._domain) | operation_labels(
             self._activity_id, None if current is None else current.running
         )
         temporary = new_name(action.name)
