@@ -310,10 +310,13 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
     if args.command == "run":
         # The agent journals its operations there for crash recovery; the tools below do
         # not (they must not touch the journal of an agent that may be running).
-        from cua.update.journal import prepare_state_dir
+        from cua.update.journal import UnsafeStateDirError, prepare_state_dir
 
         try:
             state_dir = prepare_state_dir(config.state_dir)
+        except UnsafeStateDirError as exc:
+            print(f"cua: error: update_agent.state_dir: {config.state_dir}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except OSError as exc:
             print(
                 f"cua: error: update_agent.state_dir: {config.state_dir}: "

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class JournalError(Exception):
 
 
 class Step(StrEnum):
+    STARTED = "started"  # the operation was identified with actions (it may change things)
+    ENDED = "ended"  # the agent stopped mid-operation: its final status was published
     STOPPED = "stopped"  # about to stop a running (or paused) container
     UPDATED = "updated"  # about to update restart policy/limits; carries the previous ones
     CREATED = "created"  # a new container exists (before it can take the real name)
@@ -134,6 +137,15 @@ class Journal:
 
     # --- writing -------------------------------------------------------------------------
 
+    def started(self, activity: str) -> None:
+        """An operation with actions begins: if the agent dies before it ends, the next
+        start answers it (INCOMPLETE, and its commands' failure)."""
+        self._append([Entry(activity, Step.STARTED, "", "")])
+
+    def ended(self, activity: str) -> None:
+        """The agent is stopping mid-operation and has published its final status."""
+        self._append([Entry(activity, Step.ENDED, "", "")])
+
     def stopped(self, activity: str, container_id: str, name: str) -> None:
         self._append([Entry(activity, Step.STOPPED, container_id, name)])
 
@@ -167,7 +179,7 @@ class Journal:
         )
         try:
             created = not self.path.exists()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
@@ -185,7 +197,7 @@ class Journal:
         if self.path is None:
             return []
         try:
-            raw = self.path.read_bytes()
+            raw = _read_no_follow(self.path)
         except FileNotFoundError:
             return []
         except OSError as exc:  # recovery goes on by names and labels
@@ -214,6 +226,13 @@ class Journal:
             log.error("cannot remove the journal %s: %s", self.path, exc.strerror)
 
 
+def _read_no_follow(path: Path) -> bytes:
+    """The file's bytes; a symbolic link in its place is refused (ELOOP), not followed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
 def _sync_dir(directory: Path) -> None:
     """Make a file's creation or removal durable."""
     fd = os.open(directory, os.O_RDONLY)
@@ -223,12 +242,29 @@ def _sync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def prepare_state_dir(path: Path) -> Path:
-    """Create the state directory (0700) if missing and check that it is writable.
+class UnsafeStateDirError(Exception):
+    """The state directory can be written by others: they could make recovery act."""
 
-    Raises OSError: `cua run` reports it as a configuration error.
+
+def prepare_state_dir(path: Path) -> Path:
+    """Create the state directory (0700) if missing and check that it is writable by the
+    agent and by no one else (the journal tells crash recovery what to start or remove).
+
+    Raises OSError or UnsafeStateDirError: `cua run` reports either as a configuration
+    error.
     """
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeStateDirError(
+            f"writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            "the journal there tells crash recovery what to start and remove: "
+            f"chmod go-w {path}"
+        )
+    if info.st_uid != os.geteuid():
+        raise UnsafeStateDirError(
+            f"owned by uid {info.st_uid}, not by the agent's user (uid {os.geteuid()})"
+        )
     fd, probe = tempfile.mkstemp(dir=path, prefix=".cua-probe-")
     os.close(fd)
     os.unlink(probe)

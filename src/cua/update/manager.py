@@ -26,13 +26,16 @@ from cua.containers.parse import ParsedDesiredState, parse_desired_state
 from cua.engine.base import Engine, EngineError
 from cua.settings import Mode, UpdateSettings
 from cua.update.identify import current_containers
-from cua.update.journal import Journal
-from cua.update.operation import Operation, superseded_message
+from cua.update.journal import Journal, JournalError, Step
+from cua.update.operation import COMMANDS, Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
 from cua.update.publisher import FeedbackPublisher
-from cua.update.recovery import recover
+from cua.update.recovery import interrupted_activities, interrupted_message, recover
 
 log = logging.getLogger(__name__)
+
+
+INTERRUPTED_KEPT = 16  # interrupted operations whose later commands are answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,8 @@ class UpdateManager:
         self._stopped = asyncio.Event()
         self._journal = journal if journal is not None else Journal(None)
         self._recovered = False  # recovery done; until then it is tried before each operation
+        # Operations a restart interrupted -> why (the answer to their later commands).
+        self._interrupted: dict[str, str] = {}
 
     # --- submitting (non-blocking) -------------------------------------------------------------
 
@@ -147,12 +152,49 @@ class UpdateManager:
             await self._stopped.wait()
 
     async def _recover(self) -> None:
+        """Crash recovery; then the interrupted operation gets its final status (our-behaviour
+        "After a crash"), and later commands for it get their failure with the same reason."""
+        entries = self._journal.read()
         try:
-            await recover(self._engine, self._journal)
+            done = await recover(
+                self._engine,
+                self._journal,
+                domain=self._settings.domain,
+                grace_period=self._settings.stop_grace_period,
+            )
         except EngineError as error:
             log.error("crash recovery failed: %s", error)
-        else:
-            self._recovered = True
+            return
+        self._recovered = True
+        answered = {e.activity for e in entries if e.step is Step.ENDED}
+        message = interrupted_message(done)
+        for activity_id in interrupted_activities(entries):
+            self._interrupted[activity_id] = message
+            while len(self._interrupted) > INTERRUPTED_KEPT:
+                del self._interrupted[next(iter(self._interrupted))]
+            if activity_id not in answered:
+                log.warning("[%s] interrupted by a restart: %s", activity_id, message)
+                await self._publish(
+                    activity_id,
+                    DesiredStateFeedback(status=StatusType.INCOMPLETE, message=message),
+                )
+
+    async def _answer_interrupted(self, item: _Command) -> bool:
+        """A command for an operation a restart interrupted: its failure, with the reason."""
+        message = self._interrupted.get(item.activity_id)
+        if message is None:
+            return False
+        try:
+            kind = CommandType(item.command.command)
+        except ValueError:
+            return True  # an unknown command gets no answer (Kanto)
+        await self._publish(
+            item.activity_id,
+            DesiredStateFeedback(
+                status=COMMANDS[kind].failure, baseline=item.command.baseline, message=message
+            ),
+        )
+        return True
 
     async def _dispatch(self) -> None:
         while True:
@@ -194,7 +236,8 @@ class UpdateManager:
     async def _answer_standalone(self, item: _Command) -> None:
         running = self._running
         if running is None or running.activity_id != item.activity_id or running.finished:
-            log.info("[%s] command ignored: no such operation running", item.activity_id)
+            if not await self._answer_interrupted(item):
+                log.info("[%s] command ignored: no such operation running", item.activity_id)
             return
         if item.invalid:
             await running.refuse(CommandType(item.command.command), item.invalid)
@@ -242,7 +285,10 @@ class UpdateManager:
     async def _run_command(self, item: _Command) -> None:
         operation = self._pending
         if operation is None or operation.activity_id != item.activity_id:
-            log.info("[%s] command ignored: no pending operation with this id", item.activity_id)
+            if not await self._answer_interrupted(item):
+                log.info(
+                    "[%s] command ignored: no pending operation with this id", item.activity_id
+                )
             return
         if item.invalid:
             await operation.refuse(CommandType(item.command.command), item.invalid)
@@ -307,6 +353,12 @@ class UpdateManager:
         operation = Operation(
             activity_id, plan, self._engine, self._publisher, self._settings, journal=self._journal
         )
+        if plan.actions:
+            try:
+                self._journal.started(activity_id)
+            except JournalError as error:
+                await self._publish_failed(activity_id, str(error))
+                return StatusType.IDENTIFICATION_FAILED
         await operation.publish_identified()
         if not plan.actions:
             await self._publish(activity_id, DesiredStateFeedback(status=StatusType.COMPLETED))

@@ -307,6 +307,10 @@ class Operation:
         if not self.finished:
             self.final_status = StatusType.INCOMPLETE
             await self._publish(StatusType.INCOMPLETE)
+            try:
+                self._journal.ended(self.activity_id)  # answered: not again after restart
+            except JournalError as exc:
+                log.error("[%s] %s", self.activity_id, exc)
 
     # --- DOWNLOAD, UPDATE, ACTIVATE (§3.4.1) -------------------------------------------------
 

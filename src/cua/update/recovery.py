@@ -16,6 +16,16 @@ started again if it still exists under its name. Then the journal is removed. A 
 that is gone or cannot be changed (e.g. it fails to start) is logged and skipped, by name
 as from the journal; only an engine that cannot be reached stops recovery (the journal is
 then kept for the next try).
+
+The engine may still be doing what the dead agent asked (our-behaviour "After a crash"): a
+stop of a container that ignores SIGTERM takes the whole grace period, and dockerd carries
+it out after the agent died. Such a container still looks running, then exits. So a
+container the journal says the operation stopped (or was about to stop) and that looks
+running is stopped again by recovery, which waits for the stop in flight to end, and then
+started: it ends running whatever the engine was doing.
+
+Only containers whose labels name this agent's domain (by their transient names) and the
+ids the journal recorded are touched: another domain's operation in flight is not ours.
 """
 
 from __future__ import annotations
@@ -24,8 +34,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from cua.containers.labels import is_managed
-from cua.containers.state import ContainerDetails, ContainerSummary
+from cua.containers.labels import LEGACY_DOMAIN, label_domain
+from cua.containers.state import ContainerDetails, ContainerStatus, ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine, EngineError, EngineUnavailableError
 from cua.update.journal import Entry, Journal, Step
 from cua.update.names import (
@@ -42,9 +52,29 @@ from cua.update.steps import start_unless_running
 log = logging.getLogger(__name__)
 
 
-async def recover(engine: Engine, journal: Journal | None = None) -> list[str]:
-    """Put back leftovers of an interrupted operation; returns what was done (for logs).
+def interrupted_activities(entries: list[Entry]) -> list[str]:
+    """The activities the journal records (normally one), in order."""
+    return list(dict.fromkeys(entry.activity for entry in entries))
 
+
+def interrupted_message(done: list[str]) -> str:
+    """The final status message of an operation a restart interrupted, and the answer to
+    its later commands: what recovery did to put the device back."""
+    if not done:
+        return "the agent restarted during this operation; there was nothing to restore"
+    return "the agent restarted during this operation; recovery did: " + "; ".join(done)
+
+
+async def recover(
+    engine: Engine,
+    journal: Journal | None = None,
+    *,
+    domain: str = LEGACY_DOMAIN,
+    grace_period: float = 30.0,
+) -> list[str]:
+    """Put back leftovers of an interrupted operation of `domain`; returns what was done.
+
+    `grace_period`: the agent's stop timeout (a stop in flight is waited for with it).
     Raises EngineError when the engine cannot be used (the journal is then kept).
     """
     done: list[str] = []
@@ -55,18 +85,24 @@ async def recover(engine: Engine, journal: Journal | None = None) -> list[str]:
     for entry in committed.values():
         if entry.remove:
             await _journal_step(engine, entry, _finish_removal, done)
-    containers = {c.name: c for c in await engine.list_containers()}
+    containers = {
+        c.name: c for c in await engine.list_containers() if label_domain(c.labels) == domain
+    }
+    started: set[str] = set()  # ids started here: their stop in flight (if any) had ended
     for name, container in sorted(containers.items()):
-        if name.endswith(REMOVED_SUFFIX) and is_managed(container.labels):
+        if name.endswith(REMOVED_SUFFIX):
             async with _skipped_on_error(name):
                 await engine.remove_container(container.id)
                 done.append(f"{name}: removal committed by CLEANUP finished")
     names = {real_name(n) for n in containers if n.endswith((NEW_SUFFIX, OLD_SUFFIX))}
     for name in sorted(names):
         async with _skipped_on_error(name):
-            await _recover_one(engine, name, containers, done)
+            await _recover_one(engine, name, containers, done, started)
     for entry in reversed(entries):
-        if entry.step is not Step.COMMITTED and entry.id not in committed:
+        if entry.step is Step.STOPPED and entry.id not in committed:
+            if entry.id not in started:
+                await _journal_step(engine, entry, _settle_and_start(grace_period), done)
+        elif entry.step in _UNDO and entry.id not in committed:
             await _journal_step(engine, entry, _UNDO[entry.step], done)
     for line in done:
         log.warning("recovery: %s", line)
@@ -119,36 +155,51 @@ async def _restore_runtime(engine: Engine, entry: Entry, details: ContainerDetai
     return "previous restart policy and memory limits restored"
 
 
-async def _start_stopped(engine: Engine, entry: Entry, details: ContainerDetails) -> str | None:
-    if details.name != entry.name:
-        log.warning(
-            "recovery: %s was stopped by the operation but is now named %s; left alone",
-            entry.name,
-            details.name,
-        )
-        return None
-    if not await start_unless_running(engine, entry.id, details.state.status):
-        return None
-    return "container stopped by the operation started again"
+def _settle_and_start(grace_period: float) -> _Undo:
+    """Undo of a STOPPED record: the container ends running, even when the stop the dead
+    agent asked for is still being carried out by the engine (it looks running)."""
+
+    async def undo(engine: Engine, entry: Entry, details: ContainerDetails) -> str | None:
+        if details.name != entry.name:
+            log.warning(
+                "recovery: %s was stopped by the operation but is now named %s; left alone",
+                entry.name,
+                details.name,
+            )
+            return None
+        status = details.state.status
+        if status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
+            # A stop may be in flight in the engine: stopping again waits for it to end
+            # (a container that was not being stopped is restarted: it ends running too).
+            await engine.stop_container(entry.id, grace_period)
+            await engine.start_container(entry.id)
+            return "container the operation was stopping stopped and started again"
+        if not await start_unless_running(engine, entry.id, status):
+            return None
+        return "container stopped by the operation started again"
+
+    return undo
 
 
 _UNDO: dict[Step, _Undo] = {
     Step.CREATED: _remove_created,
     Step.UPDATED: _restore_runtime,
-    Step.STOPPED: _start_stopped,
 }
 
 
 async def _recover_one(
-    engine: Engine, name: str, containers: dict[str, ContainerSummary], done: list[str]
+    engine: Engine,
+    name: str,
+    containers: dict[str, ContainerSummary],
+    done: list[str],
+    started: set[str],
 ) -> None:
+    """`containers`: this domain's, by name (another's are never touched)."""
     new = containers.get(name + NEW_SUFFIX)
     old = containers.get(name + OLD_SUFFIX)
     real = containers.get(name)
-    if new is not None and not is_managed(new.labels):
-        new = None  # not ours: leave it alone
     if old is not None and real is not None and new is None:
-        if is_managed(real.labels) and LABEL_REPLACES_RUNNING in real.labels:
+        if LABEL_REPLACES_RUNNING in real.labels:
             # Activated but not cleaned up: the new container holds the name; step it aside.
             await engine.rename_container(real.id, new_name(name))
             done.append(f"{name}: new container moved aside")
@@ -156,7 +207,7 @@ async def _recover_one(
         else:
             log.warning("recovery: %s and %s both exist; left alone", name, name + OLD_SUFFIX)
             return
-    if new is None and (old is None or not is_managed(old.labels)):
+    if new is None and old is None:
         return  # nothing of an operation of ours: leave it alone
     was_running = replaced_was_running(new.labels) if new is not None else None
     if old is not None and real is None:
@@ -169,4 +220,5 @@ async def _recover_one(
     if real is not None and was_running:
         details = await engine.inspect_container(real.id)
         if await start_unless_running(engine, real.id, details.state.status):
+            started.add(real.id)
             done.append(f"{name}: old container started again")
