@@ -234,3 +234,15 @@ def test_a_state_dir_others_can_write_fails_start_up(
     os.chmod(state, 0o755)  # others may read: fine
     assert prepare_state_dir(state) == state
     assert stat.S_IMODE(state.stat().st_mode) == 0o755
+
+
+async def test_an_activity_that_ends_at_identification_leaves_no_journal(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    manager = agent_manager(engine, pub, tmp_path)
+    assert await manager.apply("A", desired(component("web", image="img:1"))) == "COMPLETED"
+    engine.add_container("db", parse_component(component("db", image="img:1")).spec)
+    failed = await manager.apply("B", desired(component("db", image="img:1")))
+    assert failed == "IDENTIFICATION_FAILED"
+    assert not journal_path(tmp_path, "containers").exists()

@@ -41,8 +41,8 @@ class JournalError(Exception):
 
 
 class Step(StrEnum):
-    STARTED = "started"  # the operation was identified with actions (it may change things)
-    ENDED = "ended"  # the agent stopped mid-operation: its final status was published
+    STARTED = "started"  # identification began: a restart owes this activity an answer
+    ENDED = "ended"  # the activity got its final status (an orchestrated one may be pending)
     STOPPED = "stopped"  # about to stop a running (or paused) container
     UPDATED = "updated"  # about to update restart policy/limits; carries the previous ones
     CREATED = "created"  # a new container exists (before it can take the real name)
@@ -138,12 +138,13 @@ class Journal:
     # --- writing -------------------------------------------------------------------------
 
     def started(self, activity: str) -> None:
-        """An operation with actions begins: if the agent dies before it ends, the next
+        """A desired state is being identified: if the agent dies before it ends, the next
         start answers it (INCOMPLETE, and its commands' failure)."""
         self._append([Entry(activity, Step.STARTED, "", "")])
 
     def ended(self, activity: str) -> None:
-        """The agent is stopping mid-operation and has published its final status."""
+        """The activity has its final status (the agent stopped mid-operation, or it ended
+        at identification while another operation is pending)."""
         self._append([Entry(activity, Step.ENDED, "", "")])
 
     def stopped(self, activity: str, container_id: str, name: str) -> None:

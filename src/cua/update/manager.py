@@ -339,31 +339,47 @@ class UpdateManager:
         runs again on the restored device."""
         await self._publish(activity_id, DesiredStateFeedback(status=StatusType.IDENTIFYING))
         try:
+            # From here on a restart owes this activity an answer (our-behaviour "After a
+            # crash"): written before the IDENTIFYING above can reach anyone.
+            self._journal.started(activity_id)
+        except JournalError as error:
+            await self._publish_failed(activity_id, str(error))
+            return StatusType.IDENTIFICATION_FAILED
+        try:
             plan = await self._make_plan(parsed)
             if replacing is not None and plan.actions:
                 self._pending = None
                 changed = replacing.changed_device
                 log.info("[%s] superseded by %s", replacing.activity_id, activity_id)
                 await replacing.supersede(superseded_message(activity_id))
+                self._journal.started(activity_id)  # the superseded one removed the journal
                 if changed:
                     plan = await self._make_plan(parsed)
-        except (EngineError, PlanError) as error:
+        except (EngineError, PlanError, JournalError) as error:
+            self._identification_ended(activity_id)
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED
         operation = Operation(
             activity_id, plan, self._engine, self._publisher, self._settings, journal=self._journal
         )
-        if plan.actions:
-            try:
-                self._journal.started(activity_id)
-            except JournalError as error:
-                await self._publish_failed(activity_id, str(error))
-                return StatusType.IDENTIFICATION_FAILED
+        if not plan.actions:
+            self._identification_ended(activity_id)
         await operation.publish_identified()
         if not plan.actions:
             await self._publish(activity_id, DesiredStateFeedback(status=StatusType.COMPLETED))
             return StatusType.COMPLETED
         return operation
+
+    def _identification_ended(self, activity_id: str) -> None:
+        """The activity ends at identification: nothing for a restart to answer. The journal
+        goes, unless it is the pending operation's too (orchestrated)."""
+        if self._pending is None:
+            self._journal.remove()
+            return
+        try:
+            self._journal.ended(activity_id)
+        except JournalError as error:
+            log.error("[%s] %s", activity_id, error)
 
     # --- direct use (CLI, tests) ------------------------------------------------------------
 
