@@ -152,7 +152,9 @@ class Bench:
         # The containers the agent would have created for this desired state (labels and
         # all), put straight into the fake: set-up is not what is measured.
         for component in parse_desired_state(desired, settings.domain).containers:
-            fake.add_container(component.id, component.spec, encode_labels(component))
+            fake.add_container(
+                component.id, component.spec, encode_labels(component, settings.domain)
+            )
         manager = UpdateManager(fake, EncodingPublisher(), settings)
         totals, parses, reads, plans = [], [], [], []
         for _ in range(max(5, self.repeat)):
@@ -165,7 +167,7 @@ class Bench:
             parses.append(elapsed())
             elapsed = _timer()
             current = await current_containers(
-                fake, {c.id for c in parsed.containers}, Manage.LABELLED
+                fake, {c.id for c in parsed.containers}, Manage.LABELLED, settings.domain
             )
             reads.append(elapsed())
             elapsed = _timer()
