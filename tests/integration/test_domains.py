@@ -10,16 +10,23 @@ import json
 from pathlib import Path
 
 import pytest
-from test_agent import FINAL, agent_for, component, containers, cua, desired_state, probe_for
 
 from cua.api.envelope import go_json
-from cua.api.models import ComponentWithConfig
 from cua.containers.labels import LABEL_DOMAIN, LABEL_MANAGED
 from cua.containers.parse import parse_component
 from cua.engine.base import ContainerStatus, ensure_image
 from cua.engine.docker import DockerEngine
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
+from tests.builders import component
+from tests.integration.test_agent import (
+    FINAL,
+    agent_for,
+    containers,
+    cua,
+    desired_state,
+    probe_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +50,7 @@ async def unmanaged(engine: DockerEngine, name: str, image: str, env: str) -> st
     """A container someone else runs on the device (not made by any agent)."""
     async for _ in ensure_image(engine, image):
         pass
-    wanted = ComponentWithConfig.model_validate(component(name, image=image, env=env))
-    parsed = parse_component(wanted)
+    parsed = parse_component(component(name, image=image, env=env))
     container = await engine.create_container(name, parsed.spec, {})
     await engine.start_container(container)
     return container

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent import WAIT, AgentProcess, Probe, component, desired_state, probe_for
 
 from cua.api.models import DesiredState
 from cua.engine.base import ContainerStatus, ensure_image
@@ -29,6 +28,8 @@ from cua.update.manager import UpdateManager
 from cua.update.settings import UpdateSettings
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
+from tests.builders import component
+from tests.integration.test_agent import WAIT, AgentProcess, Probe, desired_state, probe_for
 
 pytestmark = pytest.mark.integration
 

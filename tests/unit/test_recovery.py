@@ -209,7 +209,7 @@ async def test_journal_removed_at_the_end_and_holds_no_env_value(
     assert sorted(steps) == [  # the creates may run in parallel
         ("created", "fresh"),
         ("created", "web"),
-        ("started", ""),  # identified with actions: answered after a restart
+        ("started", ""),  # identification began: answered after a restart
         ("stopped", "gone"),
         ("stopped", "web"),
         ("updated", "svc"),
