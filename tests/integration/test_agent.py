@@ -343,15 +343,6 @@ async def test_standalone_leda_change_and_empty(
 # --- orchestrated: the Kanto update manager's flow (spec §6.2) -----------------------------
 
 
-@pytest.fixture(scope="module")
-def app_images(image_factory: ImageFactory) -> dict[str, str]:
-    return {
-        "v1": image_factory("agent/app", "v1", marker="v1"),
-        "v2": image_factory("agent/app", "v2", marker="v2"),
-        "slow": image_factory("agent/slow", "v1", cmd=("sleep", "3600"), marker="ignores TERM"),
-    }
-
-
 def action(name: str, status: str, message: str, domain: str = "orch") -> dict[str, Any]:
     return {
         "component": {"id": f"{domain}:{name}", "version": "1"},

@@ -32,9 +32,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def images(image_factory: ImageFactory) -> dict[str, str]:
+def images(image_factory: ImageFactory, app_images: dict[str, str]) -> dict[str, str]:
     return {
-        "v1": image_factory("domains/app", "v1", marker="v1"),
+        "v1": app_images["v1"],
         # An image labelled like the containers of domain alpha (Docker copies the labels
         # onto every container made from it).
         "lookalike": image_factory(

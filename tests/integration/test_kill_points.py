@@ -26,7 +26,6 @@ from cua.engine.docker import DockerEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.manager import UpdateManager
 from cua.update.settings import UpdateSettings
-from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
 from tests.builders import component
 from tests.integration.test_agent import WAIT, AgentProcess, Probe, desired_state, probe_for
@@ -57,16 +56,6 @@ MESSAGES = 13
 KILL_POINTS = [(n, 0.0) for n in range(1, MESSAGES + 1)]
 SLOW_STOP = 7
 KILL_POINTS.insert(SLOW_STOP, (SLOW_STOP, 0.5))
-
-
-@pytest.fixture(scope="module")
-def images(image_factory: ImageFactory) -> dict[str, str]:
-    return {
-        "v1": image_factory("kill/app", "v1", marker="v1"),
-        "v2": image_factory("kill/app", "v2", marker="v2"),
-        # `sleep` as PID 1 ignores SIGTERM: stopping it takes the whole stop timeout.
-        "slow": image_factory("kill/slow", "v1", cmd=("sleep", "3600"), marker="slow"),
-    }
 
 
 class Device:
@@ -179,11 +168,11 @@ async def test_killed_after_every_feedback_message_the_device_is_old_or_new_and_
     engine: DockerEngine,
     stack: LocalStack,
     tmp_path: Path,
-    images: dict[str, str],
+    app_images: dict[str, str],
     mode: str,
 ) -> None:
     domain = f"kill-{mode}"
-    device = Device(engine, domain, images)
+    device = Device(engine, domain, app_images)
     agents: list[AgentProcess] = []
     outcomes: list[tuple[int, str, str]] = []
     async with probe_for(stack, domain) as probe:
