@@ -14,7 +14,8 @@ import pytest
 from cua.api.envelope import go_json
 from cua.containers.labels import LABEL_DOMAIN, LABEL_MANAGED
 from cua.containers.parse import parse_component
-from cua.engine.base import ContainerStatus, ensure_image
+from cua.containers.state import ContainerStatus
+from cua.engine.base import ensure_image
 from cua.engine.docker import DockerEngine
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 
 from cua.api.models import DesiredState
-from cua.engine.base import ContainerStatus, ensure_image
+from cua.containers.state import ContainerStatus
+from cua.engine.base import ensure_image
 from cua.engine.docker import DockerEngine
+from cua.settings import UpdateSettings
 from cua.testing.feedback import RecordingPublisher
 from cua.update.manager import UpdateManager
-from cua.update.settings import UpdateSettings
 from cua_dev.stack import LocalStack
 from tests.builders import component
 from tests.integration.test_agent import WAIT, AgentProcess, Probe, desired_state, probe_for
