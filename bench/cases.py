@@ -80,7 +80,7 @@ class Bench:
 
     async def prepare(self) -> None:
         self.engine_version = str((await self.docker.version())["Version"])
-        factory = ImageFactory(self.stack.registry, self.stack.docker_host)
+        factory = ImageFactory(self.stack.registry, self.stack.docker_host, self.stack.netns)
         progress("building, pushing and loading images")
         self.v1 = factory("bench/app", "v1", marker="v1", load=True)
         self.v2 = factory("bench/app", "v2", marker="v2", load=True)

@@ -50,4 +50,4 @@ async def engine(clean_engine: LocalStack) -> AsyncIterator[DockerEngine]:
 @pytest.fixture(scope="session")
 def image_factory(stack: LocalStack) -> ImageFactory:
     """`image_factory(name, tag, push=True, load=False, **ImageSpec fields) -> reference`."""
-    return ImageFactory(stack.registry, stack.docker_host)
+    return ImageFactory(stack.registry, stack.docker_host, stack.netns)

@@ -201,11 +201,19 @@ async def run_demo(stack: LocalStack) -> bool:
     for component in components(desired):
         image = config_value(component, "image")
         _registry, repository, tag = split_reference(image)
-        push_image(stack.registry, repository, tag, ImageSpec(marker=f"{component['id']} {tag}"))
+        push_image(
+            stack.registry,
+            repository,
+            tag,
+            ImageSpec(marker=f"{component['id']} {tag}"),
+            netns=stack.netns,
+        )
         _say(f"  {stack.registry}/{repository}:{tag}")
     databroker = components(desired)[0]
     _registry, repository, _tag = split_reference(config_value(databroker, "image"))
-    push_image(stack.registry, repository, "0.4.0", ImageSpec(marker="databroker v2"))
+    push_image(
+        stack.registry, repository, "0.4.0", ImageSpec(marker="databroker v2"), netns=stack.netns
+    )
     _say(f"  {stack.registry}/{repository}:0.4.0   (the v2 of the update below)")
 
     for note in rewrite_mounts(desired, work / "host"):

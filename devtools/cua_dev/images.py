@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cua_dev.netns import NetNamespace, NetnsHTTPConnection
 from cua_dev.unixhttp import engine_request
 
 __all__ = [
@@ -296,8 +297,14 @@ def _registry_call(
     target: str,
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    netns: NetNamespace | None = None,
 ) -> http.client.HTTPResponse:
-    conn = http.client.HTTPConnection(registry, timeout=120)
+    conn = (
+        http.client.HTTPConnection(registry, timeout=120)
+        if netns is None
+        else NetnsHTTPConnection(netns, registry, timeout=120)
+    )
     conn.request(method, target, body=body, headers=dict(headers or {}))
     resp = conn.getresponse()
     resp.read()
@@ -305,10 +312,13 @@ def _registry_call(
     return resp
 
 
-def _push_blob(registry: str, repository: str, digest: str, data: bytes) -> None:
-    if _registry_call(registry, "HEAD", f"/v2/{repository}/blobs/{digest}").status == 200:
+def _push_blob(
+    registry: str, repository: str, digest: str, data: bytes, netns: NetNamespace | None
+) -> None:
+    target = f"/v2/{repository}/blobs/{digest}"
+    if _registry_call(registry, "HEAD", target, netns=netns).status == 200:
         return
-    resp = _registry_call(registry, "POST", f"/v2/{repository}/blobs/uploads/")
+    resp = _registry_call(registry, "POST", f"/v2/{repository}/blobs/uploads/", netns=netns)
     location = resp.getheader("Location")
     if resp.status != 202 or not location:
         raise RegistryError(f"blob upload to {registry}/{repository} refused: {resp.status}")
@@ -320,23 +330,33 @@ def _push_blob(registry: str, repository: str, digest: str, data: bytes) -> None
         f"{parts.path}?{query}",
         body=data,
         headers={"Content-Type": "application/octet-stream"},
+        netns=netns,
     )
     if resp.status != 201:
         raise RegistryError(f"blob {digest} upload to {registry}/{repository}: {resp.status}")
 
 
-def push_image(registry: str, repository: str, tag: str, spec: ImageSpec | BuiltImage) -> str:
-    """Push the image with the distribution API v2 (plain HTTP); return the manifest digest."""
+def push_image(
+    registry: str,
+    repository: str,
+    tag: str,
+    spec: ImageSpec | BuiltImage,
+    *,
+    netns: NetNamespace | None = None,
+) -> str:
+    """Push the image with the distribution API v2 (plain HTTP); return the manifest digest.
+    `netns`: the registry listens inside that network namespace (the stack's)."""
     image = spec if isinstance(spec, BuiltImage) else build_image(spec)
     for layer in image.layers:
-        _push_blob(registry, repository, layer.digest, layer.gz)
-    _push_blob(registry, repository, image.config_digest, image.config)
+        _push_blob(registry, repository, layer.digest, layer.gz, netns)
+    _push_blob(registry, repository, image.config_digest, image.config, netns)
     resp = _registry_call(
         registry,
         "PUT",
         f"/v2/{repository}/manifests/{tag}",
         body=image.manifest,
         headers={"Content-Type": MANIFEST_V2},
+        netns=netns,
     )
     if resp.status != 201:
         raise RegistryError(f"manifest {repository}:{tag} push to {registry}: {resp.status}")
@@ -351,9 +371,15 @@ class ImageFactory:
     for the same reference and spec is free.
     """
 
-    def __init__(self, registry: str, docker_host: str | None = None) -> None:
+    def __init__(
+        self,
+        registry: str,
+        docker_host: str | None = None,
+        netns: NetNamespace | None = None,
+    ) -> None:
         self.registry = registry
         self.docker_host = docker_host
+        self.netns = netns
         self.images: dict[str, BuiltImage] = {}  # reference -> last image made for it
         self._built: dict[str, BuiltImage] = {}
         self._pushed: set[tuple[str, str]] = set()
@@ -379,7 +405,7 @@ class ImageFactory:
         image = self.build(spec)
         reference = f"{self.registry}/{name}:{tag}"
         if push and (reference, image.manifest_digest) not in self._pushed:
-            push_image(self.registry, name, tag, image)
+            push_image(self.registry, name, tag, image, netns=self.netns)
             self._pushed.add((reference, image.manifest_digest))
         if load:
             if self.docker_host is None:

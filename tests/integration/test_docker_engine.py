@@ -592,8 +592,9 @@ async def test_credentials_are_accepted_and_never_logged(
 
 
 @contextlib.asynccontextmanager
-async def _registry_demanding_auth() -> AsyncIterator[tuple[str, list[str]]]:
-    """A loopback "registry" that demands Basic auth: its host, and the logins it saw."""
+async def _registry_demanding_auth(stack: LocalStack) -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback "registry" that demands Basic auth: its host, and the logins it saw. It
+    listens inside the stack's network namespace, where dockerd resolves 127.0.0.1."""
     seen: list[str] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -609,9 +610,11 @@ async def _registry_demanding_auth() -> AsyncIterator[tuple[str, list[str]]]:
     app.router.add_route("*", "/{tail:.*}", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    listener = stack.netns.new_socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    site = web.SockSite(runner, listener)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         yield f"127.0.0.1:{port}", seen
     finally:
@@ -631,7 +634,7 @@ async def _failing_pull(engine: DockerEngine, image: str) -> PullFailedError:
 
 async def test_credentials_reach_the_registry(clean_engine: LocalStack) -> None:
     secret = "pw-" + secrets.token_hex(4)
-    async with _registry_demanding_auth() as (host, seen):
+    async with _registry_demanding_auth(clean_engine) as (host, seen):
         engine = DockerEngine(
             clean_engine.docker_host,
             credentials={host: RegistryCredentials("robot", secret)},
@@ -648,7 +651,7 @@ async def test_a_mirror_gets_its_own_login_never_the_mirrored_registrys(
 ) -> None:
     upstream_secret = "up-" + secrets.token_hex(4)
     mirror_secret = "mi-" + secrets.token_hex(4)
-    async with _registry_demanding_auth() as (host, seen):
+    async with _registry_demanding_auth(clean_engine) as (host, seen):
         only_upstream = {"ghcr.io": RegistryCredentials("robot", upstream_secret)}
         engine = DockerEngine(
             clean_engine.docker_host,
@@ -724,7 +727,9 @@ async def test_a_registry_that_never_answers_is_a_pull_failure(clean_engine: Loc
     async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)  # accept, answer nothing
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    listener = clean_engine.netns.new_socket()  # where dockerd resolves 127.0.0.1
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(silent, sock=listener)
     port = server.sockets[0].getsockname()[1]
     engine = DockerEngine(clean_engine.docker_host, timeout=20, pull_stall_timeout=2)
     try:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from cua_dev.processes import (
     ServiceProcess,
     alive,
     descendants,
+    free_port,
     processes_referencing,
 )
 from cua_dev.stack import LocalStack
@@ -115,6 +117,44 @@ async def test_loaded_image_needs_no_registry(
             await docker.images.pull(f"{stack.registry}/never/pushed:1")
     finally:
         stack.start_registry()
+
+
+LISTENER_CMD = ["sh", "-c", "trap 'exit 0' TERM; while true; do echo pong | nc -l -p 80; done"]
+
+
+async def test_containers_get_addresses_and_ports_inside_the_namespace_only(
+    docker: aiodocker.Docker, image_factory: ImageFactory, stack: LocalStack
+) -> None:
+    reference = image_factory("smoke/listener", "1", marker="listener")
+    await docker.images.pull(reference)
+    port = free_port()  # free on the machine's loopback too
+    container = await docker.containers.run(
+        {
+            "Image": reference,
+            "Cmd": LISTENER_CMD,
+            "ExposedPorts": {"80/tcp": {}},
+            "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": str(port)}]}},
+        },
+        name="listener",
+    )
+    settings = (await container.show())["NetworkSettings"]
+    address, gateway = settings["IPAddress"], settings["Gateway"]
+    assert address and gateway  # a real address on dockerd's own bridge
+    # Reached from inside the namespace only: the published port on its loopback and on
+    # the bridge's gateway, and the container's own address.
+    for host, target in (("127.0.0.1", port), (gateway, port), (address, 80)):
+        reply = await asyncio.to_thread(stack.netns.exchange, host, target)
+        assert reply == b"pong\n", (host, target)
+    # The machine's own loopback has no such port (loopback only: nothing else is tried).
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def test_the_namespace_has_no_route_out(docker: aiodocker.Docker) -> None:
+    """A reference naming a remote registry fails inside the namespace at once."""
+    async with asyncio.timeout(60):  # hang guard
+        with pytest.raises(aiodocker.DockerError):
+            await docker.images.pull("docker.io/library/busybox:latest")
 
 
 async def _round_trip(client_args: dict[str, object], topic: str) -> aiomqtt.Message:
