@@ -4,9 +4,9 @@ It starts the local stack (a private dockerd, registry and mosquitto), pushes ti
 for the five images of Leda's desired state to the local registry under their own paths,
 starts `cua run` with `registry_mirrors` {ghcr.io: <local registry>}, and publishes the
 desired state with `mosquitto_pub -t containersupdate/desiredstate -f ...`, exactly as the
-Kanto and Leda docs say. Then an update of one image (v2), and an update whose new container
-cannot start (privileged), which the agent rolls back. Everything it started is stopped at
-the end, also on Ctrl-C or failure.
+Kanto and Leda docs say. Then an update of one image (v2), and an update whose new image
+lacks its entrypoint (its container cannot start on any host), which the agent rolls back.
+Everything it started is stopped at the end, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = ["main"]
 
 TOPICS = Topics.for_domain("containers")
 FINAL = {StatusType.COMPLETED, StatusType.INCOMPLETE, StatusType.IDENTIFICATION_FAILED}
+BROKEN_TAG = "v0.3.1"  # a seatservice stand-in whose entrypoint is not in the image
 STEP_TIMEOUT = 40.0  # seconds for one desired state to finish
 
 
@@ -215,6 +216,11 @@ async def run_demo(stack: LocalStack) -> bool:
         stack.registry, repository, "0.4.0", ImageSpec(marker="databroker v2"), netns=stack.netns
     )
     _say(f"  {stack.registry}/{repository}:0.4.0   (the v2 of the update below)")
+    seatservice = components(desired)[3]
+    _registry, repository, _tag = split_reference(config_value(seatservice, "image"))
+    broken = ImageSpec(marker="seatservice broken", entrypoint=("/app/seat_service",), cmd=None)
+    push_image(stack.registry, repository, BROKEN_TAG, broken, netns=stack.netns)
+    _say(f"  {stack.registry}/{repository}:{BROKEN_TAG}   (its entrypoint is missing)")
 
     for note in rewrite_mounts(desired, work / "host"):
         _say(
@@ -267,12 +273,15 @@ async def run_demo(stack: LocalStack) -> bool:
                     ("4. Update one image: databroker 0.3.0 -> 0.4.0", v2, StatusType.COMPLETED)
                 )
                 bad = copy.deepcopy(v2)
-                set_config(components(bad)[3], "privileged", "true")
-                bad["activityId"] = "demo-privileged-seatservice"
+                seat_bad = components(bad)[3]
+                seat_bad["version"] = BROKEN_TAG
+                image = config_value(seat_bad, "image")
+                set_config(seat_bad, "image", image.rpartition(":")[0] + ":" + BROKEN_TAG)
+                bad["activityId"] = "demo-broken-seatservice"
                 steps.append(
                     (
-                        "5. An update whose new container cannot start (seatservice privileged: "
-                        "not allowed on this machine): rolled back",
+                        f"5. An update whose new image cannot start (seatservice {BROKEN_TAG}: "
+                        "its entrypoint is missing): rolled back",
                         bad,
                         StatusType.INCOMPLETE,
                     )

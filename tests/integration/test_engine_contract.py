@@ -39,7 +39,11 @@ from cua.engine.base import (
 from cua.engine.docker import DockerEngine
 from cua.testing.fake_engine import FakeEngine
 
-PRIVILEGED_REASON = "unable to apply caps: operation not permitted"
+MISSING_ENTRYPOINT = "/no/such/entrypoint"
+# Docker's reason when the command is not in the image (any Linux host).
+MISSING_REASON = (
+    f'exec: "{MISSING_ENTRYPOINT}": stat {MISSING_ENTRYPOINT}: no such file or directory'
+)
 # Differs from the test images' own CMD, so that inspect can tell it is the container's.
 COMMAND = ("sh", "-c", "trap 'exit 0' TERM INT; sleep 1000000 & wait")
 
@@ -54,7 +58,7 @@ class Kit:
     pullable: str  # in the registry only
     missing: str  # nowhere
     forget: Callable[[str], Awaitable[None]]  # make an image absent locally again
-    privileged_fails: Callable[[str], None] = lambda _name: None
+    start_fails: Callable[[str], None] = lambda _name: None  # fake: arm the failure
     names: list[str] = field(default_factory=list)
 
     def name(self, prefix: str) -> str:
@@ -86,7 +90,7 @@ async def _fake_kit() -> Kit:
         pullable="contract/pullable:1",
         missing="contract/missing:1",
         forget=forget,
-        privileged_fails=lambda name: fake.fail_start(name, PRIVILEGED_REASON),
+        start_fails=lambda name: fake.fail_start(name, MISSING_REASON),
     )
 
 
@@ -325,16 +329,17 @@ async def test_runtime_update_leaves_a_limit_it_does_not_give(kit: Kit) -> None:
     assert resources.memory_swap in ("", "120M")  # the engine's default: 2 x memory
 
 
-async def test_privileged_container_fails_to_start_with_the_engines_reason(kit: Kit) -> None:
-    name = kit.name("priv")
-    kit.privileged_fails(name)
-    container_id = await kit.engine.create_container(name, kit.spec(name, privileged=True), {})
+async def test_missing_entrypoint_fails_to_start_with_the_engines_reason(kit: Kit) -> None:
+    name = kit.name("noexec")
+    kit.start_fails(name)
+    broken = kit.spec(name, config=ProcessConfig(cmd=(MISSING_ENTRYPOINT,)))
+    container_id = await kit.engine.create_container(name, broken, {})
     with pytest.raises(StartFailedError) as raised:
         await kit.engine.start_container(container_id)
     message = str(raised.value)
     # Named as a person knows it, also when started by id (as the update operations do).
     assert message.startswith(f"cannot start container {name}: ")
-    assert "operation not permitted" in message
+    assert "no such file or directory" in message
     state = (await kit.engine.inspect_container(name)).state
     assert state.status is not ContainerStatus.RUNNING
     assert state.exit_code != 0

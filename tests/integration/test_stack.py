@@ -139,7 +139,8 @@ async def test_containers_get_addresses_and_ports_inside_the_namespace_only(
     )
     settings = (await container.show())["NetworkSettings"]
     address, gateway = settings["IPAddress"], settings["Gateway"]
-    assert address and gateway  # a real address on dockerd's own bridge
+    assert address  # a real address on dockerd's own bridge
+    assert gateway
     # Reached from inside the namespace only: the published port on its loopback and on
     # the bridge's gateway, and the container's own address.
     for host, target in (("127.0.0.1", port), (gateway, port), (address, 80)):

@@ -116,7 +116,6 @@ async def test_unmanaged_and_system_containers(
     assert await by_name(engine) == {"sys-x": ContainerStatus.RUNNING}
 
 
-@pytest.mark.privileged
 async def test_start_failure_in_standalone_restores_the_old_container(
     engine: DockerEngine, images: dict[str, str]
 ) -> None:
@@ -126,7 +125,7 @@ async def test_start_failure_in_standalone_restores_the_old_container(
     )
     old_id = (await engine.inspect_container("web")).id
     pub = RecordingPublisher()
-    failing = desired(component("web", image=images["v2"], privileged="true"))
+    failing = desired(component("web", image=images["v2"], cmd="/no/such/entrypoint"))
     status = await UpdateManager(engine, pub, settings()).apply("fail", failing)
     assert status == "INCOMPLETE"
     statuses = [m["status"] for m in collapse_progress(pub.wire("fail"))]
