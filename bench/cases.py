@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiodocker
 from harness import (
+    ACTIVATION_WINDOW,
     AgentProcess,
     Broker,
     Row,
+    config_args,
     desired_state,
     mb,
     median,
@@ -35,6 +38,7 @@ from cua.engine.docker import DockerEngine
 from cua.settings import Manage, UpdateSettings
 from cua.testing.fake_engine import FakeEngine
 from cua.update.identify import current_containers
+from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.plan import make_plan
 from cua_dev.images import ImageFactory
@@ -130,9 +134,11 @@ class Bench:
         state_dir = self.tmp / "in-process-state"
         state_dir.mkdir(exist_ok=True)
         try:
-            manager = UpdateManager(
-                engine, EncodingPublisher(), UpdateSettings(state_dir=state_dir)
-            )
+            settings = UpdateSettings()
+            if ACTIVATION_WINDOW:
+                settings = dataclasses.replace(settings, activation_window=float(ACTIVATION_WINDOW))
+            journal = journal_for(state_dir, settings.domain)
+            manager = UpdateManager(engine, EncodingPublisher(), settings, journal)
             elapsed = _timer()
             status = await manager.apply(activity_id, desired)
             seconds = elapsed()
@@ -212,6 +218,7 @@ class Bench:
                 "--json",
                 "--engine",
                 self.stack.docker_host,
+                *config_args(self.tmp),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
             )

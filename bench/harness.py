@@ -29,6 +29,18 @@ from cua_dev.processes import stop_pid
 
 TOPICS = Topics.for_domain("containers")
 PYTHON = sys.executable
+# `BENCH_ACTIVATION_WINDOW=0` (seconds) measures without the activation window, i.e. with
+# Kanto's success at start; unset: the agent's default window.
+ACTIVATION_WINDOW = os.environ.get("BENCH_ACTIVATION_WINDOW", "")
+
+
+def config_args(directory: Path) -> list[str]:
+    """`--config FILE` setting the activation window when the knob is set, else nothing."""
+    if not ACTIVATION_WINDOW:
+        return []
+    path = directory / "bench-config.json"
+    path.write_text(f'{{"update_agent": {{"activation_window": {float(ACTIVATION_WINDOW)}}}}}')
+    return ["--config", str(path)]
 
 
 # --- timing and the table ------------------------------------------------------------------
@@ -162,6 +174,7 @@ class AgentProcess:
             "WARNING",
         ]
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.argv += config_args(state_dir)
         self.log = state_dir / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -190,7 +190,11 @@ def standalone_statuses(
 
 
 def settings(**overrides: Any) -> UpdateSettings:
-    base: dict[str, Any] = {"stop_grace_period": 0.0, "progress_interval": 0.01}
+    base: dict[str, Any] = {
+        "stop_grace_period": 0.0,
+        "progress_interval": 0.01,
+        "activation_window": 0.001,  # watched, briefly (the fake settles at once)
+    }
     base.update(overrides)
     return UpdateSettings(**base)
 

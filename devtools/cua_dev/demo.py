@@ -33,6 +33,7 @@ from cua.engine.docker import DockerEngine
 from cua_dev.images import ImageSpec, push_image, split_reference
 from cua_dev.processes import stop_pid
 from cua_dev.stack import LocalStack
+from cua_dev.unixhttp import docker_exec
 
 __all__ = ["main"]
 
@@ -62,6 +63,21 @@ def leda_desired_state() -> dict[str, Any]:
             data: dict[str, Any] = json.loads(path.read_text())
             return data
     raise SystemExit("demo: examples/leda-desired-state.json not found (run from the repo)")
+
+
+# The stand-in databroker answers on Kuksa's port: `wget http://databroker:55555/marker`
+# from an app shows which databroker (and which version) its name reaches.
+DATABROKER_PORT = 55555
+_SERVE_MARKER = f"trap 'exit 0' TERM INT; httpd -f -p {DATABROKER_PORT} -h / & wait"
+_SERVE_WEBUI = "trap 'exit 0' TERM INT; httpd -f -p 80 -h / & wait"
+
+
+def leda_standin(component_id: str, tag: str) -> ImageSpec:
+    """The stand-in image of a Leda component: `/marker` names it; databroker's serves it."""
+    marker = f"{component_id} {tag}"
+    if component_id == "databroker":
+        return ImageSpec(marker=marker, cmd=("sh", "-c", _SERVE_MARKER))
+    return ImageSpec(marker=marker)
 
 
 def components(envelope: dict[str, Any]) -> list[dict[str, Any]]:
@@ -167,6 +183,33 @@ async def show_containers(stack: LocalStack) -> None:
         _say(f"  {container.name:<22} {container.status.value:<8} {container.image}")
 
 
+LEDA_APPS = ("feedercan", "hvacservice-example", "seatservice-example")
+WEBUI_PORT = 8080  # published by the demo's extra component, inside the stack's namespace
+
+
+def show_network(stack: LocalStack, expected_broker: str) -> bool:
+    """Inside each Leda app: what `databroker` resolves to (its /etc/hosts entry) and what
+    `http://databroker:55555/marker` answers. True when every app reaches `expected`."""
+    ok = True
+    for app in LEDA_APPS:
+        _code, hosts = docker_exec(stack.docker_host, app, ["grep", "databroker", "/etc/hosts"])
+        code, reply = docker_exec(
+            stack.docker_host, app, ["wget", "-qO-", f"http://databroker:{DATABROKER_PORT}/marker"]
+        )
+        entry = " ".join(hosts.split()) or "(none)"
+        _say(f"  in {app:<20} /etc/hosts: {entry:<24} databroker:{DATABROKER_PORT} -> {reply!r}")
+        ok = ok and code == 0 and reply == expected_broker
+    return ok
+
+
+def show_webui(stack: LocalStack) -> bool:
+    """The extra component's published port, reached inside the stack's namespace."""
+    reply = stack.netns.exchange("127.0.0.1", WEBUI_PORT, b"GET /marker HTTP/1.0\r\n\r\n")
+    body = reply.partition(b"\r\n\r\n")[2].decode(errors="replace")
+    _say(f"  http://127.0.0.1:{WEBUI_PORT}/marker (inside the stack's netns) -> {body!r}")
+    return body == "webui 1.0"
+
+
 async def mosquitto_pub(stack: LocalStack, topic: str, *args: str, show: bool = True) -> None:
     command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1"]
     command += ["-t", topic, *args]
@@ -202,19 +245,16 @@ async def run_demo(stack: LocalStack) -> bool:
     for component in components(desired):
         image = config_value(component, "image")
         _registry, repository, tag = split_reference(image)
-        push_image(
-            stack.registry,
-            repository,
-            tag,
-            ImageSpec(marker=f"{component['id']} {tag}"),
-            netns=stack.netns,
-        )
+        spec = leda_standin(component["id"], tag)
+        push_image(stack.registry, repository, tag, spec, netns=stack.netns)
         _say(f"  {stack.registry}/{repository}:{tag}")
     databroker = components(desired)[0]
     _registry, repository, _tag = split_reference(config_value(databroker, "image"))
-    push_image(
-        stack.registry, repository, "0.4.0", ImageSpec(marker="databroker v2"), netns=stack.netns
-    )
+    newer = leda_standin("databroker", "0.4.0")
+    push_image(stack.registry, repository, "0.4.0", newer, netns=stack.netns)
+    webui = ImageSpec(marker="webui 1.0", cmd=("sh", "-c", _SERVE_WEBUI))
+    push_image(stack.registry, "demo/webui", "1.0", webui, netns=stack.netns)
+    _say(f"  {stack.registry}/demo/webui:1.0   (a web server, added by the update below)")
     _say(f"  {stack.registry}/{repository}:0.4.0   (the v2 of the update below)")
     seatservice = components(desired)[3]
     _registry, repository, _tag = split_reference(config_value(seatservice, "image"))
@@ -260,6 +300,7 @@ async def run_demo(stack: LocalStack) -> bool:
                         "3. The Leda desired state, published as the Kanto docs say",
                         desired,
                         StatusType.COMPLETED,
+                        lambda: show_network(stack, "databroker 0.3.0"),
                     ),
                 ]
                 v2 = copy.deepcopy(desired)
@@ -269,8 +310,28 @@ async def run_demo(stack: LocalStack) -> bool:
                     broker_v2, "image", config_value(broker_v2, "image").replace(":0.3.0", ":0.4.0")
                 )
                 v2["activityId"] = "demo-update-databroker-v2"
+                components(v2).append(
+                    {
+                        "id": "webui",
+                        "version": "1.0",
+                        "config": [
+                            {"key": "image", "value": "ghcr.io/demo/webui:1.0"},
+                            {"key": "port", "value": f"127.0.0.1:{WEBUI_PORT}:80/tcp"},
+                        ],
+                    }
+                )
+
+                def check_v2() -> bool:
+                    return show_network(stack, "databroker 0.4.0") and show_webui(stack)
+
                 steps.append(
-                    ("4. Update one image: databroker 0.3.0 -> 0.4.0", v2, StatusType.COMPLETED)
+                    (
+                        "4. Update one image (databroker 0.3.0 -> 0.4.0; the apps follow it) "
+                        f"and add a web server on port {WEBUI_PORT}",
+                        v2,
+                        StatusType.COMPLETED,
+                        check_v2,
+                    )
                 )
                 bad = copy.deepcopy(v2)
                 seat_bad = components(bad)[3]
@@ -284,9 +345,10 @@ async def run_demo(stack: LocalStack) -> bool:
                         "its entrypoint is missing): rolled back",
                         bad,
                         StatusType.INCOMPLETE,
+                        lambda: show_network(stack, "databroker 0.4.0"),
                     )
                 )
-                for index, (title, envelope, expected) in enumerate(steps):
+                for index, (title, envelope, expected, check) in enumerate(steps):
                     _title(title)
                     path = work / f"desired-state-{index}.json"
                     path.write_bytes(go_json(envelope))
@@ -297,6 +359,8 @@ async def run_demo(stack: LocalStack) -> bool:
                     ok = ok and status is expected
                     _say("  containers on the engine now:")
                     await show_containers(stack)
+                    _say("  networking, from inside the containers and the stack's namespace:")
+                    ok = await asyncio.to_thread(check) and ok
                     if agent.poll() is not None:
                         raise RuntimeError("the agent exited")
                 _title("6. The current state (retained on containersupdate/currentstate)")

@@ -82,8 +82,13 @@ def _set_link_up(ifname: str) -> None:
 class NetNamespace:
     """A new, empty network namespace with `lo` up; `close()` lets it go."""
 
-    def __init__(self) -> None:
-        self._fd = _on_new_thread(self._create)
+    def __init__(self, existing: str | None = None) -> None:
+        """A new namespace, or with `existing` (a path such as `/proc/<pid>/ns/net`, e.g.
+        a container's) that one, held open until `close()`."""
+        if existing is None:
+            self._fd = _on_new_thread(self._create)
+        else:
+            self._fd = os.open(existing, os.O_RDONLY | os.O_CLOEXEC)
         self._pid = os.getpid()
         self.inode = os.readlink(self.path)  # "net:[4026532177]"
 

@@ -11,7 +11,13 @@ import json
 import socket
 from typing import Any
 
-__all__ = ["UnixHTTPConnection", "engine_json", "engine_request", "socket_path_of"]
+__all__ = [
+    "UnixHTTPConnection",
+    "docker_exec",
+    "engine_json",
+    "engine_request",
+    "socket_path_of",
+]
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -80,3 +86,39 @@ def engine_json(
             f"engine {method} {path} -> {status}: {data.decode(errors='replace')[:500]}"
         )
     return json.loads(data) if data.strip() else None
+
+
+def _demultiplex(stream: bytes) -> bytes:
+    """stdout and stderr of a non-TTY attach stream (8-byte frame headers), in order."""
+    out, index = [], 0
+    while index + 8 <= len(stream):
+        size = int.from_bytes(stream[index + 4 : index + 8], "big")
+        out.append(stream[index + 8 : index + 8 + size])
+        index += 8 + size
+    return b"".join(out)
+
+
+def docker_exec(
+    docker_host_or_socket: str, container: str, argv: list[str], *, timeout: float = 30.0
+) -> tuple[int, str]:
+    """Run `argv` in a running container (`docker exec`); return (exit code, output)."""
+    created = engine_json(
+        docker_host_or_socket,
+        "POST",
+        f"/containers/{container}/exec",
+        {"Cmd": argv, "AttachStdout": True, "AttachStderr": True},
+        timeout=timeout,
+    )
+    body = json.dumps({"Detach": False, "Tty": False}).encode()
+    status, stream = engine_request(
+        docker_host_or_socket,
+        "POST",
+        f"/exec/{created['Id']}/start",
+        body,
+        {"Content-Type": "application/json"},
+        timeout=timeout,
+    )
+    if status != 200:
+        raise RuntimeError(f"exec in {container} -> {status}: {stream[:300]!r}")
+    info = engine_json(docker_host_or_socket, "GET", f"/exec/{created['Id']}/json")
+    return int(info["ExitCode"]), _demultiplex(stream).decode(errors="replace")

@@ -80,6 +80,8 @@ class _UpdateAgentSection(_FileModel):
     registries: dict[str, _RegistryLogin] = Field(default_factory=dict)
     pull_always: bool = False
     stop_timeout: str | int | float | None = None
+    activation_window: str | int | float | None = None
+    activation_timeout: str | int | float | None = None
     mqtt_version: MqttVersion = MqttVersion.V311
 
 
@@ -118,6 +120,23 @@ _DURATION_DEFAULTS = {
     "subscribe_timeout": 15.0,
     "unsubscribe_timeout": 5.0,
 }
+
+
+def _seconds(key: str, raw: Duration, default: float) -> float:
+    """An `update_agent` duration of ours: a Go duration string or seconds; invalid is a
+    configuration error (unlike Kanto's connection durations, below)."""
+    if raw is None:
+        return default
+    if isinstance(raw, str):
+        try:
+            seconds = parse_go_duration(raw)
+        except ValueError:
+            seconds = -1.0
+    else:
+        seconds = float(raw)
+    if seconds < 0:
+        raise ConfigError(f'update_agent.{key}: must be a duration like "30s" or seconds >= 0')
+    return seconds
 
 
 def _duration(section: str, key: str, raw: Duration, default: float) -> float:
@@ -262,20 +281,7 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
             )
             raise ConfigError(f"{where}: a system container name must not be empty")
 
-    stop_grace = UpdateSettings().stop_grace_period
-    if ua.stop_timeout is not None:
-        if isinstance(ua.stop_timeout, str):
-            try:
-                stop_grace = parse_go_duration(ua.stop_timeout)
-            except ValueError:
-                stop_grace = -1.0
-        else:
-            stop_grace = float(ua.stop_timeout)
-        if stop_grace < 0:
-            raise ConfigError(
-                'update_agent.stop_timeout: must be a duration like "30s" or seconds >= 0'
-            )
-
+    defaults = UpdateSettings()
     settings = UpdateSettings(
         domain=domain,
         mode=mode,
@@ -284,7 +290,13 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
         strict=overrides.strict or ua.strict,
         verbose_inventory=overrides.verbose_inventory or ua.verbose_inventory_report,
         pull_always=ua.pull_always,
-        stop_grace_period=stop_grace,
+        stop_grace_period=_seconds("stop_timeout", ua.stop_timeout, defaults.stop_grace_period),
+        activation_window=_seconds(
+            "activation_window", ua.activation_window, defaults.activation_window
+        ),
+        activation_timeout=_seconds(
+            "activation_timeout", ua.activation_timeout, defaults.activation_timeout
+        ),
     )
 
     broker_url = overrides.broker if overrides.broker is not None else conn.broker_url

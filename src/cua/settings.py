@@ -42,6 +42,14 @@ class UpdateSettings:
     # Actions whose engine work (create, start, state read) may be in flight at once;
     # 1 = one after the other, as Kanto. The feedback is the same either way.
     parallel_actions: int = 8
+    # Activation means running (our-behaviour): a started container must stay up this many
+    # seconds (0: success at start, as Kanto), and one with a HEALTHCHECK must report
+    # healthy within `activation_timeout` seconds. 3 s: start-up crashes (bad config, a
+    # missing file, a port taken) happen within the first second or two, Docker's restart
+    # back-off (0.1 s, doubling) restarts a crashing container several times in that
+    # time, and the window is paid once per update, not per container.
+    activation_window: float = 3.0
+    activation_timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,11 @@ from cua.mqtt import MqttConnection
 from cua.settings import UpdateSettings
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.manager import UpdateManager
-from cua_dev.demo import rewrite_mounts
+from cua_dev.demo import leda_standin, rewrite_mounts
 from cua_dev.images import ImageFactory
 from cua_dev.processes import stop_pid
 from cua_dev.stack import LocalStack
+from cua_dev.unixhttp import docker_exec, engine_json
 from tests.builders import NOTHING_TO_DO, component, desired, standalone_statuses
 
 pytestmark = pytest.mark.integration
@@ -194,6 +195,7 @@ def agent_for(
             "engine": stack.docker_host,
             "registry_mirrors": {"ghcr.io": stack.registry},
             "stop_timeout": "2s",
+            "activation_window": "500ms",  # short: the default 3s would slow the suite
             "state_dir": str(tmp_path / "state"),  # the operation journal
             **update_agent,
         },
@@ -232,8 +234,8 @@ def leda_images(image_factory: ImageFactory) -> dict[str, str]:
     for comp in envelope["payload"]["domains"][0]["components"]:
         image = next(e["value"] for e in comp["config"] if e["key"] == "image")
         path, _, tag = image.removeprefix("ghcr.io/").rpartition(":")
-        made[comp["id"]] = image_factory(path, tag, marker=f"{comp['id']} {tag}")
-    image_factory("eclipse/kuksa.val/databroker", "0.4.0", marker="databroker v2")
+        made[comp["id"]] = image_factory(path, tag, spec=leda_standin(comp["id"], tag))
+    image_factory("eclipse/kuksa.val/databroker", "0.4.0", spec=leda_standin("databroker", "0.4.0"))
     return made
 
 
@@ -251,6 +253,77 @@ LEDA_NAMES = [
     "seatservice-example",
     "cloudconnector",
 ]
+
+
+LEDA_APPS = ("feedercan", "hvacservice-example", "seatservice-example")
+
+
+def in_container(stack: LocalStack, container: str, *argv: str) -> str:
+    """`docker exec`: the output of `argv` run inside `container` (it must succeed)."""
+    code, output = docker_exec(stack.docker_host, container, list(argv))
+    assert code == 0, (container, argv, code, output)
+    return output
+
+
+def hosts_entry(stack: LocalStack, container: str, name: str) -> str:
+    """The address `name` has in the container's /etc/hosts."""
+    for line in in_container(stack, container, "cat", "/etc/hosts").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and name in fields[1:]:
+            return fields[0]
+    raise AssertionError(f"no {name} in {container}'s /etc/hosts")
+
+
+async def test_leda_apps_reach_databroker_by_name_also_after_it_is_recreated(
+    clean_engine: LocalStack, tmp_path: Path, leda_images: dict[str, str]
+) -> None:
+    """Real networking in the stack's namespace: `databroker:container_databroker-host` is
+    resolved when each app starts, and follows databroker when it is re-created."""
+    stack = clean_engine
+    engine = DockerEngine(stack.docker_host, mirrors={"ghcr.io": stack.registry}, timeout=30)
+    settings = UpdateSettings(activation_window=0.5, stop_grace_period=2)
+    envelope = leda_envelope(tmp_path)
+    pub = RecordingPublisher()
+    try:
+        manager = UpdateManager(engine, pub, settings)
+        desired = DesiredState.model_validate(envelope["payload"])
+        assert await manager.apply("leda", desired) == "COMPLETED"
+        activated = next(m for m in pub.wire("leda") if m["status"] == "ACTIVATION_SUCCESS")
+        assert {a["message"] for a in activated["actions"]} == {
+            "New container instance is started."  # Kanto's bytes: nothing left out
+        }
+        broker = (await engine.inspect_container("databroker")).address
+        assert broker
+        for app in LEDA_APPS:
+            assert hosts_entry(stack, app, "databroker") == broker
+        reply = in_container(stack, "feedercan", "wget", "-qO-", "http://databroker:55555/marker")
+        assert reply == "databroker 0.3.0"
+        # `mosquitto:host_ip`: the host's address on the container network (its gateway).
+        raw = engine_json(stack.docker_host, "GET", "/containers/cloudconnector/json")
+        assert (
+            hosts_entry(stack, "cloudconnector", "mosquitto") == raw["NetworkSettings"]["Gateway"]
+        )
+
+        # databroker 0.3.0 -> 0.4.0: a new container; the apps follow it (beyond Kanto).
+        broker_component = envelope["payload"]["domains"][0]["components"][0]
+        broker_component["version"] = "0.4.0"
+        for entry in broker_component["config"]:
+            if entry["key"] == "image":
+                entry["value"] = "ghcr.io/eclipse/kuksa.val/databroker:0.4.0"
+        desired = DesiredState.model_validate(envelope["payload"])
+        assert await manager.apply("v2", desired) == "COMPLETED"
+        broker = (await engine.inspect_container("databroker")).address
+        for app in LEDA_APPS:
+            assert hosts_entry(stack, app, "databroker") == broker
+            reply = in_container(stack, app, "wget", "-qO-", "http://databroker:55555/marker")
+            assert reply == "databroker 0.4.0", app
+        activated = next(m for m in pub.wire("v2") if m["status"] == "ACTIVATION_SUCCESS")
+        assert [a["message"] for a in activated["actions"][1:4]] == [
+            "Existing container instance is running."  # Kanto's bytes for the checked apps
+        ] * 3
+        assert sorted(c.name for c in await engine.list_containers()) == sorted(LEDA_NAMES)
+    finally:
+        await engine.close()
 
 
 async def test_standalone_leda_change_and_empty(
@@ -795,9 +868,11 @@ def cua(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[s
 
 
 async def test_tools_plan_apply_state(
-    engine: DockerEngine, stack: LocalStack, app_images: dict[str, str]
+    engine: DockerEngine, stack: LocalStack, app_images: dict[str, str], tmp_path: Path
 ) -> None:
-    flags = ("--engine", stack.docker_host, "--domain", "tools")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"update_agent": {"activation_window": "500ms"}}))
+    flags = ("--config", str(config), "--engine", stack.docker_host, "--domain", "tools")
     v1 = go_json(desired_state("tools", component("web", "1", image=app_images["v1"])))
     plan = await asyncio.to_thread(cua, "plan", "-", *flags, stdin=v1)
     assert plan.returncode == 0, plan.stderr
@@ -951,7 +1026,9 @@ async def test_agent_killed_mid_operation_recovers_from_its_journal(
 ) -> None:
     """SIGKILL after UPDATE stopped a container for DESTROY: the next start runs it again
     (only the journal in state_dir says it was stopped by the operation)."""
-    setup = UpdateManager(engine, RecordingPublisher(), UpdateSettings(domain="crash"))
+    setup = UpdateManager(
+        engine, RecordingPublisher(), UpdateSettings(domain="crash", activation_window=0.5)
+    )
     first = desired_state("crash", component("gone", "1", image=app_images["v1"]))
     assert await setup.apply("setup", DesiredState.model_validate(first)) == "COMPLETED"
     state_dir = tmp_path / "state"

@@ -59,6 +59,8 @@ class Kit:
     missing: str  # nowhere
     forget: Callable[[str], Awaitable[None]]  # make an image absent locally again
     start_fails: Callable[[str], None] = lambda _name: None  # fake: arm the failure
+    # fake: a container of this name writes these lines and exits with this code at start
+    script_exit: Callable[[str, tuple[str, ...], int], None] = lambda _n, _lines, _code: None
     names: list[str] = field(default_factory=list)
 
     def name(self, prefix: str) -> str:
@@ -91,6 +93,9 @@ async def _fake_kit() -> Kit:
         missing="contract/missing:1",
         forget=forget,
         start_fails=lambda name: fake.fail_start(name, MISSING_REASON),
+        script_exit=lambda name, lines, code: fake.behave_after_start(
+            name, exit_code=code, logs=lines
+        ),
     )
 
 
@@ -343,6 +348,28 @@ async def test_missing_entrypoint_fails_to_start_with_the_engines_reason(kit: Ki
     state = (await kit.engine.inspect_container(name)).state
     assert state.status is not ContainerStatus.RUNNING
     assert state.exit_code != 0
+
+
+async def test_logs_and_exit_code_of_a_container_that_exits(kit: Kit) -> None:
+    name = kit.name("exits")
+    lines = tuple(f"line {i}" for i in range(1, 8))
+    kit.script_exit(name, lines, 3)
+    script = "; ".join(f"echo '{line}'" for line in lines) + "; exit 3"
+    once = RestartPolicy(type=RestartPolicyType.NO)
+    spec = kit.spec(name, config=ProcessConfig(cmd=("sh", "-c", script)), restart=once)
+    container_id = await kit.engine.create_container(name, spec, {})
+    await kit.engine.start_container(container_id)
+    async with asyncio.timeout(20):
+        while (await kit.engine.inspect_container(name)).state.running:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    state = (await kit.engine.inspect_container(name)).state
+    assert (state.status, state.exit_code, state.restart_count, state.health) == (
+        ContainerStatus.EXITED, 3, 0, "",
+    )  # fmt: skip
+    assert await kit.engine.container_logs(container_id, 3) == ["line 5", "line 6", "line 7"]
+    assert await kit.engine.container_logs(name, 0) == []
+    with pytest.raises(ContainerNotFoundError):
+        await kit.engine.container_logs(kit.name("nothing"), 3)
 
 
 # --- events -------------------------------------------------------------------------------

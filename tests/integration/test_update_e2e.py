@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cua.api.models import ComponentWithConfig
 from cua.containers.parse import parse_component
 from cua.containers.spec import RestartPolicyType
 from cua.containers.state import ContainerStatus
@@ -17,7 +21,11 @@ from cua.update.journal import Journal, journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
 from cua.update.recovery import recover
-from cua_dev.images import ImageFactory
+from cua_dev.images import LONG_RUNNING_CMD, Healthcheck, ImageFactory
+from cua_dev.netns import NetNamespace
+from cua_dev.processes import free_ports
+from cua_dev.stack import LocalStack
+from cua_dev.unixhttp import docker_exec, engine_json
 from tests.builders import NOTHING_TO_DO, component, desired, standalone_statuses
 
 pytestmark = pytest.mark.integration
@@ -31,8 +39,13 @@ def images(image_factory: ImageFactory) -> dict[str, str]:
     }
 
 
+LONG_RUNNING = LONG_RUNNING_CMD[2]  # the script of the test images' default command
+WINDOW = 0.5  # a short activation window keeps the suite fast (the default is 3 s)
+
+
 def settings(**overrides: Any) -> UpdateSettings:
-    return UpdateSettings(**{"stop_grace_period": 1.0, "progress_interval": 0.2, **overrides})
+    base = {"stop_grace_period": 1.0, "progress_interval": 0.2, "activation_window": WINDOW}
+    return UpdateSettings(**{**base, **overrides})
 
 
 async def by_name(engine: DockerEngine) -> dict[str, ContainerStatus]:
@@ -271,3 +284,189 @@ async def test_crash_recovery_from_the_journal(
     assert spec.resources is not None
     assert spec.resources.memory == "100M"
     assert not journal.path.exists()
+
+
+# --- activation means running ------------------------------------------------------------
+
+
+def shell(
+    name: str, image: str, script: str, *, ports: tuple[str, ...] = (), **config: str
+) -> ComponentWithConfig:
+    """A component running `sh -c script` (Kanto's multi-valued `cmd`), with `port`s."""
+    pairs = [("image", image), ("cmd", "sh"), ("cmd", "-c"), ("cmd", script)]
+    pairs += [("port", port) for port in ports]
+    return component(name, "1", pairs=pairs, **config)
+
+
+def activation_failure(pub: RecordingPublisher, activity: str) -> str:
+    message = next(m for m in pub.wire(activity) if m["status"] == "ACTIVATION_FAILURE")
+    failed = next(a for a in message["actions"] if a["status"] == "ACTIVATION_FAILURE")
+    return str(failed["message"])
+
+
+async def test_exit_at_once_fails_activation_and_restores_the_old_container(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    setup = UpdateManager(engine, RecordingPublisher(), settings())
+    assert await setup.apply("setup", desired(component("app", image=images["v1"]))) == "COMPLETED"
+    old_id = (await engine.inspect_container("app")).id
+    script = 'echo starting; echo "using token $TOKEN"; exit 3'
+    failing = shell("app", images["v2"], script, env="TOKEN=s3cr3t-token", restartPolicy="no")
+    pub = RecordingPublisher()
+    assert await UpdateManager(engine, pub, settings()).apply("exit", desired(failing)) == (
+        "INCOMPLETE"
+    )
+    assert activation_failure(pub, "exit") == (
+        f"container app exited with code 3 within {WINDOW:g}s of its start; "
+        "last log lines: starting | using token ***"
+    )
+    statuses = [m["status"] for m in collapse_progress(pub.wire("exit"))]
+    assert statuses[-5:] == [
+        "ACTIVATION_FAILURE", "ROLLBACK", "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS", "INCOMPLETE",
+    ]  # fmt: skip
+    assert await by_name(engine) == {"app": ContainerStatus.RUNNING}
+    assert (await engine.inspect_container("app")).id == old_id
+
+
+async def test_restart_loop_fails_activation(engine: DockerEngine, images: dict[str, str]) -> None:
+    pub = RecordingPublisher()
+    looping = shell("loop", images["v1"], "echo crash; exit 1", restartPolicy="always")
+    assert await UpdateManager(engine, pub, settings()).apply("loop", desired(looping)) == (
+        "INCOMPLETE"
+    )
+    message = activation_failure(pub, "loop")
+    assert message.startswith("container loop was restarted "), message
+    assert "by its restart policy within 0.5s of its start" in message
+    assert "last log lines: crash" in message
+    assert await by_name(engine) == {}  # the new container was removed again
+
+
+async def test_one_shot_job_succeeds_and_stays_exited(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    pub = RecordingPublisher()
+    job = shell("job", images["v1"], "echo done", restartPolicy="no")
+    assert await UpdateManager(engine, pub, settings()).apply("job", desired(job)) == "COMPLETED"
+    details = await engine.inspect_container("job")
+    assert (details.state.status, details.state.exit_code) == (ContainerStatus.EXITED, 0)
+
+
+async def test_reapplying_over_a_container_that_exited_reports_the_truth(
+    engine: DockerEngine, images: dict[str, str]
+) -> None:
+    # Runs past the window the first time, then exits 3; started again it exits at once.
+    script = "test -f /ran && exit 3; touch /ran; sleep 1; exit 3"
+    app = shell("app", images["v1"], script, restartPolicy="no")
+    first = RecordingPublisher()
+    assert await UpdateManager(engine, first, settings()).apply("first", desired(app)) == (
+        "COMPLETED"
+    )
+    async with asyncio.timeout(20):
+        while (await engine.inspect_container("app")).state.running:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    again = RecordingPublisher()
+    assert await UpdateManager(engine, again, settings()).apply("again", desired(app)) == (
+        "INCOMPLETE"
+    )
+    assert activation_failure(again, "again") == (
+        f"container app exited with code 3 within {WINDOW:g}s of its start; no log output"
+    )
+
+
+async def test_healthchecks_decide_activation(
+    engine: DockerEngine, image_factory: ImageFactory
+) -> None:
+    sick = image_factory(
+        "e2e/health", "sick", marker="sick", healthcheck=Healthcheck(("CMD", "false"), 0.2)
+    )
+    ready_later = image_factory(
+        "e2e/health",
+        "later",
+        marker="later",
+        cmd=("sh", "-c", f"sleep 1; touch /ready; {LONG_RUNNING}"),
+        # Failures in the start period do not count: "starting" until /ready exists.
+        healthcheck=Healthcheck(("CMD", "test", "-f", "/ready"), 0.2, start_period_s=10),
+    )
+    pub = RecordingPublisher()
+    manager = UpdateManager(engine, pub, settings(activation_timeout=20))
+    assert await manager.apply("sick", desired(component("sick", image=sick))) == "INCOMPLETE"
+    assert activation_failure(pub, "sick") == "container sick is unhealthy; no log output"
+    assert (
+        await manager.apply("later", desired(component("later", image=ready_later))) == "COMPLETED"
+    )
+    assert (await engine.inspect_container("later")).state.health == "healthy"
+
+
+# --- ports and network modes, with traffic inside the stack's namespace --------------------
+
+HTTPD = "trap 'exit 0' TERM INT; httpd -f -p {port} -h / & wait"  # serves /marker
+GET_MARKER = b"GET /marker HTTP/1.0\r\n\r\n"
+
+
+def body(reply: bytes) -> bytes:
+    return reply.partition(b"\r\n\r\n")[2]
+
+
+async def test_every_port_form_passes_traffic_through_its_published_port(
+    engine: DockerEngine, images: dict[str, str], stack: LocalStack
+) -> None:
+    on_loopback, anywhere, range_start, udp = free_ports(4)
+    ports = (
+        f"127.0.0.1:{on_loopback}:80",  # host IP
+        f"{anywhere}:80/tcp",  # all addresses
+        f"{range_start}-{range_start + 2}:80",  # a host port range
+        f"{udp}:81/udp",
+    )
+    web = shell("web", images["v1"], HTTPD.format(port=80), ports=ports)
+    pub = RecordingPublisher()
+    assert await UpdateManager(engine, pub, settings()).apply("ports", desired(web)) == "COMPLETED"
+    raw = engine_json(stack.docker_host, "GET", "/containers/web/json")
+    gateway = raw["NetworkSettings"]["Gateway"]
+    netns = stack.netns
+    exchange = functools.partial(asyncio.to_thread, netns.exchange)
+
+    assert body(await exchange("127.0.0.1", on_loopback, GET_MARKER)) == b"v1"
+    with pytest.raises(ConnectionRefusedError):  # bound to the namespace's loopback only
+        await exchange(gateway, on_loopback, GET_MARKER, deadline=0)
+    for host in ("127.0.0.1", gateway):
+        assert body(await exchange(host, anywhere, GET_MARKER)) == b"v1"
+    bound = [int(b["HostPort"]) for b in raw["NetworkSettings"]["Ports"]["80/tcp"]]
+    in_range = [port for port in bound if range_start <= port <= range_start + 2]
+    assert len(in_range) == 1
+    assert body(await exchange("127.0.0.1", in_range[0], GET_MARKER)) == b"v1"
+
+    # UDP: busybox has no UDP server, so the test answers from the container's namespace.
+    container_ns = NetNamespace(f"/proc/{raw['State']['Pid']}/ns/net")
+    server = container_ns.new_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client = netns.new_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server.bind(("0.0.0.0", 81))
+        server.settimeout(10)
+        client.settimeout(10)
+
+        def round_trip() -> bytes:
+            client.sendto(b"ping", ("127.0.0.1", udp))
+            data, peer = server.recvfrom(100)
+            server.sendto(data.upper(), peer)
+            return client.recvfrom(100)[0]
+
+        assert await asyncio.to_thread(round_trip) == b"PING"
+    finally:
+        server.close()
+        client.close()
+        container_ns.close()
+
+
+async def test_host_network_shares_the_namespaces_interfaces(
+    engine: DockerEngine, images: dict[str, str], stack: LocalStack
+) -> None:
+    (port,) = free_ports(1)
+    web = shell("hostweb", images["v1"], HTTPD.format(port=port), network="host")
+    pub = RecordingPublisher()
+    assert await UpdateManager(engine, pub, settings()).apply("host", desired(web)) == "COMPLETED"
+    reply = await asyncio.to_thread(stack.netns.exchange, "127.0.0.1", port, GET_MARKER)
+    assert body(reply) == b"v1"
+    # It sees the namespace's own bridge, which a bridged container does not.
+    code, links = docker_exec(stack.docker_host, "hostweb", ["ip", "link"])
+    assert code == 0
+    assert "docker0" in links

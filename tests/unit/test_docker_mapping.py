@@ -25,12 +25,13 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
-from cua.containers.state import ContainerStatus, ContainerSummary
+from cua.containers.state import ContainerStatus
 from cua.engine.base import CreateFailedError, EventAction
 from cua.engine.docker import (
     DockerEngine,
     ImageReference,
     _track_layer,
+    address_from_inspect,
     create_body,
     docker_time,
     engine_url,
@@ -272,35 +273,19 @@ def test_interface_address_is_read_without_traffic() -> None:
         interface_ipv4("nosuchif0")
 
 
-class _Engine(DockerEngine):
-    """DockerEngine with canned engine answers, for the extra-host resolution alone."""
-
-    def __init__(self, containers: dict[str, dict[str, Any]]) -> None:
-        super().__init__("unix:///nowhere.sock")
-        self.raw = containers
-
-    async def list_containers(self) -> list[ContainerSummary]:
-        return [
-            ContainerSummary(id=i, name=i, image="x", labels={}, status=ContainerStatus.RUNNING)
-            for i in self.raw
-        ]
-
-    async def _inspect_raw(self, container: str) -> dict[str, Any]:
-        return self.raw[container]
+def test_address_is_the_bridge_address_else_the_first_networks() -> None:
+    bridge = {"NetworkSettings": {"IPAddress": "192.0.2.2", "Networks": {}}}
+    other = {"NetworkSettings": {"IPAddress": "", "Networks": {"n": {"IPAddress": "192.0.2.3"}}}}
+    assert address_from_inspect(bridge) == "192.0.2.2"
+    assert address_from_inspect(other) == "192.0.2.3"
+    assert address_from_inspect({"NetworkSettings": {"IPAddress": ""}}) == ""
+    assert address_from_inspect({}) == ""
 
 
-async def test_container_hostname_resolves_to_that_containers_address() -> None:
-    engine = _Engine(
-        {
-            "a": {"Config": {"Hostname": "other-host"}, "NetworkSettings": {"IPAddress": ""}},
-            "b": {
-                "Config": {"Hostname": "db-host"},
-                "NetworkSettings": {"IPAddress": "", "Networks": {"n": {"IPAddress": "192.0.2.3"}}},
-            },
-        }
-    )
-    assert await engine._resolve_extra_host("app", "db:container_db-host") == "db:192.0.2.3"
-    assert await engine._resolve_extra_host("app", "x:container_nobody") == ""
+async def test_extra_hosts_naming_the_host_are_mapped_at_create() -> None:
+    """`container_<hostname>` is resolved at start by the update operation (`hosts`)."""
+    engine = DockerEngine("unix:///nowhere.sock")
+    assert await engine._resolve_extra_host("app", "db:container_db-host") == ""
     assert await engine._resolve_extra_host("app", "gw:host_ip") == "gw:host-gateway"
     assert await engine._resolve_extra_host("app", "lo:host_ip_lo") == "lo:127.0.0.1"
     assert await engine._resolve_extra_host("app", "h:192.0.2.1") == "h:192.0.2.1"

@@ -61,12 +61,14 @@ async def _apply_mixed(parallel: int) -> tuple[list[dict[str, object]], dict[str
     engine = FakeEngine()
     for image in ("img:1", "img:2", "bad:1"):
         engine.add_image(image)
-    engine.fail_start("bad:1", "unable to apply caps: operation not permitted")
+    engine.fail_start("bad:1", 'exec: "/app/run": stat /app/run: no such file or directory')
     add_managed(engine, "keep", image="img:1")
     add_managed(engine, "stopped", image="img:1", running=False)
     add_managed(engine, "swap", image="img:1")
     pub = RecordingPublisher()
-    settings = UpdateSettings(parallel_actions=parallel, stop_grace_period=0)
+    settings = UpdateSettings(
+        parallel_actions=parallel, stop_grace_period=0, activation_window=0.001
+    )
     state = desired(
         component("new-a", image="img:1"),
         component("keep", image="img:1"),
@@ -101,7 +103,9 @@ async def test_a_name_conflict_at_create_removes_the_leftover_and_creates_again(
     engine.fail_next("create_container", NameConflictError("web.cua-new is in use"))
     pub = RecordingPublisher()
     state = desired(component("web", image="img:1"))
-    status = await UpdateManager(engine, pub, UpdateSettings()).apply("act", state)
+    status = await UpdateManager(engine, pub, UpdateSettings(activation_window=0.001)).apply(
+        "act", state
+    )
     assert status == "COMPLETED"
     assert [c.method for c in engine.calls if c.method.endswith("_container")][:3] == [
         "create_container",

@@ -153,7 +153,7 @@ async def test_standalone_runs_every_phase_with_kantos_feedback(
 async def test_standalone_auto_rollback_on_start_failure(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:
-    engine.fail_start("img:2", "unable to apply caps: operation not permitted")
+    engine.fail_start("img:2", 'exec: "/app/run": stat /app/run: no such file or directory')
     old_id = add_managed(engine, "web", image="img:1")
     status = await UpdateManager(engine, pub, settings()).apply(
         "A", desired(component("web", image="img:2"))

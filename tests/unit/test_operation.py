@@ -422,7 +422,7 @@ async def test_update_runtime_update_failure(engine: FakeEngine, pub: RecordingP
 
 
 async def test_activate_start_failure(engine: FakeEngine, pub: RecordingPublisher) -> None:
-    engine.fail_start("img:2", "unable to apply caps: operation not permitted")
+    engine.fail_start("img:2", 'exec: "/app/run": stat /app/run: no such file or directory')
     add_managed(engine, "web", image="img:1")
     op = await operation(engine, pub, desired(component("web", image="img:2")))
     await run(op, "DOWNLOAD", "UPDATE", "ACTIVATE")
@@ -431,7 +431,8 @@ async def test_activate_start_failure(engine: FakeEngine, pub: RecordingPublishe
         act(
             "web",
             "ACTIVATION_FAILURE",
-            "cannot start container web: unable to apply caps: operation not permitted",
+            'cannot start container web: exec: "/app/run": '
+            "stat /app/run: no such file or directory",
         ),
     )
 
@@ -807,10 +808,11 @@ async def test_activate_reads_the_states_of_checked_containers_in_one_listing(
     await op.command("ACTIVATE", "")
     assert pub.wire()[-1]["status"] == "ACTIVATION_SUCCESS"
     assert engine.call_count("list_containers") == 1
-    # Only the stopped one is read again, then started.
+    # Only the stopped one is read again, then started, then read once after the window.
     assert [(c.method, c.args) for c in engine.calls if c.method != "list_containers"] == [
         ("inspect_container", (stopped,)),
         ("start_container", (stopped,)),
+        ("inspect_container", (stopped,)),
     ]
     assert status_of(engine, "f") is ContainerStatus.RUNNING
 

@@ -320,7 +320,7 @@ async def test_a_container_that_cannot_start_does_not_stop_recovery(
     op = await operation(engine, pub, state, state_dir=tmp_path)
     for command in ("DOWNLOAD", "UPDATE"):
         await op.command(command, "")
-    engine.fail_start("aaa", "unable to apply caps")
+    engine.fail_start("aaa", "exec: no such file or directory")
     done = await recover(engine, journal_for(tmp_path, DOMAIN))
     assert "zzz: old container started again" in done
     assert sorted(engine.container_names()) == ["aaa", "zzz"]

@@ -33,7 +33,8 @@ class ContainerState:
     exit_code: int = 0
     started_at: str = ""  # RFC3339Nano UTC, "" if never started
     finished_at: str = ""  # RFC3339Nano UTC, "" if never finished
-    restart_count: int = 0
+    restart_count: int = 0  # restarts by the engine's restart policy since the last start
+    health: str = ""  # "" (no healthcheck), "starting", "healthy" or "unhealthy"
 
     @property
     def running(self) -> bool:
@@ -73,3 +74,4 @@ class ContainerDetails:
     created: str  # RFC3339Nano UTC
     spec: ContainerSpec
     image_labels: Mapping[str, str] = field(default_factory=dict)
+    address: str = ""  # its IPv4 address on its network while it runs ("" if none)

@@ -125,6 +125,12 @@ class Engine(Protocol):
         """Raises StartFailedError with the engine's reason."""
         ...
 
+    async def container_logs(self, container: str, lines: int) -> list[str]:
+        """The last `lines` lines the container wrote (stdout and stderr, oldest first).
+
+        Raises ContainerNotFoundError."""
+        ...
+
     async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after `grace_period` seconds. No error if already stopped."""
         ...

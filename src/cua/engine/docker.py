@@ -416,6 +416,17 @@ def spec_from_inspect(data: Mapping[str, Any], image: Mapping[str, Any] | None) 
     )
 
 
+def address_from_inspect(data: Mapping[str, Any]) -> str:
+    """The container's IPv4 address: the default bridge's, else its first network's."""
+    settings = data.get("NetworkSettings") or {}
+    if settings.get("IPAddress"):
+        return str(settings["IPAddress"])
+    for network in (settings.get("Networks") or {}).values():
+        if network.get("IPAddress"):
+            return str(network["IPAddress"])
+    return ""
+
+
 def state_from_inspect(state: Mapping[str, Any], restart_count: int) -> ContainerState:
     return ContainerState(
         status=status_from_docker(str(state.get("Status", ""))),
@@ -423,6 +434,7 @@ def state_from_inspect(state: Mapping[str, Any], restart_count: int) -> Containe
         started_at=docker_time(state.get("StartedAt")),
         finished_at=docker_time(state.get("FinishedAt")),
         restart_count=restart_count,
+        health=str((state.get("Health") or {}).get("Status") or ""),
     )
 
 
@@ -607,6 +619,7 @@ class DockerEngine:
             created=docker_time(data.get("Created")),
             spec=spec_from_inspect(data, image),
             image_labels=dict(((image or {}).get("Config") or {}).get("Labels") or {}),
+            address=address_from_inspect(data),
         )
 
     async def _image_of_container(self, image_id: str) -> dict[str, Any] | None:
@@ -760,7 +773,9 @@ class DockerEngine:
         return str(created["Id"])
 
     async def _resolve_extra_host(self, name: str, entry: str) -> str:
-        """Kanto's special extra-host values, resolved at create (Docker fixes them then)."""
+        """Kanto's host values that name the host, mapped at create. `container_<hostname>`
+        entries are resolved by the update operation when the container starts
+        (`cua.update.hosts`); one still here is left out."""
         host, sep, value = entry.partition(":")
         if not sep:
             return entry  # malformed: let the engine say so
@@ -769,31 +784,9 @@ class DockerEngine:
         if value.startswith("host_ip_"):
             return f"{host}:{interface_ipv4(value.removeprefix('host_ip_'))}"
         if value.startswith("container_"):
-            address = await self._container_address(value.removeprefix("container_"))
-            if not address:
-                log.warning(
-                    "container %s: extra host %s left out: no container with hostname %s "
-                    "has an IP address yet",
-                    name,
-                    host,
-                    value.removeprefix("container_"),
-                )
-                return ""
-            return f"{host}:{address}"
+            log.debug("container %s: extra host %s is resolved at start", name, host)
+            return ""
         return entry  # an IP literal: as is
-
-    async def _container_address(self, hostname: str) -> str:
-        for summary in await self.list_containers():
-            data = await self._inspect_raw(summary.id)
-            if (data.get("Config") or {}).get("Hostname") != hostname:
-                continue
-            settings = data.get("NetworkSettings") or {}
-            if settings.get("IPAddress"):
-                return str(settings["IPAddress"])
-            for network in (settings.get("Networks") or {}).values():
-                if network.get("IPAddress"):
-                    return str(network["IPAddress"])
-        return ""
 
     async def start_container(self, container: str) -> None:
         try:
@@ -803,6 +796,21 @@ class DockerEngine:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
             name = await self._name_for_message(container)
             raise StartFailedError(f"cannot start container {name}: {error.message}") from None
+
+    async def container_logs(self, container: str, lines: int) -> list[str]:
+        docker = await self._negotiate()
+        try:
+            chunks = await self._bounded(
+                docker.containers.container(container).log(
+                    stdout=True, stderr=True, tail=str(lines), timeout=self.timeout
+                ),
+                self.timeout + 1.0,
+            )
+        except DockerError as error:
+            if error.status == 404:
+                raise ContainerNotFoundError(f"no such container: {container}") from None
+            raise EngineError(f"cannot read the log of {container}: {error.message}") from None
+        return "".join(chunks).splitlines()[-lines:] if lines > 0 else []
 
     async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
         seconds = max(0, math.ceil(grace_period))

@@ -39,6 +39,7 @@ from cua.engine.base import (
 _VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 _PULL_STEPS = 4
+_UP = (ContainerStatus.RUNNING, ContainerStatus.PAUSED)
 
 
 def now_rfc3339() -> str:
@@ -67,6 +68,9 @@ class _Container:
     started_at: str = ""
     finished_at: str = ""
     restart_count: int = 0
+    health: str = ""
+    logs: list[str] = dataclasses.field(default_factory=list)
+    address: str = ""  # given at each start, as the engine's bridge does; kept while up
 
     def state(self) -> ContainerState:
         return ContainerState(
@@ -75,7 +79,27 @@ class _Container:
             started_at=self.started_at,
             finished_at=self.finished_at,
             restart_count=self.restart_count,
+            health=self.health,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterStart:
+    """A scripted behaviour of a started container (`FakeEngine.behave_after_start`)."""
+
+    exit_code: int | None
+    restarts: int
+    health: str
+    logs: tuple[str, ...]
+
+    def apply(self, container: _Container) -> None:
+        container.logs.extend(self.logs)
+        container.health = self.health
+        container.restart_count = self.restarts
+        if self.exit_code is not None:
+            container.status = ContainerStatus.EXITED
+            container.exit_code = self.exit_code
+            container.finished_at = now_rfc3339()
 
 
 class _EventStream:
@@ -108,7 +132,8 @@ class FakeEngine:
     """An in-memory container engine with knobs for tests.
 
     Knobs: `add_image`, `add_registry_image`, `add_container`, `fail_start`, `fail_pull`,
-    `fail_next`, `exit_container`, `available`; `calls` logs every engine call made.
+    `fail_next`, `exit_container`, `behave_after_start`, `available`; `calls` logs every
+    engine call made.
     """
 
     def __init__(self) -> None:
@@ -119,6 +144,8 @@ class FakeEngine:
         self._registry: dict[str, int] = {}
         self._containers: dict[str, _Container] = {}  # by id, in creation order
         self._start_failures: dict[str, str] = {}
+        self._after_start: dict[str, _AfterStart] = {}
+        self._addresses = 0  # addresses handed out (a new one at every start)
         self._pull_failures: dict[str, str] = {}
         self._next_failures: dict[str, deque[BaseException]] = {}
         self._subscribers: list[asyncio.Queue[ContainerEvent | None]] = []
@@ -146,6 +173,20 @@ class FakeEngine:
 
     def clear_start_failure(self, name_or_image: str) -> None:
         self._start_failures.pop(name_or_image, None)
+
+    def behave_after_start(
+        self,
+        name_or_image: str,
+        *,
+        exit_code: int | None = None,
+        restarts: int = 0,
+        health: str = "",
+        logs: tuple[str, ...] = (),
+    ) -> None:
+        """What a started container of this name, id or image does at once: exit with
+        `exit_code` (None: keep running), be restarted `restarts` times by its restart
+        policy, report `health`, and have written `logs`."""
+        self._after_start[name_or_image] = _AfterStart(exit_code, restarts, health, logs)
 
     def fail_pull(self, ref: str, reason: str) -> None:
         """Every pull of `ref` fails with `reason` (as the registry's reason)."""
@@ -182,6 +223,7 @@ class FakeEngine:
         container.exit_code = exit_code
         if status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED, ContainerStatus.EXITED):
             container.started_at = now_rfc3339()
+            self._give_address(container)
         if status is ContainerStatus.EXITED:
             container.finished_at = now_rfc3339()
         self._containers[container.id] = container
@@ -195,6 +237,10 @@ class FakeEngine:
             found.exit_code = exit_code
             found.finished_at = now_rfc3339()
             self._emit(EventAction.DIE, found, exitCode=str(exit_code))
+
+    def _give_address(self, container: _Container) -> None:
+        self._addresses += 1
+        container.address = f"10.88.{self._addresses // 250}.{self._addresses % 250 + 2}"
 
     def call_count(self, method: str) -> int:
         return sum(1 for call in self.calls if call.method == method)
@@ -225,6 +271,7 @@ class FakeEngine:
             created=found.created,
             spec=found.spec,
             image_labels=dict(self._image_labels.get(found.spec.image, {})),
+            address=found.address if found.status in _UP else "",
         )
 
     async def image_present(self, image: str) -> bool:
@@ -296,7 +343,18 @@ class FakeEngine:
         found.status = ContainerStatus.RUNNING
         found.exit_code = 0
         found.started_at = now_rfc3339()
+        found.restart_count = 0
+        self._give_address(found)
         self._emit(EventAction.START, found)
+        for key in (found.name, found.id, found.spec.image):
+            if key in self._after_start:
+                self._after_start[key].apply(found)
+                break
+
+    async def container_logs(self, container: str, lines: int) -> list[str]:
+        self._enter("container_logs", container, lines)
+        found = self._get(container)
+        return found.logs[-lines:] if lines > 0 else []
 
     async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
         self._enter("stop_container", container, grace_period)

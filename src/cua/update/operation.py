@@ -7,6 +7,8 @@ with its number from our-behaviour.md: D3 CLEANUP after a failure restores the d
 rollback restores the previous limits, D5 rollback starts what it must (and only if
 needed), D6 completion looks at every baseline, D14 CLEANUP of an unknown baseline is
 CLEANUP_FAILURE.
+Beyond the D-list, "Activation means running": a container started by ACTIVATE is watched
+(`activation`) before its action succeeds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cua.containers.compare import ActionKind
 from cua.containers.state import ContainerStatus
 from cua.engine.base import Engine
 from cua.settings import UpdateSettings
+from cua.update.activation import ActivationWatch, watch_activation
 from cua.update.downloads import Downloads
 from cua.update.journal import Journal, JournalError
 from cua.update.lookahead import Lookahead
@@ -132,6 +135,37 @@ _ACTIVATE = _Phase(
 )
 
 
+def _with_warnings(message: str, action: ActionState) -> str:
+    if not action.host_warnings:
+        return message  # Kanto's bytes
+    for warning in action.host_warnings:
+        log.warning("container %s: %s", action.name, warning)
+    return " ".join((message, *(f"Warning: {w}." for w in action.host_warnings)))
+
+
+def _start_order(
+    actions: Sequence[ActionState],
+) -> tuple[dict[int, asyncio.Event], dict[int, list[asyncio.Event]]]:
+    """ACTIVATE run ahead: an event per new container, set once it is started, and for
+    each action (by id) the events of the new containers its `container_<hostname>` extra
+    hosts name. A dependant waits only for targets that have no such entries or come
+    before it, so the waits never form a cycle (Kanto starts one after the other)."""
+    starts = (ActionKind.CREATE, ActionKind.RECREATE)
+    started = {id(a): asyncio.Event() for a in actions if a.kind in starts}
+    by_host: dict[str, list[tuple[int, ActionState]]] = {}
+    for position, action in enumerate(actions):
+        if action.kind in starts and action.planned.desired is not None:
+            hostname = action.planned.desired.spec.host_name
+            by_host.setdefault(hostname, []).append((position, action))
+    waits: dict[int, list[asyncio.Event]] = {}
+    for position, action in enumerate(actions):
+        for hostname in action.host_targets:
+            for target_position, target in by_host.get(hostname, []):
+                if target is not action and (not target.host_targets or target_position < position):
+                    waits.setdefault(id(action), []).append(started[id(target)])
+    return started, waits
+
+
 class Operation:
     """The actions of one identified desired state and the commands run on them."""
 
@@ -155,6 +189,7 @@ class Operation:
         self._steps = DeviceSteps(
             engine, activity_id, settings.stop_grace_period, self._journal, settings.domain
         )
+        self._watch = ActivationWatch(settings.activation_window, settings.activation_timeout)
         self._all = BaselineState(tuple(range(len(self.actions))))
         self._baselines = {
             title: BaselineState(indexes) for title, indexes in plan.baselines.items()
@@ -444,13 +479,23 @@ class Operation:
         return MSG_STOPPED
 
     async def _activate(self, state: BaselineState, baseline: str) -> bool:
-        """ACTIVATE. Ahead of the loop: the new containers are renamed and started (undone
-        by ROLLBACK like a sequential run's), the others' state is read (no change).
+        """ACTIVATE. Ahead of the loop: the new containers are renamed, started (undone by
+        ROLLBACK like a sequential run's) and watched until they have shown that they run
+        (`activation`); the others' state is read (no change). With `parallel_actions` > 1
+        every action runs ahead at once (at most that many renames+starts in flight), so
+        the stability window is paid once per phase, not once per container.
 
         The others' state comes from one container listing, made when the first of them is
         reached (Kanto's agent asks its container manager, which answers from memory): one
         engine call instead of one per container. A listing error fails that action, as a
-        failed read of its state would."""
+        failed read of its state would.
+
+        Extra hosts `container_<hostname>` are resolved at the start (`hosts`): a dependant
+        starts after the new containers it names (those without such entries themselves,
+        or before it in the desired order, so that there is never a cycle)."""
+        ahead = len(self.actions) if self._settings.parallel_actions > 1 else 0
+        relevant = [a for a in self._members(state) if a.kind in _ACTIVATE.kinds]
+        started, waits = _start_order(relevant) if ahead else ({}, {})
         statuses: dict[str, ContainerStatus] | None = None
         listing = asyncio.Lock()
 
@@ -462,17 +507,34 @@ class Operation:
                     statuses = {c.id: c.status for c in listed}
             return statuses.get(container_id)
 
+        slots = asyncio.Semaphore(max(1, self._settings.parallel_actions))
+
         async def work(action: ActionState) -> ContainerStatus | None:
+            for target in waits.get(id(action), ()):
+                await target.wait()
             if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
-                await self._steps.activate_new(action)
+                try:
+                    async with slots:
+                        await self._steps.hosts_at_start(action)
+                        await self._steps.activate_new(action)
+                finally:
+                    if id(action) in started:
+                        started[id(action)].set()
+                assert action.new_id is not None
+                await watch_activation(self._engine, action.new_id, action.name, self._watch)
                 return None
             current = action.planned.current
             assert current is not None
+            if action.host_targets:
+                async with slots:
+                    replaced = await self._steps.replace_for_hosts(action)
+                if replaced:
+                    assert action.new_id is not None
+                    await watch_activation(self._engine, action.new_id, action.name, self._watch)
+                    return ContainerStatus.RUNNING
             return await status_of(current.id)
 
-        early: Lookahead[ActionState, ContainerStatus | None] = Lookahead(
-            work, self._settings.parallel_actions - 1
-        )
+        early: Lookahead[ActionState, ContainerStatus | None] = Lookahead(work, ahead)
 
         async def step(action: ActionState, baseline: str) -> str:
             return await self._activate_step(action, baseline, await early.wait(action))
@@ -482,15 +544,17 @@ class Operation:
     async def _activate_step(
         self, action: ActionState, baseline: str, status: ContainerStatus | None
     ) -> str:
-        """After the work done ahead: `status` is the container's state as listed then."""
+        """After the work done ahead: `status` is the container's state as listed then.
+        Extra hosts left out at the start are said after Kanto's message."""
         if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
-            return MSG_STARTED  # renamed and started ahead
+            return _with_warnings(MSG_STARTED, action)  # renamed and started ahead
         current = action.planned.current
         assert current is not None
-        await self._steps.ensure_running(current.id, status)
+        if not action.replaced and await self._steps.ensure_running(current.id, status):
+            await watch_activation(self._engine, current.id, action.name, self._watch)
         if action.kind is ActionKind.UPDATE:
-            return action.message  # Kanto keeps the UPDATE action's message
-        return MSG_RUNNING
+            return _with_warnings(action.message, action)  # Kanto keeps UPDATE's message
+        return _with_warnings(MSG_RUNNING, action)
 
     # --- ROLLBACK (§3.4.2) -------------------------------------------------------------------
 
@@ -551,7 +615,9 @@ class Operation:
                 # Only a crash before the end would matter: it would undo these changes.
                 log.error("[%s] %s", self.activity_id, exc)
             for action in members:
-                if action.kind not in (ActionKind.RECREATE, ActionKind.DESTROY):
+                if action.kind not in (ActionKind.RECREATE, ActionKind.DESTROY) and not (
+                    action.replaced
+                ):
                     continue
                 try:
                     await self._steps.remove_old(action)

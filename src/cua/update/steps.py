@@ -9,6 +9,7 @@ journal (`journal`), for crash recovery.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,13 @@ from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
 from cua.containers.state import ContainerStatus
 from cua.engine.base import ContainerNotFoundError, Engine, NameConflictError
+from cua.update.hosts import (
+    HostResolution,
+    addresses_of,
+    container_entries,
+    container_targets,
+    resolve_hosts,
+)
 from cua.update.journal import Journal
 from cua.update.names import new_name, old_name, operation_labels, removed_name
 from cua.update.plan import PlannedAction
@@ -40,6 +48,10 @@ class ActionState:
     old_renamed: bool = False  # the old container was renamed out of the way (ACTIVATE)
     old_stopped: bool = False  # the old (or destroyed) container was stopped by UPDATE
     previous: tuple[RestartPolicy, Resources | None] | None = None  # before UPDATE (D4)
+    replaced: bool = False  # a CHECK/UPDATE container replaced for its extra hosts (`hosts`)
+    # --- extra hosts `container_<hostname>` (`hosts`) ---
+    host_entries: tuple[str, ...] = ()  # what they resolved to when new_id was created
+    host_warnings: tuple[str, ...] = ()  # left out at start: said in the feedback message
 
     def __post_init__(self) -> None:
         if not self.message:
@@ -63,10 +75,16 @@ class ActionState:
             or self.previous is not None
         )
 
+    @property
+    def host_targets(self) -> tuple[str, ...]:
+        """The hostnames its `container_<hostname>` extra hosts name."""
+        desired = self.planned.desired
+        return () if desired is None else container_targets(desired.spec.extra_hosts)
+
     def commit(self) -> None:
         """The change is final (cleaned up after activation): nothing to undo any more."""
         self.new_id = None
-        self.new_active = self.old_renamed = self.old_stopped = False
+        self.new_active = self.old_renamed = self.old_stopped = self.replaced = False
         self.previous = None
 
 
@@ -101,25 +119,78 @@ class DeviceSteps:
 
     # --- DOWNLOAD -------------------------------------------------------------------------
 
-    async def create_new(self, action: ActionState) -> None:
-        """CREATE, RECREATE: create the new container, not started, under a temporary name."""
+    async def create_new(self, action: ActionState, hosts: HostResolution | None = None) -> None:
+        """CREATE, RECREATE: create the new container, not started, under a temporary name.
+
+        `container_<hostname>` extra hosts: as `hosts` says, else as resolved now."""
         desired = action.planned.desired
         assert desired is not None
         current = action.planned.current
         labels = encode_labels(desired, self._domain) | operation_labels(
             self._activity_id, None if current is None else current.running
         )
+        spec = desired.spec
+        if action.host_targets:
+            if hosts is None:
+                hosts = await self.resolve_hosts(action)
+            spec = dataclasses.replace(spec, extra_hosts=hosts.extra_hosts)
+            action.host_entries = hosts.extra_hosts
         temporary = new_name(action.name)
         try:
-            action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
+            action.new_id = await self._engine.create_container(temporary, spec, labels)
         except NameConflictError:
             # A leftover of an interrupted run (recovery normally removed it already):
             # removed only when it is there, which saves an engine call per container.
             await self._engine.remove_container(temporary)
-            action.new_id = await self._engine.create_container(temporary, desired.spec, labels)
+            action.new_id = await self._engine.create_container(temporary, spec, labels)
         # Before ACTIVATE can give it the real name, where its labels alone do not say that
         # it belongs to an unfinished operation (a CREATE has no `.cua-old` beside it).
         self._journal.created(self._activity_id, action.new_id, action.name)
+
+    async def resolve_hosts(self, action: ActionState) -> HostResolution:
+        """The action's extra hosts with `container_<hostname>` resolved against the
+        containers running now."""
+        desired = action.planned.desired
+        assert desired is not None
+        addresses = await addresses_of(self._engine, action.host_targets)
+        return resolve_hosts(desired.spec.extra_hosts, addresses)
+
+    async def hosts_at_start(self, action: ActionState) -> None:
+        """CREATE, RECREATE, before the start: resolve the extra hosts again; if they
+        changed since the create, create the (not yet started) container again with them."""
+        if not action.host_targets:
+            return
+        assert action.new_id is not None
+        hosts = await self.resolve_hosts(action)
+        action.host_warnings = hosts.warnings
+        if hosts.extra_hosts != action.host_entries and not action.new_active:
+            await self._engine.remove_container(action.new_id)
+            action.new_id = None
+            await self.create_new(action, hosts)
+
+    async def replace_for_hosts(self, action: ActionState) -> bool:
+        """CHECK, UPDATE of a running container with `container_<hostname>` extra hosts:
+        if they resolve differently now (a target got a new address), an identical
+        container with the new ones takes its place and starts; undone as a RECREATE.
+        True when it did."""
+        current = action.planned.current
+        assert current is not None
+        hosts = await self.resolve_hosts(action)
+        action.host_warnings = hosts.warnings
+        details = await self._engine.inspect_container(current.id)
+        if details.state.status is not ContainerStatus.RUNNING:
+            return False  # started by ensure-running, with the entries it has (Kanto)
+        desired = action.planned.desired
+        assert desired is not None
+        wanted = container_entries(desired.spec.extra_hosts, hosts.extra_hosts)
+        if container_entries(desired.spec.extra_hosts, details.spec.extra_hosts) == wanted:
+            return False
+        log.info("container %s: extra hosts changed; replacing it", action.name)
+        await self.create_new(action, hosts)
+        await self.stop_old(action)
+        await self.activate_new(action)
+        action.replaced = True
+        return True
 
     # --- UPDATE ---------------------------------------------------------------------------
 
@@ -154,15 +225,16 @@ class DeviceSteps:
 
     # --- ACTIVATE -------------------------------------------------------------------------
 
-    async def ensure_running(self, container: str, known: ContainerStatus | None = None) -> None:
+    async def ensure_running(self, container: str, known: ContainerStatus | None = None) -> bool:
         """Kanto's ensure-running: running -> nothing; paused -> unpause; else start.
+        True when it did something.
 
         `known`: the container's status as just listed (ACTIVATE reads ahead); used only
         when it says running, anything else is read again before acting."""
         if known is ContainerStatus.RUNNING:
-            return
+            return False
         details = await self._engine.inspect_container(container)
-        await start_unless_running(self._engine, container, details.state.status)
+        return await start_unless_running(self._engine, container, details.state.status)
 
     async def activate_new(self, action: ActionState) -> None:
         """CREATE, RECREATE: the old container steps aside, the new one takes the name, starts."""
@@ -185,7 +257,7 @@ class DeviceSteps:
         for action in actions:
             current = action.planned.current
             if current is not None:
-                remove = action.kind in (ActionKind.RECREATE, ActionKind.DESTROY)
+                remove = action.kind in (ActionKind.RECREATE, ActionKind.DESTROY) or action.replaced
                 records.append((current.id, action.name, remove))
             if action.new_id is not None:
                 records.append((action.new_id, action.name, False))
