@@ -122,18 +122,20 @@ _DURATION_DEFAULTS = {
 }
 
 
+def _go_seconds(text: str) -> float:
+    """A Go duration in seconds; -1.0 when it is not one."""
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        return -1.0
+
+
 def _seconds(key: str, raw: Duration, default: float) -> float:
     """An `update_agent` duration of ours: a Go duration string or seconds; invalid is a
     configuration error (unlike Kanto's connection durations, below)."""
     if raw is None:
         return default
-    if isinstance(raw, str):
-        try:
-            seconds = parse_go_duration(raw)
-        except ValueError:
-            seconds = -1.0
-    else:
-        seconds = float(raw)
+    seconds = _go_seconds(raw) if isinstance(raw, str) else float(raw)
     if seconds < 0:
         raise ConfigError(f'update_agent.{key}: must be a duration like "30s" or seconds >= 0')
     return seconds
@@ -144,10 +146,7 @@ def _duration(section: str, key: str, raw: Duration, default: float) -> float:
     if raw is None:
         return default
     if isinstance(raw, str):
-        try:
-            seconds = parse_go_duration(raw)
-        except ValueError:
-            seconds = -1.0
+        seconds = _go_seconds(raw)
         if seconds >= 0:
             return seconds
     log.warning(

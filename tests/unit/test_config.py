@@ -58,6 +58,7 @@ def test_defaults_without_a_file() -> None:
     assert (config.mqtt.subscribe_timeout, config.mqtt.unsubscribe_timeout) == (15.0, 5.0)
     assert config.mqtt.disconnect_timeout == 0.25
     assert config.engine_url == ""
+    assert (config.update.activation_window, config.update.activation_timeout) == (3.0, 60.0)
 
 
 def test_the_packaged_example_config_spells_out_the_defaults() -> None:
@@ -134,11 +135,14 @@ def test_our_keys(tmp_path: Path) -> None:
                 "registries": {"registry.example": {"username": "u", "password": "pw"}},
                 "pull_always": True,
                 "stop_timeout": "5s",
+                "activation_window": "500ms",
+                "activation_timeout": 20,
                 "mqtt_version": "5",
             }
         },
     )
     config = load_config(path)
+    assert (config.update.activation_window, config.update.activation_timeout) == (0.5, 20.0)
     assert config.update.mode is Mode.ORCHESTRATED
     assert config.update.manage is Manage.ALL
     assert config.update.strict is True
@@ -198,6 +202,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"update_agent": {"domain": "a/b"}}, "update_agent.domain"),
         ({"update_agent": {"engine": "ftp://x"}}, "update_agent.engine: unsupported engine URL"),
         ({"update_agent": {"stop_timeout": "soon"}}, "update_agent.stop_timeout"),
+        ({"update_agent": {"activation_window": "-1s"}}, "update_agent.activation_window"),
+        ({"update_agent": {"activation_timeout": -5}}, "update_agent.activation_timeout"),
         ({"update_agent": {"registry_mirrors": {"ghcr.io": 5}}}, "update_agent.registry_mirrors"),
         ({"update_agent": {"registries": {"r": {"password": "x"}}}}, "update_agent.registries.r"),
         ({"connection": {"broker_url": "http://x:1"}}, "connection.broker_url: unsupported scheme"),
