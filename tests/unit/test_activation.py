@@ -153,3 +153,23 @@ async def test_a_zero_window_is_kantos_success_at_start() -> None:
 def test_hide_values_hides_env_values_longest_first_and_keeps_short_ones() -> None:
     env = ["A=secret", "B=secretive", "C=on", "D="]
     assert hide_values("secretive secret on", env) == "*** *** on"
+
+
+async def test_a_pending_healthcheck_wait_ends_at_the_checkpoint() -> None:
+    """An agent that stops does not wait out `activation_timeout`."""
+    engine = FakeEngine()
+    engine.add_image("img:1")
+    engine.behave_after_start("img:1", health="starting")
+    spec = parse_component(component("x1", image="img:1")).spec
+    container = await engine.create_container("x1", spec, {})
+    await engine.start_container(container)
+
+    class Stopping(Exception):
+        pass
+
+    def checkpoint() -> None:
+        raise Stopping
+
+    watch = ActivationWatch(window=0.01, timeout=60)
+    with pytest.raises(Stopping):
+        await watch_activation(engine, container, "x1", watch, checkpoint)

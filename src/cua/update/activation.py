@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cua.containers.spec import RestartPolicyType
@@ -113,10 +113,15 @@ async def _failure(engine: Engine, details: ContainerDetails, name: str, problem
 
 
 async def watch_activation(
-    engine: Engine, container: str, name: str, watch: ActivationWatch
+    engine: Engine,
+    container: str,
+    name: str,
+    watch: ActivationWatch,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> None:
     """Watch the just started `container` (called `name` in messages); raise
-    `ActivationFailedError` if it does not stay up (see the module doc)."""
+    `ActivationFailedError` if it does not stay up (see the module doc). `checkpoint` is
+    called before each wait for a healthcheck (it raises to end the watch: agent stop)."""
     if watch.window <= 0:
         return
     started = time.monotonic()
@@ -131,4 +136,5 @@ async def watch_activation(
         if time.monotonic() - started >= watch.timeout:
             problem = f"did not become healthy within {_seconds(watch.timeout)} of its start"
             raise ActivationFailedError(await _failure(engine, details, name, problem))
+        checkpoint()
         await asyncio.sleep(HEALTH_POLL)

@@ -521,7 +521,9 @@ class Operation:
                     if id(action) in started:
                         started[id(action)].set()
                 assert action.new_id is not None
-                await watch_activation(self._engine, action.new_id, action.name, self._watch)
+                await watch_activation(
+                    self._engine, action.new_id, action.name, self._watch, self._checkpoint
+                )
                 return None
             current = action.planned.current
             assert current is not None
@@ -530,7 +532,9 @@ class Operation:
                     replaced = await self._steps.replace_for_hosts(action)
                 if replaced:
                     assert action.new_id is not None
-                    await watch_activation(self._engine, action.new_id, action.name, self._watch)
+                    await watch_activation(
+                        self._engine, action.new_id, action.name, self._watch, self._checkpoint
+                    )
                     return ContainerStatus.RUNNING
             return await status_of(current.id)
 
@@ -551,7 +555,9 @@ class Operation:
         current = action.planned.current
         assert current is not None
         if not action.replaced and await self._steps.ensure_running(current.id, status):
-            await watch_activation(self._engine, current.id, action.name, self._watch)
+            await watch_activation(
+                self._engine, current.id, action.name, self._watch, self._checkpoint
+            )
         if action.kind is ActionKind.UPDATE:
             return _with_warnings(action.message, action)  # Kanto keeps UPDATE's message
         return _with_warnings(MSG_RUNNING, action)
