@@ -81,7 +81,7 @@ class Device:
     async def reset(self) -> None:
         for container in await self.engine.list_containers():
             await self.engine.remove_container(container.id)
-        settings = UpdateSettings(domain=self.domain, stop_grace_period=0)
+        settings = UpdateSettings(domain=self.domain, stop_grace_period=0, activation_window=0.5)
         setup = UpdateManager(self.engine, RecordingPublisher(), settings)
         assert await setup.apply("setup", DesiredState.model_validate(self.old)) == "COMPLETED"
         # The new image is there: DOWNLOAD has no progress-only messages.
@@ -118,6 +118,7 @@ def start(stack: LocalStack, work: Path, domain: str, mode: str, point: int) -> 
             "mode": mode,
             "engine": stack.docker_host,
             "stop_timeout": f"{stop_timeout(point)}s",
+            "activation_window": "500ms",  # short: the default 3s would slow the suite
             "state_dir": str(work / "state"),
         },
         "connection": {"broker_url": stack.broker_url},
