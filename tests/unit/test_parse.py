@@ -182,6 +182,21 @@ def test_not_a_go_int_is_zero_with_a_warning(text: str) -> None:
     assert "restartMaxRetries" in parsed.warnings[0]
 
 
+def test_numbers_of_thousands_of_digits_are_input_errors_not_crashes() -> None:
+    huge = "9" * 5000
+    parsed = parse(
+        ("restartPolicy", "on-failure"),
+        ("restartMaxRetries", huge),
+        ("logMaxFiles", huge),
+        ("port", f"{huge}:80"),
+    )
+    assert parsed.spec.restart.max_retries == 0
+    assert parsed.spec.log.max_files == 2
+    assert parsed.spec.ports == ()
+    assert len(parsed.warnings) == 3
+    assert "is not an integer" in error(("port", f"80:{huge}"), strict=True).args[0]
+
+
 def test_restart_retries_and_timeout_only_for_on_failure() -> None:
     for policy in ("no", "always", "unless-stopped"):
         parsed = parse(

@@ -1,0 +1,125 @@
+"""A bug met while handling one message is logged and answered with that phase's failure,
+and the manager goes on serving the next message (issue: no message can stop the agent)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cua.api.models import DesiredStateCommand, DesiredStateFeedback
+from cua.settings import Mode
+from cua.testing.fake_engine import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+from cua.update import manager as manager_module
+from cua.update.manager import UpdateManager
+from cua.update.operation import Operation
+from tests.builders import component, desired, settings, until
+
+pytestmark = pytest.mark.unit
+
+INTERNAL = "internal error in the update agent (RuntimeError); the agent log has the details"
+
+
+def boom(*_args: Any, **_kwargs: Any) -> Any:
+    raise RuntimeError("injected")
+
+
+async def run_manager(
+    engine: FakeEngine, pub: RecordingPublisher, **overrides: Any
+) -> tuple[UpdateManager, asyncio.Task[None]]:
+    manager = UpdateManager(engine, pub, settings(**overrides))
+    return manager, asyncio.create_task(manager.run())
+
+
+async def finish(manager: UpdateManager, task: asyncio.Task[None]) -> None:
+    await asyncio.wait_for(manager.stop(), 5)
+    await task
+
+
+def last(pub: RecordingPublisher, aid: str) -> str:
+    statuses = pub.statuses(aid)
+    return statuses[-1] if statuses else ""
+
+
+async def test_error_while_parsing_is_identification_failed_and_the_next_runs(
+    engine: FakeEngine,
+    pub: RecordingPublisher,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = manager_module.parse_desired_state
+
+    def flaky(state: Any, domain: str, **kwargs: Any) -> Any:
+        if state.domains[0].components[0].id == "poison":
+            raise RuntimeError("injected")
+        return real(state, domain, **kwargs)
+
+    monkeypatch.setattr(manager_module, "parse_desired_state", flaky)
+    manager, task = await run_manager(engine, pub)
+    manager.submit_desired_state("bad", desired(component("poison", image="img:1")))
+    manager.submit_desired_state("good", desired(component("web", image="img:1")))
+    await until(lambda: last(pub, "good") == "COMPLETED")
+    await finish(manager, task)
+    assert pub.wire("bad") == [{"status": "IDENTIFICATION_FAILED", "message": INTERNAL}]
+    assert "Traceback" in caplog.text
+    assert "RuntimeError: injected" in caplog.text
+
+
+async def test_error_in_an_orchestrated_command_is_its_failure(
+    engine: FakeEngine, pub: RecordingPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, task = await run_manager(engine, pub, mode=Mode.ORCHESTRATED)
+    manager.submit_desired_state("A", desired(component("web", image="img:1")))
+    await until(lambda: last(pub, "A") == "IDENTIFIED")
+    with monkeypatch.context() as patch:
+        patch.setattr(Operation, "command", boom)
+        manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD", baseline="b"))
+        await until(lambda: last(pub, "A") == "DOWNLOAD_FAILURE")
+    assert pub.wire("A")[-1] == {
+        "baseline": "b",
+        "status": "DOWNLOAD_FAILURE",
+        "message": INTERNAL,
+    }
+    manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))  # still served
+    await until(lambda: last(pub, "A") == "DOWNLOAD_SUCCESS")
+    await finish(manager, task)
+
+
+async def test_error_answering_a_standalone_command_is_its_failure(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+
+    class GatedPublisher(RecordingPublisher):
+        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+            await super().publish_feedback(activity_id, feedback)
+            if feedback.status == "DOWNLOADING":
+                await gate.wait()
+
+    pub = GatedPublisher()
+    monkeypatch.setattr(Operation, "reject", boom)
+    manager, task = await run_manager(engine, pub)
+    manager.submit_desired_state("A", desired(component("web", image="img:1")))
+    await until(lambda: last(pub, "A") == "DOWNLOADING")
+    manager.submit_command("A", DesiredStateCommand(command="UPDATE"))
+    await until(lambda: last(pub, "A") == "UPDATE_FAILURE")
+    gate.set()
+    await until(lambda: last(pub, "A") == "COMPLETED")
+    await finish(manager, task)
+    assert {"status": "UPDATE_FAILURE", "message": INTERNAL} in pub.wire("A")
+
+
+async def test_error_during_a_standalone_operation_ends_it_incomplete(
+    engine: FakeEngine, pub: RecordingPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Operation, "run_standalone", boom)
+    manager, task = await run_manager(engine, pub)
+    manager.submit_desired_state("A", desired(component("web", image="img:1")))
+    await until(lambda: last(pub, "A") == "INCOMPLETE")
+    monkeypatch.undo()
+    manager.submit_desired_state("B", desired(component("web", image="img:1")))
+    await until(lambda: last(pub, "B") == "COMPLETED")
+    await finish(manager, task)
+    assert pub.wire("A")[-1]["message"] == INTERNAL
