@@ -30,7 +30,16 @@ from cua.broker import (
     tls_context,
 )
 from cua.containers.gosyntax import parse_go_duration
-from cua.settings import Manage, Mode, RegistryCredentials, UpdateSettings
+from cua.settings import (
+    MAX_ACTIVITY_ID_LENGTH,
+    MAX_COMPONENTS,
+    MAX_MESSAGE_SIZE,
+    Limits,
+    Manage,
+    Mode,
+    RegistryCredentials,
+    UpdateSettings,
+)
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -81,6 +90,10 @@ class _UpdateAgentSection(_FileModel):
     pull_always: bool = False
     stop_timeout: str | int | float | None = None
     mqtt_version: MqttVersion = MqttVersion.V311
+    # limits of one incoming message (cua.settings.Limits)
+    max_message_size: int = Field(default=MAX_MESSAGE_SIZE, ge=1024)
+    max_activity_id_length: int = Field(default=MAX_ACTIVITY_ID_LENGTH, ge=1)
+    max_components: int = Field(default=MAX_COMPONENTS, ge=1)
 
 
 class _TransportSection(_FileModel):
@@ -285,6 +298,11 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
         verbose_inventory=overrides.verbose_inventory or ua.verbose_inventory_report,
         pull_always=ua.pull_always,
         stop_grace_period=stop_grace,
+        limits=Limits(
+            max_message_size=ua.max_message_size,
+            max_activity_id_length=ua.max_activity_id_length,
+            max_components=ua.max_components,
+        ),
     )
 
     broker_url = overrides.broker if overrides.broker is not None else conn.broker_url

@@ -572,9 +572,11 @@ def _system_containers(config: Sequence[KeyValuePair]) -> tuple[str, ...] | None
 
 
 def parse_desired_state(
-    desired: DesiredState, domain: str, *, strict: bool = False
+    desired: DesiredState, domain: str, *, strict: bool = False, max_components: int | None = None
 ) -> ParsedDesiredState:
     """A whole desired state for `domain`. Raises DesiredStateError with Kanto's text.
+
+    `max_components`: the agent's limit (ours): more components are refused at once.
 
     Checks in Kanto's order: one domain, its id, each component (in order), the baselines.
     Two components with one id are an error (ours: Kanto would plan two actions for one
@@ -588,6 +590,11 @@ def parse_desired_state(
     if the_domain.id != domain:
         raise DesiredStateError(
             f"domain id mismatch - expecting {domain}, received {the_domain.id}"
+        )
+    if max_components is not None and len(the_domain.components) > max_components:
+        raise DesiredStateError(
+            f"the desired state has {len(the_domain.components)} components, more than the"
+            f" limit of {max_components} (update_agent.max_components)"
         )
     containers: list[ParsedComponent] = []
     seen: set[str] = set()

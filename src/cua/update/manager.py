@@ -248,9 +248,7 @@ class UpdateManager:
 
     async def _accept_desired(self, item: _Desired) -> None:
         try:
-            parsed = parse_desired_state(
-                item.desired, self._settings.domain, strict=self._settings.strict
-            )
+            parsed = self._parse(item.desired)
         except DesiredStateError as error:
             self._queue(_Invalid(item.activity_id, str(error)))
             return
@@ -353,6 +351,14 @@ class UpdateManager:
 
     # --- identification ---------------------------------------------------------------------
 
+    def _parse(self, desired: DesiredState) -> ParsedDesiredState:
+        return parse_desired_state(
+            desired,
+            self._settings.domain,
+            strict=self._settings.strict,
+            max_components=self._settings.limits.max_components,
+        )
+
     async def _publish(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
         await self._publisher.publish_feedback(activity_id, feedback)
 
@@ -435,16 +441,14 @@ class UpdateManager:
 
     async def plan(self, desired: DesiredState) -> Plan:
         """Identification only: no feedback, no change. Raises DesiredStateError, EngineError."""
-        parsed = parse_desired_state(desired, self._settings.domain, strict=self._settings.strict)
+        parsed = self._parse(desired)
         return await self._make_plan(parsed)
 
     async def apply(self, activity_id: str, desired: DesiredState) -> StatusType:
         """One desired state to its end in the standalone flow, publishing its feedback."""
         await self._recover()
         try:
-            parsed = parse_desired_state(
-                desired, self._settings.domain, strict=self._settings.strict
-            )
+            parsed = self._parse(desired)
         except DesiredStateError as error:
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED
