@@ -116,9 +116,13 @@ def test_self_update_examples_are_another_domain(name: str) -> None:
     with pytest.raises(DesiredStateError) as caught:
         parse_desired_state(state, "containers")
     assert str(caught.value) == "domain id mismatch - expecting containers, received self-update"
-    # Read as the self-update domain, the bundle URL is just an image string.
-    parsed = parse_desired_state(state, "self-update")
-    assert parsed.containers[0].id == "os-image"
+    # Read as the self-update domain, the bundle URL is no container image: identification
+    # fails, naming the component (it would reach the Engine API otherwise).
+    with pytest.raises(DesiredStateError) as caught:
+        parse_desired_state(state, "self-update")
+    assert "invalid configuration for container os-image: invalid image reference" in str(
+        caught.value
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from cua.api.models import Baseline, ComponentWithConfig, DesiredState, KeyValue
 from cua.containers import gosyntax
 from cua.containers.errors import DesiredStateError, SpecError
 from cua.containers.gosyntax import Size, SizeError
+from cua.containers.reference import reference_problem
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
@@ -362,6 +363,11 @@ class _ComponentParser:
                     + _env_for_message(entry),
                     KEY_ENV,
                 )
+        # Ours: Kanto finds a bad reference only when the pull fails.
+        problem = reference_problem(image)
+        if problem is not None:
+            shown = image if len(image) <= 200 else image[:200] + "…"
+            raise self.fail(f"invalid image reference {quote(shown)}: {problem}", KEY_IMAGE, image)
 
         spec = ContainerSpec(
             name=self.name,
