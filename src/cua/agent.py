@@ -21,7 +21,7 @@ from cua.api.envelope import (
     MessageError,
     PayloadT,
     decode,
-    encode,
+    encode_feedback,
     encode_with_payload,
     go_json,
     load_json,
@@ -124,9 +124,10 @@ class Agent:
     async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
         status = feedback.status.value if feedback.status else "-"
         log.info("feedback %s: %s", quoted(activity_id), status)
+        await self.connection.wait_for_room()
         self.connection.publish(
             self.topics.desired_state_feedback,
-            encode(activity_id, feedback),
+            encode_feedback(activity_id, feedback),
             qos=1,
             retain=False,
             kind=OutgoingKind.FEEDBACK,

@@ -78,6 +78,7 @@ class OutgoingQueue:
         self._changed = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._shrunk = asyncio.Event()
         self.dropped = 0
         self.dropped_bytes = 0
 
@@ -129,8 +130,15 @@ class OutgoingQueue:
             self._live.discard(id(message))
             self._bytes -= len(message.payload)
         self._trim()
+        self._shrunk.set()
         if not self._live:
             self._empty.set()
+
+    async def wait_below(self, size: int) -> None:
+        """Until at most `size` bytes are queued."""
+        while self._bytes > size:
+            self._shrunk.clear()
+            await self._shrunk.wait()
 
     def _trim(self) -> None:
         """Drop references to messages no longer queued from the left ends."""
@@ -284,6 +292,18 @@ class MqttConnection:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    async def wait_for_room(self) -> None:
+        """While connected, wait until the queue is at most half full (in bytes): a producer
+        that can wait (an operation's feedback) goes at the broker's pace instead of making
+        the queue drop its messages. Disconnected, it returns at once (the queue bounds)."""
+        while self._connected.is_set() and not self._stopping.is_set():
+            if self._queue.size <= self.options.queue_bytes // 2:
+                return
+            # Rechecked every 0.5 s: the connection may drop meanwhile (nothing is sent).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._queue.wait_below(self.options.queue_bytes // 2)
 
     @property
     def connected(self) -> bool:

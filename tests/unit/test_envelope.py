@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cua.api.envelope import MessageError, decode, encode, go_json, read_member
+from cua.api.envelope import MessageError, decode, encode, encode_feedback, go_json, read_member
 from cua.api.models import (
     Action,
     ActionStatusType,
@@ -335,3 +335,28 @@ def test_read_member_never_raises(raw: bytes | str) -> None:
     assert read_member(raw, ("payload", "command")) is None or isinstance(
         read_member(raw, ("payload", "command")), str
     )
+
+
+_actions = st.builds(
+    Action,
+    component=st.none() | st.builds(Component, id=st.text(max_size=8), version=st.text(max_size=4)),
+    status=st.none() | st.sampled_from(ActionStatusType),
+    progress=st.integers(min_value=0, max_value=255),
+    message=st.text(max_size=20),
+)
+
+
+@given(
+    st.builds(
+        DesiredStateFeedback,
+        baseline=st.text(max_size=5),
+        status=st.none() | st.sampled_from(StatusType),
+        message=st.text(max_size=20),
+        actions=st.lists(_actions, max_size=6),
+    ),
+    st.text(max_size=10),
+)
+def test_encode_feedback_writes_the_bytes_of_encode(
+    feedback: DesiredStateFeedback, activity_id: str
+) -> None:
+    assert encode_feedback(activity_id, feedback, 17) == encode(activity_id, feedback, 17)

@@ -161,6 +161,30 @@ async def test_incoming_queue_is_bounded_by_bytes(caplog: pytest.LogCaptureFixtu
     assert (queue.qsize(), queue.size) == (3, 3000)
 
 
+async def test_a_producer_waits_for_room_while_connected() -> None:
+    """Feedback goes at the broker's pace instead of being dropped by a full queue."""
+    connection = MqttConnection(
+        MqttOptions(broker=parse_broker_url("tcp://127.0.0.1:1"), queue_bytes=10_000),
+        ["t"],
+        on_message=lambda topic, payload: None,
+    )
+    for index in range(9):
+        connection.publish(f"t{index}", b"x" * 1000)
+    await asyncio.wait_for(connection.wait_for_room(), 1)  # disconnected: never waits
+    connection._connected.set()
+    waiting = asyncio.create_task(connection.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    queue = connection._queue
+    for _ in range(4):
+        message = queue.peek()
+        assert message is not None
+        queue.pop_sent(message)  # the broker acknowledged it
+    await asyncio.wait_for(waiting, 1)
+    assert queue.size == 5000
+    assert queue.dropped == 0
+
+
 async def test_queue_pop_sent_by_identity() -> None:
     queue = OutgoingQueue(10)
     a = message("x", OutgoingKind.OTHER)
