@@ -292,7 +292,7 @@ class Agent:
             return
         log.info(
             "command %s (baseline %s) for %s received",
-            quoted(envelope.payload.command or '""'),
+            quoted(envelope.payload.command),
             quoted(envelope.payload.baseline),
             quoted(envelope.activity_id),
         )
