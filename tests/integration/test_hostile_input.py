@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent import FINAL, AgentProcess, Probe, agent_for, containers, probe_for
 
 from cua.api.envelope import go_json
 from cua.engine.docker import DockerEngine
 from cua_dev.stack import LocalStack
+from tests.integration.test_agent import (
+    FINAL,
+    AgentProcess,
+    Probe,
+    agent_for,
+    containers,
+    probe_for,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cua.api.envelope import MessageError, decode, read_member
-from cua.api.limits import Limits
 from cua.api.models import DesiredState, DesiredStateCommand
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import (
@@ -21,9 +20,9 @@ from cua.containers.parse import (
     parse_desired_state,
 )
 from cua.containers.spec import ContainerSpec
-from cua.engine.base import ContainerStatus
+from cua.containers.state import ContainerStatus
+from cua.settings import Limits, Manage
 from cua.update.plan import CurrentContainer, make_plan
-from cua.update.settings import Manage
 
 pytestmark = pytest.mark.unit
 
