@@ -16,7 +16,7 @@ from cua.testing.feedback import RecordingPublisher
 from cua.update import manager as manager_module
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
-from tests.builders import component, desired, settings, until
+from tests.builders import GatedPublisher, component, desired, settings, until
 
 pytestmark = pytest.mark.unit
 
@@ -91,14 +91,6 @@ async def test_error_in_an_orchestrated_command_is_its_failure(
 async def test_error_answering_a_standalone_command_is_its_failure(
     engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = asyncio.Event()
-
-    class GatedPublisher(RecordingPublisher):
-        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-            await super().publish_feedback(activity_id, feedback)
-            if feedback.status == "DOWNLOADING":
-                await gate.wait()
-
     pub = GatedPublisher()
     monkeypatch.setattr(Operation, "reject", boom)
     manager, task = await run_manager(engine, pub)
@@ -106,7 +98,7 @@ async def test_error_answering_a_standalone_command_is_its_failure(
     await until(lambda: last(pub, "A") == "DOWNLOADING")
     manager.submit_command("A", DesiredStateCommand(command="UPDATE"))
     await until(lambda: last(pub, "A") == "UPDATE_FAILURE")
-    gate.set()
+    pub.gate.set()
     await until(lambda: last(pub, "A") == "COMPLETED")
     await finish(manager, task)
     assert {"status": "UPDATE_FAILURE", "message": INTERNAL} in pub.wire("A")
@@ -141,3 +133,35 @@ async def test_feedback_rebuilds_only_the_actions_that_changed(
     same = [a is b for a, b in zip(first.actions, second.actions, strict=True)]
     assert same == [i != 3 for i in range(50)]
     assert second.actions[3].status is ActionStatusType.DOWNLOADING
+
+
+async def test_stop_during_an_operation_of_many_components_ends_it_at_once(
+    engine: FakeEngine,
+) -> None:
+    """SIGTERM stays prompt with many components: the phase fails at the next action,
+    INCOMPLETE follows, nothing else runs."""
+
+    class Counting(RecordingPublisher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fiftieth = asyncio.Event()
+
+        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+            await super().publish_feedback(activity_id, feedback)
+            if len(self.messages) == 50:
+                self.fiftieth.set()
+
+    for index in range(300):
+        engine.add_registry_image(f"img{index}:1")
+    pub = Counting()
+    manager, task = await run_manager(engine, pub)
+    manager.submit_desired_state(
+        "A", desired(*(component(f"c{i}", image=f"img{i}:1") for i in range(300)))
+    )
+    await asyncio.wait_for(pub.fiftieth.wait(), 30)
+    sent = len(pub.messages)
+    await asyncio.wait_for(manager.stop(), 5)
+    await task
+    statuses = pub.statuses("A")
+    assert statuses[-2:] == ["DOWNLOAD_FAILURE", "INCOMPLETE"]
+    assert len(statuses) <= sent + 10  # not the 300 DOWNLOADING messages still to come
