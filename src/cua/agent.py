@@ -192,15 +192,15 @@ class Agent:
                 self._on_state_request(payload)
             else:
                 log.debug("ignored a message on unexpected topic %s", topic)
-        except Exception:  # a bug must not lose the message: answer it when possible
+        except Exception as error:  # a bug must not lose the message: answer it when possible
             log.exception("unexpected error while handling a message on %s", topic)
-            self._answer_unexpected(topic, payload)
+            self._answer_unexpected(topic, payload, error)
 
-    def _answer_unexpected(self, topic: str, payload: bytes) -> None:
+    def _answer_unexpected(self, topic: str, payload: bytes, error: Exception) -> None:
         activity_id = read_member(payload, ("activityId",))
         if activity_id is None or len(activity_id) > self._limits.max_activity_id_length:
             return
-        message = unexpected_error_message(RuntimeError())
+        message = unexpected_error_message(error)
         if topic == self.topics.desired_state:
             self.manager.report_invalid(activity_id, message)
         elif topic == self.topics.desired_state_command:
