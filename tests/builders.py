@@ -16,6 +16,7 @@ from cua.api.models import (
     Baseline,
     ComponentWithConfig,
     DesiredState,
+    DesiredStateFeedback,
     Domain,
     KeyValuePair,
 )
@@ -232,3 +233,18 @@ class Running:
         await asyncio.wait_for(self.manager.stop(), 5)
         assert self.task is not None
         await self.task
+
+
+class GatedPublisher(RecordingPublisher):
+    """Records feedback; after a message with status `status`, waits until `gate` is set
+    (the operation is held there, e.g. for commands to arrive while it runs)."""
+
+    def __init__(self, status: str = "DOWNLOADING") -> None:
+        super().__init__()
+        self.status = status
+        self.gate = asyncio.Event()
+
+    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        await super().publish_feedback(activity_id, feedback)
+        if feedback.status == self.status:
+            await self.gate.wait()

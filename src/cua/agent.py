@@ -12,11 +12,22 @@ change (debounced, activityId `""`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from cua.api.envelope import MessageError, decode, encode, now_ms
+from cua.api.envelope import (
+    Envelope,
+    MessageError,
+    PayloadT,
+    decode,
+    encode_feedback,
+    encode_with_payload,
+    go_json,
+    load_json,
+    now_ms,
+    read_member,
+)
 from cua.api.models import (
     CommandType,
     DesiredState,
@@ -29,10 +40,11 @@ from cua.backoff import Backoff
 from cua.config import AgentConfig
 from cua.current_state import CurrentStateReader
 from cua.engine.base import Engine
+from cua.logtext import Throttle, quoted
 from cua.mqtt import MqttConnection, OutgoingKind
 from cua.systemd import notify
 from cua.update.journal import Journal
-from cua.update.manager import UpdateManager
+from cua.update.manager import UpdateManager, unexpected_error_message
 
 __all__ = ["Agent", "initial_state_activity_id"]
 
@@ -40,24 +52,30 @@ log = logging.getLogger(__name__)
 
 CHANGE_DEBOUNCE = 0.5  # seconds: one current state for a burst of container events
 FLUSH_TIMEOUT = 5.0  # seconds to send owed messages at stop while connected
+# Current state requests waiting for one engine read; more are dropped (logged).
+MAX_PENDING_STATE_REQUESTS = 10_000
 
 
 def initial_state_activity_id() -> str:
     return f"initial-current-state-{now_ms()}"
 
 
-def _readable_activity_id(raw: bytes) -> str | None:
-    """The activityId of a message whose payload does not matter (currentstate/get)."""
+def _readable_activity_id(raw: bytes, max_length: int) -> str | None:
+    """The activityId of a message whose payload does not matter (currentstate/get):
+    `""` when absent or null, None when it cannot be read (or is over its length limit)."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(raw)
+    except ValueError:
+        activity_id = read_member(raw, ("activityId",))  # the rest may be broken
+    else:
+        if not isinstance(data, dict):
+            return None
+        activity_id = data.get("activityId", "")
+        if activity_id is None:
+            activity_id = ""
+    if not isinstance(activity_id, str) or len(activity_id) > max_length:
         return None
-    if not isinstance(data, dict):
-        return None
-    activity_id = data.get("activityId", "")
-    if activity_id is None:
-        return ""
-    return activity_id if isinstance(activity_id, str) else None
+    return activity_id
 
 
 class Agent:
@@ -88,7 +106,9 @@ class Agent:
             on_connect=self._on_connect,
         )
         self._debounce = change_debounce
-        self._state_requests: asyncio.Queue[str] = asyncio.Queue()
+        # activityIds of current state requests waiting for the next engine read (ordered)
+        self._state_pending: dict[str, None] = {}
+        self._state_wanted = asyncio.Event()
         self._changed = asyncio.Event()
         # One current state built and published at a time: a reply built from engine reads
         # taken before a change must not be published after the state showing the change
@@ -96,15 +116,18 @@ class Agent:
         self._state_lock = asyncio.Lock()
         self._last_state: dict[str, Any] | None = None
         self._accepting = True
+        self._limits = config.update.limits
+        self._throttle = Throttle(log)
 
     # --- FeedbackPublisher -----------------------------------------------------------------
 
     async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
         status = feedback.status.value if feedback.status else "-"
-        log.info("feedback %s: %s", activity_id or '""', status)
+        log.info("feedback %s: %s", quoted(activity_id), status)
+        await self.connection.wait_for_room()
         self.connection.publish(
             self.topics.desired_state_feedback,
-            encode(activity_id, feedback),
+            encode_feedback(activity_id, feedback),
             qos=1,
             retain=False,
             kind=OutgoingKind.FEEDBACK,
@@ -139,6 +162,7 @@ class Agent:
                 task.cancel()
             await self.manager.stop()
             await self.connection.stop(FLUSH_TIMEOUT)
+        self._throttle.flush()
         log.info("stopped")
 
     async def _notify_ready(self) -> None:
@@ -151,70 +175,126 @@ class Agent:
 
     async def _on_connect(self) -> None:
         # Kanto reports the current state on every connect, with a fresh activityId (§5.5).
-        self._state_requests.put_nowait(initial_state_activity_id())
+        self._request_state(initial_state_activity_id())
 
     # --- incoming ------------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if not self._accepting:
-            log.info("stopping: ignored a message on %s", topic)
+            self._throttle.info("stopping", "stopping: ignored a message on %s", topic)
             return
+        try:
+            if topic == self.topics.desired_state:
+                self._on_desired_state(payload)
+            elif topic == self.topics.desired_state_command:
+                self._on_command(payload)
+            elif topic == self.topics.current_state_get:
+                self._on_state_request(payload)
+            else:
+                log.debug("ignored a message on unexpected topic %s", topic)
+        except Exception as error:  # a bug must not lose the message: answer it when possible
+            log.exception("unexpected error while handling a message on %s", topic)
+            self._answer_unexpected(topic, payload, error)
+
+    def _answer_unexpected(self, topic: str, payload: bytes, error: Exception) -> None:
+        activity_id = read_member(payload, ("activityId",))
+        if activity_id is None or len(activity_id) > self._limits.max_activity_id_length:
+            return
+        message = unexpected_error_message(error)
         if topic == self.topics.desired_state:
-            self._on_desired_state(payload)
+            self.manager.report_invalid(activity_id, message)
         elif topic == self.topics.desired_state_command:
-            self._on_command(payload)
-        elif topic == self.topics.current_state_get:
-            activity_id = _readable_activity_id(payload)
-            if activity_id is None:
-                log.warning("ignored a current state request on %s: not a JSON envelope", topic)
-                return
-            log.info("current state requested (activityId %r)", activity_id)
-            self._state_requests.put_nowait(activity_id)
-        else:
-            log.debug("ignored a message on unexpected topic %s", topic)
+            command = _readable_command(payload)
+            if command is not None:
+                self.manager.report_invalid_command(activity_id, command, message)
+
+    def _on_state_request(self, payload: bytes) -> None:
+        topic = self.topics.current_state_get
+        activity_id = _readable_activity_id(payload, self._limits.max_activity_id_length)
+        if activity_id is None:
+            self._throttle.warning(
+                "state-request",
+                "ignored a current state request on %s: not a JSON envelope with a readable"
+                " activityId",
+                topic,
+            )
+            return
+        self._throttle.info(
+            "state-request", "current state requested (activityId %s)", quoted(activity_id)
+        )
+        self._request_state(activity_id)
+
+    def _decode(
+        self, payload: bytes, payload_type: type[PayloadT], what: str
+    ) -> Envelope[PayloadT]:
+        return decode(
+            payload,
+            payload_type,
+            what,
+            max_size=self._limits.max_message_size,
+            max_activity_id=self._limits.max_activity_id_length,
+        )
 
     def _on_desired_state(self, payload: bytes) -> None:
         try:
-            envelope = decode(payload, DesiredState, "desired state")
+            envelope = self._decode(payload, DesiredState, "desired state")
         except MessageError as exc:
             if exc.activity_id is None:
-                log.warning(
-                    "ignored a desired state message without a readable activityId: %s", exc
+                self._throttle.warning(
+                    "invalid-desired-state",
+                    "ignored a desired state message without a readable activityId: %s",
+                    exc,
                 )
                 return
-            log.warning("desired state %r is invalid: %s", exc.activity_id, exc)
+            self._throttle.warning(
+                "invalid-desired-state",
+                "desired state %s is invalid: %s",
+                quoted(exc.activity_id),
+                exc,
+            )
             self.manager.report_invalid(exc.activity_id, str(exc))
             return
-        log.info("desired state %r received", envelope.activity_id)
+        log.info("desired state %s received", quoted(envelope.activity_id))
         # A `null` payload decodes into the zero desired state, as in Go: no domain, which
         # identification rejects with Kanto's text.
         self.manager.submit_desired_state(envelope.activity_id, envelope.payload or DesiredState())
 
     def _on_command(self, payload: bytes) -> None:
         try:
-            envelope = decode(payload, DesiredStateCommand, "desired state command")
+            envelope = self._decode(payload, DesiredStateCommand, "desired state command")
         except MessageError as exc:
             # Kanto drops a command it cannot decode. When its activityId and command name
             # can be read, we answer that command's failure status with what is wrong.
             command = _readable_command(payload)
             if exc.activity_id is not None and command is not None:
-                log.warning("invalid %s command (activityId %r): %s", command, exc.activity_id, exc)
+                self._throttle.warning(
+                    "invalid-command",
+                    "invalid %s command (activityId %s): %s",
+                    command,
+                    quoted(exc.activity_id),
+                    exc,
+                )
                 self.manager.report_invalid_command(exc.activity_id, command, str(exc))
                 return
-            where = f" (activityId {exc.activity_id!r})" if exc.activity_id is not None else ""
-            log.warning("ignored a desired state command%s: %s", where, exc)
+            where = (
+                f" (activityId {quoted(exc.activity_id)})" if exc.activity_id is not None else ""
+            )
+            self._throttle.warning(
+                "invalid-command", "ignored a desired state command%s: %s", where, exc
+            )
             return
         if envelope.payload is None:
-            log.warning(
-                "ignored a desired state command without payload (activityId %r)",
-                envelope.activity_id,
+            self._throttle.warning(
+                "invalid-command",
+                "ignored a desired state command without payload (activityId %s)",
+                quoted(envelope.activity_id),
             )
             return
         log.info(
-            "command %s (baseline %r) for %r received",
-            envelope.payload.command or '""',
-            envelope.payload.baseline,
-            envelope.activity_id,
+            "command %s (baseline %s) for %s received",
+            quoted(envelope.payload.command),
+            quoted(envelope.payload.baseline),
+            quoted(envelope.activity_id),
         )
         self.manager.submit_command(envelope.activity_id, envelope.payload)
 
@@ -223,27 +303,62 @@ class Agent:
     async def _current_state(self) -> Inventory:
         return await self.state_reader.read()
 
-    def _publish_state(self, activity_id: str, inventory: Inventory) -> None:
+    def _publish_state(self, activity_ids: Sequence[str], inventory: Inventory) -> None:
+        """One current state, published once for each of `activity_ids` (encoded once)."""
         self._last_state = inventory.to_wire()
-        self.connection.publish(
-            self.topics.current_state,
-            encode(activity_id, inventory),
-            qos=1,
-            retain=True,
-            kind=OutgoingKind.OTHER,
-        )
+        payload = go_json(self._last_state)
+        for activity_id in activity_ids:
+            self.connection.publish(
+                self.topics.current_state,
+                encode_with_payload(activity_id, payload),
+                qos=1,
+                retain=True,
+                kind=OutgoingKind.OTHER,
+            )
+
+    def _request_state(self, activity_id: str) -> None:
+        """Ask for a current state reply. Requests waiting together are served by one read
+        of the engine, each answered with its own activityId (once per activityId)."""
+        if activity_id in self._state_pending:
+            return
+        if len(self._state_pending) >= MAX_PENDING_STATE_REQUESTS:
+            self._throttle.warning(
+                "state-request",
+                "dropped the current state request %s: %d requests wait already",
+                quoted(activity_id),
+                len(self._state_pending),
+            )
+            return
+        self._state_pending[activity_id] = None
+        self._state_wanted.set()
 
     async def _serve_state_requests(self) -> None:
         while True:
-            activity_id = await self._state_requests.get()
+            await self._state_wanted.wait()
             async with self._state_lock:
+                self._state_wanted.clear()
+                activity_ids = list(self._state_pending)
+                self._state_pending.clear()
                 try:
                     inventory = await self._current_state()
                 except Exception:  # a bug here must not stop the agent; the next request retries
-                    log.exception("cannot build the current state for %r", activity_id)
+                    log.exception(
+                        "cannot build the current state for %d request(s)", len(activity_ids)
+                    )
                     continue
-                self._publish_state(activity_id, inventory)
-            log.info("current state published (activityId %r)", activity_id)
+                self._publish_state(activity_ids, inventory)
+            if len(activity_ids) == 1:
+                self._throttle.info(
+                    "state-published",
+                    "current state published (activityId %s)",
+                    quoted(activity_ids[0]),
+                )
+            else:
+                self._throttle.info(
+                    "state-published",
+                    "current state published for %d requests (one engine read)",
+                    len(activity_ids),
+                )
 
     async def _publish_changes(self) -> None:
         """Debounced: one current state per burst of container events, only if it changed."""
@@ -259,7 +374,7 @@ class Agent:
                     continue
                 if inventory.to_wire() == self._last_state:
                     continue
-                self._publish_state("", inventory)
+                self._publish_state([""], inventory)
             log.info("current state published after container changes")
 
     async def _watch_engine_events(self) -> None:
@@ -291,9 +406,8 @@ def open_engine(config: AgentConfig) -> Engine:
 
 def _readable_command(raw: bytes) -> CommandType | None:
     """The command name of a command message that failed to decode, if it is a known one."""
+    name = read_member(raw, ("payload", "command"))
     try:
-        data = json.loads(raw)
-        name = data["payload"]["command"]
-        return CommandType(name)
-    except (ValueError, TypeError, KeyError):
+        return None if name is None else CommandType(name)
+    except ValueError:
         return None

@@ -27,6 +27,7 @@ __all__ = [
 PLAIN_SCHEMES = frozenset({"tcp", "mqtt"})
 TLS_SCHEMES = frozenset({"ssl", "mqtts", "tls"})
 DEFAULT_PORTS = {False: 1883, True: 8883}
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # each of the MQTT queues, in and out
 
 
 class BrokerUrlError(ValueError):
@@ -122,6 +123,8 @@ class MqttOptions:
     unsubscribe_timeout: float = 5.0
     disconnect_timeout: float = 0.25
     client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    queue_limit: int = 1000
+    queue_limit: int = 10_000  # outgoing messages queued at most
+    queue_bytes: int = DEFAULT_QUEUE_BYTES  # outgoing payload bytes queued at most
+    incoming_bytes: int = DEFAULT_QUEUE_BYTES  # received payload bytes not yet handled
     backoff_initial: float = 0.5
     backoff_max: float = 30.0

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from cua import __version__
-from cua.api.envelope import MessageError, decode, encode, go_json, now_ms
+from cua.api.envelope import MessageError, decode, decode_object, encode, load_json, now_ms
 from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
 from cua.config import AgentConfig, ConfigError, Overrides, load_config
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import parse_desired_state
 from cua.engine.base import Engine, EngineError
+from cua.logtext import SafeFormatter
+from cua.settings import Limits
 
 __all__ = ["main"]
 
@@ -135,11 +137,10 @@ def overrides_from(args: argparse.Namespace) -> Overrides:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # One line per message, whatever untrusted text it quotes (cua.logtext).
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
     if level != "DEBUG":
         logging.getLogger("cua.mqtt.paho").setLevel(logging.WARNING)
 
@@ -160,18 +161,27 @@ def read_input(name: str) -> bytes:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
 
 
-def decode_desired_state(raw: bytes) -> tuple[str, DesiredState]:
+def decode_desired_state(raw: bytes, limits: Limits | None = None) -> tuple[str, DesiredState]:
     """An envelope `{activityId, timestamp, payload}` or a bare desired state.
 
-    Raises MessageError with the text the agent would report.
+    Raises MessageError with the text the agent would report (with its `limits`).
     """
+    limits = limits or Limits()
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = load_json(raw)
+    except ValueError:
         data = None
-    if isinstance(data, dict) and not ({"activityId", "payload", "timestamp"} & data.keys()):
-        raw = go_json({"activityId": "", "payload": data})
-    envelope = decode(raw, DesiredState, "desired state")
+    bare = isinstance(data, dict) and not ({"activityId", "payload", "timestamp"} & data.keys())
+    if bare and len(raw) <= limits.max_message_size:
+        envelope = decode_object({"activityId": "", "payload": data}, DesiredState, "desired state")
+        return "", envelope.payload or DesiredState()
+    envelope = decode(
+        raw,
+        DesiredState,
+        "desired state",
+        max_size=limits.max_message_size,
+        max_activity_id=limits.max_activity_id_length,
+    )
     return envelope.activity_id, envelope.payload or DesiredState()
 
 
@@ -276,7 +286,12 @@ async def _state(config: AgentConfig) -> int:
 
 def _validate(config: AgentConfig, desired: DesiredState) -> int:
     try:
-        parsed = parse_desired_state(desired, config.domain, strict=config.update.strict)
+        parsed = parse_desired_state(
+            desired,
+            config.domain,
+            strict=config.update.strict,
+            max_components=config.update.limits.max_components,
+        )
     except DesiredStateError as exc:
         print(f"IDENTIFICATION_FAILED: {exc}")
         return EXIT_FAILED
@@ -329,7 +344,7 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
         return asyncio.run(_state(config))
 
     try:
-        activity_id, desired = decode_desired_state(read_input(args.file))
+        activity_id, desired = decode_desired_state(read_input(args.file), config.update.limits)
     except InputError as exc:
         print(f"cua: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

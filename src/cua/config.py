@@ -30,7 +30,16 @@ from cua.broker import (
     tls_context,
 )
 from cua.containers.gosyntax import parse_go_duration
-from cua.settings import Manage, Mode, RegistryCredentials, UpdateSettings
+from cua.settings import (
+    MAX_ACTIVITY_ID_LENGTH,
+    MAX_COMPONENTS,
+    MAX_MESSAGE_SIZE,
+    Limits,
+    Manage,
+    Mode,
+    RegistryCredentials,
+    UpdateSettings,
+)
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -83,6 +92,10 @@ class _UpdateAgentSection(_FileModel):
     activation_window: str | int | float | None = None
     activation_timeout: str | int | float | None = None
     mqtt_version: MqttVersion = MqttVersion.V311
+    # limits of one incoming message (cua.settings.Limits)
+    max_message_size: int = Field(default=MAX_MESSAGE_SIZE, ge=1024)
+    max_activity_id_length: int = Field(default=MAX_ACTIVITY_ID_LENGTH, ge=1)
+    max_components: int = Field(default=MAX_COMPONENTS, ge=1)
 
 
 class _TransportSection(_FileModel):
@@ -295,6 +308,11 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
         ),
         activation_timeout=_seconds(
             "activation_timeout", ua.activation_timeout, defaults.activation_timeout
+        ),
+        limits=Limits(
+            max_message_size=ua.max_message_size,
+            max_activity_id_length=ua.max_activity_id_length,
+            max_components=ua.max_components,
         ),
     )
 

@@ -29,11 +29,14 @@ from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cua.backoff import Backoff
-from cua.broker import MqttOptions, MqttVersion, tls_context
+from cua.broker import DEFAULT_QUEUE_BYTES, MqttOptions, MqttVersion, tls_context
+from cua.logtext import Throttle
 
 __all__ = ["MqttConnection", "OutgoingKind"]
 
 log = logging.getLogger(__name__)
+
+_throttle = Throttle(log)
 
 # CONNACK refusals that mean "your credentials are wrong" (3.1.1 codes 4, 5; MQTT 5 codes
 # 134, 135 — paho reports 3.1.1 refusals as the MQTT 5 reason codes).
@@ -58,52 +61,99 @@ class OutgoingMessage:
 
 
 class OutgoingQueue:
-    """Bounded FIFO. When full, the oldest non-feedback message is dropped (else the oldest)."""
+    """FIFO bounded by count and by bytes. When full, the oldest non-feedback message is
+    dropped (else the oldest); the drops are logged (rate-limited, with a summary)."""
 
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("queue limit must be >= 1")
+    def __init__(self, limit: int, byte_limit: int = DEFAULT_QUEUE_BYTES) -> None:
+        if limit < 1 or byte_limit < 1:
+            raise ValueError("queue limits must be >= 1")
         self._limit = limit
+        self._byte_limit = byte_limit
+        # In order. A dropped message may stay in these deques until it reaches the left
+        # end (dropping is O(1)); `_live` has the ids of the messages really queued.
         self._items: deque[OutgoingMessage] = deque()
+        self._others: deque[OutgoingMessage] = deque()  # the non-feedback ones
+        self._live: set[int] = set()
+        self._bytes = 0
         self._changed = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._shrunk = asyncio.Event()
         self.dropped = 0
+        self.dropped_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._live)
+
+    @property
+    def size(self) -> int:
+        """Bytes of payload queued."""
+        return self._bytes
+
+    def messages(self) -> list[OutgoingMessage]:
+        """The queued messages, oldest first."""
+        return [m for m in self._items if id(m) in self._live]
 
     def put(self, message: OutgoingMessage) -> None:
-        if len(self._items) >= self._limit:
-            victim = next(
-                (m for m in self._items if m.kind is not OutgoingKind.FEEDBACK), self._items[0]
-            )
-            self._items.remove(victim)
-            self.dropped += 1
-            log.warning(
-                "MQTT outgoing queue full (%d messages): dropped the oldest %s message for %s",
-                self._limit,
-                victim.kind.value,
-                victim.topic,
-            )
+        size = len(message.payload)
+        while self._live and (
+            len(self._live) >= self._limit or self._bytes + size > self._byte_limit
+        ):
+            self._drop_one()
         self._items.append(message)
+        if message.kind is not OutgoingKind.FEEDBACK:
+            self._others.append(message)
+        self._live.add(id(message))
+        self._bytes += size
         self._changed.set()
         self._empty.clear()
 
+    def _drop_one(self) -> None:
+        self._trim()
+        victim = self._others[0] if self._others else self._items[0]
+        self._forget(victim)
+        self.dropped += 1
+        self.dropped_bytes += len(victim.payload)
+        _throttle.warning(
+            "outgoing-drop",
+            "MQTT outgoing queue full (%d messages, %d bytes at most): dropped the oldest %s"
+            " message for %s (%d bytes)",
+            self._limit,
+            self._byte_limit,
+            victim.kind.value,
+            victim.topic,
+            len(victim.payload),
+        )
+
+    def _forget(self, message: OutgoingMessage) -> None:
+        if id(message) in self._live:
+            self._live.discard(id(message))
+            self._bytes -= len(message.payload)
+        self._trim()
+        self._shrunk.set()
+        if not self._live:
+            self._empty.set()
+
+    async def wait_below(self, size: int) -> None:
+        """Until at most `size` bytes are queued."""
+        while self._bytes > size:
+            self._shrunk.clear()
+            await self._shrunk.wait()
+
+    def _trim(self) -> None:
+        """Drop references to messages no longer queued from the left ends."""
+        while self._items and id(self._items[0]) not in self._live:
+            self._items.popleft()
+        while self._others and id(self._others[0]) not in self._live:
+            self._others.popleft()
+
     def peek(self) -> OutgoingMessage | None:
+        self._trim()
         return self._items[0] if self._items else None
 
     def pop_sent(self, message: OutgoingMessage) -> None:
         """Remove `message` after the broker acknowledged it (it may have been dropped)."""
-        if self._items and self._items[0] is message:
-            self._items.popleft()
-        else:
-            for index, item in enumerate(self._items):
-                if item is message:
-                    del self._items[index]
-                    break
-        if not self._items:
-            self._empty.set()
+        self._forget(message)
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
@@ -111,6 +161,48 @@ class OutgoingQueue:
     async def wait_changed(self) -> None:
         await self._changed.wait()
         self._changed.clear()
+
+
+class IncomingQueue(asyncio.Queue["aiomqtt.Message"]):
+    """aiomqtt's queue of received messages, bounded by bytes (aiomqtt bounds it by count
+    only): a message that does not fit is dropped and logged (rate-limited)."""
+
+    byte_limit = DEFAULT_QUEUE_BYTES
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.size = 0
+        self.dropped = 0
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        size = _payload_size(item)
+        if self.size + size > self.byte_limit:
+            self.dropped += 1
+            _throttle.warning(
+                "incoming-drop",
+                "MQTT incoming queue full (%d bytes at most): dropped a message of %d bytes on %s",
+                self.byte_limit,
+                size,
+                item.topic.value,
+            )
+            return
+        super().put_nowait(item)
+        self.size += size
+
+    def get_nowait(self) -> aiomqtt.Message:
+        item = super().get_nowait()
+        self.size -= _payload_size(item)
+        return item
+
+
+def _payload_size(message: aiomqtt.Message) -> int:
+    payload = message.payload
+    return len(payload) if isinstance(payload, bytes | bytearray | str) else 8
+
+
+def incoming_queue_type(byte_limit: int) -> type[IncomingQueue]:
+    """An IncomingQueue class with this byte limit (aiomqtt makes the queue itself)."""
+    return type("BoundedIncomingQueue", (IncomingQueue,), {"byte_limit": byte_limit})
 
 
 MessageHandler = Callable[[str, bytes], None]
@@ -176,7 +268,7 @@ class MqttConnection:
         self._subscriptions = tuple(subscriptions)
         self._on_message = on_message
         self._on_connect = on_connect
-        self._queue = OutgoingQueue(options.queue_limit)
+        self._queue = OutgoingQueue(options.queue_limit, options.queue_bytes)
         self._backoff = Backoff(options.backoff_initial, options.backoff_max)
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
@@ -200,6 +292,18 @@ class MqttConnection:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    async def wait_for_room(self) -> None:
+        """While connected, wait until the queue is at most half full (in bytes): a producer
+        that can wait (an operation's feedback) goes at the broker's pace instead of making
+        the queue drop its messages. Disconnected, it returns at once (the queue bounds)."""
+        while self._connected.is_set() and not self._stopping.is_set():
+            if self._queue.size <= self.options.queue_bytes // 2:
+                return
+            # Rechecked every 0.5 s: the connection may drop meanwhile (nothing is sent).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._queue.wait_below(self.options.queue_bytes // 2)
 
     @property
     def connected(self) -> bool:
@@ -285,6 +389,7 @@ class MqttConnection:
             timeout=o.connect_timeout,
             tls_context=tls_context(o.tls) if o.broker.tls else None,
             logger=logging.getLogger("cua.mqtt.paho"),
+            queue_type=incoming_queue_type(o.incoming_bytes),
         )
 
     async def _session(self) -> None:

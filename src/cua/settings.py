@@ -12,6 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# Limits of one incoming message (ours; Kanto has none). A message over a limit is refused
+# with a failure naming the limit (its key in `update_agent`), before it is parsed further;
+# nothing on the device is touched. The defaults fit 1,000 Leda-sized components.
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes of one MQTT payload
+MAX_ACTIVITY_ID_LENGTH = 256  # characters
+MAX_COMPONENTS = 1000  # components of the agent's domain in one desired state
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The `update_agent` settings `max_message_size`, `max_activity_id_length`,
+    `max_components`."""
+
+    max_message_size: int = MAX_MESSAGE_SIZE
+    max_activity_id_length: int = MAX_ACTIVITY_ID_LENGTH
+    max_components: int = MAX_COMPONENTS
+
 
 class Mode(StrEnum):
     """What a desired state does: run to the end by itself, or wait for commands (Kanto)."""
@@ -50,6 +67,8 @@ class UpdateSettings:
     # time, and the window is paid once per update, not per container.
     activation_window: float = 3.0
     activation_timeout: float = 60.0
+    # What one message may ask (message size, activityId length, components).
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -608,7 +608,7 @@ async def test_broker_restarted_in_the_middle_of_an_update(
             await probe.until("r-2", {"UPDATING"})
             stack.stop_mosquitto()
             # The update finishes while the broker is down (its feedback is queued) ...
-            await agent.wait_log(r"feedback r-2: COMPLETED")
+            await agent.wait_log(r"feedback \"r-2\": COMPLETED")
             # ... and the broker comes back while the agent waits >= 1 s before its next try,
             # so that our probe (retrying every 50 ms) is subscribed before the agent connects.
             seen = len(re.findall(r"retrying in", agent.log()))
@@ -801,7 +801,7 @@ async def test_bad_messages_answered_and_nothing_touched(
                 r"ignored a desired state command: invalid desired state command: not valid JSON"
             )
             await agent.wait_log(
-                r"ignored a desired state command \(activityId 'ok'\): "
+                r'ignored a desired state command \(activityId "ok"\): '
                 r"invalid desired state command: payload.command"
             )
             assert await containers(engine) == before

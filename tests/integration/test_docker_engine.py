@@ -36,7 +36,13 @@ from cua.containers.spec import (
     RestartPolicyType,
 )
 from cua.containers.state import ContainerStatus
-from cua.engine.base import CreateFailedError, EngineUnavailableError, PullFailedError
+from cua.engine.base import (
+    ContainerNotFoundError,
+    CreateFailedError,
+    EngineError,
+    EngineUnavailableError,
+    PullFailedError,
+)
 from cua.engine.docker import DockerEngine
 from cua.settings import RegistryCredentials
 from cua_dev.images import ImageFactory
@@ -771,3 +777,21 @@ async def test_a_socket_that_never_answers_is_engine_unavailable(tmp_path: Path)
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_name_cannot_reach_another_engine_endpoint(
+    engine: DockerEngine, app_image: str
+) -> None:
+    """Names and references are single path segments: `..`, `/` and `?` stay inside."""
+    assert await engine.image_present(app_image)  # a reference with `/` and `:` still works
+    # Unencoded, this is GET /images/get?names=<image>/json: an image export.
+    with pytest.raises(EngineError, match=r"a path segment is '\.' or '\.\.'"):
+        await engine.image_present(f"x/../get?names={app_image}")
+    # Unencoded, this is GET /images/json: the image list.
+    with pytest.raises(EngineError, match=r"a path segment is '\.' or '\.\.'"):
+        await engine.inspect_container("x/../../images")
+    # Unencoded, `?` would start a query string (the engine would look up image `x`).
+    with pytest.raises(EngineError, match=r"no such image: x\?all=1: invalid reference format"):
+        await engine.image_present("x?all=1")
+    with pytest.raises(ContainerNotFoundError):
+        await engine.inspect_container("x?size=1")

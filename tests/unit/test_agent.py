@@ -38,7 +38,22 @@ pytestmark = pytest.mark.unit
     ],
 )
 def test_current_state_request_activity_id(raw: bytes, expected: str | None) -> None:
-    assert _readable_activity_id(raw) == expected
+    assert _readable_activity_id(raw, 256) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"activityId":"a","payload":' + b"[" * 5000 + b"]" * 5000 + b"}", "a"),
+        (b'{"activityId":"a","timestamp":NaN}', "a"),
+        (b'{"activityId":"a","timestamp":' + b"9" * 5000 + b"}", "a"),
+        (b'{"activityId":"' + b"x" * 257 + b'"}', None),  # over the length limit
+    ],
+)
+def test_current_state_request_activity_id_of_hostile_messages(
+    raw: bytes, expected: str | None
+) -> None:
+    assert _readable_activity_id(raw, 256) == expected
 
 
 def test_initial_activity_id_format() -> None:
@@ -65,8 +80,7 @@ async def test_current_state_request_is_queued_with_its_activity_id() -> None:
     agent = await make_agent()
     agent._on_message("selfupdate/currentstate/get", b'{"activityId":"x","payload":null}')
     agent._on_message("selfupdate/currentstate/get", b"not json")
-    assert agent._state_requests.qsize() == 1
-    assert agent._state_requests.get_nowait() == "x"
+    assert list(agent._state_pending) == ["x"]
 
 
 async def test_invalid_desired_state_without_activity_id_only_logs(
@@ -179,7 +193,7 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
         gate.set()
         deadline = asyncio.get_running_loop().time() + 2
         while asyncio.get_running_loop().time() < deadline:
-            states = [m for m in agent.connection._queue._items if m.retain]
+            states = [m for m in agent.connection._queue.messages() if m.retain]
             if len(states) >= 2 and not agent._changed.is_set():
                 break
             await asyncio.sleep(0.01)
@@ -188,7 +202,7 @@ async def test_a_slow_current_state_reply_never_overwrites_a_newer_one() -> None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    states = [json.loads(m.payload) for m in agent.connection._queue._items if m.retain]
+    states = [json.loads(m.payload) for m in agent.connection._queue.messages() if m.retain]
     last = states[-1]["payload"]["softwareNodes"]
     assert "self-update:app" in [node["id"] for node in last], states
 
@@ -223,7 +237,7 @@ async def test_ready_for_systemd_while_the_broker_is_down(
 
 
 def _published_states(agent: Agent) -> list[dict[str, Any]]:
-    return [json.loads(m.payload) for m in agent.connection._queue._items if m.retain]
+    return [json.loads(m.payload) for m in agent.connection._queue.messages() if m.retain]
 
 
 def _statuses(state: dict[str, Any]) -> dict[str, str]:
@@ -283,3 +297,65 @@ async def test_engine_events_debounced_and_a_change_during_the_publish_not_lost(
         {"self-update:a": "Exited", "self-update:b": "Exited", "self-update:c": "Exited"},
         {"self-update:a": "Running", "self-update:b": "Exited", "self-update:c": "Exited"},
     ]
+
+
+async def test_pending_current_state_requests_share_one_engine_read() -> None:
+    """3,000 requests: one engine listing, each activityId answered once with its own id."""
+    import asyncio
+
+    from cua.containers.spec import ContainerSpec
+
+    agent = await make_agent()
+    engine = agent.engine
+    assert isinstance(engine, FakeEngine)
+    for name in ("a", "b"):
+        engine.add_container(name, ContainerSpec(name=name, image="img"))
+    for index in range(3000):
+        raw = go_json({"activityId": f"r-{index % 2000}", "payload": None})
+        agent._on_message("selfupdate/currentstate/get", raw)
+    before = engine.call_count("list_containers")
+    task = asyncio.create_task(agent._serve_state_requests())
+    try:
+        for _ in range(200):
+            if len(_published_states(agent)) >= 2000:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    states = _published_states(agent)
+    assert [s["activityId"] for s in states] == [f"r-{i}" for i in range(2000)]
+    assert engine.call_count("list_containers") - before == 1
+    assert len({json.dumps(s["payload"]) for s in states}) == 1
+
+
+async def test_an_error_while_handling_a_message_is_logged_and_answered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import cua.agent
+
+    agent = await make_agent()
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(agent.manager, "report_invalid", lambda aid, msg: seen.append((aid, msg)))
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(cua.agent, "decode", broken)
+    agent._on_message("selfupdate/desiredstate", b'{"activityId":"a","payload":null}')
+    assert seen == [
+        ("a", "internal error in the update agent (RuntimeError); the agent log has the details")
+    ]
+    assert "RuntimeError: injected" in caplog.text
+
+
+async def test_an_activity_id_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    from cua.logtext import SafeFormatter
+
+    agent = await make_agent()
+    forged = "x\n2026-01-01 00:00:00 ERROR cua.agent: forged"
+    agent._on_message("selfupdate/desiredstate", go_json({"activityId": forged, "payload": 5}))
+    lines = [SafeFormatter("%(message)s").format(record) for record in caplog.records]
+    assert lines
+    assert all("\n" not in line for line in lines)
+    assert any('"x\\n2026-01-01 00:00:00 ERROR cua.agent: forged"' in line for line in lines)

@@ -150,6 +150,44 @@ def test_validate_schema_error_names_the_place(
     assert out.startswith("IDENTIFICATION_FAILED: invalid desired state: payload.domains[0].id:")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"activityId":"a","timestamp":NaN,"payload":{}}', "not valid JSON (NaN is not JSON)"),
+        (b'{"activityId":"a","timestamp":1e400,"payload":{}}', "timestamp: must be an integer"),
+        (b'{"domains":' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"domains":[{"id":"containers","components":' + b"9" * 5000 + b"}]}", "payload.domains"),
+    ],
+)
+def test_validate_hostile_input_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    path = tmp_path / "ds.json"
+    path.write_bytes(content)
+    assert main(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert one_line(captured.out).startswith(
+        f"IDENTIFICATION_FAILED: invalid desired state: {message}"
+    )
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_validate_names_the_components_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"update_agent": {"max_components": 2}}))
+    components = [{"id": f"c{i}", "version": "1", "config": []} for i in range(3)]
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"domains": [{"id": "containers", "components": components}]}))
+    assert main(["validate", "--config", str(config), str(path)]) == 1
+    assert one_line(capsys.readouterr().out) == (
+        "IDENTIFICATION_FAILED: the desired state has 3 components, more than the limit of 2"
+        " (update_agent.max_components)"
+    )
+
+
 def test_validate_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "/nonexistent.json"]) == 2
     assert one_line(capsys.readouterr().err) == (

@@ -13,7 +13,7 @@ import pytest
 from cua.broker import MqttVersion
 from cua.config import ConfigError, Overrides, load_config
 from cua.containers.gosyntax import parse_go_duration
-from cua.settings import Manage, Mode
+from cua.settings import Limits, Manage, Mode
 
 pytestmark = pytest.mark.unit
 
@@ -138,11 +138,17 @@ def test_our_keys(tmp_path: Path) -> None:
                 "activation_window": "500ms",
                 "activation_timeout": 20,
                 "mqtt_version": "5",
+                "max_message_size": 65536,
+                "max_activity_id_length": 64,
+                "max_components": 10,
             }
         },
     )
     config = load_config(path)
     assert (config.update.activation_window, config.update.activation_timeout) == (0.5, 20.0)
+    assert config.update.limits == Limits(
+        max_message_size=65536, max_activity_id_length=64, max_components=10
+    )
     assert config.update.mode is Mode.ORCHESTRATED
     assert config.update.manage is Manage.ALL
     assert config.update.strict is True
@@ -211,6 +217,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ({"connection": {"broker_url": "tcp://:1883"}}, "connection.broker_url: missing host"),
         ({"connection": {"broker_url": "tcp://h:99999"}}, "connection.broker_url: invalid port"),
         ({"connection": {"client_password": 12345}}, "connection.client_password"),
+        ({"update_agent": {"max_components": 0}}, "update_agent.max_components: Input should be"),
+        ({"update_agent": {"max_message_size": "1M"}}, "update_agent.max_message_size"),
         (
             {
                 "connection": {

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cua.api.envelope import MessageError, decode, encode, go_json
+from cua.api.envelope import MessageError, decode, encode, encode_feedback, go_json, read_member
 from cua.api.models import (
     Action,
     ActionStatusType,
@@ -244,3 +244,119 @@ def test_encode_is_valid_json_with_the_same_id(activity_id: str, stamp: int) -> 
     data = json.loads(encode(activity_id, None, stamp))
     assert list(data) == ["activityId", "timestamp", "payload"]
     assert data["timestamp"] == stamp
+
+
+# --- hostile input: every failure is a MessageError, with the activityId when readable -------
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"activityId":"a","timestamp":NaN}', "not valid JSON (NaN is not JSON)"),
+        ('{"activityId":"a","timestamp":Infinity}', "not valid JSON (Infinity is not JSON)"),
+        ('{"activityId":"a","timestamp":-Infinity}', "not valid JSON (-Infinity is not JSON)"),
+        ('{"activityId":"a","timestamp":1e400}', "timestamp: must be an integer"),
+        ('{"activityId":"a","timestamp":' + "9" * 5000 + "}", "timestamp: must be an integer"),
+        ('{"activityId":"a","timestamp":99999999999999999999}', "timestamp: must be an integer"),
+        ('{"activityId":"a","payload":' + DEEP + "}", "nested too deeply"),
+        ('{"payload":' + DEEP + ',"activityId":"a"}', "nested too deeply"),
+        ('{"activityId":"a","payload":{"domains":[{"x":' + DEEP + "}]}}", "nested too deeply"),
+        ('{"activityId":"a","payload":{"domains":' + "9" * 5000 + "}}", "payload.domains"),
+        ('{"activityId":"a", "payload": {"x": NaN}}', "not valid JSON (NaN is not JSON)"),
+    ],
+)
+def test_hostile_values_are_message_errors_with_the_activity_id(raw: str, message: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    assert str(caught.value).startswith(f"invalid desired state: {message}")
+    assert caught.value.activity_id == "a"
+
+
+def test_limits_are_named_in_the_error() -> None:
+    big = go_json({"activityId": "a", "payload": {"domains": [], "x": "y" * 100}})
+    with pytest.raises(MessageError) as caught:
+        decode(big, DesiredState, "desired state", max_size=100)
+    assert str(caught.value) == (
+        "invalid desired state: the message is larger than 100 bytes"
+        " (update_agent.max_message_size)"
+    )
+    assert caught.value.activity_id == "a"
+    long_id = go_json({"activityId": "x" * 11, "payload": None})
+    with pytest.raises(MessageError) as caught:
+        decode(long_id, DesiredState, "desired state", max_activity_id=10)
+    assert str(caught.value) == (
+        "invalid desired state: activityId: longer than 10 characters"
+        " (update_agent.max_activity_id_length)"
+    )
+    assert caught.value.activity_id is None  # a reply would echo it
+    assert decode(long_id, DesiredState, "d", max_activity_id=11).activity_id == "x" * 11
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "value"),
+    [
+        ('{"activityId":"a"}', ("activityId",), "a"),
+        (' { "x" : [1, {"activityId": "no"}] , "activityId" : "a\\n\\"b" } ', ("activityId",),
+         'a\n"b'),
+        ('{"activityId":"a","activityId":"b"}', ("activityId",), "b"),
+        ('{"payload":{"command":"UPDATE","x":NaN},"activityId":5}', ("payload", "command"),
+         "UPDATE"),
+        ('{"payload":' + DEEP + ',"activityId":"a"}', ("activityId",), "a"),
+        ('{"activityId":null}', ("activityId",), None),
+        ('{"activityId":"a"', ("activityId",), None),
+        ('{"activityId":"a" "x":1}', ("activityId",), None),
+        ("[]", ("activityId",), None),
+        (b'{"activityId":"\xff"}', ("activityId",), None),
+    ],
+)  # fmt: skip
+def test_read_member_of_a_broken_message(
+    raw: str | bytes, path: tuple[str, ...], value: str | None
+) -> None:
+    assert read_member(raw, path) == value
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    ),
+    st.text(),
+)
+def test_read_member_agrees_with_json(value: object, activity_id: str) -> None:
+    raw = json.dumps({"x": value, "activityId": activity_id, "y": value})
+    assert read_member(raw, ("activityId",)) == activity_id
+
+
+@given(st.binary(max_size=300) | st.text(alphabet='{}[]":,ae1.-NIa ', max_size=300))
+def test_read_member_never_raises(raw: bytes | str) -> None:
+    assert read_member(raw, ("payload", "command")) is None or isinstance(
+        read_member(raw, ("payload", "command")), str
+    )
+
+
+_actions = st.builds(
+    Action,
+    component=st.none() | st.builds(Component, id=st.text(max_size=8), version=st.text(max_size=4)),
+    status=st.none() | st.sampled_from(ActionStatusType),
+    progress=st.integers(min_value=0, max_value=255),
+    message=st.text(max_size=20),
+)
+
+
+@given(
+    st.builds(
+        DesiredStateFeedback,
+        baseline=st.text(max_size=5),
+        status=st.none() | st.sampled_from(StatusType),
+        message=st.text(max_size=20),
+        actions=st.lists(_actions, max_size=6),
+    ),
+    st.text(max_size=10),
+)
+def test_encode_feedback_writes_the_bytes_of_encode(
+    feedback: DesiredStateFeedback, activity_id: str
+) -> None:
+    assert encode_feedback(activity_id, feedback, 17) == encode(activity_id, feedback, 17)

@@ -47,6 +47,13 @@ def test_int_range() -> None:
     assert parse_int("70000", lo=-(2**31), hi=2**31 - 1) == 70000
 
 
+@pytest.mark.parametrize("sign", ["", "+", "-"])
+def test_thousands_of_digits_are_out_of_range_not_an_error(sign: str) -> None:
+    # int() refuses more than 4,300 digits (ValueError); Go says "out of range".
+    assert parse_int(sign + "9" * 5000) is None
+    assert parse_int(sign + "0" * 5000 + "7") == int(sign + "7")
+
+
 @given(st.text(max_size=12))
 def test_never_raise(text: str) -> None:
     assert parse_bool(text) in (True, False, None)

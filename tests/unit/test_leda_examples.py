@@ -116,9 +116,13 @@ def test_self_update_examples_are_another_domain(name: str) -> None:
     with pytest.raises(DesiredStateError) as caught:
         parse_desired_state(state, "containers")
     assert str(caught.value) == "domain id mismatch - expecting containers, received self-update"
-    # Read as the self-update domain, the bundle URL is just an image string.
-    parsed = parse_desired_state(state, "self-update")
-    assert parsed.containers[0].id == "os-image"
+    # Read as the self-update domain, the bundle URL is no container image: identification
+    # fails, naming the component (it would reach the Engine API otherwise).
+    with pytest.raises(DesiredStateError) as caught:
+        parse_desired_state(state, "self-update")
+    assert "invalid configuration for container os-image: invalid image reference" in str(
+        caught.value
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,3 +150,33 @@ def test_leda_current_state_decodes() -> None:
     assert envelope.payload is not None
     assert len(envelope.payload.software_nodes) == 8
     assert len(envelope.payload.associations) == 7
+
+
+def test_the_default_limits_fit_1000_leda_components() -> None:
+    """The default max_message_size fits a desired state of 1,000 Leda-sized components."""
+    import json
+
+    from cua.settings import Limits
+
+    envelope = json.loads(LEDA_DESIRED.read_text())
+    domain = envelope["payload"]["domains"][0]
+    leda = domain["components"]
+    domain["components"] = [
+        {**leda[i % len(leda)], "id": f"{leda[i % len(leda)]['id']}-{i}"} for i in range(1000)
+    ]
+    envelope["payload"]["baselines"] = []
+    raw = json.dumps(envelope, indent=2).encode()
+    limits = Limits()
+    assert len(raw) <= limits.max_message_size
+    decoded = decode(
+        raw,
+        DesiredState,
+        "desired state",
+        max_size=limits.max_message_size,
+        max_activity_id=limits.max_activity_id_length,
+    )
+    assert decoded.payload is not None
+    parsed = parse_desired_state(
+        decoded.payload, "containers", max_components=limits.max_components
+    )
+    assert len(parsed.containers) == 1000

@@ -23,6 +23,7 @@ from tests.builders import (
     M_CREATED,
     M_RB_RECREATE,
     M_STARTED,
+    GatedPublisher,
     Running,
     act,
     add_managed,
@@ -181,15 +182,8 @@ async def test_standalone_pull_failure_stops_nothing(
 async def test_standalone_commands_for_running_operation_get_wrong_state(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:
-    gate = asyncio.Event()
-
-    class GatedPublisher(RecordingPublisher):
-        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-            await super().publish_feedback(activity_id, feedback)
-            if feedback.status == "DOWNLOADING":
-                await gate.wait()
-
     gated = GatedPublisher()
+    gate = gated.gate
     async with Running(engine, gated) as manager:
         manager.submit_desired_state("A", desired(component("web-x", image="img:1")))
         await until(lambda: last_status(gated, "A") == "DOWNLOADING")

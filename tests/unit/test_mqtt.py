@@ -21,9 +21,19 @@ from cua.mqtt import (
     OutgoingQueue,
     _ignore_closed_socket_registration,
     describe_connect_error,
+    incoming_queue_type,
 )
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the queue warnings from the first (they are rate-limited)."""
+    import cua.mqtt
+    from cua.logtext import Throttle
+
+    monkeypatch.setattr(cua.mqtt, "_throttle", Throttle(cua.mqtt.log))
 
 
 @pytest.mark.parametrize(
@@ -106,12 +116,73 @@ async def test_queue_drops_oldest_non_feedback_first(caplog: pytest.LogCaptureFi
     for item in (f1, s1, f2):
         queue.put(item)
     queue.put(message("f3", OutgoingKind.FEEDBACK))
-    assert [m.topic for m in queue._items] == ["f1", "f2", "f3"]
+    assert [m.topic for m in queue.messages()] == ["f1", "f2", "f3"]
     assert "dropped the oldest other message for s1" in caplog.text
     # Only feedback left: the oldest feedback goes.
     queue.put(message("f4", OutgoingKind.FEEDBACK))
-    assert [m.topic for m in queue._items] == ["f2", "f3", "f4"]
+    assert [m.topic for m in queue.messages()] == ["f2", "f3", "f4"]
     assert queue.dropped == 2
+
+
+async def test_queue_is_bounded_by_bytes_and_drops_are_summarised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = OutgoingQueue(100_000, byte_limit=10_000)
+    feedback = OutgoingMessage("fb", b"f" * 1000, 1, False, OutgoingKind.FEEDBACK)
+    queue.put(feedback)
+    for index in range(5000):
+        queue.put(OutgoingMessage(f"s{index}", b"s" * 1000, 1, True, OutgoingKind.OTHER))
+    assert queue.size <= 10_000
+    assert len(queue) == 10
+    # The oldest non-feedback messages went; the feedback stayed.
+    assert [m.topic for m in queue.messages()] == ["fb", *(f"s{i}" for i in range(4991, 5000))]
+    assert (queue.dropped, queue.dropped_bytes) == (4991, 4_991_000)
+    drops = [r for r in caplog.records if "outgoing queue full" in r.getMessage()]
+    assert 1 <= len(drops) <= 5  # rate-limited, not one line per drop
+    assert queue.peek() is feedback
+    queue.pop_sent(feedback)
+    assert queue.size == 9000
+
+
+async def test_incoming_queue_is_bounded_by_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    import aiomqtt
+
+    queue = incoming_queue_type(3000)()
+
+    def received(size: int) -> aiomqtt.Message:
+        return aiomqtt.Message("t", b"x" * size, qos=1, retain=False, mid=1, properties=None)
+
+    for _ in range(10):
+        queue.put_nowait(received(1000))
+    assert (queue.qsize(), queue.size, queue.dropped) == (3, 3000, 7)
+    assert "MQTT incoming queue full (3000 bytes at most): dropped a message" in caplog.text
+    await queue.get()
+    queue.put_nowait(received(1000))
+    assert (queue.qsize(), queue.size) == (3, 3000)
+
+
+async def test_a_producer_waits_for_room_while_connected() -> None:
+    """Feedback goes at the broker's pace instead of being dropped by a full queue."""
+    connection = MqttConnection(
+        MqttOptions(broker=parse_broker_url("tcp://127.0.0.1:1"), queue_bytes=10_000),
+        ["t"],
+        on_message=lambda topic, payload: None,
+    )
+    for index in range(9):
+        connection.publish(f"t{index}", b"x" * 1000)
+    await asyncio.wait_for(connection.wait_for_room(), 1)  # disconnected: never waits
+    connection._connected.set()
+    waiting = asyncio.create_task(connection.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    queue = connection._queue
+    for _ in range(4):
+        message = queue.peek()
+        assert message is not None
+        queue.pop_sent(message)  # the broker acknowledged it
+    await asyncio.wait_for(waiting, 1)
+    assert queue.size == 5000
+    assert queue.dropped == 0
 
 
 async def test_queue_pop_sent_by_identity() -> None:

@@ -131,8 +131,8 @@ def test_single_valued_keys_last_wins_and_multi_keep_order() -> None:
 
 
 def test_image_is_verbatim_and_keys_are_case_sensitive() -> None:
-    parsed = parse(("image", "Busybox"), ("Image", "other"))
-    assert parsed.spec.image == "Busybox"
+    parsed = parse(("image", "Registry.Example/busybox:Latest"), ("Image", "other"))
+    assert parsed.spec.image == "Registry.Example/busybox:Latest"
     assert parsed.warnings == ('container c: unknown config key "Image" ignored',)
 
 
@@ -180,6 +180,21 @@ def test_not_a_go_int_is_zero_with_a_warning(text: str) -> None:
     assert parsed.spec.restart.max_retries == 0
     assert len(parsed.warnings) == 1
     assert "restartMaxRetries" in parsed.warnings[0]
+
+
+def test_numbers_of_thousands_of_digits_are_input_errors_not_crashes() -> None:
+    huge = "9" * 5000
+    parsed = parse(
+        ("restartPolicy", "on-failure"),
+        ("restartMaxRetries", huge),
+        ("logMaxFiles", huge),
+        ("port", f"{huge}:80"),
+    )
+    assert parsed.spec.restart.max_retries == 0
+    assert parsed.spec.log.max_files == 2
+    assert parsed.spec.ports == ()
+    assert len(parsed.warnings) == 3
+    assert "is not an integer" in error(("port", f"80:{huge}"), strict=True).args[0]
 
 
 def test_restart_retries_and_timeout_only_for_on_failure() -> None:
@@ -382,7 +397,10 @@ def test_env_forms() -> None:
 
 @pytest.mark.parametrize("name", ["a", "A_1", "_x", "0abc", "web.server-1"])
 def test_valid_names(name: str) -> None:
-    assert parse_component(ComponentWithConfig(id=name, version="1")).spec.name == name
+    image = [KeyValuePair(key="image", value="img:1")]
+    assert (
+        parse_component(ComponentWithConfig(id=name, version="1", config=image)).spec.name == name
+    )
 
 
 @pytest.mark.parametrize("name", ["", "-a", ".a", "a b", "containers:a", "a/b", "ä"])
@@ -764,3 +782,61 @@ def test_junk_desired_state_raises_only_desired_state_error(
         return
     assert [c.id for c in parsed.containers] == [c.id for c in components]
     assert parsed.warnings == tuple(w for c in parsed.containers for w in c.warnings)
+
+
+# --- image references (distribution's grammar; ours: Kanto fails only at the pull) ----------
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "busybox",
+        "busybox:1.36",
+        "docker.io/library/hello-world:latest",
+        "ghcr.io/eclipse/kuksa.val/databroker:0.3.0",
+        "127.0.0.1:5000/app:v1",
+        "localhost:5000/a/b/c",
+        "[::1]:5000/app",
+        "Registry.Example/app:Tag_1.0-rc",
+        "a__b/c--d/e.f_g:x",
+        "app@sha256:" + "a" * 64,
+        "app:1@sha256:" + "0" * 64,
+    ],
+)
+def test_valid_image_references(image: str) -> None:
+    assert parse(("image", image)).spec.image == image
+
+
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        ("x/../get?names=y", "it does not follow the reference format"),
+        ("app:../../images/create", "it does not follow the reference format"),
+        ("app/json?all=1", "it does not follow the reference format"),
+        ("Busybox", "the repository name must be lowercase"),
+        ("app:" + "t" * 129, "it does not follow the reference format"),
+        ("app@sha256:abc", "it does not follow the reference format"),
+        ("a/" * 200 + "b", "the repository name is longer than 255 characters"),
+        ("a" * 2000, "it is longer than 1024 characters"),
+        ("app\n", "it does not follow the reference format"),
+        ("-app", "it does not follow the reference format"),
+        ("http://server/bundle.raucb", "it does not follow the reference format"),
+    ],
+)
+def test_invalid_image_references_fail_naming_the_component(image: str, problem: str) -> None:
+    failure = error(("image", image), id="web")
+    assert failure.component == "web"
+    assert failure.key == "image"
+    assert str(failure).startswith("invalid image reference ")
+    assert problem in str(failure)
+
+
+def test_an_invalid_reference_fails_the_desired_state_naming_the_component() -> None:
+    state = desired(component("web", image="x/../get?names=y"))
+    with pytest.raises(DesiredStateError) as caught:
+        parse_desired_state(state, "containers")
+    assert str(caught.value) == (
+        "cannot convert desired state components to container configurations: invalid"
+        ' configuration for container web: invalid image reference "x/../get?names=y": it does'
+        " not follow the reference format [host[:port]/]path[:tag][@digest]"
+    )

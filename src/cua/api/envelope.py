@@ -6,15 +6,18 @@ that messages are byte-for-byte what Kanto sends for the same content.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from cua.api.models import WireModel
+from cua.api.models import Action, ActionStatusType, Component, DesiredStateFeedback, WireModel
 
 PayloadT = TypeVar("PayloadT", bound=WireModel)
 
@@ -47,6 +50,11 @@ class Envelope(Generic[PayloadT]):
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+_MAX_INT_DIGITS = 400  # far beyond int64 (19 digits), far below int()'s limit (4,300)
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -68,6 +76,52 @@ def encode(activity_id: str, payload: WireModel | None, timestamp: int | None = 
     )
 
 
+def encode_with_payload(activity_id: str, payload: bytes, timestamp: int | None = None) -> bytes:
+    """`encode()` for a payload already encoded with `go_json` (one payload, many replies):
+    the same bytes."""
+    stamp = now_ms() if timestamp is None else timestamp
+    return b"".join(
+        (b'{"activityId":', go_json(activity_id), b',"timestamp":', b"%d" % stamp, b',"payload":',
+         payload, b"}")
+    )  # fmt: skip
+
+
+def encode_feedback(
+    activity_id: str, feedback: DesiredStateFeedback, timestamp: int | None = None
+) -> bytes:
+    """`encode()` of a feedback message, the same bytes, faster: every feedback message
+    carries every action (its bytes grow with the square of the component count), and most
+    actions are the same as in the previous message, so each action's JSON is cached."""
+    head = feedback.model_copy(update={"actions": []}).to_wire()
+    if not feedback.actions:
+        return encode_with_payload(activity_id, go_json(head), timestamp)
+    actions = b",".join(
+        _action_json(
+            action.component.id if action.component else None,
+            action.component.version if action.component else None,
+            action.status,
+            action.progress,
+            action.message,
+        )
+        for action in feedback.actions
+    )
+    opening = go_json(head)[:-1] + (b',"actions":[' if head else b'"actions":[')
+    return encode_with_payload(activity_id, b"".join((opening, actions, b"]}")), timestamp)
+
+
+@functools.lru_cache(maxsize=8192)
+def _action_json(
+    component_id: str | None,
+    version: str | None,
+    status: ActionStatusType | None,
+    progress: int,
+    message: str,
+) -> bytes:
+    component = None if component_id is None else Component(id=component_id, version=version or "")
+    action = Action(component=component, status=status, progress=progress, message=message)
+    return go_json(action.to_wire())
+
+
 def describe_validation_error(error: ValidationError, root: str = "payload") -> str:
     """`payload.domains[0].components[1].config[2].value: Input should be a valid string`."""
     parts = []
@@ -79,28 +133,97 @@ def describe_validation_error(error: ValidationError, root: str = "payload") -> 
     return "; ".join(parts)
 
 
-def decode(raw: bytes | str, payload_type: type[PayloadT], what: str) -> Envelope[PayloadT]:
+class _NotJson(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN/Infinity/-Infinity; they are not JSON (Go refuses them).
+    raise _NotJson(f"{name} is not JSON")
+
+
+def _bounded_int(text: str) -> int | float:
+    # int() refuses more than 4,300 digits (ValueError); such a number is out of every
+    # range we check, so it becomes a float (inf) that fails the type check where it is.
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
+
+
+def load_json(raw: bytes | str) -> Any:
+    """`json.loads` that raises only ValueError (with a reason) on any input."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON at line {exc.lineno} column {exc.colno}") from None
+    except _NotJson as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    except ValueError:  # bytes that are not UTF-8
+        raise ValueError("not valid JSON (not UTF-8)") from None
+
+
+def _check_activity_id(activity_id: str, what: str, max_length: int | None) -> None:
+    if max_length is not None and len(activity_id) > max_length:
+        raise MessageError(
+            f"invalid {what}: activityId: longer than {max_length} characters"
+            " (update_agent.max_activity_id_length)",
+            None,
+        )
+
+
+def decode(
+    raw: bytes | str,
+    payload_type: type[PayloadT],
+    what: str,
+    *,
+    max_size: int | None = None,
+    max_activity_id: int | None = None,
+) -> Envelope[PayloadT]:
     """Parse an incoming envelope. Raises MessageError (with the activityId if readable).
 
-    `what` names the message in errors, e.g. "desired state".
+    `what` names the message in errors, e.g. "desired state". `max_size` (bytes) and
+    `max_activity_id` (characters) are the agent's limits; an activityId over its limit
+    counts as unreadable (a reply would echo it).
     """
+    if max_size is not None and len(raw) > max_size:
+        activity_id = read_member(raw, ("activityId",))
+        if activity_id is not None:
+            _check_activity_id(activity_id, what, max_activity_id)
+        raise MessageError(
+            f"invalid {what}: the message is larger than {max_size} bytes"
+            " (update_agent.max_message_size)",
+            activity_id,
+        )
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        line_info = ""
-        if isinstance(exc, json.JSONDecodeError):
-            line_info = f" at line {exc.lineno} column {exc.colno}"
-        raise MessageError(f"invalid {what}: not valid JSON{line_info}", None) from None
+        data = load_json(raw)
+    except ValueError as exc:
+        activity_id = read_member(raw, ("activityId",))
+        if activity_id is not None:
+            _check_activity_id(activity_id, what, max_activity_id)
+        raise MessageError(f"invalid {what}: {exc}", activity_id) from None
+    return decode_object(data, payload_type, what, max_activity_id=max_activity_id)
+
+
+def decode_object(
+    data: Any, payload_type: type[PayloadT], what: str, *, max_activity_id: int | None = None
+) -> Envelope[PayloadT]:
+    """`decode()` of a message already parsed by `load_json`."""
     if not isinstance(data, dict):
         raise MessageError(f"invalid {what}: the message is not a JSON object", None)
     activity_id = data.get("activityId")
     readable_id = activity_id if isinstance(activity_id, str) else None
     if activity_id is not None and not isinstance(activity_id, str):
         raise MessageError(f"invalid {what}: activityId: must be a string", None)
+    if readable_id is not None:
+        _check_activity_id(readable_id, what, max_activity_id)
     timestamp = data.get("timestamp", 0)
     if timestamp is None:
         timestamp = 0
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+    if (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, int | float)
+        or not _INT64_MIN <= timestamp <= _INT64_MAX  # also false for NaN
+    ):
         raise MessageError(f"invalid {what}: timestamp: must be an integer", readable_id)
     payload_data = data.get("payload")
     payload: PayloadT | None = None
@@ -111,4 +234,87 @@ def decode(raw: bytes | str, payload_type: type[PayloadT], what: str) -> Envelop
             raise MessageError(
                 f"invalid {what}: {describe_validation_error(exc)}", readable_id
             ) from None
+        except RecursionError:
+            raise MessageError(f"invalid {what}: nested too deeply", readable_id) from None
     return Envelope(activity_id=readable_id or "", timestamp=int(timestamp), payload=payload)
+
+
+# --- reading one member of a message that cannot be decoded -------------------------------------
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _after_whitespace(text: str, pos: int) -> int:
+    match = _WHITESPACE.match(text, pos)
+    return pos if match is None else match.end()
+
+
+_SCALAR = re.compile(r"[^,}\]\s]*")
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _skip_value(text: str, pos: int) -> int:
+    """The end of the JSON value at `pos`, found without building it (any depth, linear)."""
+    first = text[pos : pos + 1]
+    if first == '"':
+        return int(scanstring(text, pos + 1)[1])
+    if first not in ("{", "["):
+        match = _SCALAR.match(text, pos)
+        assert match is not None  # the pattern matches the empty string
+        if match.end() == pos:
+            raise ValueError("no value")
+        return match.end()
+    depth = 0
+    for token in _STRING_OR_BRACKET.finditer(text, pos):
+        mark = token.group()
+        if mark in ("{", "["):
+            depth += 1
+        elif mark in ("}", "]"):
+            depth -= 1
+            if depth == 0:
+                return token.end()
+    raise ValueError("unterminated value")
+
+
+def _read_object(text: str, pos: int, path: Sequence[str]) -> str | None:
+    """The string at `path` inside the object at `pos` (the last occurrence, as json.loads)."""
+    found: str | None = None
+    pos = _after_whitespace(text, pos + 1)
+    if text[pos : pos + 1] == "}":
+        return None
+    while True:
+        if text[pos : pos + 1] != '"':
+            raise ValueError("expected a key")
+        key, pos = scanstring(text, pos + 1)
+        pos = _after_whitespace(text, pos)
+        if text[pos : pos + 1] != ":":
+            raise ValueError("expected ':'")
+        pos = _after_whitespace(text, pos + 1)
+        if key == path[0]:
+            found = None
+            if len(path) == 1 and text[pos : pos + 1] == '"':
+                found = scanstring(text, pos + 1)[0]
+            elif len(path) > 1 and text[pos : pos + 1] == "{":
+                found = _read_object(text, pos, path[1:])
+        pos = _after_whitespace(text, _skip_value(text, pos))
+        separator = text[pos : pos + 1]
+        if separator == "}":
+            return found
+        if separator != ",":
+            raise ValueError("expected ',' or '}'")
+        pos = _after_whitespace(text, pos + 1)
+
+
+def read_member(raw: bytes | str, path: Sequence[str]) -> str | None:
+    """The string at `path` (e.g. `("payload", "command")`) of a JSON object, read even when
+    the rest of the message is not valid (too deep, NaN, huge numbers, wrong types): the
+    objects on the path must be well formed, the other values are skipped unread. None when
+    it cannot be read."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        pos = _after_whitespace(text, 0)
+        if text[pos : pos + 1] != "{":
+            return None
+        return _read_object(text, pos, path)
+    except (ValueError, IndexError):  # UnicodeDecodeError and JSONDecodeError too
+        return None

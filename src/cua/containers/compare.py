@@ -8,7 +8,7 @@ Hostname and domain name are not compared (Kanto does not; both are always
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from cua.containers.spec import ContainerSpec, ProcessConfig, Resources
 
-T = TypeVar("T")
+H = TypeVar("H", bound=Hashable)
 
 
 class ActionKind(StrEnum):
@@ -48,15 +48,13 @@ class Comparison:
     differences: tuple[str, ...] = ()
 
 
-def same_set(first: Sequence[T], second: Sequence[T]) -> bool:
+def same_set(first: Sequence[H], second: Sequence[H]) -> bool:
     """Kanto's `compareSliceSet`: equal lengths and each element found in the other.
 
     Duplicates are not counted: `[x, x, y]` equals `[y, y, x]`, but `[x, x]` differs
-    from `[x]` (the lengths differ).
+    from `[x]` (the lengths differ). Linear (sets), where Kanto's loops are quadratic.
     """
-    if len(first) != len(second):
-        return False
-    return all(item in second for item in first) and all(item in first for item in second)
+    return len(first) == len(second) and set(first) == set(second)
 
 
 def _config_differences(current: ProcessConfig | None, desired: ProcessConfig | None) -> list[str]:

@@ -25,6 +25,7 @@ INT64_MAX = 2**63 - 1
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
+_MAX_DIGITS = 20  # more than any int64 has (19)
 _DECIMAL = re.compile(r"[+-]?[0-9]+", re.ASCII)
 # CM's size syntax: `^(\d+(\.\d+)*) ?([kKmMgG])$`; Go's \d is ASCII and `$` is end of text.
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)*) ?([kKmMgG])", re.ASCII)
@@ -44,7 +45,12 @@ def parse_int(text: str, *, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int | N
     """Go `strconv.ParseInt(text, 10, bits)` / `Atoi`: None on a syntax or range error."""
     if not _DECIMAL.fullmatch(text):
         return None
-    value = int(text)
+    # A number of thousands of digits is out of range anyway; `int()` would even refuse it
+    # (ValueError beyond 4,300 digits), so it is never converted.
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > _MAX_DIGITS:
+        return None
+    value = -int(digits) if text.startswith("-") else int(digits)
     return value if lo <= value <= hi else None
 
 

@@ -21,6 +21,7 @@ from cua.api.models import Baseline, ComponentWithConfig, DesiredState, KeyValue
 from cua.containers import gosyntax
 from cua.containers.errors import DesiredStateError, SpecError
 from cua.containers.gosyntax import Size, SizeError
+from cua.containers.reference import reference_problem
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
@@ -362,6 +363,11 @@ class _ComponentParser:
                     + _env_for_message(entry),
                     KEY_ENV,
                 )
+        # Ours: Kanto finds a bad reference only when the pull fails.
+        problem = reference_problem(image)
+        if problem is not None:
+            shown = image if len(image) <= 200 else image[:200] + "…"
+            raise self.fail(f"invalid image reference {quote(shown)}: {problem}", KEY_IMAGE, image)
 
         spec = ContainerSpec(
             name=self.name,
@@ -572,9 +578,11 @@ def _system_containers(config: Sequence[KeyValuePair]) -> tuple[str, ...] | None
 
 
 def parse_desired_state(
-    desired: DesiredState, domain: str, *, strict: bool = False
+    desired: DesiredState, domain: str, *, strict: bool = False, max_components: int | None = None
 ) -> ParsedDesiredState:
     """A whole desired state for `domain`. Raises DesiredStateError with Kanto's text.
+
+    `max_components`: the agent's limit (ours): more components are refused at once.
 
     Checks in Kanto's order: one domain, its id, each component (in order), the baselines.
     Two components with one id are an error (ours: Kanto would plan two actions for one
@@ -588,6 +596,11 @@ def parse_desired_state(
     if the_domain.id != domain:
         raise DesiredStateError(
             f"domain id mismatch - expecting {domain}, received {the_domain.id}"
+        )
+    if max_components is not None and len(the_domain.components) > max_components:
+        raise DesiredStateError(
+            f"the desired state has {len(the_domain.components)} components, more than the"
+            f" limit of {max_components} (update_agent.max_components)"
         )
     containers: list[ParsedComponent] = []
     seen: set[str] = set()

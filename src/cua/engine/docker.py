@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiodocker
 import aiohttp
@@ -61,6 +62,15 @@ from cua.engine.base import (
 from cua.settings import RegistryCredentials
 
 log = logging.getLogger(__name__)
+
+
+def _segment(value: str) -> str:
+    """A name or id as one Engine API path segment: `/` and `?` are encoded. The engine
+    decodes `%2F` and removes dot segments before routing, so `..` is refused here."""
+    if any(part in (".", "..") for part in value.split("/")):
+        raise EngineError(f"invalid name {value!r}: a path segment is '.' or '..'")
+    return quote(value, safe="")
+
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # The newest Engine API version this adapter is written and tested against (dockerd 20.10).
@@ -573,7 +583,7 @@ class DockerEngine:
 
     async def _inspect_raw(self, container: str) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = await self._call(f"containers/{container}/json")
+            data: dict[str, Any] = await self._call(f"containers/{_segment(container)}/json")
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
@@ -638,7 +648,7 @@ class DockerEngine:
         if not image:
             return None
         try:
-            data: dict[str, Any] = await self._call(f"images/{image}/json")
+            data: dict[str, Any] = await self._call(f"images/{_segment(image)}/json")
         except DockerError as error:
             if error.status == 404:
                 return None
@@ -737,11 +747,11 @@ class DockerEngine:
             return
         try:
             await self._call(
-                f"images/{pulled}/tag",
+                f"images/{_segment(pulled)}/tag",
                 "POST",
                 params={"repo": wanted.repository, "tag": wanted.tag or "latest"},
             )
-            await self._call(f"images/{pulled}", "DELETE", params={"noprune": "1"})
+            await self._call(f"images/{_segment(pulled)}", "DELETE", params={"noprune": "1"})
         except DockerError as error:
             raise PullFailedError(
                 f"cannot pull image {image}: pulled as {pulled} but tagging failed: {error.message}"
@@ -790,7 +800,7 @@ class DockerEngine:
 
     async def start_container(self, container: str) -> None:
         try:
-            await self._call(f"containers/{container}/start", "POST")
+            await self._call(f"containers/{_segment(container)}/start", "POST")
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
@@ -816,7 +826,7 @@ class DockerEngine:
         seconds = max(0, math.ceil(grace_period))
         try:
             await self._call(
-                f"containers/{container}/stop",
+                f"containers/{_segment(container)}/stop",
                 "POST",
                 params={"t": str(seconds)},
                 limit=self.timeout + seconds,
@@ -828,7 +838,9 @@ class DockerEngine:
 
     async def remove_container(self, container: str) -> None:
         try:
-            await self._call(f"containers/{container}", "DELETE", params={"force": "1", "v": "1"})
+            await self._call(
+                f"containers/{_segment(container)}", "DELETE", params={"force": "1", "v": "1"}
+            )
         except DockerError as error:
             if error.status == 404:
                 return
@@ -838,7 +850,9 @@ class DockerEngine:
 
     async def rename_container(self, container: str, new_name: str) -> None:
         try:
-            await self._call(f"containers/{container}/rename", "POST", params={"name": new_name})
+            await self._call(
+                f"containers/{_segment(container)}/rename", "POST", params={"name": new_name}
+            )
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
@@ -862,7 +876,7 @@ class DockerEngine:
         except CreateFailedError as error:
             raise EngineError(f"cannot update container {container}: {error}") from None
         try:
-            await self._call(f"containers/{container}/update", "POST", body=body)
+            await self._call(f"containers/{_segment(container)}/update", "POST", body=body)
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None
@@ -876,7 +890,7 @@ class DockerEngine:
 
     async def _state_change(self, container: str, action: str) -> None:
         try:
-            await self._call(f"containers/{container}/{action}", "POST")
+            await self._call(f"containers/{_segment(container)}/{action}", "POST")
         except DockerError as error:
             if error.status == 404:
                 raise ContainerNotFoundError(f"no such container: {container}") from None

@@ -67,6 +67,14 @@ _Incoming = _Desired | _Command | _Invalid
 _Work = _Parsed | _Command | _Invalid
 
 
+def unexpected_error_message(error: Exception) -> str:
+    """The feedback message for a bug met while handling a message (details in the log)."""
+    return (
+        f"internal error in the update agent ({type(error).__name__}); "
+        "the agent log has the details"
+    )
+
+
 class _SafePublisher:
     """A publisher that never raises: a lost feedback is logged, the operation goes on
     (the device must not be left half-updated because the broker link failed)."""
@@ -201,12 +209,38 @@ class UpdateManager:
             item = await self._inbox.get()
             if item is None or self._stopping:
                 continue
-            if isinstance(item, _Desired):
-                await self._accept_desired(item)
-            elif isinstance(item, _Command) and self._settings.mode is Mode.STANDALONE:
-                await self._answer_standalone(item)
-            else:
-                self._queue(item)
+            try:
+                if isinstance(item, _Desired):
+                    await self._accept_desired(item)
+                elif isinstance(item, _Command) and self._settings.mode is Mode.STANDALONE:
+                    await self._answer_standalone(item)
+                else:
+                    self._queue(item)
+            except Exception as error:  # one message must never stop the agent
+                await self._answer_unexpected(item, error)
+
+    async def _answer_unexpected(self, item: _Incoming | _Work, error: Exception) -> None:
+        """A bug met while handling one message: logged with its traceback, and the message
+        gets its phase's failure (IDENTIFICATION_FAILED, `<COMMAND>_FAILURE`)."""
+        log.error(
+            "[%s] unexpected error while handling this message",
+            item.activity_id,
+            exc_info=error,
+        )
+        message = unexpected_error_message(error)
+        if isinstance(item, _Command):
+            try:
+                kind = CommandType(item.command.command)
+            except ValueError:
+                return  # an unknown command gets no answer (Kanto)
+            await self._publish(
+                item.activity_id,
+                DesiredStateFeedback(
+                    status=COMMANDS[kind].failure, baseline=item.command.baseline, message=message
+                ),
+            )
+        else:
+            await self._publish_failed(item.activity_id, message)
 
     def _queue(self, item: _Work) -> None:
         self._work.append(item)
@@ -214,9 +248,7 @@ class UpdateManager:
 
     async def _accept_desired(self, item: _Desired) -> None:
         try:
-            parsed = parse_desired_state(
-                item.desired, self._settings.domain, strict=self._settings.strict
-            )
+            parsed = self._parse(item.desired)
         except DesiredStateError as error:
             self._queue(_Invalid(item.activity_id, str(error)))
             return
@@ -258,8 +290,8 @@ class UpdateManager:
                     await self._run_desired(item)
                 else:
                     await self._run_command(item)
-            except Exception:  # a bug must not stop the agent; the next message is served
-                log.exception("[%s] unexpected error", item.activity_id)
+            except Exception as error:  # a bug must not stop the agent; the next message is served
+                await self._answer_unexpected(item, error)
         if self._work:
             log.warning("stopping: %d queued message(s) not processed", len(self._work))
 
@@ -277,6 +309,8 @@ class UpdateManager:
                 operation.request_stop()
             try:
                 await operation.run_standalone()
+            except Exception as error:  # identified: the end is INCOMPLETE, not a phase
+                await self._end_unexpected(operation, error)
             finally:
                 self._running = None
         else:
@@ -296,12 +330,34 @@ class UpdateManager:
         self._running = operation
         try:
             await operation.command(item.command.command, item.command.baseline)
+        except Exception as error:
+            await self._answer_unexpected(item, error)
         finally:
             self._running = None
         if operation.finished:
             self._pending = None
 
+    async def _end_unexpected(self, operation: Operation, error: Exception) -> None:
+        log.error(
+            "[%s] unexpected error during the operation", operation.activity_id, exc_info=error
+        )
+        if operation.finished:
+            return
+        operation.final_status = StatusType.INCOMPLETE
+        await self._publish(
+            operation.activity_id,
+            operation.feedback(StatusType.INCOMPLETE, message=unexpected_error_message(error)),
+        )
+
     # --- identification ---------------------------------------------------------------------
+
+    def _parse(self, desired: DesiredState) -> ParsedDesiredState:
+        return parse_desired_state(
+            desired,
+            self._settings.domain,
+            strict=self._settings.strict,
+            max_components=self._settings.limits.max_components,
+        )
 
     async def _publish(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
         await self._publisher.publish_feedback(activity_id, feedback)
@@ -385,16 +441,14 @@ class UpdateManager:
 
     async def plan(self, desired: DesiredState) -> Plan:
         """Identification only: no feedback, no change. Raises DesiredStateError, EngineError."""
-        parsed = parse_desired_state(desired, self._settings.domain, strict=self._settings.strict)
+        parsed = self._parse(desired)
         return await self._make_plan(parsed)
 
     async def apply(self, activity_id: str, desired: DesiredState) -> StatusType:
         """One desired state to its end in the standalone flow, publishing its feedback."""
         await self._recover()
         try:
-            parsed = parse_desired_state(
-                desired, self._settings.domain, strict=self._settings.strict
-            )
+            parsed = self._parse(desired)
         except DesiredStateError as error:
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED

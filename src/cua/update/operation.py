@@ -198,6 +198,7 @@ class Operation:
         self._stopping = False
         self._last_progress = 0.0
         self.final_status: StatusType | None = None
+        self._wire_actions: dict[int, tuple[tuple[Any, ...], Action]] = {}
 
     # --- state ------------------------------------------------------------------------------
 
@@ -225,18 +226,24 @@ class Operation:
             baseline=baseline,
             status=status,
             message=message,
-            actions=[
-                Action(
-                    component=Component(
-                        id=action.planned.component_id, version=action.planned.version
-                    ),
-                    status=action.status,
-                    progress=action.progress,
-                    message=action.message,
-                )
-                for action in self.actions
-            ],
+            actions=[self._wire_action(index, action) for index, action in enumerate(self.actions)],
         )
+
+    def _wire_action(self, index: int, action: ActionState) -> Action:
+        """The action as sent; rebuilt only when it changed (every message carries every
+        action, so with many components most of them are unchanged)."""
+        key = (action.status, action.progress, action.message)
+        cached = self._wire_actions.get(index)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        model = Action(
+            component=Component(id=action.planned.component_id, version=action.planned.version),
+            status=action.status,
+            progress=action.progress,
+            message=action.message,
+        )
+        self._wire_actions[index] = (key, model)
+        return model
 
     async def _publish(self, status: StatusType, baseline: str = "", message: str = "") -> None:
         await self._publisher.publish_feedback(
