@@ -8,10 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiodocker
 from harness import (
     AgentProcess,
     Broker,
+    RawAPI,
     Row,
     desired_state,
     mb,
@@ -21,9 +21,6 @@ from harness import (
     peek,
     progress,
     python_baseline_rss,
-    raw_create_start,
-    raw_remove_all,
-    raw_remove_images,
     rss_kib,
 )
 
@@ -68,7 +65,7 @@ class Bench:
         self.stack = stack
         self.tmp = tmp
         self.repeat = repeat
-        self.docker = aiodocker.Docker(url=stack.docker_host)
+        self.docker = RawAPI(stack.docker_host)
         self.engine_version = ""
         self.v1 = self.v2 = ""
         self.big: list[str] = []
@@ -79,7 +76,7 @@ class Bench:
     # --- set-up ------------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        self.engine_version = str((await self.docker.version())["Version"])
+        self.engine_version = str((await self.docker.call("GET", "/version"))["Version"])
         factory = ImageFactory(self.stack.registry, self.stack.docker_host)
         progress("building, pushing and loading images")
         self.v1 = factory("bench/app", "v1", marker="v1", load=True)
@@ -227,12 +224,12 @@ class Bench:
         async def raw_sequential() -> float:
             elapsed = _timer()
             for name in targets:
-                await raw_create_start(self.docker, name, self.v1)
+                await self.docker.create_start(name, self.v1)
             return elapsed()
 
         async def raw_concurrent() -> float:
             elapsed = _timer()
-            await asyncio.gather(*(raw_create_start(self.docker, n, self.v1) for n in targets))
+            await asyncio.gather(*(self.docker.create_start(n, self.v1) for n in targets))
             return elapsed()
 
         async def raw_window() -> float:
@@ -241,14 +238,14 @@ class Bench:
 
             async def one(name: str) -> None:
                 async with limit:
-                    await raw_create_start(self.docker, name, self.v1)
+                    await self.docker.create_start(name, self.v1)
 
             elapsed = _timer()
             await asyncio.gather(*(one(n) for n in targets))
             return elapsed()
 
         async def clean() -> None:
-            await raw_remove_all(self.docker)
+            await self.docker.remove_all()
 
         raw = {
             "sequential": raw_sequential,
@@ -350,8 +347,7 @@ class Bench:
     async def case_change(self) -> list[Row]:
         targets = names(N_APPLY)
         await self._via_agent("change-setup", desired_state(dict.fromkeys(targets, self.v1)))
-        raw = await self.docker.containers.create({"Image": self.v1}, name="raw-change")
-        await raw.start()
+        raw = await self.docker.create_start("raw-change", self.v1)
         await self._settle()
         images = [self.v2, self.v1]
         agent_rounds, raw_rounds = iter(range(1_000_000)), iter(range(1_000_000))
@@ -366,18 +362,15 @@ class Bench:
             image = images[next(raw_rounds) % 2]
             old = raw_current[0]
             elapsed = _timer()
-            await old.stop()
-            new = await self.docker.containers.create(
-                {"Image": image}, name=f"raw-change-{time.monotonic_ns()}"
-            )
-            await new.start()
+            await self.docker.call("POST", f"/containers/{old}/stop")
+            new = await self.docker.create_start(f"raw-change-{time.monotonic_ns()}", image)
             seconds = elapsed()
-            await old.delete(force=True)
+            await self.docker.remove(old)
             raw_current[0] = new
             return seconds
 
         result = await self._interleaved({"agent": agent, "baseline": baseline}, self._settle)
-        await raw_current[0].delete(force=True)
+        await self.docker.remove(raw_current[0])
         return [
             Row(
                 f"one container of {N_APPLY} changed (new image; `cua run`, message to COMPLETED)",
@@ -412,12 +405,12 @@ class Bench:
 
     async def case_download(self) -> list[Row]:
         await self._agent()
-        await raw_remove_all(self.docker)
+        await self.docker.remove_all()
         desired = desired_state({f"big-{i}": image for i, image in enumerate(self.big)})
 
         async def clean() -> None:
-            await raw_remove_all(self.docker)
-            await raw_remove_images(self.docker, self.big)
+            await self.docker.remove_all()
+            await self.docker.remove_images(self.big)
             await self._settle()
 
         async def agent() -> float:
@@ -425,7 +418,7 @@ class Bench:
 
         async def baseline() -> float:
             elapsed = _timer()
-            await asyncio.gather(*(self.docker.images.pull(image) for image in self.big))
+            await asyncio.gather(*(self.docker.pull(image) for image in self.big))
             return elapsed()
 
         result = await self._interleaved({"agent": agent, "baseline": baseline}, clean)
