@@ -3,27 +3,27 @@
 `run` is the agent (MQTT daemon). The others are tools that need no broker: they talk to
 the engine directly, with the same settings (`--config` and the same flags) as the agent.
 Every usage or configuration error is one line on stderr and exit code 2.
+
+Start-up time matters (`cua --help`, `cua validate` in scripts; the agent's first current
+state): this module imports only argparse at first; each command imports what it uses
+(pydantic's models, asyncio, the engine) once the arguments are parsed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from cua import __version__
-from cua.api.envelope import MessageError, decode, encode, go_json, now_ms
-from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
-from cua.config import AgentConfig, ConfigError, Overrides, load_config
-from cua.containers.errors import DesiredStateError
-from cua.containers.parse import parse_desired_state
-from cua.engine.base import Engine, EngineError
+
+if TYPE_CHECKING:
+    from cua.api.models import DesiredState, DesiredStateFeedback
+    from cua.config import AgentConfig, Overrides
+    from cua.engine.base import Engine
 
 __all__ = ["main"]
 
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> Overrides:
+    from cua.config import Overrides
+
     return Overrides(
         broker=getattr(args, "broker", None),
         engine=args.engine,
@@ -165,6 +167,11 @@ def decode_desired_state(raw: bytes) -> tuple[str, DesiredState]:
 
     Raises MessageError with the text the agent would report.
     """
+    import json
+
+    from cua.api.envelope import decode, go_json
+    from cua.api.models import DesiredState
+
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -185,6 +192,9 @@ def _make_engine(config: AgentConfig) -> Engine:
 
 
 async def _run_agent(config: AgentConfig, state_dir: Path) -> int:
+    import asyncio
+    import signal
+
     from cua.agent import Agent
     from cua.update.journal import journal_for
 
@@ -210,6 +220,8 @@ class _PrintingPublisher:
         self._printer = FeedbackPrinter()
 
     async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        from cua.api.envelope import encode
+
         if self._as_json:
             line = encode(activity_id, feedback).decode()
         else:
@@ -225,6 +237,7 @@ class _NoPublisher:
 async def _apply(
     config: AgentConfig, activity_id: str, desired: DesiredState, as_json: bool
 ) -> int:
+    from cua.api.models import StatusType
     from cua.update.manager import UpdateManager
 
     engine = _make_engine(config)
@@ -239,6 +252,9 @@ async def _apply(
 
 
 async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> int:
+    import json
+
+    from cua.containers.errors import DesiredStateError
     from cua.display import plan_as_json, plan_table
     from cua.update.manager import UpdateManager
 
@@ -260,6 +276,8 @@ async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> in
 
 
 async def _state(config: AgentConfig) -> int:
+    import json
+
     from cua.current_state import CurrentStateReader
 
     engine = _make_engine(config)
@@ -275,6 +293,9 @@ async def _state(config: AgentConfig) -> int:
 
 
 def _validate(config: AgentConfig, desired: DesiredState) -> int:
+    from cua.containers.errors import DesiredStateError
+    from cua.containers.parse import parse_desired_state
+
     try:
         parsed = parse_desired_state(desired, config.domain, strict=config.update.strict)
     except DesiredStateError as exc:
@@ -288,6 +309,9 @@ def _validate(config: AgentConfig, desired: DesiredState) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from cua.config import ConfigError, load_config
+    from cua.engine.base import EngineError
+
     overrides = overrides_from(args)
     try:
         config = load_config(Path(args.config) if args.config else None, overrides)
@@ -307,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
+    import asyncio
+
+    from cua.api.envelope import MessageError, now_ms
+
     if args.command == "run":
         # The agent journals its operations there for crash recovery; the tools below do
         # not (they must not touch the journal of an agent that may be running).
