@@ -141,12 +141,52 @@ class Action(WireModel):
     progress: int = Field(default=0, ge=0, le=255)  # Go uint8; 0 is omitted
     message: str = ""
 
+    def to_wire(self) -> dict[str, Any]:
+        # Kept by value in `_ACTION_WIRE`: a feedback message carries every action, most
+        # of them unchanged since the last message (a no-op of N containers is N+3
+        # messages of N actions each).
+        component = self.component
+        key = (
+            None if component is None else (component.id, component.version),
+            self.status,
+            self.progress,
+            self.message,
+        )
+        wire = _ACTION_WIRE.get(key)
+        if wire is None:
+            if len(_ACTION_WIRE) >= _ACTION_WIRE_SIZE:
+                _ACTION_WIRE.clear()  # bounded; refilled by the next messages
+            wire = _ACTION_WIRE[key] = super().to_wire()
+        copy = dict(wire)  # the caller's to change: the kept one stays as it is
+        if "component" in copy:
+            copy["component"] = dict(copy["component"])
+        return copy
+
+
+# An action's fields -> its wire form.
+_ACTION_WIRE: dict[tuple[Any, ...], dict[str, Any]] = {}
+_ACTION_WIRE_SIZE = 4096
+
 
 class DesiredStateFeedback(WireModel):
     baseline: str = ""
     status: StatusType | None = None
     message: str = ""
     actions: list[Action] = Field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        """As `WireModel.to_wire` (empty fields omitted, Go key order), with each action's
+        wire form built once per action (`Action.to_wire`)."""
+        wire: dict[str, Any] = {}
+        if self.baseline:
+            wire["baseline"] = self.baseline
+        if self.status is not None:
+            wire["status"] = self.status.value
+        if self.message:
+            wire["message"] = self.message
+        if self.actions:
+            wire["actions"] = [action.to_wire() for action in self.actions]
+        return wire
 
 
 # --- inventory (§5.1) ---------------------------------------------------------------------------

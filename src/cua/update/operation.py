@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cua.api.models import (
-    Action,
     ActionStatusType,
     CommandType,
-    Component,
     DesiredStateFeedback,
     StatusType,
 )
@@ -190,17 +188,7 @@ class Operation:
             baseline=baseline,
             status=status,
             message=message,
-            actions=[
-                Action(
-                    component=Component(
-                        id=action.planned.component_id, version=action.planned.version
-                    ),
-                    status=action.status,
-                    progress=action.progress,
-                    message=action.message,
-                )
-                for action in self.actions
-            ],
+            actions=[action.feedback() for action in self.actions],
         )
 
     async def _publish(self, status: StatusType, baseline: str = "", message: str = "") -> None:

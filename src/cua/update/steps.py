@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from cua.api.models import ActionStatusType
+from cua.api.models import Action, ActionStatusType, Component
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
 from cua.containers.spec import Resources, RestartPolicy
@@ -40,10 +40,26 @@ class ActionState:
     old_renamed: bool = False  # the old container was renamed out of the way (ACTIVATE)
     old_stopped: bool = False  # the old (or destroyed) container was stopped by UPDATE
     previous: tuple[RestartPolicy, Resources | None] | None = None  # before UPDATE (D4)
+    _feedback: Action | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.message:
             self.message = IDENTIFIED_MESSAGES[self.planned.kind]
+
+    def feedback(self) -> Action:
+        """This action as feedback carries it now: the same object while its status,
+        progress and message stay (its wire form is then built once, `Action.to_wire`)."""
+        cached = self._feedback
+        now = (self.status, self.progress, self.message)
+        if cached is None or (cached.status, cached.progress, cached.message) != now:
+            cached = Action(
+                component=Component(id=self.planned.component_id, version=self.planned.version),
+                status=self.status,
+                progress=self.progress,
+                message=self.message,
+            )
+            self._feedback = cached
+        return cached
 
     @property
     def kind(self) -> ActionKind:
