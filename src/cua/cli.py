@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cua import __version__
 
@@ -331,8 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
-    import asyncio
-
     from cua.api.envelope import MessageError, now_ms
 
     if args.command == "run":
@@ -352,9 +350,9 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return asyncio.run(_run_agent(config, state_dir))
+        return _on_event_loop(_run_agent(config, state_dir))
     if args.command == "state":
-        return asyncio.run(_state(config))
+        return _on_event_loop(_state(config))
 
     try:
         activity_id, desired = decode_desired_state(read_input(args.file))
@@ -371,5 +369,14 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
     if args.command == "validate":
         return _validate(config, desired)
     if args.command == "plan":
-        return asyncio.run(_plan(config, desired, args.json))
-    return asyncio.run(_apply(config, activity_id or f"cua-apply-{now_ms()}", desired, args.json))
+        return _on_event_loop(_plan(config, desired, args.json))
+    return _on_event_loop(
+        _apply(config, activity_id or f"cua-apply-{now_ms()}", desired, args.json)
+    )
+
+
+def _on_event_loop(command: Coroutine[Any, Any, int]) -> int:
+    """Run an async command (asyncio is imported only then: `cua validate` needs none)."""
+    import asyncio
+
+    return asyncio.run(command)
