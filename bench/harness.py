@@ -1,13 +1,15 @@
 """Shared pieces of the benchmarks: timing, the table, raw engine calls, the agent process
 and an MQTT client that measures "message to status".
 
-Raw engine calls go straight to aiodocker (not through `cua.engine`): they are the
-baseline the agent is measured against.
+Raw engine calls (`RawAPI`) go straight to the Engine API on the agent's own HTTP client
+(`cua.engine.transport`: h11 over asyncio streams), not through `DockerEngine`: they are
+the baseline the agent is measured against.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -19,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiodocker
 import aiomqtt
 
 from cua.api.envelope import encode
 from cua.api.models import ComponentWithConfig, DesiredState, Domain, KeyValuePair
 from cua.api.topics import Topics
+from cua.engine.transport import APIError, EngineHTTP, engine_address
 from cua_dev.processes import stop_pid
 
 TOPICS = Topics.for_domain("containers")
@@ -115,24 +117,49 @@ def names(count: int, prefix: str = "app") -> list[str]:
 # --- raw engine (the baseline) ----------------------------------------------------------------
 
 
-async def raw_create_start(docker: aiodocker.Docker, name: str, image: str) -> None:
-    container = await docker.containers.create({"Image": image}, name=name)
-    await container.start()
+class RawAPI:
+    """The Engine API, raw (no `DockerEngine`, no mapping): the baseline's calls."""
 
+    def __init__(self, docker_host: str) -> None:
+        self.http = EngineHTTP(engine_address(docker_host))
 
-async def raw_remove_all(docker: aiodocker.Docker) -> None:
-    """Force-remove every container, concurrently (untimed clean-up)."""
-    containers = await docker.containers.list(all=True)
-    await asyncio.gather(*(c.delete(force=True) for c in containers))
+    async def call(self, method: str, path: str, body: Any = None, **params: str) -> Any:
+        data = b"" if body is None else json.dumps(body).encode()
+        response = await self.http.request(method, path, params=params or None, body=data)
+        return response.json()
 
+    async def create_start(self, name: str, image: str) -> str:
+        created = await self.call("POST", "/containers/create", {"Image": image}, name=name)
+        await self.call("POST", f"/containers/{created['Id']}/start")
+        return str(created["Id"])
 
-async def raw_remove_images(docker: aiodocker.Docker, images: Iterable[str]) -> None:
-    for image in images:
-        try:
-            await docker.images.delete(image, force=True)
-        except aiodocker.DockerError as error:
-            if error.status != 404:
-                raise
+    async def remove(self, container: str) -> None:
+        await self.call("DELETE", f"/containers/{container}", force="1")
+
+    async def remove_all(self) -> None:
+        """Force-remove every container, concurrently (untimed clean-up)."""
+        containers = await self.call("GET", "/containers/json", all="1")
+        await asyncio.gather(*(self.remove(c["Id"]) for c in containers))
+
+    async def remove_images(self, images: Iterable[str]) -> None:
+        for image in images:
+            try:
+                await self.call("DELETE", f"/images/{image}", force="1")
+            except APIError as error:
+                if error.status != 404:
+                    raise
+
+    async def pull(self, image: str) -> None:
+        """`POST /images/create` read to its end (the engine's pull is done then)."""
+        repository, _, tag = image.rpartition(":")
+        params = {"fromImage": repository, "tag": tag}
+        async with self.http.stream("POST", "/images/create", params=params) as response:
+            while line := await response.readline():
+                if b'"error"' in line:
+                    raise RuntimeError(f"pull {image}: {line!r}")
+
+    async def close(self) -> None:
+        await self.http.aclose()
 
 
 # --- the agent as a process --------------------------------------------------------------------

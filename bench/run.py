@@ -6,7 +6,7 @@ the median of several runs; each agent figure has its baseline measured in the s
 Progress goes to stderr, the table (markdown) to stdout.
 
 Environment: BENCH_REPEAT (default 5) runs per figure, BENCH_CASES (comma-separated case
-names, default all: identify, apply, start, change, noop, download, idle).
+names, default all: cli, identify, apply, start, change, noop, download, idle).
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ import http.client
 import json
 import socket
 from typing import Any
+from urllib.parse import urlencode
 
 __all__ = [
+    "RawEngine",
     "UnixHTTPConnection",
+    "demultiplex",
     "docker_exec",
     "engine_json",
     "engine_request",
@@ -88,7 +91,7 @@ def engine_json(
     return json.loads(data) if data.strip() else None
 
 
-def _demultiplex(stream: bytes) -> bytes:
+def demultiplex(stream: bytes) -> bytes:
     """stdout and stderr of a non-TTY attach stream (8-byte frame headers), in order."""
     out, index = [], 0
     while index + 8 <= len(stream):
@@ -121,4 +124,52 @@ def docker_exec(
     if status != 200:
         raise RuntimeError(f"exec in {container} -> {status}: {stream[:300]!r}")
     info = engine_json(docker_host_or_socket, "GET", f"/exec/{created['Id']}/json")
-    return int(info["ExitCode"]), _demultiplex(stream).decode(errors="replace")
+    return int(info["ExitCode"]), demultiplex(stream).decode(errors="replace")
+
+
+class RawEngine:
+    """The Engine API of one unix-socket dockerd, raw: what tests and benchmarks check the
+    agent's adapter against (never through `cua.engine`). Calls block (they are short)."""
+
+    def __init__(self, docker_host_or_socket: str, *, timeout: float = 120.0) -> None:
+        self.host = docker_host_or_socket
+        self.timeout = timeout
+
+    def json(self, method: str, path: str, payload: Any = None, **params: str) -> Any:
+        """A JSON call; raises `RuntimeError` with the engine's message on a non-2xx status."""
+        query = "?" + urlencode(params) if params else ""
+        return engine_json(self.host, method, path + query, payload, timeout=self.timeout)
+
+    def status(self, method: str, path: str, **params: str) -> int:
+        """A call whose answer is only its status."""
+        query = "?" + urlencode(params) if params else ""
+        status, _ = engine_request(self.host, method, path + query, timeout=self.timeout)
+        return status
+
+    def container(self, name: str) -> Any:
+        return self.json("GET", f"/containers/{name}/json")
+
+    def image(self, reference: str) -> Any:
+        return self.json("GET", f"/images/{reference}/json")
+
+    def pull(self, reference: str) -> None:
+        """`POST /images/create` to its end; raises `RuntimeError` naming a failed pull."""
+        repository, _, tag = reference.rpartition(":")
+        if "/" in tag or not repository:
+            repository, tag = reference, "latest"
+        query = urlencode({"fromImage": repository, "tag": tag})
+        status, data = engine_request(
+            self.host, "POST", f"/images/create?{query}", timeout=self.timeout
+        )
+        errors = [
+            line for line in data.splitlines() if line.strip() and "error" in json.loads(line)
+        ]
+        if not 200 <= status < 300 or errors:
+            raise RuntimeError(f"pull {reference} -> {status}: {(errors or [data])[0]!r}")
+
+    def forget(self, *references: str) -> None:
+        """Remove images (by force); one that is not there is fine."""
+        for reference in references:
+            status = self.status("DELETE", f"/images/{reference}", force="1")
+            if status not in (200, 404):
+                raise RuntimeError(f"remove image {reference} -> {status}")

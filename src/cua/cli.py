@@ -3,29 +3,28 @@
 `run` is the agent (MQTT daemon). The others are tools that need no broker: they talk to
 the engine directly, with the same settings (`--config` and the same flags) as the agent.
 Every usage or configuration error is one line on stderr and exit code 2.
+
+Start-up time matters (`cua --help`, `cua validate` in scripts; the agent's first current
+state): this module imports only argparse at first; each command imports what it uses
+(pydantic's models, asyncio, the engine) once the arguments are parsed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cua import __version__
-from cua.api.envelope import MessageError, decode, decode_object, encode, load_json, now_ms
-from cua.api.models import DesiredState, DesiredStateFeedback, StatusType
-from cua.config import AgentConfig, ConfigError, Overrides, load_config
-from cua.containers.errors import DesiredStateError
-from cua.containers.parse import parse_desired_state
-from cua.engine.base import Engine, EngineError
-from cua.logtext import SafeFormatter
-from cua.settings import Limits
+
+if TYPE_CHECKING:
+    from cua.api.models import DesiredState, DesiredStateFeedback
+    from cua.config import AgentConfig, Overrides
+    from cua.engine.base import Engine
+    from cua.settings import Limits
 
 __all__ = ["main"]
 
@@ -121,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def overrides_from(args: argparse.Namespace) -> Overrides:
+    from cua.config import Overrides
+
     return Overrides(
         broker=getattr(args, "broker", None),
         engine=args.engine,
@@ -137,6 +138,8 @@ def overrides_from(args: argparse.Namespace) -> Overrides:
 
 
 def _setup_logging(level: str) -> None:
+    from cua.logtext import SafeFormatter
+
     handler = logging.StreamHandler(sys.stderr)
     # One line per message, whatever untrusted text it quotes (cua.logtext).
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -166,6 +169,10 @@ def decode_desired_state(raw: bytes, limits: Limits | None = None) -> tuple[str,
 
     Raises MessageError with the text the agent would report (with its `limits`).
     """
+    from cua.api.envelope import decode, decode_object, load_json
+    from cua.api.models import DesiredState
+    from cua.settings import Limits
+
     limits = limits or Limits()
     try:
         data = load_json(raw)
@@ -195,6 +202,9 @@ def _make_engine(config: AgentConfig) -> Engine:
 
 
 async def _run_agent(config: AgentConfig, state_dir: Path) -> int:
+    import asyncio
+    import signal
+
     from cua.agent import Agent
     from cua.update.journal import journal_for
 
@@ -220,6 +230,8 @@ class _PrintingPublisher:
         self._printer = FeedbackPrinter()
 
     async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        from cua.api.envelope import encode
+
         if self._as_json:
             line = encode(activity_id, feedback).decode()
         else:
@@ -235,6 +247,7 @@ class _NoPublisher:
 async def _apply(
     config: AgentConfig, activity_id: str, desired: DesiredState, as_json: bool
 ) -> int:
+    from cua.api.models import StatusType
     from cua.update.manager import UpdateManager
 
     engine = _make_engine(config)
@@ -249,6 +262,9 @@ async def _apply(
 
 
 async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> int:
+    import json
+
+    from cua.containers.errors import DesiredStateError
     from cua.display import plan_as_json, plan_table
     from cua.update.manager import UpdateManager
 
@@ -270,6 +286,8 @@ async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> in
 
 
 async def _state(config: AgentConfig) -> int:
+    import json
+
     from cua.current_state import CurrentStateReader
 
     engine = _make_engine(config)
@@ -285,6 +303,9 @@ async def _state(config: AgentConfig) -> int:
 
 
 def _validate(config: AgentConfig, desired: DesiredState) -> int:
+    from cua.containers.errors import DesiredStateError
+    from cua.containers.parse import parse_desired_state
+
     try:
         parsed = parse_desired_state(
             desired,
@@ -303,6 +324,9 @@ def _validate(config: AgentConfig, desired: DesiredState) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from cua.config import ConfigError, load_config
+    from cua.engine.base import EngineError
+
     overrides = overrides_from(args)
     try:
         config = load_config(Path(args.config) if args.config else None, overrides)
@@ -322,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
+    from cua.api.envelope import MessageError, now_ms
+
     if args.command == "run":
         # The agent journals its operations there for crash recovery; the tools below do
         # not (they must not touch the journal of an agent that may be running).
@@ -339,9 +365,9 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return asyncio.run(_run_agent(config, state_dir))
+        return _on_event_loop(_run_agent(config, state_dir))
     if args.command == "state":
-        return asyncio.run(_state(config))
+        return _on_event_loop(_state(config))
 
     try:
         activity_id, desired = decode_desired_state(read_input(args.file), config.update.limits)
@@ -358,5 +384,14 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
     if args.command == "validate":
         return _validate(config, desired)
     if args.command == "plan":
-        return asyncio.run(_plan(config, desired, args.json))
-    return asyncio.run(_apply(config, activity_id or f"cua-apply-{now_ms()}", desired, args.json))
+        return _on_event_loop(_plan(config, desired, args.json))
+    return _on_event_loop(
+        _apply(config, activity_id or f"cua-apply-{now_ms()}", desired, args.json)
+    )
+
+
+def _on_event_loop(command: Coroutine[Any, Any, int]) -> int:
+    """Run an async command (asyncio is imported only then: `cua validate` needs none)."""
+    import asyncio
+
+    return asyncio.run(command)

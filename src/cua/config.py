@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BROKER_URL = "tcp://localhost:1883"
 DEFAULT_STATE_DIR = "/var/lib/cua"
-ENGINE_SCHEMES = frozenset({"unix", "tcp", "http"})
+ENGINE_SCHEMES = frozenset({"unix", "tcp", "http", "https"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -223,7 +223,8 @@ def _check_engine_url(url: str, where: str) -> str:
     if scheme not in ENGINE_SCHEMES:
         raise ConfigError(
             f"{where}: unsupported engine URL scheme {scheme or '(none)'!r}"
-            " (expected unix:///path/to/docker.sock, a socket path, tcp://host:port or http://host:port)"
+            " (expected unix:///path/to/docker.sock, a socket path, tcp://host:port,"
+            " http://host:port or https://host:port)"
         )
     return url
 

@@ -1063,3 +1063,40 @@ async def test_agent_killed_mid_operation_recovers_from_its_journal(
         await agent.wait_log(r"recovery: gone: container stopped by the operation started again")
         assert (await containers(engine))["gone"][1] is ContainerStatus.RUNNING
         assert not journal.exists()
+
+
+# --- lean: what the idle agent imports ---------------------------------------------------------
+
+# Modules an idle agent never uses: schema generation, display, the CLI tools' helpers, test
+# doubles and dev tools, and HTTP stacks the agent does not use. Importing one costs memory
+# (RSS) and start-up time for nothing (README, Performance).
+LAZY = (
+    "cua.api.schema",
+    "cua.display",
+    "cua.testing",
+    "cua_dev",
+    "aiohttp",
+    "aiodocker",
+    "httpx",
+    "unittest",
+    "pydoc",
+    "doctest",
+)
+
+
+async def test_the_idle_agent_imports_nothing_on_the_lazy_list(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # PYTHONPROFILEIMPORTTIME: Python reports every import on stderr, as it happens.
+    with agent_for(stack, tmp_path, "lean", env={"PYTHONPROFILEIMPORTTIME": "1"}) as agent:
+        async with probe_for(stack, "lean") as probe:
+            await probe.state("initial")
+            await asyncio.sleep(0.5)  # idle
+    imported = {
+        match.group(1)
+        for match in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", agent.log(), re.M)
+    }
+    assert "cua.agent" in imported  # the report is there
+    assert "cua.engine.transport" in imported
+    eager = sorted(m for m in imported if m.split(".")[0] in LAZY or m.startswith(LAZY))
+    assert eager == [], f"the idle agent imported {eager}"

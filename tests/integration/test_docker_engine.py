@@ -1,6 +1,6 @@
 """DockerEngine on the real private dockerd and registry: every §2.3 key, pulls, failures.
 
-Each config key is proven twice: the raw Engine API inspect (through aiodocker) shows the
+Each config key is proven twice: the raw Engine API inspect (`cua_dev.unixhttp.RawEngine`) shows the
 value Docker holds, and our inspect maps it back to the same `ContainerSpec` field.
 """
 
@@ -10,15 +10,17 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 import logging
 import secrets
+import shutil
+import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiodocker
 import pytest
-from aiohttp import web
 
 from cua.containers.spec import (
     ContainerSpec,
@@ -47,6 +49,8 @@ from cua.engine.docker import DockerEngine
 from cua.settings import RegistryCredentials
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
+from cua_dev.tlsgen import generate_tls
+from cua_dev.unixhttp import RawEngine
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +58,8 @@ Raw = dict[str, Any]
 
 
 @pytest.fixture
-async def raw(docker_host: str) -> AsyncIterator[aiodocker.Docker]:
-    async with aiodocker.Docker(url=docker_host) as client:
-        yield client
+def raw(docker_host: str) -> RawEngine:
+    return RawEngine(docker_host)
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +72,10 @@ def _name(prefix: str) -> str:
 
 
 async def _create(
-    engine: DockerEngine, raw: aiodocker.Docker, spec: ContainerSpec
+    engine: DockerEngine, raw: RawEngine, spec: ContainerSpec
 ) -> tuple[Raw, ContainerSpec]:
     await engine.create_container(spec.name, spec, {"cua.test": "keys"})
-    raw_data: Raw = await raw.containers.container(spec.name).show()
+    raw_data: Raw = raw.container(spec.name)
     ours = (await engine.inspect_container(spec.name)).spec
     return raw_data, ours
 
@@ -351,7 +354,7 @@ CASES: dict[str, Callable[[], Case]] = {
 
 @pytest.mark.parametrize("key", list(CASES))
 async def test_each_config_key_is_held_by_the_engine(
-    key: str, engine: DockerEngine, raw: aiodocker.Docker, app_image: str
+    key: str, engine: DockerEngine, raw: RawEngine, app_image: str
 ) -> None:
     changes, raw_check, ours_check = CASES[key]()
     spec = _base(app_image, **changes)
@@ -363,7 +366,7 @@ async def test_each_config_key_is_held_by_the_engine(
 
 
 async def test_bind_mounts_with_propagation(
-    engine: DockerEngine, raw: aiodocker.Docker, app_image: str, tmp_path: Path
+    engine: DockerEngine, raw: RawEngine, app_image: str, tmp_path: Path
 ) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -391,14 +394,14 @@ async def test_bind_mounts_with_propagation(
 
 
 async def test_a_bind_mount_is_in_the_started_container(
-    engine: DockerEngine, raw: aiodocker.Docker, app_image: str, tmp_path: Path
+    engine: DockerEngine, raw: RawEngine, app_image: str, tmp_path: Path
 ) -> None:
     # rslave/rshared need a slave/shared mount on the host side to *start*, which depends
     # on the host; rprivate always starts.
     spec = _base(app_image, mounts=(MountPoint(str(tmp_path), "/data"),))
     await engine.create_container(spec.name, spec, {})
     await engine.start_container(spec.name)
-    started: Raw = await raw.containers.container(spec.name).show()
+    started: Raw = raw.container(spec.name)
     assert [(m["Source"], m["Destination"], m["Propagation"]) for m in started["Mounts"]] == [
         (str(tmp_path), "/data", "rprivate")
     ]
@@ -452,20 +455,11 @@ async def test_api_version_is_negotiated(engine: DockerEngine) -> None:
 # --- pulls ----------------------------------------------------------------------------------
 
 
-async def _forget(raw: aiodocker.Docker, *refs: str) -> None:
-    for ref in refs:
-        try:
-            await raw.images.delete(ref, force=True)
-        except aiodocker.DockerError as error:
-            if error.status != 404:
-                raise
-
-
 async def test_pull_reports_progress_over_several_events(
-    engine: DockerEngine, raw: aiodocker.Docker, image_factory: ImageFactory
+    engine: DockerEngine, raw: RawEngine, image_factory: ImageFactory
 ) -> None:
     image = image_factory("engine/big", "1", marker="big", size_mb=5.0)
-    await _forget(raw, image)
+    raw.forget(image)
     progress = [p async for p in engine.pull_image(image)]
     assert progress[-1].complete
     assert all(not p.complete for p in progress[:-1])
@@ -487,19 +481,19 @@ async def test_pull_through_a_mirror_tags_the_desired_reference(
     clean_engine: LocalStack,
     docker_host: str,
     registry: str,
-    raw: aiodocker.Docker,
+    raw: RawEngine,
     image_factory: ImageFactory,
 ) -> None:
     pushed = image_factory("eclipse/x", "1", marker="mirror")
     desired = "ghcr.io/eclipse/x:1"
-    await _forget(raw, pushed, desired)
+    raw.forget(pushed, desired)
     engine = DockerEngine(docker_host, mirrors={"ghcr.io": registry}, timeout=20)
     try:
         progress = [p async for p in engine.pull_image(desired)]
         assert progress[-1].complete
         assert progress[-1].image == desired
         assert await engine.image_present(desired)
-        tags = (await raw.images.inspect(desired))["RepoTags"]
+        tags = raw.image(desired)["RepoTags"]
         assert tags == [desired]  # the mirror's name is not left behind
         name = _name("mirrored")
         await engine.create_container(name, ContainerSpec(name=name, image=desired), {})
@@ -513,16 +507,16 @@ async def test_an_image_pinned_by_digest_is_usable_after_a_pull_through_a_mirror
     clean_engine: LocalStack,
     docker_host: str,
     registry: str,
-    raw: aiodocker.Docker,
+    raw: RawEngine,
     image_factory: ImageFactory,
 ) -> None:
     # A digest cannot be tagged, so the image keeps the mirror's name; it must still count
     # as present (no pull on every DOWNLOAD) and a container must be creatable from it.
     pushed = image_factory("eclipse/pinned", "1", marker="pinned")
-    await raw.images.pull(pushed)
-    digest = (await raw.images.inspect(pushed))["RepoDigests"][0].split("@")[1]
+    raw.pull(pushed)
+    digest = raw.image(pushed)["RepoDigests"][0].split("@")[1]
     desired = f"ghcr.io/eclipse/pinned@{digest}"
-    await _forget(raw, pushed)
+    raw.forget(pushed)
     engine = DockerEngine(docker_host, mirrors={"ghcr.io": registry}, timeout=20)
     try:
         assert not await engine.image_present(desired)
@@ -553,11 +547,11 @@ async def test_pull_of_a_missing_image_is_a_clear_pull_failure(
 async def test_pull_from_a_stopped_registry_is_a_clear_pull_failure(
     engine: DockerEngine,
     clean_engine: LocalStack,
-    raw: aiodocker.Docker,
+    raw: RawEngine,
     image_factory: ImageFactory,
 ) -> None:
     image = image_factory("engine/offline", "1", marker="offline")
-    await _forget(raw, image)
+    raw.forget(image)
     clean_engine.stop_registry()
     try:
         async with asyncio.timeout(60):  # hang guard
@@ -572,14 +566,14 @@ async def test_pull_from_a_stopped_registry_is_a_clear_pull_failure(
 
 async def test_credentials_are_accepted_and_never_logged(
     clean_engine: LocalStack,
-    raw: aiodocker.Docker,
+    raw: RawEngine,
     image_factory: ImageFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = clean_engine.registry
     secret = "s3cr3t-" + secrets.token_hex(4)
     image = image_factory("engine/private", "1", marker="private")
-    await _forget(raw, image)
+    raw.forget(image)
     credentials = {registry: RegistryCredentials("robot", secret)}
     engine = DockerEngine(clean_engine.docker_host, credentials=credentials, timeout=20)
     caplog.set_level(logging.DEBUG)
@@ -597,34 +591,57 @@ async def test_credentials_are_accepted_and_never_logged(
     assert secret not in caplog.text
 
 
+async def _http_server(
+    answer: Callable[[str, dict[str, str]], tuple[int, dict[str, str], bytes]],
+    listener: socket.socket,
+) -> asyncio.Server:
+    """An HTTP/1.1 server on the bound `listener` (keep-alive, no request bodies):
+    `answer(request line, headers)` gives the status, headers and body of each answer."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                line, *fields = head.strip().split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)
+                }
+                status, extra, body = answer(line, headers)
+                out = f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n"
+                out += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+                writer.write(out.encode() + b"\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, sock=listener)
+
+
 @contextlib.asynccontextmanager
 async def _registry_demanding_auth(stack: LocalStack) -> AsyncIterator[tuple[str, list[str]]]:
     """A loopback "registry" that demands Basic auth: its host, and the logins it saw. It
     listens inside the stack's network namespace, where dockerd resolves 127.0.0.1."""
     seen: list[str] = []
 
-    async def handle(request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
+    def answer(_line: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        auth = headers.get("authorization", "")
         if not auth:
-            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="test"'})
+            return 401, {"WWW-Authenticate": 'Basic realm="test"'}, b""
         seen.append(auth)
-        return web.json_response(
-            {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}, status=404
-        )
+        unknown = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}
+        return 404, {"Content-Type": "application/json"}, json.dumps(unknown).encode()
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
     listener = stack.netns.new_socket()
     listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    site = web.SockSite(runner, listener)
-    await site.start()
+    server = await _http_server(answer, listener)
+    port = server.sockets[0].getsockname()[1]
     try:
         yield f"127.0.0.1:{port}", seen
     finally:
-        await runner.cleanup()
+        server.close()
+        await server.wait_closed()
 
 
 async def _failing_pull(engine: DockerEngine, image: str) -> PullFailedError:
@@ -697,23 +714,28 @@ async def test_missing_socket_is_engine_unavailable(tmp_path: Path) -> None:
 async def test_a_pull_that_stalls_fails_instead_of_hanging(tmp_path: Path) -> None:
     """An engine that starts a pull and then reports nothing: a pull failure, not a hang."""
 
-    async def version(_request: web.Request) -> web.Response:
-        return web.json_response({"ApiVersion": "1.41", "MinAPIVersion": "1.12"})
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.startswith(b"GET /version "):
+                    body = b'{"ApiVersion": "1.41", "MinAPIVersion": "1.12"}'
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                    writer.write(body)
+                    continue
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                line = b'{"status":"Pulling from x/y","id":"1"}\r\n'
+                writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+                await writer.drain()
+                await reader.read()  # then silence, until the client leaves
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
-    async def pull(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b'{"status":"Pulling from x/y","id":"1"}\\r\\n')
-        await asyncio.sleep(3600)  # then silence
-        return response
-
-    app = web.Application()
-    app.router.add_get("/version", version)
-    app.router.add_post("/{version}/images/create", pull)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
     path = tmp_path / "stalling.sock"
-    await web.UnixSite(runner, str(path)).start()
+    server = await asyncio.start_unix_server(serve, path=str(path))
     engine = DockerEngine(f"unix://{path}", timeout=2, pull_stall_timeout=1)
     try:
         async with asyncio.timeout(10):  # hang guard
@@ -722,7 +744,7 @@ async def test_a_pull_that_stalls_fails_instead_of_hanging(tmp_path: Path) -> No
                     pass
     finally:
         await engine.close()
-        await runner.cleanup()
+        server.close()
 
 
 async def test_a_registry_that_never_answers_is_a_pull_failure(clean_engine: LocalStack) -> None:
@@ -795,3 +817,117 @@ async def test_a_name_cannot_reach_another_engine_endpoint(
         await engine.image_present("x?all=1")
     with pytest.raises(ContainerNotFoundError):
         await engine.inspect_container("x?size=1")
+
+
+# --- TCP and TLS engines ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _tcp_front(
+    socket_path: str, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A loopback TCP (or TLS) listener in front of the private dockerd's unix socket, as a
+    remote engine would be: its `host:port`, and the bytes clients sent through it."""
+    sent: list[bytes] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: list[bytes] | None
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if seen is not None:
+                    seen.append(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        engine_reader, engine_writer = await asyncio.open_unix_connection(socket_path)
+        for task in (
+            asyncio.create_task(pipe(reader, engine_writer, sent)),
+            asyncio.create_task(pipe(engine_reader, writer, None)),
+        ):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}", sent
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _cert_dir(tmp_path: Path, ca: Path, cert: Path, key: Path) -> Path:
+    """A DOCKER_CERT_PATH directory, laid out as the docker CLI expects it."""
+    directory = tmp_path / "docker-certs"
+    directory.mkdir()
+    for source, name in ((ca, "ca.pem"), (cert, "cert.pem"), (key, "key.pem")):
+        shutil.copy(source, directory / name)
+    return directory
+
+
+async def test_a_tls_engine_is_reached_the_docker_cli_way(
+    clean_engine: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = clean_engine.tls
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca_cert))
+    server.load_cert_chain(str(tls.server_cert), str(tls.server_key))
+    server.verify_mode = ssl.CERT_REQUIRED  # the engine demands the client's certificate
+    certs = _cert_dir(tmp_path, tls.ca_cert, tls.client_cert, tls.client_key)
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(certs))
+    async with _tcp_front(clean_engine.docker_host.removeprefix("unix://"), server) as (
+        host,
+        sent,
+    ):
+        engine = DockerEngine(f"tcp://{host}", timeout=10)
+        try:
+            assert engine.url == f"https://{host}"
+            # Through TLS with the client's certificate (the listener demands one).
+            assert isinstance(await engine.list_containers(), list)
+        finally:
+            await engine.close()
+        assert any(b"GET /v1.41/containers/json" in chunk for chunk in sent)
+        # A CA that did not sign the engine's certificate: refused, as the docker CLI does.
+        other = generate_tls(tmp_path / "other")
+        monkeypatch.setenv(
+            "DOCKER_CERT_PATH",
+            str(_cert_dir(tmp_path / "other", other.ca_cert, other.client_cert, other.client_key)),
+        )
+        engine = DockerEngine(f"tcp://{host}", timeout=10)
+        try:
+            with pytest.raises(EngineUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+                await engine.list_containers()
+        finally:
+            await engine.close()
+
+
+async def test_credentials_for_a_plain_tcp_engine_are_warned_about(
+    clean_engine: LocalStack, image_factory: ImageFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = clean_engine.registry
+    secret = "tcp-" + secrets.token_hex(4)
+    image = image_factory("engine/overtcp", "1", marker="overtcp")
+    RawEngine(clean_engine.docker_host).forget(image)
+    caplog.set_level(logging.WARNING, logger="cua.engine.docker")
+    async with _tcp_front(clean_engine.docker_host.removeprefix("unix://")) as (host, sent):
+        engine = DockerEngine(
+            f"tcp://{host}", credentials={registry: RegistryCredentials("robot", secret)}
+        )
+        try:
+            progress = [p async for p in engine.pull_image(image)]
+            assert progress[-1].complete
+        finally:
+            await engine.close()
+    assert b"X-Registry-Auth" in b"".join(sent)  # it did travel, in the clear
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("plain HTTP" in w and registry in w for w in warnings), warnings
+    assert secret not in caplog.text

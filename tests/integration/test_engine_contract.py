@@ -13,7 +13,6 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiodocker
 import pytest
 
 from cua.containers.spec import (
@@ -38,6 +37,7 @@ from cua.engine.base import (
 )
 from cua.engine.docker import DockerEngine
 from cua.testing.fake_engine import FakeEngine
+from cua_dev.unixhttp import RawEngine
 
 MISSING_ENTRYPOINT = "/no/such/entrypoint"
 # Docker's reason when the command is not in the image (any Linux host).
@@ -108,12 +108,7 @@ async def _docker_kit(request: pytest.FixtureRequest) -> Kit:
     registry: str = request.getfixturevalue("registry")
 
     async def forget(ref: str) -> None:
-        async with aiodocker.Docker(url=docker_host) as raw:
-            try:
-                await raw.images.delete(ref, force=True)
-            except aiodocker.DockerError as error:
-                if error.status != 404:
-                    raise
+        RawEngine(docker_host).forget(ref)
 
     return Kit(
         kind="docker",

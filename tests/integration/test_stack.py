@@ -11,10 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiodocker
 import aiomqtt
 import pytest
 
@@ -28,62 +26,65 @@ from cua_dev.processes import (
     processes_referencing,
 )
 from cua_dev.stack import LocalStack
-from cua_dev.unixhttp import engine_json
+from cua_dev.unixhttp import RawEngine, demultiplex, engine_json, engine_request
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def docker(clean_engine: LocalStack) -> AsyncIterator[aiodocker.Docker]:
-    client = aiodocker.Docker(url=clean_engine.docker_host)
-    try:
-        yield client
-    finally:
-        await client.close()
+def docker(clean_engine: LocalStack) -> RawEngine:
+    return RawEngine(clean_engine.docker_host)
 
 
-async def test_pushed_image_is_pulled_and_runs(
-    docker: aiodocker.Docker, image_factory: ImageFactory
-) -> None:
+def _run(docker: RawEngine, name: str, config: dict[str, object]) -> str:
+    """Create and start a container; its id."""
+    container_id = str(docker.json("POST", "/containers/create", config, name=name)["Id"])
+    docker.json("POST", f"/containers/{container_id}/start")
+    return container_id
+
+
+def _output(docker: RawEngine, container_id: str) -> str:
+    """A finished container's stdout (the engine's multiplexed log stream, no TTY)."""
+    docker.json("POST", f"/containers/{container_id}/wait")
+    status, data = engine_request(docker.host, "GET", f"/containers/{container_id}/logs?stdout=1")
+    assert status == 200, data
+    return demultiplex(data).decode()
+
+
+def test_pushed_image_is_pulled_and_runs(docker: RawEngine, image_factory: ImageFactory) -> None:
     reference = image_factory(
         "eclipse/kuksa.val/databroker", "0.3.0", marker="smoke", labels={"app": "smoke"}
     )
-    await docker.images.pull(reference)  # POST /images/create
-    image = await docker.images.inspect(reference)
+    docker.pull(reference)  # POST /images/create
+    image = docker.image(reference)
     assert image["Id"] == image_factory.images[reference].image_id
     assert image["Config"]["Labels"] == {"app": "smoke"}
 
-    container = await docker.containers.create({"Image": reference}, name="smoke")
-    await container.start()
-    info = await container.show()
+    container_id = _run(docker, "smoke", {"Image": reference})
+    info = docker.container(container_id)
     assert info["State"]["Running"] is True
     assert info["Config"]["Image"] == reference
-    await container.stop(t=10)
-    info = await container.show()
+    docker.json("POST", f"/containers/{container_id}/stop", t="10")
+    info = docker.container(container_id)
     assert info["State"]["Running"] is False
     assert info["State"]["ExitCode"] == 0  # the default command exits on SIGTERM at once
-    await container.delete()
-    assert await docker.containers.list(all=True) == []
+    docker.json("DELETE", f"/containers/{container_id}")
+    assert docker.json("GET", "/containers/json", all="1") == []
 
 
-async def test_marker_differs_between_versions(
-    docker: aiodocker.Docker, image_factory: ImageFactory
-) -> None:
+def test_marker_differs_between_versions(docker: RawEngine, image_factory: ImageFactory) -> None:
     outputs = []
     for version in ("v1", "v2"):
         reference = image_factory("smoke/marker", version, marker=f"content-{version}")
-        await docker.images.pull(reference)
-        container = await docker.containers.run(
-            {"Image": reference, "Cmd": ["cat", "/marker"]}, name=f"marker-{version}"
+        docker.pull(reference)
+        container_id = _run(
+            docker, f"marker-{version}", {"Image": reference, "Cmd": ["cat", "/marker"]}
         )
-        await container.wait()
-        outputs.append("".join(await container.log(stdout=True)))
+        outputs.append(_output(docker, container_id))
     assert outputs == ["content-v1", "content-v2"]
 
 
-async def test_sized_image_and_healthcheck(
-    docker: aiodocker.Docker, image_factory: ImageFactory
-) -> None:
+async def test_sized_image_and_healthcheck(docker: RawEngine, image_factory: ImageFactory) -> None:
     reference = image_factory(
         "smoke/sized",
         "1",
@@ -91,30 +92,30 @@ async def test_sized_image_and_healthcheck(
         size_mb=20,
         healthcheck=Healthcheck(("CMD", "test", "-f", "/marker"), interval_s=0.2, retries=1),
     )
-    await docker.images.pull(reference)
-    image = await docker.images.inspect(reference)
+    docker.pull(reference)
+    image = docker.image(reference)
     assert 19.5 * 1024 * 1024 < image["Size"] < 20.5 * 1024 * 1024
-    container = await docker.containers.run({"Image": reference}, name="sized")
+    container_id = _run(docker, "sized", {"Image": reference})
     statuses = []
     async with asyncio.timeout(20):
         for _ in range(200):
-            statuses.append((await container.show())["State"]["Health"]["Status"])
+            statuses.append(docker.container(container_id)["State"]["Health"]["Status"])
             if statuses[-1] == "healthy":
                 break
             await asyncio.sleep(0.1)
     assert statuses[-1] == "healthy", statuses
 
 
-async def test_loaded_image_needs_no_registry(
-    docker: aiodocker.Docker, image_factory: ImageFactory, stack: LocalStack
+def test_loaded_image_needs_no_registry(
+    docker: RawEngine, image_factory: ImageFactory, stack: LocalStack
 ) -> None:
     stack.stop_registry()
     try:
         reference = image_factory("local/only", "1", push=False, load=True, marker="loaded")
-        image = await docker.images.inspect(reference)
+        image = docker.image(reference)
         assert image["Id"] == image_factory.images[reference].image_id
-        with pytest.raises(aiodocker.DockerError):
-            await docker.images.pull(f"{stack.registry}/never/pushed:1")
+        with pytest.raises(RuntimeError, match="pull"):
+            docker.pull(f"{stack.registry}/never/pushed:1")
     finally:
         stack.start_registry()
 
@@ -123,21 +124,22 @@ LISTENER_CMD = ["sh", "-c", "trap 'exit 0' TERM; while true; do echo pong | nc -
 
 
 async def test_containers_get_addresses_and_ports_inside_the_namespace_only(
-    docker: aiodocker.Docker, image_factory: ImageFactory, stack: LocalStack
+    docker: RawEngine, image_factory: ImageFactory, stack: LocalStack
 ) -> None:
     reference = image_factory("smoke/listener", "1", marker="listener")
-    await docker.images.pull(reference)
+    docker.pull(reference)
     port = free_port()  # free on the machine's loopback too
-    container = await docker.containers.run(
+    container_id = _run(
+        docker,
+        "listener",
         {
             "Image": reference,
             "Cmd": LISTENER_CMD,
             "ExposedPorts": {"80/tcp": {}},
             "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": str(port)}]}},
         },
-        name="listener",
     )
-    settings = (await container.show())["NetworkSettings"]
+    settings = docker.container(container_id)["NetworkSettings"]
     address, gateway = settings["IPAddress"], settings["Gateway"]
     assert address  # a real address on dockerd's own bridge
     assert gateway
@@ -151,11 +153,11 @@ async def test_containers_get_addresses_and_ports_inside_the_namespace_only(
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-async def test_the_namespace_has_no_route_out(docker: aiodocker.Docker) -> None:
+async def test_the_namespace_has_no_route_out(docker: RawEngine) -> None:
     """A reference naming a remote registry fails inside the namespace at once."""
     async with asyncio.timeout(60):  # hang guard
-        with pytest.raises(aiodocker.DockerError):
-            await docker.images.pull("docker.io/library/busybox:latest")
+        with pytest.raises(RuntimeError, match="pull"):
+            await asyncio.to_thread(docker.pull, "docker.io/library/busybox:latest")
 
 
 async def _round_trip(client_args: dict[str, object], topic: str) -> aiomqtt.Message:

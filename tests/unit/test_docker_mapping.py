@@ -26,21 +26,22 @@ from cua.containers.spec import (
     RestartPolicyType,
 )
 from cua.containers.state import ContainerStatus
-from cua.engine.base import CreateFailedError, EventAction
-from cua.engine.docker import (
-    DockerEngine,
+from cua.engine.base import ContainerStateError, CreateFailedError, EventAction, NameConflictError
+from cua.engine.docker import DockerEngine, _Failure, interface_ipv4
+from cua.engine.docker_mapping import (
     ImageReference,
-    _track_layer,
     address_from_inspect,
     create_body,
     docker_time,
     engine_url,
     event_from_docker,
-    interface_ipv4,
+    log_lines,
     registry_auth_header,
     spec_from_inspect,
     status_from_docker,
+    track_layer,
 )
+from cua.engine.transport import APIError, engine_address
 from cua.settings import RegistryCredentials
 
 pytestmark = pytest.mark.unit
@@ -145,6 +146,40 @@ def test_engine_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert engine_url("/run/docker.sock") == "unix:///run/docker.sock"
     assert engine_url("tcp://127.0.0.1:2375") == "http://127.0.0.1:2375"
     assert engine_url("http://127.0.0.1:2375") == "http://127.0.0.1:2375"
+    # The docker CLI's way to ask for TLS: tcp:// is then HTTPS.
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    assert engine_url("tcp://127.0.0.1:2376") == "https://127.0.0.1:2376"
+    assert engine_url("unix:///x.sock") == "unix:///x.sock"
+
+
+def test_engine_addresses() -> None:
+    unix = engine_address("unix:///run/d.sock", {})
+    assert (unix.socket_path, unix.tls, unix.plain_tcp) == ("/run/d.sock", None, False)
+    assert unix.host_header == "docker"
+    plain = engine_address("http://10.0.0.1", {})
+    assert (plain.host, plain.port, plain.plain_tcp) == ("10.0.0.1", 2375, True)
+    with pytest.raises(OSError, match="No such file"):  # no ca.pem there
+        engine_address("https://h:1", {"DOCKER_CERT_PATH": "/nonexistent"})
+    with pytest.raises(ValueError, match="ftp"):
+        engine_address("ftp://h", {})
+
+
+def test_api_failures_read_as_engine_errors() -> None:
+    failure = _Failure(
+        "cannot do x",
+        CreateFailedError,
+        by_status={404: None, 409: ContainerStateError},
+        by_text={"same name": None, "special": NameConflictError("taken")},
+    )
+    assert failure.error(APIError(404, "gone")) is None
+    conflict = failure.error(APIError(409, "busy"))
+    assert isinstance(conflict, ContainerStateError)
+    assert str(conflict) == "cannot do x: busy"
+    assert failure.error(APIError(500, "has the same name")) is None
+    assert str(failure.error(APIError(500, "a special case"))) == "taken"
+    other = failure.error(APIError(500, "boom"))
+    assert isinstance(other, CreateFailedError)
+    assert str(other) == "cannot do x: boom"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +282,7 @@ def test_pull_progress_sums_layers() -> None:
         {"status": "Download complete", "id": "a", "progressDetail": {}},
     ]
     for message in messages:
-        _track_layer(layers, message)
+        track_layer(layers, message)
     assert layers == {"a": (100, 100), "b": (5, 50)}
 
 
@@ -280,6 +315,16 @@ def test_address_is_the_bridge_address_else_the_first_networks() -> None:
     assert address_from_inspect(other) == "192.0.2.3"
     assert address_from_inspect({"NetworkSettings": {"IPAddress": ""}}) == ""
     assert address_from_inspect({}) == ""
+
+
+def test_log_lines_without_a_tty_are_demultiplexed() -> None:
+    def frame(stream: int, data: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    body = frame(1, b"out 1\nout ") + frame(2, b"err\n") + frame(1, "é\n".encode())
+    assert log_lines(body, tty=False) == ["out 1", "out err", "é"]
+    assert log_lines(b"", tty=False) == []
+    assert log_lines(b"one\r\ntwo\n", tty=True) == ["one", "two"]
 
 
 async def test_extra_hosts_naming_the_host_are_mapped_at_create() -> None:

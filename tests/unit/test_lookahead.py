@@ -41,6 +41,27 @@ async def test_errors_are_raised_in_order_and_exit_waits_for_started_work() -> N
     assert sorted(finished) == items
 
 
+async def test_refresh_starts_what_became_ready_in_the_window_only() -> None:
+    started: list[str] = []
+    ready: set[str] = set()
+
+    async def work(item: str) -> None:
+        started.append(item)
+
+    async with Lookahead(work, 1, lambda item: item in ready) as early:
+        early.refresh()  # before the loop started: nothing
+        early.start(["a", "b", "c"])
+        early.advance(0)
+        await asyncio.sleep(0)
+        assert started == []
+        ready.update({"b", "c"})  # "c" is out of the window (a, b)
+        early.refresh()
+        await asyncio.sleep(0)
+        assert started == ["b"]
+    early.refresh()  # after leaving: nothing, no error
+    assert started == ["b"]
+
+
 async def test_work_that_is_not_ready_is_not_started_ahead() -> None:
     started: list[str] = []
     ready = {"a", "c"}

@@ -513,6 +513,57 @@ async def test_d12_no_update_after_a_runtime_update(
     assert [str(a.kind) for a in (await manager.plan(wanted)).actions] == ["CHECK"]
 
 
+async def test_a_repeated_no_op_is_settled_from_the_listing(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    for name in ("a", "b"):
+        add_managed(engine, name, image="img:1", restartPolicy="no")
+    same = desired(
+        component("a", image="img:1", restartPolicy="no"),
+        component("b", image="img:1", restartPolicy="no"),
+    )
+    manager = UpdateManager(engine, pub, settings())
+    assert await manager.apply("first", same) == "COMPLETED"  # reads each container once
+    engine.calls.clear()
+    assert await manager.apply("again", same) == "COMPLETED"
+    assert engine.call_count("inspect_container") == 0
+    # A runtime UPDATE by the agent unsettles its container: read again next time.
+    changed = desired(
+        component("a", image="img:1", restartPolicy="always"),
+        component("b", image="img:1", restartPolicy="no"),
+    )
+    assert await manager.apply("update", changed) == "COMPLETED"
+    engine.calls.clear()
+    assert [str(a.kind) for a in (await manager.plan(same)).actions] == ["UPDATE", "CHECK"]
+    assert [c.args[0] for c in engine.calls if c.method == "inspect_container"] == [
+        (await engine.inspect_container("a")).id
+    ]
+
+
+async def test_a_pending_operations_containers_are_read_again(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    """Orchestrated: a container read (and settled) while an operation is pending, then
+    updated at runtime by that operation, is read again once the operation is done."""
+    add_managed(engine, "web", image="img:1", restartPolicy="no")
+    same = desired(component("web", image="img:1", restartPolicy="no"))
+    always = desired(component("web", image="img:1", restartPolicy="always"))
+    async with Running(engine, pub, mode=Mode.ORCHESTRATED) as manager:
+        manager.submit_desired_state("A", always)
+        await until(lambda: last_status(pub, "A") == "IDENTIFIED")
+        steps = [("DOWNLOAD", "DOWNLOAD_SUCCESS"), ("UPDATE", "UPDATE_SUCCESS")]
+        steps += [("ACTIVATE", "ACTIVATION_SUCCESS"), ("CLEANUP", "COMPLETED")]
+        for command, end in steps:
+            if command == "UPDATE":  # read while A is pending, before its runtime update
+                assert [str(a.kind) for a in (await manager.plan(same)).actions] == ["CHECK"]
+            manager.submit_command("A", DesiredStateCommand(command=command))
+            await until(lambda end=end: last_status(pub, "A") == end)
+        engine.calls.clear()
+        plan = await manager.plan(same)
+    assert [str(a.kind) for a in plan.actions] == ["UPDATE"]  # back to "no"
+    assert engine.call_count("inspect_container") == 1
+
+
 @pytest.mark.parametrize("newer", ["no actions", "listing fails", "name taken"])
 async def test_pending_operation_kept_when_the_newer_desired_state_does_not_replace_it(
     engine: FakeEngine, pub: RecordingPublisher, newer: str

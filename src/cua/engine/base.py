@@ -1,7 +1,7 @@
 """The `Engine` protocol: the agent's only door to containers.
 
 Nothing here is Docker-specific. `cua.engine.docker` implements it on the Docker Engine
-API (aiodocker); `cua.testing.fake_engine` implements it in memory for tests of pure logic. One
+API; `cua.testing.fake_engine` implements it in memory for tests of pure logic. One
 contract test suite runs against both, so the fake cannot drift from the real engine.
 """
 

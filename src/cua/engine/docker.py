@@ -1,50 +1,31 @@
-"""`DockerEngine`: the `Engine` protocol on the Docker Engine HTTP API (through aiodocker).
+"""`DockerEngine`: the `Engine` protocol on the Docker Engine HTTP API (its I/O).
 
-This is the only module that knows Docker's types. It maps a `ContainerSpec` to Docker's
-create body (Config + HostConfig) and inspect results back to a `ContainerSpec` (best
-effort for containers created by others), maps Docker's errors to the typed engine errors,
-and bounds every call with a timeout so that an engine that went away gives
-`EngineUnavailableError` instead of a hang. See `docs/engine.md` for the key-by-key mapping.
+The bodies and answers are mapped in `cua.engine.docker_mapping` (pure); the HTTP is
+`cua.engine.transport` (h11 over asyncio streams). This module makes the calls, bounds
+each with a timeout so that an engine that went away gives `EngineUnavailableError`
+instead of a hang, and turns transport and API errors into the typed engine errors in one
+place (`_engine_errors`), each call saying what its failures mean (`_Failure`).
+These three modules are the only ones that know Docker's types. See `docs/engine.md`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import fcntl
 import json
 import logging
 import math
-import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
-import aiodocker
-import aiohttp
-from aiodocker.exceptions import DockerError
-
-from cua.containers.gosyntax import Size, SizeError
-from cua.containers.spec import (
-    ContainerSpec,
-    DeviceMapping,
-    LogConfig,
-    LogDriver,
-    LogMode,
-    MountPoint,
-    NetworkMode,
-    PortMapping,
-    ProcessConfig,
-    Propagation,
-    Resources,
-    RestartPolicy,
-    RestartPolicyType,
-)
-from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus, ContainerSummary
+from cua.containers.spec import ContainerSpec, Resources, RestartPolicy
+from cua.containers.state import ContainerDetails, ContainerSummary
 from cua.engine.base import (
     ContainerEvent,
     ContainerNotFoundError,
@@ -52,12 +33,32 @@ from cua.engine.base import (
     CreateFailedError,
     EngineError,
     EngineUnavailableError,
-    EventAction,
     ImageNotFoundError,
     NameConflictError,
     PullFailedError,
     PullProgress,
     StartFailedError,
+)
+from cua.engine.docker_mapping import (
+    MAX_API_VERSION,
+    ImageReference,
+    create_body,
+    details_from_inspect,
+    engine_url,
+    event_from_docker,
+    log_lines,
+    pull_params,
+    registry_auth_header,
+    summary_from_list,
+    track_layer,
+    update_body,
+)
+from cua.engine.transport import (
+    APIError,
+    EngineHTTP,
+    StreamedResponse,
+    TransportError,
+    engine_address,
 )
 from cua.settings import RegistryCredentials
 
@@ -72,107 +73,7 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-# The newest Engine API version this adapter is written and tested against (dockerd 20.10).
-MAX_API_VERSION = (1, 41)
-DOCKER_HUB = "docker.io"
 IMAGE_CACHE_SIZE = 256  # image inspects kept by ID (a device runs far fewer images)
-
-_T = TypeVar("_T")
-
-_STATUS = {
-    "created": ContainerStatus.CREATED,
-    "running": ContainerStatus.RUNNING,
-    # Between two runs under a restart policy: Kanto has no such state; the container is
-    # meant to run, and "ensure running" must not try to start it a second time.
-    "restarting": ContainerStatus.RUNNING,
-    "paused": ContainerStatus.PAUSED,
-    "exited": ContainerStatus.EXITED,
-    "removing": ContainerStatus.DEAD,
-    "dead": ContainerStatus.DEAD,
-}
-
-
-def engine_url(url: str | None = None) -> str:
-    """The engine address: `url`, else `DOCKER_HOST`, else the default unix socket.
-
-    A bare path means a unix socket; `tcp://` means plain HTTP (as the Docker CLI does).
-    """
-    chosen = url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    if chosen.startswith("/"):
-        return "unix://" + chosen
-    if chosen.startswith("tcp://"):
-        return "http://" + chosen.removeprefix("tcp://")
-    return chosen
-
-
-def status_from_docker(state: str) -> ContainerStatus:
-    return _STATUS.get(state, ContainerStatus.UNKNOWN)
-
-
-def docker_time(value: str | None) -> str:
-    """Docker's timestamps are RFC3339Nano already; its zero time means "never"."""
-    if not value or value.startswith("0001-01-01"):
-        return ""
-    return value
-
-
-# --- image references, mirrors and credentials -----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ImageReference:
-    """An image reference split the way the Engine API's pull wants it."""
-
-    registry: str  # host[:port]; "docker.io" when the reference names none
-    path: str  # repository path inside the registry
-    tag: str = ""
-    digest: str = ""
-    explicit_registry: bool = True
-
-    @classmethod
-    def parse(cls, reference: str) -> ImageReference:
-        rest, digest = reference, ""
-        if "@" in rest:
-            rest, digest = rest.split("@", 1)
-        tag = ""
-        last = rest.rsplit("/", 1)[-1]
-        if ":" in last:
-            rest, tag = rest.rsplit(":", 1)
-        first, _, remainder = rest.partition("/")
-        if remainder and ("." in first or ":" in first or first == "localhost"):
-            return cls(first, remainder, tag, digest)
-        return cls(DOCKER_HUB, rest, tag, digest, explicit_registry=False)
-
-    @property
-    def repository(self) -> str:
-        """The repository as written (the registry only if the reference had one)."""
-        return f"{self.registry}/{self.path}" if self.explicit_registry else self.path
-
-    def on_registry(self, registry: str) -> ImageReference:
-        path = self.path
-        if self.registry == DOCKER_HUB and "/" not in path:
-            path = "library/" + path  # Docker Hub's official images live under library/
-        return ImageReference(registry, path, self.tag, self.digest)
-
-    def __str__(self) -> str:
-        text = self.repository
-        if self.tag:
-            text += ":" + self.tag
-        if self.digest:
-            text += "@" + self.digest
-        return text
-
-
-def registry_auth_header(credentials: RegistryCredentials, server: str) -> str:
-    """The `X-Registry-Auth` value: base64url of the JSON auth config (Engine API)."""
-    config = {
-        "username": credentials.username,
-        "password": credentials.password,
-        "serveraddress": server,
-    }
-    return base64.urlsafe_b64encode(json.dumps(config).encode()).decode()
-
 
 # --- extra hosts --------------------------------------------------------------------------
 
@@ -193,276 +94,42 @@ def interface_ipv4(ifname: str) -> str:
     return socket.inet_ntoa(packed[20:24])
 
 
-# --- spec -> create body -----------------------------------------------------------------
+# --- errors: the one place where transport and API errors become engine errors -----------
+
+# An API error's status or text -> the engine error type (the message is "<what>: <the
+# engine's message>"), a ready error, or None: not a failure (removing what is gone).
+_Outcome = type[EngineError] | EngineError | None
 
 
-def _size(value: str, what: str) -> int:
-    try:
-        return Size.parse(value, allow_unlimited=True).engine_bytes
-    except SizeError as error:
-        raise CreateFailedError(f"invalid {what}: {error}") from error
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """What the failure of one engine call means: `what` failed (the message's start),
+    as `kind` unless its status or a text in the engine's message says otherwise.
+    `broken_stream`: a connection lost in the middle of a streamed answer is this call's
+    failure (`kind`), not the engine's absence (a pull's stream dies with the registry)."""
+
+    what: str
+    kind: type[EngineError] = EngineError
+    by_status: Mapping[int, _Outcome] = field(default_factory=dict)
+    by_text: Mapping[str, _Outcome] = field(default_factory=dict)
+    broken_stream: bool = False
+
+    def error(self, api: APIError) -> EngineError | None:
+        outcome: _Outcome = self.kind
+        if api.status in self.by_status:
+            outcome = self.by_status[api.status]
+        else:
+            for text, meaning in self.by_text.items():
+                if text in api.message:
+                    outcome = meaning
+                    break
+        if isinstance(outcome, type):
+            return outcome(f"{self.what}: {api.message}")
+        return outcome
 
 
-def _memory_fields(resources: Resources | None) -> dict[str, int]:
-    """Docker's memory fields. 0 means "unset/unchanged" to Docker."""
-    if resources is None:
-        return {}
-    memory = _size(resources.memory, "memory") if resources.memory else 0
-    fields = {
-        "Memory": memory,
-        "MemoryReservation": (
-            _size(resources.memory_reservation, "memoryReservation")
-            if resources.memory_reservation
-            else 0
-        ),
-    }
-    if resources.memory_swap:
-        fields["MemorySwap"] = _size(resources.memory_swap, "memorySwap")
-    elif memory > 0:
-        # Docker's own default at create (and CM's): swap = 2 x memory. Sent explicitly so
-        # that a runtime update that raises memory above the old swap is accepted.
-        fields["MemorySwap"] = 2 * memory
-    return fields
-
-
-def _restart_body(restart: RestartPolicy) -> dict[str, Any]:
-    retries = restart.max_retries if restart.type is RestartPolicyType.ON_FAILURE else 0
-    return {"Name": str(restart.type), "MaximumRetryCount": retries}
-
-
-def _log_body(logc: LogConfig) -> dict[str, Any]:
-    if logc.driver is LogDriver.NONE:
-        # Docker rejects log options for the `none` driver; nothing is logged anyway.
-        return {"Type": "none", "Config": {}}
-    options: dict[str, str] = {}
-    if logc.max_size:
-        options["max-size"] = str(_size(logc.max_size, "logMaxSize"))
-    if logc.max_files > 0:
-        options["max-file"] = str(logc.max_files)
-    if logc.mode is LogMode.NON_BLOCKING:
-        options["mode"] = "non-blocking"
-        options["max-buffer-size"] = str(_size(logc.max_buffer_size or "1M", "logMaxBufferSize"))
-    return {"Type": str(logc.driver), "Config": options}
-
-
-def create_body(
-    spec: ContainerSpec, labels: Mapping[str, str], extra_hosts: list[str]
-) -> dict[str, Any]:
-    """The Engine API create body for `spec` (extra hosts already resolved)."""
-    config: dict[str, Any] = {
-        "Image": spec.image,
-        "Hostname": spec.host_name or f"{spec.name}-host",
-        "Domainname": spec.domain_name or f"{spec.name}-domain",
-        "Tty": spec.terminal,
-        "OpenStdin": spec.interactive,
-        "Labels": dict(labels),
-    }
-    if spec.env:
-        config["Env"] = list(spec.env)
-    if spec.cmd:
-        config["Cmd"] = list(spec.cmd)  # Kanto's cmd is Docker's Cmd; Entrypoint is kept
-    bindings: dict[str, list[dict[str, str]]] = {}
-    for port in spec.ports:
-        end = port.host_port_end or port.host_port
-        host_port = str(port.host_port) if end == port.host_port else f"{port.host_port}-{end}"
-        key = f"{port.container_port}/{port.protocol or 'tcp'}"
-        bindings.setdefault(key, []).append({"HostIp": port.host_ip, "HostPort": host_port})
-    if bindings:
-        config["ExposedPorts"] = {key: {} for key in bindings}
-    host: dict[str, Any] = {
-        "NetworkMode": str(spec.network),
-        "Privileged": spec.privileged,
-        "PortBindings": bindings,
-        "Devices": [
-            {
-                "PathOnHost": device.host_path,
-                "PathInContainer": device.container_path or device.host_path,
-                "CgroupPermissions": device.permissions or "rwm",
-            }
-            for device in spec.devices
-        ],
-        "Mounts": [
-            {
-                "Type": "bind",
-                "Source": mount.source,
-                "Target": mount.destination,
-                "BindOptions": {"Propagation": str(mount.propagation)},
-            }
-            for mount in spec.mounts
-        ],
-        "ExtraHosts": extra_hosts,
-        "RestartPolicy": _restart_body(spec.restart),
-        "LogConfig": _log_body(spec.log),
-        **_memory_fields(spec.resources),
-    }
-    config["HostConfig"] = host
-    return config
-
-
-# --- inspect -> spec ---------------------------------------------------------------------
-
-
-def _sized(count: int) -> str:
-    if count == -1:
-        return "-1"
-    return Size.from_bytes(count).text if count > 0 else ""
-
-
-def _parse_ports(bindings: Mapping[str, Any] | None) -> tuple[PortMapping, ...]:
-    ports: list[PortMapping] = []
-    for key, entries in (bindings or {}).items():
-        container_port, _, protocol = key.partition("/")
-        for entry in entries or []:
-            host_port = str(entry.get("HostPort") or "0")
-            start, _, end = host_port.partition("-")
-            ports.append(
-                PortMapping(
-                    host_port=int(start or 0),
-                    container_port=int(container_port),
-                    host_port_end=int(end or start or 0),
-                    host_ip=entry.get("HostIp") or "0.0.0.0",
-                    protocol=protocol or "tcp",
-                )
-            )
-    return tuple(ports)
-
-
-def _parse_mounts(host: Mapping[str, Any]) -> tuple[MountPoint, ...]:
-    mounts: list[MountPoint] = []
-    for mount in host.get("Mounts") or []:
-        if mount.get("Type") != "bind":
-            continue
-        propagation = (mount.get("BindOptions") or {}).get("Propagation") or "rprivate"
-        mounts.append(MountPoint(mount["Source"], mount["Target"], Propagation(propagation)))
-    for bind in host.get("Binds") or []:  # containers created by others with -v
-        parts = bind.split(":")
-        if len(parts) < 2 or not parts[0].startswith("/"):
-            continue  # a named volume: no Kanto equivalent
-        options = parts[2].split(",") if len(parts) > 2 else []
-        modes = [o for o in options if o in {p.value for p in Propagation}]
-        mounts.append(
-            MountPoint(parts[0], parts[1], Propagation(modes[0] if modes else "rprivate"))
-        )
-    return tuple(mounts)
-
-
-def _parse_log(host: Mapping[str, Any]) -> LogConfig:
-    log_config = host.get("LogConfig") or {}
-    options: Mapping[str, str] = log_config.get("Config") or {}
-    driver_name = log_config.get("Type") or "json-file"
-    mode = LogMode.NON_BLOCKING if options.get("mode") == "non-blocking" else LogMode.BLOCKING
-    buffer = ""
-    if mode is LogMode.NON_BLOCKING:
-        buffer = Size.from_engine(options.get("max-buffer-size", "1m")).text
-    if driver_name == "none":
-        return LogConfig(
-            driver=LogDriver.NONE, max_files=0, max_size="", mode=mode, max_buffer_size=buffer
-        )
-    # Other drivers (journald, ...) have no Kanto equivalent; best effort as json-file.
-    max_size = options.get("max-size", "")
-    return LogConfig(
-        driver=LogDriver.JSON_FILE,
-        max_files=int(options.get("max-file", "1") or 1) if max_size else 1,
-        max_size=Size.from_engine(max_size).text if max_size else "",
-        mode=mode,
-        max_buffer_size=buffer,
-    )
-
-
-def spec_from_inspect(data: Mapping[str, Any], image: Mapping[str, Any] | None) -> ContainerSpec:
-    """A `ContainerSpec` from Docker's inspect (best effort; see docs/engine.md).
-
-    `image` is the image's inspect, so that env and cmd inherited from the image are not
-    taken for the container's own (Docker merges them at create).
-    """
-    config: Mapping[str, Any] = data.get("Config") or {}
-    host: Mapping[str, Any] = data.get("HostConfig") or {}
-    image_config: Mapping[str, Any] = (image or {}).get("Config") or {}
-    image_env = set(image_config.get("Env") or [])
-    env = tuple(e for e in config.get("Env") or [] if e not in image_env)
-    cmd = tuple(config.get("Cmd") or [])
-    if image is not None and list(cmd) == list(image_config.get("Cmd") or []):
-        cmd = ()
-    restart = host.get("RestartPolicy") or {}
-    restart_name = restart.get("Name") or "no"
-    restart_type = RestartPolicyType(restart_name)
-    resources = Resources(
-        memory=_sized(int(host.get("Memory") or 0)),
-        memory_reservation=_sized(int(host.get("MemoryReservation") or 0)),
-        memory_swap=_sized(int(host.get("MemorySwap") or 0)),
-    )
-    name = str(data.get("Name", "")).removeprefix("/")
-    network = host.get("NetworkMode") or "bridge"
-    return ContainerSpec(
-        name=name,
-        image=config.get("Image", ""),
-        host_name=config.get("Hostname", ""),
-        domain_name=config.get("Domainname", ""),
-        config=ProcessConfig(env=env, cmd=cmd) if env or cmd else None,
-        devices=tuple(
-            DeviceMapping(
-                d["PathOnHost"], d["PathInContainer"], d.get("CgroupPermissions") or "rwm"
-            )
-            for d in host.get("Devices") or []
-        ),
-        ports=_parse_ports(host.get("PortBindings")),
-        mounts=_parse_mounts(host),
-        extra_hosts=tuple(
-            h.removesuffix(":host-gateway") + ":host_ip" if h.endswith(":host-gateway") else h
-            for h in host.get("ExtraHosts") or []
-        ),
-        network=NetworkMode.HOST if network == "host" else NetworkMode.BRIDGE,
-        privileged=bool(host.get("Privileged")),
-        terminal=bool(config.get("Tty")),
-        interactive=bool(config.get("OpenStdin")),
-        restart=RestartPolicy(
-            type=restart_type,
-            max_retries=int(restart.get("MaximumRetryCount") or 0)
-            if restart_type is RestartPolicyType.ON_FAILURE
-            else 0,
-        ),
-        log=_parse_log(host),
-        resources=resources if resources != Resources() else None,
-    )
-
-
-def address_from_inspect(data: Mapping[str, Any]) -> str:
-    """The container's IPv4 address: the default bridge's, else its first network's."""
-    settings = data.get("NetworkSettings") or {}
-    if settings.get("IPAddress"):
-        return str(settings["IPAddress"])
-    for network in (settings.get("Networks") or {}).values():
-        if network.get("IPAddress"):
-            return str(network["IPAddress"])
-    return ""
-
-
-def state_from_inspect(state: Mapping[str, Any], restart_count: int) -> ContainerState:
-    return ContainerState(
-        status=status_from_docker(str(state.get("Status", ""))),
-        exit_code=int(state.get("ExitCode") or 0),
-        started_at=docker_time(state.get("StartedAt")),
-        finished_at=docker_time(state.get("FinishedAt")),
-        restart_count=restart_count,
-        health=str((state.get("Health") or {}).get("Status") or ""),
-    )
-
-
-def event_from_docker(raw: Mapping[str, Any]) -> ContainerEvent:
-    actor = raw.get("Actor") or {}
-    attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
-    raw_action = str(raw.get("Action") or raw.get("status") or "")
-    try:
-        action = EventAction(raw_action)
-    except ValueError:
-        action = EventAction.OTHER
-    return ContainerEvent(
-        action=action,
-        container_id=str(actor.get("ID") or raw.get("id") or ""),
-        name=attributes.get("name", ""),
-        raw_action=raw_action,
-        attributes=attributes,
-    )
+def _not_found(container: str) -> ContainerNotFoundError:
+    return ContainerNotFoundError(f"no such container: {container}")
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -471,10 +138,12 @@ def event_from_docker(raw: Mapping[str, Any]) -> ContainerEvent:
 class DockerEngine:
     """The Docker Engine behind the `Engine` protocol.
 
-    `url`: the engine address (`unix://`, `tcp://`, `http://`; default `DOCKER_HOST`, else
-    `unix:///var/run/docker.sock`). `mirrors`: registry host -> mirror host; images of that
-    registry are pulled from the mirror and tagged with the original reference.
-    `credentials`: registry host -> credentials, sent as `X-Registry-Auth` (never logged).
+    `url`: the engine address (`unix://`, `tcp://`, `http://`, `https://`; default
+    `DOCKER_HOST`, else `unix:///var/run/docker.sock`; `tcp://` is TLS when
+    `DOCKER_TLS_VERIFY` is set, as for the docker CLI). `mirrors`: registry host -> mirror
+    host; images of that registry are pulled from the mirror and tagged with the original
+    reference. `credentials`: registry host -> credentials, sent as `X-Registry-Auth`
+    (never logged; a warning when the engine is reached over plain TCP).
     `timeout`: the bound, in seconds, of every engine call (a stop adds its grace period).
     `pull_stall_timeout`: a pull fails when the engine reports nothing for this long.
     """
@@ -493,10 +162,10 @@ class DockerEngine:
         self._credentials = dict(credentials or {})
         self.timeout = timeout
         self.pull_stall_timeout = pull_stall_timeout
-        self._docker: aiodocker.Docker | None = None
+        self._http: EngineHTTP | None = None
         self._version_lock = asyncio.Lock()
-        self._negotiated = False
         self.api_version = ""
+        self._plain_tcp_warned = False
         # Image inspects by ID, for `inspect_container`: an image ID is the digest of its
         # config, so what we read from it (the config) never changes. Saves one engine call
         # per container inspect (identification and ACTIVATE inspect every container).
@@ -507,32 +176,53 @@ class DockerEngine:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _client(self) -> aiodocker.Docker:
-        if self._docker is None:
-            self._docker = aiodocker.Docker(
-                url=self.url,
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout),
-                api_version="v1.41",  # replaced by the negotiated version before any call
-            )
-        return self._docker
+    def _client(self) -> EngineHTTP:
+        if self._http is None:
+            try:
+                address = engine_address(self.url)
+            except (ValueError, OSError) as error:  # ssl.SSLError is an OSError
+                raise EngineUnavailableError(
+                    f"cannot reach the container engine at {self.url}: {error}"
+                ) from None
+            self._http = EngineHTTP(address, connect_timeout=self.timeout)
+        return self._http
 
-    def _unavailable(self, error: BaseException) -> EngineUnavailableError:
-        detail = str(error) or type(error).__name__
-        if isinstance(error, TimeoutError):
-            detail = f"no answer within {self.timeout:g} s"
+    def _unavailable(self, detail: str) -> EngineUnavailableError:
         return EngineUnavailableError(f"cannot reach the container engine at {self.url}: {detail}")
 
-    async def _negotiate(self) -> aiodocker.Docker:
+    @contextlib.contextmanager
+    def _engine_errors(self, failure: _Failure | None) -> Iterator[None]:
+        """Transport and API errors inside as engine errors: the only translation there is.
+
+        An API error the failure says is none is swallowed (the block ends early)."""
+        try:
+            yield
+        except APIError as error:
+            if failure is None:
+                raise EngineError(
+                    f"the container engine at {self.url} answered {error.status}: {error.message}"
+                ) from None
+            engine_error = failure.error(error)
+            if engine_error is not None:
+                raise engine_error from None
+        except TimeoutError:
+            raise self._unavailable(f"no answer within {self.timeout:g} s") from None
+        except TransportError as error:
+            if failure is not None and failure.broken_stream:
+                raise failure.kind(f"{failure.what}: {error}") from None
+            raise self._unavailable(str(error)) from None
+
+    async def _negotiate(self) -> EngineHTTP:
         """Query /version once; use min(server API version, MAX_API_VERSION)."""
-        docker = self._client()
-        if self._negotiated:
-            return docker
+        http = self._client()
+        if self.api_version:
+            return http
         async with self._version_lock:
-            if self._negotiated:
-                return docker
-            version = await self._bounded(
-                docker._query_json("version", versioned_api=False), self.timeout
-            )
+            if self.api_version:
+                return http
+            with self._engine_errors(None):
+                async with asyncio.timeout(self.timeout):
+                    version = (await http.request("GET", "/version")).json()
             server = tuple(int(p) for p in str(version["ApiVersion"]).split("."))
             chosen = min(server, MAX_API_VERSION)
             minimum = str(version.get("MinAPIVersion") or "1.12")
@@ -542,52 +232,38 @@ class DockerEngine:
                     f"this agent speaks up to {'.'.join(map(str, MAX_API_VERSION))}"
                 )
             self.api_version = ".".join(map(str, chosen))
-            docker.api_version = "v" + self.api_version
-            self._negotiated = True
-        return docker
+        return http
 
-    async def _bounded(self, call: Awaitable[_T], seconds: float) -> _T:
-        try:
-            async with asyncio.timeout(seconds):
-                return await call
-        except TimeoutError as error:
-            raise self._unavailable(error) from None
-        except DockerError as error:
-            if error.status == 900:  # aiodocker: cannot connect
-                raise self._unavailable(error) from None
-            raise
-        except (aiohttp.ClientError, OSError) as error:
-            raise self._unavailable(error) from None
+    def _path(self, path: str) -> str:
+        return f"/v{self.api_version}/{path}"
 
     async def _call(
         self,
+        method: str,
         path: str,
-        method: str = "GET",
+        failure: _Failure,
         *,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
         body: Any = None,
         limit: float | None = None,
     ) -> Any:
-        """One bounded Engine API call returning its JSON (or "" for an empty answer)."""
-        docker = await self._negotiate()
-        return await self._bounded(
-            docker._query_json(
-                path,
-                method,
-                params=dict(params) if params else None,
-                data=body,
-                timeout=aiohttp.ClientTimeout(total=limit or self.timeout),
-            ),
-            (limit or self.timeout) + 1.0,
-        )
+        """One bounded Engine API call returning its JSON ("" for an empty answer; None
+        when the failure says the error it got is none)."""
+        http = await self._negotiate()
+        data = b"" if body is None else json.dumps(body).encode()
+        with self._engine_errors(failure):
+            async with asyncio.timeout(limit or self.timeout):
+                response = await http.request(method, self._path(path), params=params, body=data)
+            return response.json()
+        return None
 
     async def _inspect_raw(self, container: str) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = await self._call(f"containers/{_segment(container)}/json")
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
-            raise EngineError(f"cannot inspect container {container}: {error.message}") from None
+        failure = _Failure(
+            f"cannot inspect container {container}", by_status={404: _not_found(container)}
+        )
+        data: dict[str, Any] = await self._call(
+            "GET", f"containers/{_segment(container)}/json", failure
+        )
         return data
 
     async def _name_for_message(self, container: str) -> str:
@@ -601,36 +277,15 @@ class DockerEngine:
     # --- the Engine protocol -------------------------------------------------------------
 
     async def list_containers(self) -> list[ContainerSummary]:
-        try:
-            items = await self._call("containers/json", params={"all": "1"})
-        except DockerError as error:
-            raise EngineError(f"cannot list containers: {error.message}") from None
-        return [
-            ContainerSummary(
-                id=item["Id"],
-                name=(item.get("Names") or ["/"])[0].removeprefix("/"),
-                image=item.get("Image", ""),
-                labels=dict(item.get("Labels") or {}),
-                status=status_from_docker(item.get("State", "")),
-            )
-            for item in items
-        ]
+        items = await self._call(
+            "GET", "containers/json", _Failure("cannot list containers"), params={"all": "1"}
+        )
+        return [summary_from_list(item) for item in items]
 
     async def inspect_container(self, container: str) -> ContainerDetails:
         data = await self._inspect_raw(container)
         image = await self._image_of_container(str(data.get("Image", "")))
-        config = data.get("Config") or {}
-        return ContainerDetails(
-            id=data["Id"],
-            name=str(data.get("Name", "")).removeprefix("/"),
-            image=config.get("Image", ""),
-            labels=dict(config.get("Labels") or {}),
-            state=state_from_inspect(data.get("State") or {}, int(data.get("RestartCount") or 0)),
-            created=docker_time(data.get("Created")),
-            spec=spec_from_inspect(data, image),
-            image_labels=dict(((image or {}).get("Config") or {}).get("Labels") or {}),
-            address=address_from_inspect(data),
-        )
+        return details_from_inspect(data, image)
 
     async def _image_of_container(self, image_id: str) -> dict[str, Any] | None:
         """The inspect of a container's image (by its ID), cached: see `_image_configs`."""
@@ -647,12 +302,10 @@ class DockerEngine:
     async def _inspect_image(self, image: str) -> dict[str, Any] | None:
         if not image:
             return None
-        try:
-            data: dict[str, Any] = await self._call(f"images/{_segment(image)}/json")
-        except DockerError as error:
-            if error.status == 404:
-                return None
-            raise EngineError(f"cannot inspect image {image}: {error.message}") from None
+        failure = _Failure(f"cannot inspect image {image}", by_status={404: None})
+        data: dict[str, Any] | None = await self._call(
+            "GET", f"images/{_segment(image)}/json", failure
+        )
         return data
 
     def _local_name(self, image: str) -> str:
@@ -668,73 +321,68 @@ class DockerEngine:
     def pull_image(self, image: str) -> AsyncIterator[PullProgress]:
         return self._pull(image)
 
+    def _auth_headers(self, server: str) -> dict[str, str]:
+        """`X-Registry-Auth` for `server` if we hold its credentials."""
+        credentials = self._credentials.get(server)
+        if credentials is None:
+            return {}
+        if self._client().address.plain_tcp and not self._plain_tcp_warned:
+            self._plain_tcp_warned = True
+            log.warning(
+                "registry credentials for %s are sent to the container engine at %s over "
+                "plain HTTP: anyone on the way can read them (use a unix socket, or TLS: "
+                "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH)",
+                server,
+                self.url,
+            )
+        return {"X-Registry-Auth": registry_auth_header(credentials, server)}
+
     async def _pull(self, image: str) -> AsyncIterator[PullProgress]:
         wanted = ImageReference.parse(image)
         mirror = self.mirrors.get(wanted.registry)
         source = wanted.on_registry(mirror) if mirror else wanted
-        server = mirror or wanted.registry
         # Only the credentials of the host actually contacted: a mirror never receives the
         # login of the registry it stands in for.
-        credentials = self._credentials.get(server)
-        headers = (
-            {"X-Registry-Auth": registry_auth_header(credentials, server)} if credentials else {}
-        )
-        params = {"fromImage": source.repository}
-        if source.digest:
-            params["fromImage"] = f"{source.repository}@{source.digest}"
-        else:
-            params["tag"] = source.tag or "latest"
+        headers = self._auth_headers(mirror or wanted.registry)
         via = f" (through mirror {mirror})" if mirror else ""
         log.info("pulling image %s%s", image, via)
-        docker = await self._negotiate()
-        stall = aiohttp.ClientTimeout(
-            total=None, connect=self.timeout, sock_read=self.pull_stall_timeout
-        )
+        http = await self._negotiate()
+        failure = _Failure(f"cannot pull image {image}{via}", PullFailedError)
         stalled = PullFailedError(
             f"cannot pull image {image}{via}: no progress for {self.pull_stall_timeout:g} s"
         )
-        try:
-            # The engine answers only once the registry did: a silence here is the pull's.
-            async with asyncio.timeout(self.pull_stall_timeout):
-                response = await docker._do_query(
-                    "images/create", "POST", params=params, headers=headers, timeout=stall
-                )
-        except aiohttp.ConnectionTimeoutError as error:
-            raise self._unavailable(error) from None
-        except TimeoutError:
-            raise stalled from None
-        except DockerError as error:
-            if error.status == 900:  # aiodocker: cannot connect
-                raise self._unavailable(error) from None
-            raise PullFailedError(f"cannot pull image {image}{via}: {error.message}") from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise self._unavailable(error) from None
+        reading = _Failure(failure.what, PullFailedError, broken_stream=True)
         layers: dict[str, tuple[int, int]] = {}
         last: tuple[int, int] = (-1, -1)
-        try:
-            while True:
+        async with contextlib.AsyncExitStack() as stack:
+            # The engine answers only once the registry did: a silence before the answer is
+            # the pull's, as one in the middle is (connecting is bounded by `timeout`).
+            with self._engine_errors(failure):
                 try:
-                    line = await response.content.readline()
-                except TimeoutError:  # aiohttp's read timeout is one
+                    async with asyncio.timeout(self.pull_stall_timeout):
+                        response = await stack.enter_async_context(
+                            http.stream(
+                                "POST",
+                                self._path("images/create"),
+                                params=pull_params(source),
+                                headers=headers,
+                            )
+                        )
+                except TimeoutError:
                     raise stalled from None
-                except (aiohttp.ClientError, OSError) as error:
-                    detail = str(error) or type(error).__name__
-                    raise PullFailedError(f"cannot pull image {image}{via}: {detail}") from None
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                message = json.loads(line)
-                if message.get("error"):
-                    raise PullFailedError(f"cannot pull image {image}{via}: {message['error']}")
-                _track_layer(layers, message)
-                done = sum(d for d, _ in layers.values())
-                total = sum(t for _, t in layers.values())
-                if (done, total) != last:
-                    last = (done, total)
-                    yield PullProgress(image=image, done=done, total=total)
-        finally:
-            response.close()  # also when the caller stopped early: drop the stream
+            with self._engine_errors(reading):
+                while line := await _readline(response, self.pull_stall_timeout, stalled):
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if message.get("error"):
+                        raise PullFailedError(f"{failure.what}: {message['error']}")
+                    track_layer(layers, message)
+                    done = sum(d for d, _ in layers.values())
+                    total = sum(t for _, t in layers.values())
+                    if (done, total) != last:
+                        last = (done, total)
+                        yield PullProgress(image=image, done=done, total=total)
         if mirror:
             await self._retag(str(source), wanted, image)
         total = sum(t for _, t in layers.values())
@@ -745,17 +393,12 @@ class DockerEngine:
         if wanted.digest:
             log.warning("image %s is pinned by digest; it stays named %s", image, pulled)
             return
-        try:
-            await self._call(
-                f"images/{_segment(pulled)}/tag",
-                "POST",
-                params={"repo": wanted.repository, "tag": wanted.tag or "latest"},
-            )
-            await self._call(f"images/{_segment(pulled)}", "DELETE", params={"noprune": "1"})
-        except DockerError as error:
-            raise PullFailedError(
-                f"cannot pull image {image}: pulled as {pulled} but tagging failed: {error.message}"
-            ) from None
+        failure = _Failure(
+            f"cannot pull image {image}: pulled as {pulled} but tagging failed", PullFailedError
+        )
+        tag = {"repo": wanted.repository, "tag": wanted.tag or "latest"}
+        await self._call("POST", f"images/{_segment(pulled)}/tag", failure, params=tag)
+        await self._call("DELETE", f"images/{_segment(pulled)}", failure, params={"noprune": "1"})
 
     async def create_container(
         self, name: str, spec: ContainerSpec, labels: Mapping[str, str]
@@ -763,21 +406,22 @@ class DockerEngine:
         extra_hosts = [await self._resolve_extra_host(name, entry) for entry in spec.extra_hosts]
         body = create_body(spec, labels, [h for h in extra_hosts if h])
         body["Image"] = self._local_name(spec.image)
-        try:
-            created = await self._call(
-                "containers/create", "POST", params={"name": name}, body=body
-            )
-        except DockerError as error:
-            if error.status == 409:
-                raise NameConflictError(
+        failure = _Failure(
+            f"cannot create container {name}",
+            CreateFailedError,
+            by_status={
+                409: NameConflictError(
                     f"cannot create container {name}: the name is already in use "
                     "by another container"
-                ) from None
-            if error.status == 404:
-                raise ImageNotFoundError(
+                ),
+                404: ImageNotFoundError(
                     f"cannot create container {name}: image {spec.image} is not present"
-                ) from None
-            raise CreateFailedError(f"cannot create container {name}: {error.message}") from None
+                ),
+            },
+        )
+        created = await self._call(
+            "POST", "containers/create", failure, params={"name": name}, body=body
+        )
         for warning in created.get("Warnings") or []:
             log.debug("create %s: engine warning: %s", name, warning)
         return str(created["Id"])
@@ -799,88 +443,87 @@ class DockerEngine:
         return entry  # an IP literal: as is
 
     async def start_container(self, container: str) -> None:
+        failure = _Failure(
+            f"cannot start container {container}",
+            StartFailedError,
+            by_status={404: _not_found(container)},
+        )
         try:
-            await self._call(f"containers/{_segment(container)}/start", "POST")
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
+            await self._call("POST", f"containers/{_segment(container)}/start", failure)
+        except StartFailedError as error:  # named as people know it (callers pass the id)
             name = await self._name_for_message(container)
-            raise StartFailedError(f"cannot start container {name}: {error.message}") from None
+            reason = str(error).removeprefix(f"{failure.what}: ")
+            raise StartFailedError(f"cannot start container {name}: {reason}") from None
 
     async def container_logs(self, container: str, lines: int) -> list[str]:
-        docker = await self._negotiate()
-        try:
-            chunks = await self._bounded(
-                docker.containers.container(container).log(
-                    stdout=True, stderr=True, tail=str(lines), timeout=self.timeout
-                ),
-                self.timeout + 1.0,
-            )
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
-            raise EngineError(f"cannot read the log of {container}: {error.message}") from None
-        return "".join(chunks).splitlines()[-lines:] if lines > 0 else []
+        data = await self._inspect_raw(container)  # its TTY says how the log is framed
+        if lines <= 0:
+            return []
+        failure = _Failure(
+            f"cannot read the log of {container}", by_status={404: _not_found(container)}
+        )
+        http = await self._negotiate()
+        params = {"stdout": "1", "stderr": "1", "tail": str(lines)}
+        with self._engine_errors(failure):
+            async with asyncio.timeout(self.timeout):
+                response = await http.request(
+                    "GET", self._path(f"containers/{_segment(container)}/logs"), params=params
+                )
+            tty = bool((data.get("Config") or {}).get("Tty"))
+            return log_lines(response.body, tty)[-lines:]
+        return []
 
     async def stop_container(self, container: str, grace_period: float = 30.0) -> None:
         seconds = max(0, math.ceil(grace_period))
-        try:
-            await self._call(
-                f"containers/{_segment(container)}/stop",
-                "POST",
-                params={"t": str(seconds)},
-                limit=self.timeout + seconds,
-            )
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
-            raise EngineError(f"cannot stop container {container}: {error.message}") from None
+        failure = _Failure(
+            f"cannot stop container {container}", by_status={404: _not_found(container)}
+        )
+        await self._call(
+            "POST",
+            f"containers/{_segment(container)}/stop",
+            failure,
+            params={"t": str(seconds)},
+            limit=self.timeout + seconds,
+        )
 
     async def remove_container(self, container: str) -> None:
-        try:
-            await self._call(
-                f"containers/{_segment(container)}", "DELETE", params={"force": "1", "v": "1"}
-            )
-        except DockerError as error:
-            if error.status == 404:
-                return
-            if error.status == 409 and "already in progress" in error.message:
-                return
-            raise EngineError(f"cannot remove container {container}: {error.message}") from None
+        failure = _Failure(
+            f"cannot remove container {container}",
+            by_status={404: None},
+            by_text={"already in progress": None},
+        )
+        await self._call(
+            "DELETE", f"containers/{_segment(container)}", failure, params={"force": "1", "v": "1"}
+        )
 
     async def rename_container(self, container: str, new_name: str) -> None:
-        try:
-            await self._call(
-                f"containers/{_segment(container)}/rename", "POST", params={"name": new_name}
-            )
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
-            if error.status == 409:
-                raise NameConflictError(
+        failure = _Failure(
+            f"cannot rename container {container} to {new_name}",
+            CreateFailedError,
+            by_status={
+                404: _not_found(container),
+                409: NameConflictError(
                     f"cannot rename container {container} to {new_name}: "
                     "the name is already in use by another container"
-                ) from None
-            if "same name" in error.message:
-                return
-            raise CreateFailedError(
-                f"cannot rename container {container} to {new_name}: {error.message}"
-            ) from None
+                ),
+            },
+            by_text={"same name": None},
+        )
+        await self._call(
+            "POST", f"containers/{_segment(container)}/rename", failure, params={"name": new_name}
+        )
 
     async def update_container(
         self, container: str, restart: RestartPolicy, resources: Resources | None
     ) -> None:
-        body: dict[str, Any] = {"RestartPolicy": _restart_body(restart)}
         try:
-            body.update(_memory_fields(resources))
+            body = update_body(restart, resources)
         except CreateFailedError as error:
             raise EngineError(f"cannot update container {container}: {error}") from None
-        try:
-            await self._call(f"containers/{_segment(container)}/update", "POST", body=body)
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
-            raise EngineError(f"cannot update container {container}: {error.message}") from None
+        failure = _Failure(
+            f"cannot update container {container}", by_status={404: _not_found(container)}
+        )
+        await self._call("POST", f"containers/{_segment(container)}/update", failure, body=body)
 
     async def pause_container(self, container: str) -> None:
         await self._state_change(container, "pause")
@@ -889,44 +532,31 @@ class DockerEngine:
         await self._state_change(container, "unpause")
 
     async def _state_change(self, container: str, action: str) -> None:
-        try:
-            await self._call(f"containers/{_segment(container)}/{action}", "POST")
-        except DockerError as error:
-            if error.status == 404:
-                raise ContainerNotFoundError(f"no such container: {container}") from None
+        failure = _Failure(
+            f"cannot {action} container {container}",
             # Docker answers 409, or 500 for "is not paused" (20.10).
-            if error.status == 409 or "is not paused" in error.message:
-                raise ContainerStateError(
-                    f"cannot {action} container {container}: {error.message}"
-                ) from None
-            raise EngineError(f"cannot {action} container {container}: {error.message}") from None
+            by_status={404: _not_found(container), 409: ContainerStateError},
+            by_text={"is not paused": ContainerStateError},
+        )
+        await self._call("POST", f"containers/{_segment(container)}/{action}", failure)
 
     def events(self) -> AsyncIterator[ContainerEvent]:
         return _DockerEventStream(self, time.time_ns())
 
     async def close(self) -> None:
-        if self._docker is not None:
-            docker, self._docker = self._docker, None
-            self._negotiated = False
-            await docker.close()
+        if self._http is not None:
+            http, self._http = self._http, None
+            self.api_version = ""
+            await http.aclose()
 
 
-def _track_layer(layers: dict[str, tuple[int, int]], message: Mapping[str, Any]) -> None:
-    """Fold one pull-stream message into per-layer (done, total) bytes."""
-    layer = message.get("id")
-    status = str(message.get("status") or "")
-    if not layer or status.startswith(("Pulling from", "Digest", "Status")):
-        return
-    done, total = layers.get(layer, (0, 0))
-    detail = message.get("progressDetail") or {}
-    if status == "Downloading" and detail.get("total"):
-        total = int(detail["total"])
-        done = int(detail.get("current") or 0)
-    elif status in ("Download complete", "Pull complete", "Verifying Checksum"):
-        done = total
-    elif status == "Already exists":
-        return
-    layers[layer] = (min(done, total) if total else done, total)
+async def _readline(response: StreamedResponse, seconds: float, stalled: EngineError) -> bytes:
+    """The stream's next line; `stalled` when nothing comes for `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await response.readline()
+    except TimeoutError:
+        raise stalled from None
 
 
 class _DockerEventStream:
@@ -939,50 +569,55 @@ class _DockerEventStream:
     def __init__(self, engine: DockerEngine, since_ns: int) -> None:
         self._engine = engine
         self._since_ns = since_ns
-        self._response: aiohttp.ClientResponse | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._response: StreamedResponse | None = None
         self._closed = False
 
     def __aiter__(self) -> _DockerEventStream:
         return self
 
-    async def _open(self) -> aiohttp.ClientResponse:
+    async def _open(self) -> StreamedResponse:
         engine = self._engine
-        docker = await engine._negotiate()
+        http = await engine._negotiate()
         seconds, nanos = divmod(self._since_ns, 1_000_000_000)
         params = {
             "since": f"{seconds}.{nanos:09d}",
             "filters": json.dumps({"type": ["container"]}),
         }
-        endless = aiohttp.ClientTimeout(total=None, connect=engine.timeout, sock_read=None)
-        return await engine._bounded(
-            docker._do_query("events", "GET", params=params, timeout=endless), engine.timeout
-        )
+        self._stack = contextlib.AsyncExitStack()
+        with engine._engine_errors(_Failure("cannot watch the container engine's events")):
+            async with asyncio.timeout(engine.timeout):
+                return await self._stack.enter_async_context(
+                    http.stream("GET", engine._path("events"), params=params)
+                )
+        raise AssertionError("unreachable: every API error of the event stream is one")
 
     async def __anext__(self) -> ContainerEvent:
         if self._closed:
             raise StopAsyncIteration
-        if self._response is None:
-            self._response = await self._open()
-        while True:
-            try:
-                line = await self._response.content.readline()
-            except (aiohttp.ClientError, OSError) as error:
-                await self.aclose()
-                raise self._engine._unavailable(error) from None
-            if not line:
-                await self.aclose()
-                raise StopAsyncIteration
-            if not line.strip():
-                continue
-            raw = json.loads(line)
-            if raw.get("Type") not in (None, "container"):
-                continue
-            if int(raw.get("timeNano") or 0) < self._since_ns:
-                continue
-            return event_from_docker(raw)
+        try:
+            if self._response is None:
+                self._response = await self._open()
+            while True:
+                with self._engine._engine_errors(None):
+                    line = await self._response.readline()
+                if not line:
+                    raise StopAsyncIteration
+                if not line.strip():
+                    continue
+                raw = json.loads(line)
+                if raw.get("Type") not in (None, "container"):
+                    continue
+                if int(raw.get("timeNano") or 0) < self._since_ns:
+                    continue
+                return event_from_docker(raw)
+        except Exception:  # the end, or a failure: the stream is done (not on cancellation)
+            await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._response is not None:
-            self._response.close()
-            self._response = None
+        self._response = None
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -28,12 +28,22 @@ class _Pull:
 
 
 class Downloads:
-    """An async context manager: the pulls run while it is entered; leaving cancels the rest."""
+    """An async context manager: the pulls run while it is entered; leaving cancels the rest.
+
+    `on_finished` is called when a pull ends (so that what waits for its image can start at
+    once, not when the phase loop gets to it)."""
 
     def __init__(
-        self, engine: Engine, images: Iterable[str], *, always: bool, concurrency: int
+        self,
+        engine: Engine,
+        images: Iterable[str],
+        *,
+        always: bool,
+        concurrency: int,
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_finished = on_finished
         self._always = always
         self._limit = asyncio.Semaphore(max(1, concurrency))
         self._pulls: dict[str, _Pull] = {image: _Pull() for image in dict.fromkeys(images)}
@@ -73,6 +83,8 @@ class Downloads:
             pull.error = EngineError(f"cannot pull image {image}: {error}")
         finally:
             pull.finished.set()
+            if self._on_finished is not None:
+                self._on_finished()
 
     def ready(self, image: str) -> bool:
         """Whether `image` is there (its pull, if any, finished without error)."""

@@ -10,13 +10,20 @@ Ownership is per domain (our-behaviour "Containers that the agent owns"): the ow
 domain the container's labels name, unless those labels are its image's own (`owner`). The
 inspect is what shows the image's labels; a container whose labels name another domain, or
 none, is never inspected unless it holds a desired name (to name its owner).
+
+`Settled` remembers, per container, what its inspect showed that the listing cannot: its
+owner (from its labels and its image's, which never change) when its restart policy and
+limits were as its labels record them. While this agent does not change it (an operation
+with a non-CHECK action on it unsettles it), the listing is all there is to read: a no-op
+needs the listing alone. A `docker update` made behind the agent's back is seen at the
+agent's next start (Kanto's container manager does not see one either).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
 from cua.containers.gosyntax import Size, SizeError
@@ -53,14 +60,39 @@ async def map_concurrently(
     return results  # type: ignore[return-value]  # every slot was filled
 
 
+class Settled:
+    """Containers whose inspect need not be repeated: container id -> its owner."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str | None] = {}
+
+    def __contains__(self, container_id: object) -> bool:
+        return container_id in self._owners
+
+    def owner(self, container_id: str) -> str | None:
+        return self._owners[container_id]
+
+    def add(self, container_id: str, owned_by: str | None) -> None:
+        self._owners[container_id] = owned_by
+
+    def discard(self, container_ids: Iterable[str]) -> None:
+        """These may be changed (an operation's actions): inspect them again."""
+        for container_id in container_ids:
+            self._owners.pop(container_id, None)
+
+
 async def current_containers(
-    engine: Engine, desired_names: Collection[str], manage: Manage, domain: str
+    engine: Engine,
+    desired_names: Collection[str],
+    manage: Manage,
+    domain: str,
+    settled: Settled | None = None,
 ) -> list[CurrentContainer]:
     """The engine's containers as identification needs them. Raises EngineError."""
     summaries = await engine.list_containers()
 
     async def one(summary: ContainerSummary) -> CurrentContainer | None:
-        return await _current(engine, summary, desired_names, manage, domain)
+        return await _current(engine, summary, desired_names, manage, domain, settled=settled)
 
     return [c for c in await map_concurrently(summaries, one) if c is not None]
 
@@ -71,6 +103,8 @@ async def _current(
     desired_names: Collection[str],
     manage: Manage,
     domain: str,
+    *,
+    settled: Settled | None,
 ) -> CurrentContainer | None:
     claimed = label_domain(summary.labels)
     desired = summary.name in desired_names and not is_transient(summary.name)
@@ -78,19 +112,31 @@ async def _current(
         inspect = desired
     else:  # the owner of a desired name, and whether our domain's labels are the image's
         inspect = claimed is not None and (desired or claimed == domain)
+    known = settled is not None and summary.id in settled
     details = None
-    if inspect:
+    if inspect and not known:
         try:
             details = await engine.inspect_container(summary.id)
         except ContainerNotFoundError:
             return None  # removed since it was listed
-    owned_by = claimed if details is None else owner(details.labels, details.image_labels)
+    if details is not None:
+        owned_by = owner(details.labels, details.image_labels)
+    elif known and settled is not None:
+        owned_by = settled.owner(summary.id)
+    else:
+        owned_by = claimed
     labelled = decode_labels(summary.labels) if owned_by is not None else None
     image = labelled.image_as_given if labelled is not None else summary.image
     spec: ContainerSpec | None = None
     managed = owned_by == domain
-    if details is not None and desired and (managed or manage is Manage.ALL):
-        spec = effective_spec(labelled, details.spec)
+    engine_spec = None if details is None else effective_spec(labelled, details.spec)
+    if desired and (managed or manage is Manage.ALL):
+        if engine_spec is not None:
+            spec = engine_spec
+        elif known and labelled is not None:
+            spec = labelled.spec  # as created, and not changed since it was inspected
+    if settled is not None and labelled is not None and engine_spec == labelled.spec:
+        settled.add(summary.id, owned_by)
     return CurrentContainer(
         id=summary.id,
         name=summary.name,

@@ -47,9 +47,12 @@ class Lookahead(Generic[_A, _R]):
         self._actions: Sequence[_A] = ()
         self._tasks: dict[int, asyncio.Task[_Outcome[_R]]] = {}
         self._group = asyncio.TaskGroup()
+        self._index = -1  # where the loop is (the last `advance`)
+        self._open = False
 
     async def __aenter__(self) -> Lookahead[_A, _R]:
         await self._group.__aenter__()
+        self._open = True
         return self
 
     async def __aexit__(
@@ -58,6 +61,7 @@ class Lookahead(Generic[_A, _R]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._open = False
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             await self._group.__aexit__(exc_type, exc, tb)
             return
@@ -71,6 +75,7 @@ class Lookahead(Generic[_A, _R]):
     def advance(self, index: int) -> None:
         """The loop is at `actions[index]`: start its work and the next ones, if ready
         (one not ready is done by `wait` when the loop gets to it)."""
+        self._index = index
         last = min(len(self._actions) - 1, index + self._ahead)
         for position in range(index, last + 1):
             action = self._actions[position]
@@ -78,6 +83,12 @@ class Lookahead(Generic[_A, _R]):
                 continue
             if self._ready is None or self._ready(action):
                 self._tasks[id(action)] = self._group.create_task(self._run(action))
+
+    def refresh(self) -> None:
+        """What `ready` says may have changed (an image arrived): start the work that is
+        ready now in the loop's window, without waiting for the loop to move on."""
+        if self._open and self._index >= 0:
+            self.advance(self._index)
 
     async def wait(self, action: _A) -> _R | None:
         """The action's result, raising its error; run now if it was not started."""

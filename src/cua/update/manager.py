@@ -21,11 +21,12 @@ from cua.api.models import (
     DesiredStateFeedback,
     StatusType,
 )
+from cua.containers.compare import ActionKind
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import ParsedDesiredState, parse_desired_state
 from cua.engine.base import Engine, EngineError
 from cua.settings import Mode, UpdateSettings
-from cua.update.identify import current_containers
+from cua.update.identify import Settled, current_containers
 from cua.update.journal import Journal, JournalError, Step
 from cua.update.operation import COMMANDS, Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
@@ -114,6 +115,7 @@ class UpdateManager:
         self._stopped = asyncio.Event()
         self._journal = journal if journal is not None else Journal(None)
         self._recovered = False  # recovery done; until then it is tried before each operation
+        self._settled = Settled()  # containers identification need not inspect
         # Operations a restart interrupted -> why (the answer to their later commands).
         self._interrupted: dict[str, str] = {}
 
@@ -173,6 +175,8 @@ class UpdateManager:
         except EngineError as error:
             log.error("crash recovery failed: %s", error)
             return
+        if not self._recovered:  # it may have changed containers read before
+            self._settled = Settled()
         self._recovered = True
         answered = {e.activity for e in entries if e.step is Step.ENDED}
         message = interrupted_message(done)
@@ -313,6 +317,7 @@ class UpdateManager:
                 await self._end_unexpected(operation, error)
             finally:
                 self._running = None
+                self._unsettle(operation.plan)
         else:
             self._pending = operation
 
@@ -334,6 +339,7 @@ class UpdateManager:
             await self._answer_unexpected(item, error)
         finally:
             self._running = None
+            self._unsettle(operation.plan)
         if operation.finished:
             self._pending = None
 
@@ -369,18 +375,32 @@ class UpdateManager:
         )
 
     async def _make_plan(self, parsed: ParsedDesiredState) -> Plan:
+        for operation in (self._pending, self._running):
+            if operation is not None:  # it may change its containers
+                self._unsettle(operation.plan)
         current = await current_containers(
             self._engine,
             {c.id for c in parsed.containers},
             self._settings.manage,
             self._settings.domain,
+            self._settled,
         )
-        return make_plan(
+        plan = make_plan(
             parsed,
             current,
             domain=self._settings.domain,
             manage=self._settings.manage,
             system_containers=self._settings.system_containers,
+        )
+        self._unsettle(plan)
+        return plan
+
+    def _unsettle(self, plan: Plan) -> None:
+        """The containers `plan` changes (or rolls back) are inspected again next time."""
+        self._settled.discard(
+            action.current.id
+            for action in plan.actions
+            if action.current is not None and action.kind is not ActionKind.CHECK
         )
 
     async def _identify(
@@ -408,6 +428,7 @@ class UpdateManager:
                 changed = replacing.changed_device
                 log.info("[%s] superseded by %s", replacing.activity_id, activity_id)
                 await replacing.supersede(superseded_message(activity_id))
+                self._unsettle(replacing.plan)
                 self._journal.started(activity_id)  # the superseded one removed the journal
                 if changed:
                     plan = await self._make_plan(parsed)
@@ -460,3 +481,4 @@ class UpdateManager:
             return await operation.run_standalone()
         finally:
             self._running = None
+            self._unsettle(operation.plan)

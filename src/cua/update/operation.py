@@ -429,22 +429,24 @@ class Operation:
             for a in self._members(state)
             if a.kind in _DOWNLOAD.kinds and a.planned.desired is not None
         ]
+
+        def image_ready(action: ActionState) -> bool:
+            desired = action.planned.desired
+            return desired is not None and downloads.ready(desired.spec.image)
+
+        # Creates run ahead only once their image is there: an early create never waits
+        # for a pull, so a failed phase ends at once (as Kanto's). A pull that ends starts
+        # the creates waiting for it (`refresh`): the last create follows the last pull.
+        early: Lookahead[ActionState, None] = Lookahead(
+            self._steps.create_new, self._settings.parallel_actions - 1, image_ready
+        )
         async with Downloads(
             self._engine,
             images,
             always=self._settings.pull_always,
             concurrency=self._settings.download_concurrency,
+            on_finished=early.refresh,
         ) as downloads:
-
-            def image_ready(action: ActionState) -> bool:
-                desired = action.planned.desired
-                return desired is not None and downloads.ready(desired.spec.image)
-
-            # Creates run ahead only once their image is there: an early create never
-            # waits for a pull, so a failed phase ends at once (as Kanto's).
-            early: Lookahead[ActionState, None] = Lookahead(
-                self._steps.create_new, self._settings.parallel_actions - 1, image_ready
-            )
 
             async def step(action: ActionState, baseline: str) -> str:
                 desired = action.planned.desired

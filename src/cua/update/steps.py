@@ -198,8 +198,13 @@ class DeviceSteps:
         """RECREATE, DESTROY: stop the current container if it runs or is paused."""
         current = action.planned.current
         assert current is not None
-        details = await self._engine.inspect_container(current.id)
-        if details.state.status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
+        # Listed as running at identification: stopped without reading its state again (a
+        # stop of one that ended since is a no-op for the engine). Listed otherwise: read,
+        # as it may have been started since.
+        status = current.status
+        if not current.running:
+            status = (await self._engine.inspect_container(current.id)).state.status
+        if status in (ContainerStatus.RUNNING, ContainerStatus.PAUSED):
             self._journal.stopped(self._activity_id, current.id, action.name)
             action.old_stopped = True  # set first: a failed stop may still have stopped it
             await self._engine.stop_container(current.id, self._grace)

@@ -1,0 +1,106 @@
+"""The Engine API's HTTP client (`cua.engine.transport`) against an in-process HTTP server on
+a unix socket: keep-alive reuse, a connection the server closed, statuses, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from cua.engine.transport import APIError, EngineHTTP, TransportError, engine_address
+
+pytestmark = pytest.mark.unit
+
+Answer = Callable[[bytes], bytes]
+
+
+@contextlib.asynccontextmanager
+async def _server(tmp_path: Path, answer: Answer) -> AsyncIterator[tuple[EngineHTTP, list[int]]]:
+    """A server answering each request head with `answer(head)` (whole raw answers); the
+    client, and the number of requests per connection."""
+    per_connection: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        per_connection.append(0)
+        index = len(per_connection) - 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                per_connection[index] += 1
+                reply = answer(head)
+                if not reply:  # close without answering
+                    break
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    path = tmp_path / "engine.sock"
+    server = await asyncio.start_unix_server(serve, path=str(path))
+    http = EngineHTTP(engine_address(f"unix://{path}"), connect_timeout=2)
+    try:
+        yield http, per_connection
+    finally:
+        await http.aclose()
+        server.close()
+
+
+def _json(status: str, body: bytes) -> bytes:
+    return b"HTTP/1.1 " + status.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def test_requests_reuse_one_connection(tmp_path: Path) -> None:
+    async with _server(tmp_path, lambda _head: _json("200 OK", b'{"a": 1}')) as (http, counts):
+        for _ in range(3):
+            assert (await http.request("GET", "/x", params={"all": "1"})).json() == {"a": 1}
+    assert counts == [3]
+
+
+async def test_not_modified_is_a_success_and_errors_carry_the_engines_message(
+    tmp_path: Path,
+) -> None:
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"POST /start"):
+            return b"HTTP/1.1 304 Not Modified\r\n\r\n"
+        return _json("404 Not Found", b'{"message": "No such container: x"}')
+
+    async with _server(tmp_path, answer) as (http, _counts):
+        assert (await http.request("POST", "/start")).status == 304
+        with pytest.raises(APIError) as raised:
+            await http.request("GET", "/containers/x/json")
+    assert (raised.value.status, raised.value.message) == (404, "No such container: x")
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+
+    def answer(head: bytes) -> bytes:
+        seen.append(head)
+        if len(seen) == 2:
+            return b""  # the kept-alive connection dies under the second request
+        return _json("200 OK", b"{}")
+
+    async with _server(tmp_path, answer) as (http, counts):
+        await http.request("GET", "/one")
+        assert (await http.request("GET", "/two")).json() == {}
+    assert counts == [2, 1]
+
+
+async def test_streamed_lines_and_a_missing_socket(tmp_path: Path) -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab\nc\r\n3\r\nd\ne\r\n0\r\n\r\n"
+    )
+    async with (
+        _server(tmp_path, lambda _head: chunked) as (http, _counts),
+        http.stream("GET", "/events") as response,
+    ):
+        lines = [await response.readline() for _ in range(4)]
+    assert lines == [b"ab\n", b"cd\n", b"e", b""]
+    missing = EngineHTTP(engine_address(f"unix://{tmp_path}/none.sock"), connect_timeout=2)
+    with pytest.raises(TransportError, match="No such file"):
+        await missing.request("GET", "/version")
