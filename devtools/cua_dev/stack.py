@@ -14,6 +14,8 @@ explicit `start()` / `stop()`; `python -m cua_dev.stack` runs it for humans.
 
 from __future__ import annotations
 
+import asyncio
+
 import atexit
 import contextlib
 import ctypes
@@ -229,6 +231,10 @@ class LocalStack:
         """`127.0.0.1:<port>` inside the namespace (a port also free on the machine's own
         loopback, so a push that forgot the namespace is refused, not misdelivered)."""
         return f"127.0.0.1:{self._registry_port}"
+
+    async def registry_connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to the registry, from wherever it runs (for `cua_dev.proxy`)."""
+        return await asyncio.open_connection("127.0.0.1", self._registry_port)
 
     @property
     def mqtt_port(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cua.api.envelope import (
     Envelope,
@@ -47,6 +47,9 @@ from cua.update.journal import Journal
 from cua.update.manager import UpdateManager, unexpected_error_message
 
 __all__ = ["Agent", "initial_state_activity_id"]
+
+if TYPE_CHECKING:
+    from cua.download.fetch import AgentDownloader
 
 log = logging.getLogger(__name__)
 
@@ -401,6 +404,21 @@ def open_engine(config: AgentConfig) -> Engine:
         config.engine_url or None,
         mirrors=config.registry_mirrors,
         credentials=config.registries,
+        downloader=agent_downloader(config) if config.download.by_agent else None,
+    )
+
+
+def agent_downloader(config: AgentConfig) -> AgentDownloader:
+    """The agent's own image downloads: its cache is `<state_dir>/images`."""
+    from cua.download.fetch import AgentDownloader
+    from cua.download.registry import Login, RegistryClient
+
+    logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
+    return AgentDownloader(
+        config.state_dir / "images",
+        RegistryClient(logins),
+        rate=config.download.rate_limit,
+        cache_cap=config.download.cache_max,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +30,12 @@ from cua.broker import (
     parse_broker_url,
     tls_context,
 )
-from cua.containers.gosyntax import parse_go_duration
+from cua.containers.gosyntax import Size, SizeError, parse_go_duration
 from cua.settings import (
     MAX_ACTIVITY_ID_LENGTH,
     MAX_COMPONENTS,
     MAX_MESSAGE_SIZE,
+    DownloadSettings,
     Limits,
     Manage,
     Mode,
@@ -88,6 +90,9 @@ class _UpdateAgentSection(_FileModel):
     registry_mirrors: dict[str, str] = Field(default_factory=dict)
     registries: dict[str, _RegistryLogin] = Field(default_factory=dict)
     pull_always: bool = False
+    download: str = "engine"
+    download_rate_limit: str | int = ""
+    download_cache_max: str | int = "2G"
     stop_timeout: str | int | float | None = None
     activation_window: str | int | float | None = None
     activation_timeout: str | int | float | None = None
@@ -199,6 +204,35 @@ class Overrides:
     mqtt_version: str | None = None
 
 
+def _bytes_setting(key: str, raw: str | int, default: int) -> int:
+    """A size setting: bytes as a number, or a string like "2MB", "512k", "1.5G" (binary
+    units); "" for the default."""
+    if isinstance(raw, int):
+        value = raw
+    elif not raw.strip():
+        return default
+    else:
+        # Kanto's size syntax (`2M`, `512k`, `1.5g`), a trailing B or iB allowed (`2MB`)
+        text = re.sub(r"(?i)(?<=[kmg])i?b$", "", raw.strip())
+        try:
+            value = Size.parse(text).engine_bytes
+        except SizeError:
+            value = -1
+    if value < 0:
+        raise ConfigError(f'update_agent.{key}: must be a size like "2MB" or bytes >= 0')
+    return value
+
+
+def _download_settings(ua: _UpdateAgentSection) -> DownloadSettings:
+    if ua.download not in ("agent", "engine"):
+        raise ConfigError('update_agent.download: must be "agent" or "engine"')
+    return DownloadSettings(
+        by_agent=ua.download == "agent",
+        rate_limit=_bytes_setting("download_rate_limit", ua.download_rate_limit, 0),
+        cache_max=_bytes_setting("download_cache_max", ua.download_cache_max, 2 << 30),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything the agent needs, validated."""
@@ -210,6 +244,7 @@ class AgentConfig:
     registry_mirrors: Mapping[str, str] = field(default_factory=dict)
     registries: Mapping[str, RegistryCredentials] = field(default_factory=dict)
     log_level: str = "INFO"
+    download: DownloadSettings = field(default_factory=DownloadSettings)
 
     @property
     def domain(self) -> str:
@@ -381,6 +416,7 @@ def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentC
         registry_mirrors=dict(ua.registry_mirrors),
         registries=registries,
         log_level=log_level,
+        download=_download_settings(ua),
     )
 
 

@@ -72,6 +72,16 @@ class UpdateSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DownloadSettings:
+    """Who downloads images (`by_agent`: the agent, into its cache; else the engine pulls),
+    the bandwidth limit in bytes/s for all downloads (0: none) and the cache cap (bytes)."""
+
+    by_agent: bool = False
+    rate_limit: int = 0
+    cache_max: int = 2 << 30
+
+
+@dataclass(frozen=True, slots=True)
 class RegistryCredentials:
     """A login to an image registry (`update_agent.registries`)."""
 

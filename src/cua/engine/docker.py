@@ -19,13 +19,16 @@ import math
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy
 from cua.containers.state import ContainerDetails, ContainerSummary
+from cua.download.fetch import AgentDownloader, Source
+from cua.download.manifests import Platform
 from cua.engine.base import (
     ContainerEvent,
     ContainerNotFoundError,
@@ -39,6 +42,7 @@ from cua.engine.base import (
     PullProgress,
     StartFailedError,
 )
+from cua.engine.docker_archive import DockerArchive
 from cua.engine.docker_mapping import (
     MAX_API_VERSION,
     ImageReference,
@@ -146,6 +150,9 @@ class DockerEngine:
     (never logged; a warning when the engine is reached over plain TCP).
     `timeout`: the bound, in seconds, of every engine call (a stop adds its grace period).
     `pull_stall_timeout`: a pull fails when the engine reports nothing for this long.
+    `downloader`: the agent fetches images itself and the engine loads them (README,
+    Downloads); None: the engine pulls. Images pinned by digest are always engine pulls
+    (a loaded image has no repo digest to find it by).
     """
 
     def __init__(
@@ -156,8 +163,10 @@ class DockerEngine:
         credentials: Mapping[str, RegistryCredentials] | None = None,
         timeout: float = 60.0,
         pull_stall_timeout: float = 300.0,
+        downloader: AgentDownloader | None = None,
     ) -> None:
         self.url = engine_url(url)
+        self.downloader = downloader
         self.mirrors = dict(mirrors or {})
         self._credentials = dict(credentials or {})
         self.timeout = timeout
@@ -341,6 +350,14 @@ class DockerEngine:
         wanted = ImageReference.parse(image)
         mirror = self.mirrors.get(wanted.registry)
         source = wanted.on_registry(mirror) if mirror else wanted
+        if self.downloader is not None and not wanted.digest:
+            fetched = wanted.on_registry(mirror or wanted.registry)
+            tag = wanted.tag or "latest"
+            named = image if wanted.tag else f"{image}:{tag}"
+            where = Source(fetched.registry, fetched.path, tag, named)
+            async for progress in self.downloader.pull(self, where):
+                yield progress
+            return
         # Only the credentials of the host actually contacted: a mirror never receives the
         # login of the registry it stands in for.
         headers = self._auth_headers(mirror or wanted.registry)
@@ -399,6 +416,44 @@ class DockerEngine:
         tag = {"repo": wanted.repository, "tag": wanted.tag or "latest"}
         await self._call("POST", f"images/{_segment(pulled)}/tag", failure, params=tag)
         await self._call("DELETE", f"images/{_segment(pulled)}", failure, params={"noprune": "1"})
+
+    # --- the engine's side of agent downloads (`cua.download.fetch.ImageStore`) ------------
+
+    async def engine_platform(self) -> Platform:
+        failure = _Failure("cannot read the engine's platform")
+        version = await self._call("GET", "version", failure)
+        return Platform(str(version.get("Os", "linux")), str(version.get("Arch", "")))
+
+    async def data_root(self) -> str:
+        info = await self._call("GET", "info", _Failure("cannot read the engine's data root"))
+        return str(info.get("DockerRootDir") or "")
+
+    async def layer_chains(self) -> list[list[str]]:
+        failure = _Failure("cannot list images", by_status={404: None})
+        chains = []
+        for summary in await self._call("GET", "images/json", failure) or []:
+            found = await self._inspect_image(str(summary.get("Id", "")))
+            if found is not None:
+                chains.append(list((found.get("RootFS") or {}).get("Layers") or []))
+        return chains
+
+    async def load_image(self, config: Path, layers: Sequence[Path | None], tag: str) -> None:
+        archive = DockerArchive(config, layers, tag)
+        failure = _Failure(f"cannot pull image {tag}: the engine did not load it", PullFailedError)
+        http = await self._negotiate()
+        with self._engine_errors(failure):
+            async with asyncio.timeout(self.pull_stall_timeout):
+                response = await http.upload(
+                    "POST",
+                    self._path("images/load"),
+                    archive.chunks(),
+                    archive.length,
+                    params={"quiet": "1"},
+                )
+            for line in response.body.splitlines():
+                message = json.loads(line) if line.strip() else {}
+                if message.get("error"):
+                    raise PullFailedError(f"{failure.what}: {message['error']}")
 
     async def create_container(
         self, name: str, spec: ContainerSpec, labels: Mapping[str, str]

@@ -25,7 +25,7 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,6 +319,57 @@ class EngineHTTP:
         if head.status_code >= 400:
             raise APIError(head.status_code, _message(data))
         return Response(head.status_code, data)
+
+    async def upload(
+        self,
+        method: str,
+        path: str,
+        chunks: Iterable[bytes],
+        length: int,
+        *,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/x-tar",
+    ) -> Response:
+        """A request whose body (`length` bytes) is sent as `chunks` come, on a connection
+        of its own (an image archive). Raises APIError for a status >= 400."""
+        target = path + ("?" + urlencode(params) if params else "")
+        fields = [
+            ("Host", self.address.host_header),
+            ("User-Agent", "cua"),
+            ("Content-Type", content_type),
+            ("Content-Length", str(length)),
+        ]
+        connection = await self._connect()
+        try:
+            head = await _guarded(self._send_chunks(connection, method, target, fields, chunks))
+            data = await self._read_body(connection)
+        finally:
+            connection.close()
+        if head.status_code >= 400:
+            raise APIError(head.status_code, _message(data))
+        return Response(head.status_code, data)
+
+    async def _send_chunks(
+        self,
+        connection: _Connection,
+        method: str,
+        target: str,
+        fields: list[tuple[str, str]],
+        chunks: Iterable[bytes],
+    ) -> h11.Response:
+        h = connection.h11
+        connection.writer.write(h.send(h11.Request(method=method, target=target, headers=fields)))
+        for chunk in chunks:
+            connection.writer.write(h.send(h11.Data(data=chunk)) or b"")
+            await connection.writer.drain()
+        connection.writer.write(h.send(h11.EndOfMessage()) or b"")
+        await connection.writer.drain()
+        while True:
+            event = await connection.next_event()
+            if isinstance(event, h11.Response):
+                return event
+            if isinstance(event, h11.ConnectionClosed):
+                raise TransportError("the engine closed the connection")
 
     @asynccontextmanager
     async def stream(

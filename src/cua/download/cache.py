@@ -1,0 +1,126 @@
+"""The content-addressed blob cache under the state directory (`<state_dir>/images`).
+
+`blobs/sha256/<hex>` holds complete blobs that matched their digest when written;
+`partial/sha256/<hex>` holds the bytes received so far of a blob being fetched: a download
+interrupted by a lost link, a registry restart, an agent SIGKILL or a reboot continues from
+there. A blob is verified again whenever it is used (hashing is far cheaper than fetching):
+an entry that fails is discarded, so the blob is fetched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20
+
+
+class CacheError(OSError):
+    """The cache directory cannot be written (full disk, permissions)."""
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(READ_SIZE):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+class BlobCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs" / "sha256"
+        self._partial = root / "partial" / "sha256"
+
+    def ensure(self) -> None:
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._partial.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self._blobs / digest.removeprefix("sha256:")
+
+    def partial_path(self, digest: str) -> Path:
+        return self._partial / digest.removeprefix("sha256:")
+
+    def partial_size(self, digest: str) -> int:
+        try:
+            return self.partial_path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def verified(self, digest: str) -> Path | None:
+        """The complete blob's path if it is there and matches its digest. A blob that does
+        not match is discarded (and logged): the caller fetches it again."""
+        path = self.path(digest)
+        if not path.exists():
+            return None
+        if file_digest(path) != digest:
+            log.warning("cached blob %s does not match its digest; discarded", digest)
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
+    def commit(self, digest: str) -> bool:
+        """Move a fully received blob into the cache if it matches its digest (True); a
+        mismatch discards the partial bytes (False)."""
+        partial = self.partial_path(digest)
+        if file_digest(partial) != digest:
+            log.warning("downloaded blob %s does not match its digest; discarded", digest)
+            partial.unlink(missing_ok=True)
+            return False
+        os.replace(partial, self.path(digest))
+        return True
+
+    def digests(self) -> set[str]:
+        """Every digest with bytes in the cache (complete or partial)."""
+        found: set[str] = set()
+        for folder in (self._blobs, self._partial):
+            if folder.is_dir():
+                found.update("sha256:" + p.name for p in folder.iterdir())
+        return found
+
+    def size(self) -> int:
+        total = 0
+        for folder in (self._blobs, self._partial):
+            if folder.is_dir():
+                total += sum(p.stat().st_size for p in folder.iterdir())
+        return total
+
+    def remove(self, digests: Iterable[str]) -> int:
+        """Remove these blobs (complete and partial); returns the bytes freed."""
+        freed = 0
+        for digest in digests:
+            for path in (self.path(digest), self.partial_path(digest)):
+                try:
+                    freed += path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        return freed
+
+    def trim(self, cap: int, keep: Iterable[str] = ()) -> int:
+        """Remove the oldest blobs not in `keep` until the cache holds at most `cap` bytes
+        (`cap <= 0`: no cap). Returns the bytes freed."""
+        if cap <= 0:
+            return 0
+        kept = set(keep)
+        total = self.size()
+        candidates = []
+        for folder in (self._blobs, self._partial):
+            if folder.is_dir():
+                candidates += [p for p in folder.iterdir() if "sha256:" + p.name not in kept]
+        candidates.sort(key=lambda p: p.stat().st_mtime)
+        freed = 0
+        for path in candidates:
+            if total - freed <= cap:
+                break
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            freed += size
+        return freed

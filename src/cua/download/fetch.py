@@ -1,0 +1,282 @@
+"""One image pulled by the agent: manifest → platform → blobs into the cache → engine load.
+
+`AgentDownloader.pull` yields `PullProgress` (bytes in the cache against bytes needed, the
+bytes of an earlier, interrupted attempt counting as done) and ends with the image in the
+engine under its reference. Order of work:
+
+1. the manifest (an index resolved to the engine's platform), then the config blob;
+2. the layers the engine already holds are skipped: the longest prefix of the config's
+   `rootfs.diff_ids` that a local image's layers start with (`manifests.present_prefix`);
+3. the disk-space preflight (`preflight.check`): a shortage fails the pull before any
+   layer byte moves (the manifest and the small config are read first: their sizes are
+   what the preflight needs);
+4. the missing blobs, a few at a time, each resumed from its partial bytes with `Range`,
+   retried on a broken link with backoff, verified against its digest, under the shared
+   bandwidth limit;
+5. the engine loads the assembled archive (`ImageStore.load_image`), then the cache drops
+   the blobs of this image no other running pull uses, and trims to its size cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cua.download.cache import BlobCache
+from cua.download.manifests import (
+    Blob,
+    ImageManifest,
+    ManifestError,
+    Platform,
+    choose_from_index,
+    diff_ids,
+    is_index,
+    media_type,
+    present_prefix,
+    read_manifest,
+)
+from cua.download.preflight import Disk, check, free_bytes
+from cua.download.ratelimit import TokenBucket
+from cua.download.registry import LinkError, RegistryClient, RegistryError
+from cua.engine.base import PullFailedError, PullProgress
+
+log = logging.getLogger(__name__)
+
+PARALLEL_BLOBS = 3
+LINK_RETRIES = 5
+PROGRESS_INTERVAL = 0.5  # s between progress items (feedback throttles to 1/s itself)
+
+
+class ImageStore(Protocol):
+    """What the downloader needs from the engine (`DockerEngine` implements it)."""
+
+    async def engine_platform(self) -> Platform: ...
+
+    async def data_root(self) -> str: ...
+
+    async def layer_chains(self) -> list[list[str]]: ...
+
+    async def load_image(self, config: Path, layers: Sequence[Path | None], tag: str) -> None:
+        """Load the image (layers None: the engine holds them) and name it `tag`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the image is fetched from and what it is called once loaded."""
+
+    registry: str  # host[:port] contacted (a mirror, when one is configured)
+    repository: str  # path in that registry
+    reference: str  # tag or digest
+    name: str  # the reference the image gets on the engine
+
+
+class _Counter:
+    def __init__(self, total: int, done: int) -> None:
+        self.total = total
+        self.done = done
+
+
+class AgentDownloader:
+    """Pulls for one agent: one cache, one bandwidth limit for all pulls together.
+
+    `rate`: bytes/s for all downloads (0: none); `cache_cap`: bytes the cache may keep
+    (0: no cap).
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        client: RegistryClient,
+        *,
+        rate: float = 0,
+        cache_cap: int = 0,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.cache = BlobCache(cache_dir)
+        self.client = client
+        self.bucket = TokenBucket(rate)
+        self.cache_cap = cache_cap
+        self.retry_delay = retry_delay
+        self._in_use: dict[str, int] = {}  # digest -> running pulls that need it
+
+    async def pull(self, store: ImageStore, source: Source) -> AsyncIterator[PullProgress]:
+        what = f"cannot pull image {source.name}"
+        try:
+            self.cache.ensure()
+            platform = await store.engine_platform()
+            manifest = await self._manifest(source, platform)
+            blobs = [manifest.config, *manifest.layers]
+            self._hold(blobs)
+            try:
+                config = await self._blob(source, manifest.config, None)
+                ids = diff_ids(config.read_bytes(), len(manifest.layers))
+                present = present_prefix(ids, await store.layer_chains())
+                needed = list(manifest.layers[present:])
+                if present:
+                    log.info(
+                        "image %s: %d of %d layers already in the engine, not fetched",
+                        source.name,
+                        present,
+                        len(ids),
+                    )
+                await self._preflight(store, needed)
+                counter = _Counter(
+                    total=sum(b.size for b in needed),
+                    done=sum(min(self._on_disk(b), b.size) for b in needed),
+                )
+                paths: dict[str, Path] = {}
+                async with asyncio.TaskGroup() as group:
+                    limit = asyncio.Semaphore(PARALLEL_BLOBS)
+                    tasks = [
+                        group.create_task(self._limited(limit, source, blob, counter))
+                        for blob in needed
+                    ]
+                    while not all(task.done() for task in tasks):
+                        yield PullProgress(source.name, counter.done, counter.total)
+                        await asyncio.wait(tasks, timeout=PROGRESS_INTERVAL)
+                for blob, task in zip(needed, tasks, strict=True):
+                    paths[blob.digest] = task.result()
+                layers = [paths.get(blob.digest) for blob in manifest.layers]
+                await store.load_image(config, [None] * present + layers[present:], source.name)
+            finally:
+                self._release(blobs)
+            self._tidy(blobs)
+        except* (RegistryError, ManifestError, OSError) as group:
+            error = group.exceptions[0]
+            raise PullFailedError(f"{what}: {error}") from None
+        yield PullProgress(source.name, counter.total, counter.total, complete=True)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    async def _manifest(self, source: Source, platform: Platform) -> ImageManifest:
+        body, header = await self.client.manifest(
+            source.registry, source.repository, source.reference
+        )
+        kind = media_type(body, header)
+        if is_index(kind):
+            digest = choose_from_index(body, platform)
+            body, header = await self.client.manifest(source.registry, source.repository, digest)
+            if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+                raise ManifestError(f"manifest {digest} does not match its digest")
+            kind = media_type(body, header)
+        return read_manifest(body, kind)
+
+    async def _preflight(self, store: ImageStore, needed: Sequence[Blob]) -> None:
+        to_fetch = sum(max(0, b.size - self._on_disk(b)) for b in needed)
+        cache = free_bytes(str(self.cache.root))
+        if cache is None:
+            raise OSError(f"cache directory {self.cache.root} is not readable")
+        root_path = await store.data_root()
+        root: Disk | None = free_bytes(root_path) if root_path else None
+        if root is None:
+            log.info(
+                "engine data root %r is not on this host: its free space is not checked", root_path
+            )
+        shortage = check(to_fetch, sum(b.size for b in needed), cache, root)
+        if shortage is not None:
+            raise OSError(str(shortage))
+
+    def _on_disk(self, blob: Blob) -> int:
+        if self.cache.path(blob.digest).exists():
+            return blob.size
+        return self.cache.partial_size(blob.digest)
+
+    async def _limited(
+        self, limit: asyncio.Semaphore, source: Source, blob: Blob, counter: _Counter
+    ) -> Path:
+        async with limit:
+            return await self._blob(source, blob, counter)
+
+    async def _blob(self, source: Source, blob: Blob, counter: _Counter | None) -> Path:
+        """The verified blob in the cache: the cached one, else fetched (resumed)."""
+        cached = self.cache.path(blob.digest).exists()
+        path = self.cache.verified(blob.digest)
+        if path is not None:
+            return path
+        if cached and counter is not None:  # a discarded entry: its bytes are to fetch again
+            counter.done = max(0, counter.done - blob.size)
+        delay = self.retry_delay
+        for attempt in range(LINK_RETRIES + 1):
+            try:
+                await self._fetch(source, blob, counter)
+            except LinkError as error:
+                if attempt == LINK_RETRIES:
+                    raise
+                log.warning(
+                    "download of %s broke (%s); resuming from byte %d in %.0f s",
+                    blob.digest,
+                    error,
+                    self.cache.partial_size(blob.digest),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self.cache.commit(blob.digest):
+                return self.cache.path(blob.digest)
+            if counter is not None:
+                counter.done = max(0, counter.done - blob.size)
+        raise RegistryError(
+            f"blob {blob.digest} does not match its digest after {LINK_RETRIES + 1} tries"
+        )
+
+    async def _fetch(self, source: Source, blob: Blob, counter: _Counter | None) -> None:
+        partial = self.cache.partial_path(blob.digest)
+        offset = self.cache.partial_size(blob.digest)
+        if offset > blob.size:
+            partial.unlink()
+            offset = 0
+        if offset == blob.size and blob.size > 0:
+            return
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        answer = await self.client.get(
+            source.registry, source.repository, f"blobs/{blob.digest}", headers
+        )
+        try:
+            if answer.status == 416:  # our bytes are already all of it (or garbage: verified)
+                return
+            if answer.status != 206 and offset:
+                log.info("registry ignored the range for %s: fetching it from byte 0", blob.digest)
+                if counter is not None:
+                    counter.done = max(0, counter.done - offset)
+                offset = 0
+            with partial.open("ab" if offset else "wb") as file:
+                async for chunk in answer.chunks():
+                    await self.bucket.take(len(chunk))
+                    file.write(chunk)
+                    offset += len(chunk)
+                    if counter is not None:
+                        counter.done += len(chunk)
+                    if offset > blob.size:
+                        raise RegistryError(f"blob {blob.digest} is larger than its manifest says")
+                file.flush()
+        finally:
+            answer.close()
+        if offset < blob.size:
+            raise LinkError(f"blob {blob.digest} ended at byte {offset} of {blob.size}")
+
+    # --- cache hygiene -------------------------------------------------------------------
+
+    def _hold(self, blobs: Sequence[Blob]) -> None:
+        for blob in blobs:
+            self._in_use[blob.digest] = self._in_use.get(blob.digest, 0) + 1
+
+    def _release(self, blobs: Sequence[Blob]) -> None:
+        for blob in blobs:
+            count = self._in_use.get(blob.digest, 0) - 1
+            if count <= 0:
+                self._in_use.pop(blob.digest, None)
+            else:
+                self._in_use[blob.digest] = count
+
+    def _tidy(self, blobs: Sequence[Blob]) -> None:
+        """After a successful load: this image's blobs are in the engine; drop them unless
+        a running pull needs them; then keep the cache under its cap."""
+        self.cache.remove(b.digest for b in blobs if b.digest not in self._in_use)
+        self.cache.trim(self.cache_cap, keep=self._in_use)

@@ -1,0 +1,283 @@
+"""The OCI distribution API, the agent's side: manifests and blobs, with the registry's auth.
+
+HTTP/1.1 on h11 over asyncio streams (the library the engine adapter uses; no second HTTP
+stack). One connection per request: a pull makes a handful of requests, each blob a long
+one. HTTPS (verified against the system's CAs) for every registry except loopback ones
+(`localhost`, `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default.
+
+Auth as the distribution spec describes it: a 401 with `WWW-Authenticate: Bearer realm=..,
+service=.., scope=..` → a token from the realm (with the configured login as Basic auth if
+there is one, anonymous otherwise), cached per registry and repository; `Basic` → the
+configured login. Redirects (a blob served from a CDN) are followed without the
+Authorization header when they leave the registry's host. Credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import h11
+
+from cua.download.manifests import ACCEPT
+
+READ_SIZE = 65536
+MAX_REDIRECTS = 5
+
+Connector = Callable[[str, int, ssl.SSLContext | None], Awaitable[tuple[Any, Any]]]
+
+
+class RegistryError(Exception):
+    """The registry refused or failed a request; the text says which and why."""
+
+
+class LinkError(RegistryError):
+    """The connection failed or broke (lost link, registry restart): worth retrying."""
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    username: str
+    password: str = field(repr=False)
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def api_host(registry: str) -> str:
+    """The host serving `registry`'s API (Docker Hub's is not `docker.io`)."""
+    return "registry-1.docker.io" if registry in ("docker.io", "index.docker.io") else registry
+
+
+def base_url(registry: str) -> str:
+    """`http://` for loopback registries, `https://` for every other one."""
+    host = api_host(registry)
+    return f"{'http' if is_loopback(host) else 'https'}://{host}"
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="x",service="y"` -> ("bearer", {"realm": "x", "service": "y"})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+def _basic(login: Login) -> str:
+    token = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
+    return f"Basic {token}"
+
+
+async def _open_connection(
+    host: str, port: int, tls: ssl.SSLContext | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE)
+
+
+class Answer:
+    """A response whose body is read as it comes; `close()` drops the connection."""
+
+    def __init__(
+        self, head: h11.Response, connection: h11.Connection, reader: Any, writer: Any
+    ) -> None:
+        self.status: int = head.status_code
+        self.headers = {k.decode().lower(): v.decode() for k, v in head.headers}
+        self._h11 = connection
+        self._reader = reader
+        self._writer = writer
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            event = await _next_event(self._h11, self._reader)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                raise LinkError("the registry closed the connection in the middle of a body")
+
+    async def read(self, limit: int = 16 << 20) -> bytes:
+        data = bytearray()
+        async for chunk in self.chunks():
+            data += chunk
+            if len(data) > limit:
+                raise RegistryError(f"answer larger than {limit} bytes")
+        return bytes(data)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def _next_event(connection: h11.Connection, reader: Any) -> Any:
+    try:
+        while True:
+            event = connection.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            connection.receive_data(await reader.read(READ_SIZE))
+    except h11.ProtocolError as error:
+        raise LinkError(f"not an HTTP answer: {error}") from None
+    except (OSError, asyncio.IncompleteReadError) as error:
+        raise LinkError(str(error) or type(error).__name__) from None
+
+
+class RegistryClient:
+    """Requests to registries. `logins`: registry host -> Login. `connect`: how a TCP
+    connection to (host, port) is opened (tests put a proxy there)."""
+
+    def __init__(
+        self,
+        logins: Mapping[str, Login] | None = None,
+        *,
+        connect: Connector = _open_connection,
+        timeout: float = 60.0,
+    ) -> None:
+        self._logins = dict(logins or {})
+        self._connect = connect
+        self.timeout = timeout
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._tls: ssl.SSLContext | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    async def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Answer:
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host = parts.hostname or ""
+        port = parts.port or (443 if https else 80)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await self._connect(host, port, self._context() if https else None)
+        except TimeoutError:
+            raise LinkError(f"{parts.netloc}: no connection within {self.timeout:g} s") from None
+        except OSError as error:
+            raise LinkError(f"{parts.netloc}: {error}") from None
+        connection = h11.Connection(our_role=h11.CLIENT)
+        fields = [("Host", parts.netloc), ("User-Agent", "cua"), *headers.items()]
+        try:
+            writer.write(connection.send(h11.Request(method=method, target=target, headers=fields)))
+            writer.write(connection.send(h11.EndOfMessage()))
+            async with asyncio.timeout(self.timeout):
+                await writer.drain()
+                while True:
+                    event = await _next_event(connection, reader)
+                    if isinstance(event, h11.Response):
+                        return Answer(event, connection, reader, writer)
+                    if isinstance(event, h11.ConnectionClosed):
+                        raise LinkError(f"{parts.netloc} closed the connection")
+        except TimeoutError:
+            writer.close()
+            raise LinkError(f"{parts.netloc}: no answer within {self.timeout:g} s") from None
+        except OSError as error:
+            writer.close()
+            raise LinkError(f"{parts.netloc}: {error}") from None
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _token(self, registry: str, params: Mapping[str, str], scope: str) -> str:
+        realm = params.get("realm", "")
+        if not realm:
+            raise RegistryError(f"{registry} asks for a token but names no realm")
+        query = {k: v for k, v in (("service", params.get("service", "")), ("scope", scope)) if v}
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        login = self._logins.get(registry)
+        headers = {"Authorization": _basic(login)} if login else {}
+        answer = await self._send("GET", url, headers)
+        try:
+            body = await answer.read()
+        finally:
+            answer.close()
+        if answer.status != 200:
+            raise RegistryError(f"{registry}: token refused ({answer.status})")
+        try:
+            data = json.loads(body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"{registry}: the token answer holds no token")
+        return f"Bearer {token}"
+
+    async def get(
+        self,
+        registry: str,
+        repository: str,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """GET `/v2/<repository>/<path>` with auth and redirects; an answer < 400 (or 416,
+        which a resumed blob can get) is returned open, any other is RegistryError."""
+        key = (registry, repository)
+        url = f"{base_url(registry)}/v2/{repository}/{path}"
+        extra = dict(headers or {})
+        authorized = False
+        for _ in range(MAX_REDIRECTS + 2):
+            sending = dict(extra)
+            same_host = urlsplit(url).netloc == api_host(registry)
+            if same_host and key in self._tokens:
+                sending["Authorization"] = self._tokens[key]
+            answer = await self._send("GET", url, sending)
+            if answer.status == 401 and same_host and not authorized:
+                answer.close()
+                scheme, params = parse_challenge(answer.headers.get("www-authenticate", ""))
+                if scheme == "bearer":
+                    scope = params.get("scope") or f"repository:{repository}:pull"
+                    self._tokens[key] = await self._token(registry, params, scope)
+                elif scheme == "basic" and registry in self._logins:
+                    self._tokens[key] = _basic(self._logins[registry])
+                else:
+                    raise RegistryError(f"{registry}: authentication required and no login")
+                authorized = True
+                continue
+            if answer.status in (301, 302, 303, 307, 308) and "location" in answer.headers:
+                answer.close()
+                url = urljoin(url, answer.headers["location"])
+                continue
+            if answer.status >= 400 and answer.status != 416:
+                try:
+                    detail = (await answer.read(65536)).decode(errors="replace").strip()
+                except RegistryError:
+                    detail = ""
+                finally:
+                    answer.close()
+                what = f"{registry}/{repository}/{path.split('/', maxsplit=1)[0]}"
+                raise RegistryError(f"{what}: {answer.status} {_error_text(detail)}".strip())
+            return answer
+        raise RegistryError(f"{registry}: too many redirects")
+
+    async def manifest(self, registry: str, repository: str, reference: str) -> tuple[bytes, str]:
+        """The manifest's bytes and Content-Type."""
+        answer = await self.get(registry, repository, f"manifests/{reference}", {"Accept": ACCEPT})
+        try:
+            return await answer.read(), answer.headers.get("content-type", "")
+        finally:
+            answer.close()
+
+
+def _error_text(body: str) -> str:
+    """The registry's error message (`{"errors": [{"message": ...}]}`), else the body."""
+    try:
+        errors = json.loads(body)["errors"]
+        return "; ".join(str(e.get("message", e.get("code", ""))) for e in errors)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body[:200]

@@ -1,0 +1,201 @@
+"""Downloads by the agent itself (README, Downloads): on the real dockerd and registry, with
+`cua_dev.proxy` as a registry mirror in front of the registry counting the bytes a device
+would pay for, cutting the link and throttling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cua.download.fetch import AgentDownloader
+from cua.download.registry import RegistryClient
+from cua.engine.base import PullFailedError
+from cua.engine.docker import DockerEngine
+from cua_dev.images import ImageFactory
+from cua_dev.proxy import RegistryProxy
+from cua_dev.stack import LocalStack
+from cua_dev.unixhttp import RawEngine
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def proxy(clean_engine: LocalStack) -> Iterator[RegistryProxy]:
+    with RegistryProxy(clean_engine.registry_connect) as registry_proxy:
+        yield registry_proxy
+
+
+@pytest.fixture
+def raw(docker_host: str) -> RawEngine:
+    return RawEngine(docker_host)
+
+
+def _engine(stack: LocalStack, proxy: RegistryProxy, cache: Path, rate: float = 0) -> DockerEngine:
+    downloader = AgentDownloader(cache, RegistryClient(), rate=rate, retry_delay=0.2)
+    return DockerEngine(
+        stack.docker_host, mirrors={stack.registry: proxy.address}, downloader=downloader
+    )
+
+
+@pytest.fixture
+async def agent_engine(
+    clean_engine: LocalStack, proxy: RegistryProxy, tmp_path: Path
+) -> AsyncIterator[DockerEngine]:
+    engine = _engine(clean_engine, proxy, tmp_path / "images")
+    yield engine
+    await engine.close()
+
+
+async def _pull(engine: DockerEngine, image: str) -> list[tuple[int, int]]:
+    return [(p.done, p.total) async for p in engine.pull_image(image)]
+
+
+async def test_the_agent_fetches_verifies_and_the_engine_loads_under_the_reference(
+    agent_engine: DockerEngine,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    image = image_factory("download/basic", "1", marker="basic", size_mb=1.0)
+    raw.forget(image)
+    progress = await _pull(agent_engine, image)
+    built = image_factory.images[image]
+    assert raw.image(image)["Id"] == built.image_id
+    assert progress[-1][0] == progress[-1][1] > 0
+    assert all(done <= total for done, total in progress)
+    # the blobs went to the engine: the cache keeps none of them
+    assert not any((tmp_path / "images" / "blobs" / "sha256").iterdir())
+    assert proxy.down_bytes >= len(built.layers[1].gz)
+
+
+async def test_layers_the_engine_holds_are_not_fetched(
+    agent_engine: DockerEngine,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+) -> None:
+    image_factory("download/base", "1", load=True, marker="holds-base")
+    image = image_factory("download/top", "1", marker="top", size_mb=3.0)
+    raw.forget(image)
+    await _pull(agent_engine, image)
+    built = image_factory.images[image]
+    base, top = built.layers
+    assert raw.image(image)["Id"] == built.image_id
+    assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
+
+
+async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(
+    agent_engine: DockerEngine,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    image = image_factory("download/corrupt", "1", marker="corrupt", size_mb=2.0)
+    raw.forget(image)
+    top = image_factory.images[image].layers[1]
+    blobs = tmp_path / "images" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / top.digest.removeprefix("sha256:")).write_bytes(b"x" * len(top.gz))
+    await _pull(agent_engine, image)
+    assert raw.image(image)["Id"] == image_factory.images[image].image_id
+    assert proxy.down_bytes >= len(top.gz)
+
+
+async def test_a_shortage_of_disk_space_fails_before_any_layer_byte(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    image = image_factory("download/big", "1", marker="too-big", size_mb=20.0)
+    raw.forget(image)
+    cache = tmp_path / "small"
+    cache.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    engine = _engine(clean_engine, proxy, cache / "images")
+    try:
+        with pytest.raises(PullFailedError, match="not enough disk space") as failure:
+            await _pull(engine, image)
+    finally:
+        await engine.close()
+        subprocess.run(["umount", str(cache)], check=True)
+    assert "MiB needed" in str(failure.value) and "MiB free" in str(failure.value)
+    assert proxy.down_bytes < 64 * 1024  # the manifest and the config, no layer
+    assert raw.status("GET", f"/images/{image}/json") == 404
+
+
+def _pull_process(
+    stack: LocalStack, proxy: RegistryProxy, cache: Path, image: str
+) -> "subprocess.Popen[str]":
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    argv = [sys.executable, "-m", "cua_dev.pull", image, "--engine", stack.docker_host]
+    argv += ["--cache", str(cache), "--mirror", f"{stack.registry}={proxy.address}"]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    image = image_factory("download/resume", "1", marker="resume", size_mb=20.0)
+    raw.forget(image)
+    built = image_factory.images[image]
+    size = len(built.config) + sum(len(layer.gz) for layer in built.layers)
+    proxy.cut_at(size // 2)
+    first = _pull_process(clean_engine, proxy, tmp_path / "images", image)
+    try:
+        assert proxy.wait_held(60), "the download never reached half way"
+        time.sleep(0.5)  # the agent retries into the held link
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert first.returncode == -signal.SIGKILL
+    proxy.release()
+    second = _pull_process(clean_engine, proxy, tmp_path / "images", image)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert raw.image(image)["Id"] == built.image_id
+    assert proxy.down_bytes <= size * 1.25, (proxy.down_bytes, size)
+
+
+async def test_a_rate_limit_of_1_mib_per_second_takes_10_s_for_10_mib(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    image_factory("download/base", "1", load=True, marker="holds-base")
+    image = image_factory("download/limited", "1", marker="limited", size_mb=11.0)
+    raw.forget(image)
+    top = image_factory.images[image].layers[1]
+    engine = _engine(clean_engine, proxy, tmp_path / "images", rate=MIB)
+    started = time.monotonic()
+    try:
+        await _pull(engine, image)
+    finally:
+        await engine.close()
+    took = time.monotonic() - started
+    expected = len(top.gz) / MIB
+    assert expected * 0.85 <= took <= expected * 1.15, (took, expected)
