@@ -15,7 +15,6 @@ explicit `start()` / `stop()`; `python -m cua_dev.stack` runs it for humans.
 from __future__ import annotations
 
 import asyncio
-
 import atexit
 import contextlib
 import ctypes

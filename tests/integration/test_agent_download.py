@@ -112,37 +112,45 @@ async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(
     assert proxy.down_bytes >= len(top.gz)
 
 
+@pytest.fixture
+def small_cache(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (mounted for the test, unmounted after)."""
+    cache = tmp_path / "small"
+    cache.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache)]
+    if subprocess.run(mount, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield cache
+    finally:
+        subprocess.run(["umount", str(cache)], check=True)
+
+
 async def test_a_shortage_of_disk_space_fails_before_any_layer_byte(
     clean_engine: LocalStack,
     proxy: RegistryProxy,
     image_factory: ImageFactory,
     raw: RawEngine,
-    tmp_path: Path,
+    small_cache: Path,
 ) -> None:
     image = image_factory("download/big", "1", marker="too-big", size_mb=20.0)
     raw.forget(image)
-    cache = tmp_path / "small"
-    cache.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache)], check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    engine = _engine(clean_engine, proxy, cache / "images")
+    engine = _engine(clean_engine, proxy, small_cache / "images")
     try:
         with pytest.raises(PullFailedError, match="not enough disk space") as failure:
             await _pull(engine, image)
     finally:
         await engine.close()
-        subprocess.run(["umount", str(cache)], check=True)
-    assert "MiB needed" in str(failure.value) and "MiB free" in str(failure.value)
+    assert f"{small_cache}/images" in str(failure.value)
+    assert "MiB needed" in str(failure.value)
+    assert "MiB free" in str(failure.value)
     assert proxy.down_bytes < 64 * 1024  # the manifest and the config, no layer
     assert raw.status("GET", f"/images/{image}/json") == 404
 
 
 def _pull_process(
     stack: LocalStack, proxy: RegistryProxy, cache: Path, image: str
-) -> "subprocess.Popen[str]":
+) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     argv = [sys.executable, "-m", "cua_dev.pull", image, "--engine", stack.docker_host]
     argv += ["--cache", str(cache), "--mirror", f"{stack.registry}={proxy.address}"]
@@ -173,7 +181,7 @@ def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
     assert first.returncode == -signal.SIGKILL
     proxy.release()
     second = _pull_process(clean_engine, proxy, tmp_path / "images", image)
-    out, err = second.communicate(timeout=120)
+    _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     assert raw.image(image)["Id"] == built.image_id
     assert proxy.down_bytes <= size * 1.25, (proxy.down_bytes, size)

@@ -50,8 +50,8 @@ class Login:
 
 
 def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    """Whether `host[:port]` is this machine (`localhost`, 127.0.0.0/8, `[::1]`)."""
+    name = urlsplit(f"//{host}").hostname or ""
     if name == "localhost":
         return True
     try:

@@ -1,0 +1,226 @@
+"""The pure parts of the agent's downloads: manifests, platform choice, present layers, the
+token bucket, the disk-space preflight, the blob cache and the load archive."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cua.download.cache import BlobCache
+from cua.download.manifests import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    ManifestError,
+    Platform,
+    choose_from_index,
+    diff_ids,
+    media_type,
+    present_prefix,
+    read_manifest,
+)
+from cua.download.preflight import RESERVE, UNPACK_RATIO, Disk, check
+from cua.download.ratelimit import TokenBucket
+from cua.download.registry import api_host, base_url, is_loopback, parse_challenge
+from cua.engine.docker_archive import DockerArchive, archive_bytes
+
+pytestmark = pytest.mark.unit
+
+MIB = 1 << 20
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+D1, D2, D3 = (_digest(bytes([i])) for i in range(3))
+
+
+def _index(*platforms: tuple[str, str, str]) -> bytes:
+    entries = [
+        {
+            "mediaType": DOCKER_MANIFEST,
+            "digest": _digest(f"{os}{arch}{variant}".encode()),
+            "size": 1,
+            "platform": {
+                "os": os,
+                "architecture": arch,
+                **({"variant": variant} if variant else {}),
+            },
+        }
+        for os, arch, variant in platforms
+    ]
+    return json.dumps({"mediaType": DOCKER_LIST, "manifests": entries}).encode()
+
+
+def test_the_index_entry_of_the_engine_platform_is_chosen() -> None:
+    index = _index(("linux", "amd64", ""), ("linux", "arm", "v7"), ("linux", "arm64", "v8"))
+    assert choose_from_index(index, Platform("linux", "arm64")) == _digest(b"linuxarm64v8")
+    assert choose_from_index(index, Platform("linux", "arm", "v7")) == _digest(b"linuxarmv7")
+    with pytest.raises(ManifestError, match=r"linux/riscv64 \(offered: linux/amd64, linux/arm/v7"):
+        choose_from_index(index, Platform("linux", "riscv64"))
+
+
+def test_media_type_comes_from_the_document_else_the_header() -> None:
+    assert media_type(_index(("linux", "amd64", "")), "text/plain") == DOCKER_LIST
+    assert media_type(b"{}", f"{OCI_INDEX}; charset=utf-8") == OCI_INDEX
+
+
+def test_a_manifest_gives_its_config_and_layers_with_sizes() -> None:
+    body = json.dumps(
+        {
+            "config": {"digest": D1, "size": 10},
+            "layers": [{"digest": D2, "size": 100}, {"digest": D3, "size": 1000}],
+        }
+    ).encode()
+    manifest = read_manifest(body, DOCKER_MANIFEST)
+    assert [b.digest for b in manifest.layers] == [D2, D3]
+    assert manifest.download_size == 1110
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "message"),
+    [
+        (b"{}", "application/vnd.docker.distribution.manifest.v1+json", "unsupported manifest"),
+        (b"[]", DOCKER_MANIFEST, "not a JSON object"),
+        (b'{"config": {"digest": "md5:x", "size": 1}, "layers": []}', DOCKER_MANIFEST, "md5:x"),
+        (
+            b'{"config": {"digest": "%s", "size": -1}, "layers": []}' % D1.encode(),
+            DOCKER_MANIFEST,
+            "bad size",
+        ),
+    ],
+)
+def test_unusable_manifests_are_named(body: bytes, kind: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(body, kind)
+
+
+def test_diff_ids_must_match_the_layers() -> None:
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [D1, D2]}}).encode()
+    assert diff_ids(config, 2) == (D1, D2)
+    with pytest.raises(ManifestError, match="names 2 layers, the manifest 3"):
+        diff_ids(config, 3)
+
+
+def test_only_a_common_prefix_of_layers_counts_as_present() -> None:
+    assert present_prefix([D1, D2, D3], [[D1, D2], [D1]]) == 2
+    assert present_prefix([D1, D2, D3], [[D2, D3]]) == 0  # same layers on another base
+    assert present_prefix([D1], [[D1, D2, D3]]) == 1
+    assert present_prefix([D1, D2], []) == 0
+
+
+def test_registry_addresses_and_challenges() -> None:
+    assert is_loopback("127.0.0.1:5000")
+    assert is_loopback("localhost")
+    assert is_loopback("[::1]:5000")
+    assert not is_loopback("ghcr.io")
+    assert not is_loopback("10.0.0.1:5000")
+    assert base_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert base_url("docker.io") == "https://registry-1.docker.io"
+    assert api_host("ghcr.io") == "ghcr.io"
+    scheme, params = parse_challenge(
+        'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull"'
+    )
+    assert scheme == "bearer"
+    assert params == {
+        "realm": "https://auth.example/token",
+        "service": "reg",
+        "scope": "repository:a/b:pull",
+    }
+
+
+def test_the_token_bucket_spreads_bytes_at_its_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(1000, burst=100, clock=lambda: now[0])
+    assert bucket.delay_for(100) == 0.0  # the burst
+    assert bucket.delay_for(500) == pytest.approx(0.5)
+    now[0] = 0.5
+    assert bucket.delay_for(1000) == pytest.approx(1.0)  # callers queue behind each other
+    assert TokenBucket(0).delay_for(10**9) == 0.0
+
+
+def test_preflight_separate_filesystems() -> None:
+    cache = Disk("/cache", free=100 * MIB, device=1)
+    root = Disk("/root", free=100 * MIB, device=2)
+    assert check(50 * MIB, 10 * MIB, cache, root) is None
+    shortage = check(90 * MIB, 10 * MIB, cache, root)
+    assert shortage is not None
+    assert shortage.path == "/cache"
+    assert shortage.needed == 90 * MIB + RESERVE
+    shortage = check(10 * MIB, 30 * MIB, cache, root)
+    assert shortage is not None
+    assert shortage.path == "/root"
+    assert str(shortage) == (
+        f"not enough disk space in /root: {(30 * (1 + UNPACK_RATIO) * MIB + RESERVE) / MIB:.1f} MiB"
+        f" needed (with {RESERVE / MIB:.1f} MiB kept free), 100.0 MiB free"
+    )
+
+
+def test_preflight_one_filesystem_adds_the_needs_and_a_remote_root_is_not_checked() -> None:
+    cache = Disk("/var", free=100 * MIB, device=1)
+    assert check(20 * MIB, 20 * MIB, cache, Disk("/var/lib/docker", 100 * MIB, 1)) is not None
+    assert check(20 * MIB, 20 * MIB, cache, Disk("/other", 100 * MIB, 2)) is None
+    assert check(20 * MIB, 20 * MIB, cache, None) is None
+
+
+def test_the_cache_verifies_commits_and_discards(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    cache.ensure()
+    data = b"layer bytes"
+    digest = _digest(data)
+    cache.partial_path(digest).write_bytes(data[:5])
+    assert cache.partial_size(digest) == 5
+    with cache.partial_path(digest).open("ab") as file:
+        file.write(data[5:])
+    assert cache.commit(digest)
+    assert cache.verified(digest) == cache.path(digest)
+    cache.path(digest).write_bytes(b"rotten")
+    assert cache.verified(digest) is None
+    assert not cache.path(digest).exists()
+    cache.partial_path(digest).write_bytes(b"wrong")
+    assert not cache.commit(digest)
+    assert cache.partial_size(digest) == 0
+
+
+def test_the_cache_is_trimmed_to_its_cap_oldest_first_keeping_blobs_in_use(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    cache.ensure()
+    digests = []
+    for age, byte in enumerate(b"abc"):
+        data = bytes([byte]) * 100
+        digest = _digest(data)
+        cache.path(digest).write_bytes(data)
+        os.utime(cache.path(digest), (age, age))
+        digests.append(digest)
+    assert cache.size() == 300
+    assert cache.trim(150, keep={digests[0]}) == 200  # the oldest is in use: kept
+    assert cache.digests() == {digests[0]}
+    assert cache.trim(0) == 0
+
+
+def test_the_load_archive_is_a_docker_save_tar_without_the_held_layers(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_bytes(b'{"rootfs": {}}')
+    layer = tmp_path / "layer"
+    layer.write_bytes(b"z" * 1000)
+    archive = DockerArchive(config, [None, layer], "reg:5000/app:1")
+    data = archive_bytes(archive)
+    assert len(data) == archive.length
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames() == ["manifest.json", "config.json", "layer1.tar"]
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        assert tar.extractfile("layer1.tar").read() == b"z" * 1000  # type: ignore[union-attr]
+    assert manifest == [
+        {
+            "Config": "config.json",
+            "RepoTags": ["reg:5000/app:1"],
+            "Layers": ["layer0.tar", "layer1.tar"],
+        }
+    ]
