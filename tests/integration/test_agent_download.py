@@ -4,6 +4,7 @@ would pay for, cutting the link and throttling."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from cua_dev.images import ImageFactory
 from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import LocalStack
 from cua_dev.unixhttp import RawEngine
+from tests.builders import component, standalone_statuses
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +209,73 @@ async def test_a_rate_limit_of_1_mib_per_second_takes_10_s_for_10_mib(
     took = time.monotonic() - started
     expected = len(top.gz) / MIB
     assert expected * 0.85 <= took <= expected * 1.15, (took, expected)
+
+
+# --- the agent as people run it: `update_agent.download: "agent"` -------------------------
+
+
+async def test_the_agent_process_downloads_itself_with_kantos_feedback(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_agent import agent_for, desired_state, probe_for, statuses
+
+    image_factory("download/e2e", "1", marker="e2e", size_mb=4.0)
+    raw.forget(f"{clean_engine.registry}/download/e2e:1")
+    settings = {
+        "download": "agent",
+        "download_rate_limit": "2MB",
+        "registry_mirrors": {"ghcr.io": proxy.address},
+    }
+    with agent_for(clean_engine, tmp_path, "dl-agent", **settings) as agent:
+        async with probe_for(clean_engine, "dl-agent") as probe:
+            await probe.state("initial")
+            app = component("app", "1", image="ghcr.io/download/e2e:1")
+            probe.desired("d1", desired_state("dl-agent", app))
+            messages = await probe.until("d1", {"COMPLETED", "INCOMPLETE"}, wait=60)
+            assert statuses(messages) == standalone_statuses()
+        progress = [
+            m["actions"][0].get("progress", 0)
+            for _aid, m in probe.feedback
+            if m.get("status") == "DOWNLOADING"
+        ]
+        assert len(progress) >= 2
+        assert progress == sorted(progress)
+        await agent.wait_log(
+            r"image ghcr.io/download/e2e:1 fetched by the agent: .* limit 2.0 MiB/s"
+        )
+    assert (
+        raw.image("ghcr.io/download/e2e:1")["Id"]
+        == image_factory.images[f"{clean_engine.registry}/download/e2e:1"].image_id
+    )
+    assert not any((tmp_path / "state" / "images" / "blobs" / "sha256").iterdir())
+
+
+async def test_the_agent_process_fails_the_download_when_space_is_short(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    small_cache: Path,
+    tmp_path: Path,
+) -> None:
+    from tests.integration.test_agent import agent_for, desired_state, probe_for, statuses
+
+    image_factory("download/e2e-big", "1", marker="e2e-big", size_mb=20.0)
+    settings = {
+        "download": "agent",
+        "registry_mirrors": {"ghcr.io": proxy.address},
+        "state_dir": str(small_cache),
+    }
+    with agent_for(clean_engine, tmp_path, "dl-short", **settings):
+        async with probe_for(clean_engine, "dl-short") as probe:
+            await probe.state("initial")
+            app = component("app", "1", image="ghcr.io/download/e2e-big:1")
+            probe.desired("d1", desired_state("dl-short", app))
+            messages = await probe.until("d1", {"COMPLETED", "INCOMPLETE"}, wait=60)
+    assert statuses(messages) == standalone_statuses(fails="DOWNLOAD")
+    failure = next(m for m in messages if m.get("status") == "DOWNLOAD_FAILURE")
+    assert "not enough disk space" in json.dumps(failure)
+    assert proxy.down_bytes < 64 * 1024

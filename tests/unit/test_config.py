@@ -300,3 +300,35 @@ def test_go_durations(text: str, seconds: float) -> None:
 def test_invalid_go_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_go_duration(text)
+
+
+def test_download_settings(tmp_path: Path) -> None:
+    assert not load_config(None).download.by_agent  # the engine pulls unless told
+    config = load_config(
+        write(
+            tmp_path,
+            {
+                "update_agent": {
+                    "download": "agent",
+                    "download_rate_limit": "2MB",
+                    "download_cache_max": 1000,
+                }
+            },
+        )
+    )
+    assert config.download.by_agent
+    assert config.download.rate_limit == 2 << 20
+    assert config.download.cache_max == 1000
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("download", "registry", 'update_agent.download: must be "agent" or "engine"'),
+        ("download_rate_limit", "fast", "update_agent.download_rate_limit: must be a size"),
+        ("download_cache_max", -1, "update_agent.download_cache_max: must be a size"),
+    ],
+)
+def test_bad_download_settings(tmp_path: Path, key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, {"update_agent": {key: value}}))

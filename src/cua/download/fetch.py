@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ class AgentDownloader:
                     total=sum(b.size for b in needed),
                     done=sum(min(self._on_disk(b), b.size) for b in needed),
                 )
+                started, resumed = time.monotonic(), counter.done
                 paths: dict[str, Path] = {}
                 async with asyncio.TaskGroup() as group:
                     limit = asyncio.Semaphore(PARALLEL_BLOBS)
@@ -144,6 +146,7 @@ class AgentDownloader:
                     paths[blob.digest] = task.result()
                 layers = [paths.get(blob.digest) for blob in manifest.layers]
                 await store.load_image(config, [None] * present + layers[present:], source.name)
+                self._log_done(source, counter, started, resumed)
             finally:
                 self._release(blobs)
             self._tidy(blobs)
@@ -260,6 +263,20 @@ class AgentDownloader:
             answer.close()
         if offset < blob.size:
             raise LinkError(f"blob {blob.digest} ended at byte {offset} of {blob.size}")
+
+    def _log_done(self, source: Source, counter: _Counter, started: float, resumed: int) -> None:
+        took = time.monotonic() - started
+        limit = (
+            f"limit {self.bucket.rate / (1 << 20):.1f} MiB/s" if self.bucket.limited else "no limit"
+        )
+        log.info(
+            "image %s fetched by the agent: %d bytes in %.1f s (%d were on disk already), %s",
+            source.name,
+            counter.total - resumed,
+            took,
+            resumed,
+            limit,
+        )
 
     # --- cache hygiene -------------------------------------------------------------------
 
