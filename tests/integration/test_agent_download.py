@@ -4,6 +4,7 @@ would pay for, cutting the link and throttling."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -94,6 +95,21 @@ async def test_layers_the_engine_holds_are_not_fetched(
     base, top = built.layers
     assert raw.image(image)["Id"] == built.image_id
     assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
+
+
+async def test_pulls_that_share_blobs_fetch_each_once(
+    agent_engine: DockerEngine,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+) -> None:
+    image = image_factory("download/shared", "1", marker="shared", size_mb=5.0)
+    raw.forget(image)
+    await asyncio.gather(_pull(agent_engine, image), _pull(agent_engine, image))
+    built = image_factory.images[image]
+    assert raw.image(image)["Id"] == built.image_id
+    everything = len(built.config) + sum(len(layer.gz) for layer in built.layers)
+    assert len(built.layers[1].gz) <= proxy.down_bytes < 1.2 * everything
 
 
 async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(

@@ -105,6 +105,7 @@ class AgentDownloader:
         self.cache_cap = cache_cap
         self.retry_delay = retry_delay
         self._in_use: dict[str, int] = {}  # digest -> running pulls that need it
+        self._fetching: dict[str, asyncio.Lock] = {}  # digest -> its one fetch at a time
 
     async def pull(self, store: ImageStore, source: Source) -> AsyncIterator[PullProgress]:
         what = f"cannot pull image {source.name}"
@@ -197,7 +198,12 @@ class AgentDownloader:
             return await self._blob(source, blob, counter)
 
     async def _blob(self, source: Source, blob: Blob, counter: _Counter | None) -> Path:
-        """The verified blob in the cache: the cached one, else fetched (resumed)."""
+        """The verified blob in the cache: the cached one, else fetched (resumed). Pulls
+        that need the same blob (a shared base layer) fetch it once, one after the other."""
+        async with self._fetching.setdefault(blob.digest, asyncio.Lock()):
+            return await self._blob_locked(source, blob, counter)
+
+    async def _blob_locked(self, source: Source, blob: Blob, counter: _Counter | None) -> Path:
         cached = self.cache.path(blob.digest).exists()
         path = self.cache.verified(blob.digest)
         if path is not None:
