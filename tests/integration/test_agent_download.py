@@ -205,6 +205,28 @@ def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
     assert proxy.down_bytes <= size * 1.25, (proxy.down_bytes, size)
 
 
+async def test_a_link_lost_half_way_and_back_resumes_within_the_same_pull(
+    agent_engine: DockerEngine,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+) -> None:
+    image = image_factory("download/relink", "1", marker="relink", size_mb=10.0)
+    raw.forget(image)
+    built = image_factory.images[image]
+    size = len(built.config) + sum(len(layer.gz) for layer in built.layers)
+    proxy.cut_at(size // 2)
+
+    async def link_back() -> None:
+        await asyncio.to_thread(proxy.wait_held, 30)
+        await asyncio.sleep(0.5)
+        proxy.release()
+
+    await asyncio.gather(_pull(agent_engine, image), link_back())
+    assert raw.image(image)["Id"] == built.image_id
+    assert size // 2 <= proxy.down_bytes <= size * 1.1
+
+
 async def test_a_rate_limit_of_1_mib_per_second_takes_10_s_for_10_mib(
     clean_engine: LocalStack,
     proxy: RegistryProxy,

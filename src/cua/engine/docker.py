@@ -5,7 +5,8 @@ The bodies and answers are mapped in `cua.engine.docker_mapping` (pure); the HTT
 each with a timeout so that an engine that went away gives `EngineUnavailableError`
 instead of a hang, and turns transport and API errors into the typed engine errors in one
 place (`_engine_errors`), each call saying what its failures mean (`_Failure`).
-These three modules are the only ones that know Docker's types. See `docs/engine.md`.
+These three modules and `cua.engine.docker_archive` (the archive `docker load`
+reads) are the only ones that know Docker's types. See `docs/engine.md`.
 """
 
 from __future__ import annotations
