@@ -28,7 +28,7 @@ from cua.download.manifests import (
 from cua.download.preflight import RESERVE, UNPACK_RATIO, Disk, check
 from cua.download.ratelimit import TokenBucket
 from cua.download.registry import api_host, base_url, is_loopback, parse_challenge
-from cua.engine.docker_archive import DockerArchive, archive_bytes
+from cua.engine.docker_archive import DockerArchive, FileMember, archive_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -205,13 +205,15 @@ def test_the_cache_is_trimmed_to_its_cap_oldest_first_keeping_blobs_in_use(tmp_p
     assert cache.trim(0) == 0
 
 
-def test_the_load_archive_is_a_docker_save_tar_without_the_held_layers(tmp_path: Path) -> None:
+async def test_the_load_archive_is_a_docker_save_tar_without_the_held_layers(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "config"
     config.write_bytes(b'{"rootfs": {}}')
     layer = tmp_path / "layer"
     layer.write_bytes(b"z" * 1000)
-    archive = DockerArchive(config, [None, layer], "reg:5000/app:1")
-    data = archive_bytes(archive)
+    archive = DockerArchive(FileMember(config), [None, FileMember(layer)], "reg:5000/app:1")
+    data = await archive_bytes(archive)
     assert len(data) == archive.length
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["manifest.json", "config.json", "layer1.tar"]

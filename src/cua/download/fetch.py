@@ -45,11 +45,13 @@ from cua.download.preflight import Disk, check, free_bytes
 from cua.download.ratelimit import TokenBucket
 from cua.download.registry import LinkError, RegistryClient, RegistryError
 from cua.engine.base import PullFailedError, PullProgress
+from cua.engine.docker_archive import FileMember, Member
 
 log = logging.getLogger(__name__)
 
 PARALLEL_BLOBS = 3
 LINK_RETRIES = 5
+READ_CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.5  # s between progress items (feedback throttles to 1/s itself)
 
 
@@ -62,8 +64,9 @@ class ImageStore(Protocol):
 
     async def layer_chains(self) -> list[list[str]]: ...
 
-    async def load_image(self, config: Path, layers: Sequence[Path | None], tag: str) -> None:
-        """Load the image (layers None: the engine holds them) and name it `tag`."""
+    async def load_image(self, config: Member, layers: Sequence[Member | None], tag: str) -> None:
+        """Load the image (layers None: the engine holds them) and name it `tag`; the
+        members' bytes may still be arriving."""
         ...
 
 
@@ -81,6 +84,73 @@ class _Counter:
     def __init__(self, total: int, done: int) -> None:
         self.total = total
         self.done = done
+
+
+class _Landing:
+    """How far one pull's blob has landed in the cache, for the archive member that follows
+    it (`_Following`). `written`: bytes in the partial file; `generation` changes when that
+    file starts over from byte 0; `verified`: the blob is complete and matched its digest."""
+
+    def __init__(self, cache: BlobCache, blob: Blob) -> None:
+        self.cache = cache
+        self.blob = blob
+        self.written = 0
+        self.generation = 0
+        self.verified = False
+        self.changed = asyncio.Event()
+
+    def wrote(self, count: int) -> None:
+        self.written += count
+        self.changed.set()
+
+    def restarted(self) -> None:
+        self.written = 0
+        self.generation += 1
+        self.changed.set()
+
+
+class _Following:
+    """An archive member that sends a blob's bytes as they land, holding back its last
+    byte until the whole blob matched its digest: the engine cannot finish loading a blob
+    that was not verified. A blob that starts over from byte 0 once bytes were sent (a
+    registry ignoring `Range`, a digest mismatch) fails the load: the pull fails, the next
+    one loads from the cache."""
+
+    def __init__(self, landing: _Landing) -> None:
+        self.landing = landing
+        self.size = landing.blob.size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        landing = self.landing
+        sent = 0
+        file = None
+        generation = landing.generation
+        try:
+            while sent < self.size:
+                landing.changed.clear()
+                if landing.generation != generation:
+                    if sent:
+                        raise RegistryError(f"blob {landing.blob.digest} started over")
+                    generation = landing.generation
+                    if file is not None:
+                        file.close()
+                        file = None
+                limit = self.size if landing.verified else min(landing.written, self.size - 1)
+                if limit > sent:
+                    if file is None:
+                        path = landing.cache.path(landing.blob.digest)
+                        if not landing.verified:
+                            path = landing.cache.partial_path(landing.blob.digest)
+                        file = path.open("rb")  # stays valid when the file is renamed
+                    file.seek(sent)
+                    chunk = file.read(min(limit - sent, READ_CHUNK))
+                    sent += len(chunk)
+                    yield chunk
+                    continue
+                await landing.changed.wait()
+        finally:
+            if file is not None:
+                file.close()
 
 
 class AgentDownloader:
@@ -116,7 +186,7 @@ class AgentDownloader:
             blobs = [manifest.config, *manifest.layers]
             self._hold(blobs)
             try:
-                config = await self._blob(source, manifest.config, None)
+                config = await self._blob(source, _Landing(self.cache, manifest.config), None)
                 ids = diff_ids(config.read_bytes(), len(manifest.layers))
                 present = present_prefix(ids, await store.layer_chains())
                 needed = list(manifest.layers[present:])
@@ -133,25 +203,26 @@ class AgentDownloader:
                     done=sum(min(self._on_disk(b), b.size) for b in needed),
                 )
                 started, resumed = time.monotonic(), counter.done
-                paths: dict[str, Path] = {}
+                landings = [_Landing(self.cache, blob) for blob in needed]
+                members: list[Member | None] = [None] * present
+                members += [_Following(landing) for landing in landings]
                 async with asyncio.TaskGroup() as group:
                     limit = asyncio.Semaphore(PARALLEL_BLOBS)
-                    tasks = [
-                        group.create_task(self._limited(limit, source, blob, counter))
-                        for blob in needed
-                    ]
-                    while not all(task.done() for task in tasks):
+                    for landing in landings:
+                        group.create_task(self._limited(limit, source, landing, counter))
+                    loading = group.create_task(
+                        store.load_image(FileMember(config), members, source.name)
+                    )
+                    while not loading.done():
                         yield PullProgress(source.name, counter.done, counter.total)
-                        await asyncio.wait(tasks, timeout=PROGRESS_INTERVAL)
-                for blob, task in zip(needed, tasks, strict=True):
-                    paths[blob.digest] = task.result()
-                layers = [paths.get(blob.digest) for blob in manifest.layers]
-                await store.load_image(config, [None] * present + layers[present:], source.name)
+                        await asyncio.wait([loading], timeout=PROGRESS_INTERVAL)
                 self._log_done(source, counter, started, resumed)
             finally:
                 self._release(blobs)
             self._tidy(blobs)
-        except* (RegistryError, ManifestError, OSError) as group:
+        except* PullFailedError as group:
+            raise group.exceptions[0] from None
+        except* (RegistryError, ManifestError, OSError, ValueError) as group:
             error = group.exceptions[0]
             raise PullFailedError(f"{what}: {error}") from None
         yield PullProgress(source.name, counter.total, counter.total, complete=True)
@@ -192,18 +263,25 @@ class AgentDownloader:
         return self.cache.partial_size(blob.digest)
 
     async def _limited(
-        self, limit: asyncio.Semaphore, source: Source, blob: Blob, counter: _Counter
+        self, limit: asyncio.Semaphore, source: Source, landing: _Landing, counter: _Counter
     ) -> Path:
         async with limit:
-            return await self._blob(source, blob, counter)
+            return await self._blob(source, landing, counter)
 
-    async def _blob(self, source: Source, blob: Blob, counter: _Counter | None) -> Path:
+    async def _blob(self, source: Source, landing: _Landing, counter: _Counter | None) -> Path:
         """The verified blob in the cache: the cached one, else fetched (resumed). Pulls
         that need the same blob (a shared base layer) fetch it once, one after the other."""
+        blob = landing.blob
         async with self._fetching.setdefault(blob.digest, asyncio.Lock()):
-            return await self._blob_locked(source, blob, counter)
+            path = await self._blob_locked(source, landing, counter)
+        landing.verified = True
+        landing.changed.set()
+        return path
 
-    async def _blob_locked(self, source: Source, blob: Blob, counter: _Counter | None) -> Path:
+    async def _blob_locked(
+        self, source: Source, landing: _Landing, counter: _Counter | None
+    ) -> Path:
+        blob = landing.blob
         cached = self.cache.path(blob.digest).exists()
         path = self.cache.verified(blob.digest)
         if path is not None:
@@ -213,7 +291,7 @@ class AgentDownloader:
         delay = self.retry_delay
         for attempt in range(LINK_RETRIES + 1):
             try:
-                await self._fetch(source, blob, counter)
+                await self._fetch(source, landing, counter)
             except LinkError as error:
                 if attempt == LINK_RETRIES:
                     raise
@@ -229,18 +307,24 @@ class AgentDownloader:
                 continue
             if self.cache.commit(blob.digest):
                 return self.cache.path(blob.digest)
+            landing.restarted()
             if counter is not None:
                 counter.done = max(0, counter.done - blob.size)
         raise RegistryError(
             f"blob {blob.digest} does not match its digest after {LINK_RETRIES + 1} tries"
         )
 
-    async def _fetch(self, source: Source, blob: Blob, counter: _Counter | None) -> None:
+    async def _fetch(self, source: Source, landing: _Landing, counter: _Counter | None) -> None:
+        blob = landing.blob
         partial = self.cache.partial_path(blob.digest)
         offset = self.cache.partial_size(blob.digest)
         if offset > blob.size:
             partial.unlink()
             offset = 0
+        if offset < landing.written:
+            landing.restarted()
+        landing.written = offset
+        landing.changed.set()
         if offset == blob.size and blob.size > 0:
             return
         headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -255,16 +339,18 @@ class AgentDownloader:
                 if counter is not None:
                     counter.done = max(0, counter.done - offset)
                 offset = 0
-            with partial.open("ab" if offset else "wb") as file:
+                landing.restarted()
+            # unbuffered: the archive member that follows this blob reads what is written
+            with partial.open("ab" if offset else "wb", buffering=0) as file:
                 async for chunk in answer.chunks():
                     await self.bucket.take(len(chunk))
                     file.write(chunk)
                     offset += len(chunk)
+                    landing.wrote(len(chunk))
                     if counter is not None:
                         counter.done += len(chunk)
                     if offset > blob.size:
                         raise RegistryError(f"blob {blob.digest} is larger than its manifest says")
-                file.flush()
         finally:
             answer.close()
         if offset < blob.size:

@@ -22,7 +22,6 @@ import struct
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -43,7 +42,7 @@ from cua.engine.base import (
     PullProgress,
     StartFailedError,
 )
-from cua.engine.docker_archive import DockerArchive
+from cua.engine.docker_archive import DockerArchive, Member
 from cua.engine.docker_mapping import (
     MAX_API_VERSION,
     ImageReference,
@@ -438,18 +437,25 @@ class DockerEngine:
                 chains.append(list((found.get("RootFS") or {}).get("Layers") or []))
         return chains
 
-    async def load_image(self, config: Path, layers: Sequence[Path | None], tag: str) -> None:
+    async def load_image(self, config: Member, layers: Sequence[Member | None], tag: str) -> None:
+        """`POST /images/load` of the archive, sent as its members' bytes come (the engine
+        unpacks while the agent downloads); the engine's answer is awaited for at most
+        `pull_stall_timeout` once the last byte is sent."""
         archive = DockerArchive(config, layers, tag)
         failure = _Failure(f"cannot pull image {tag}: the engine did not load it", PullFailedError)
         http = await self._negotiate()
         with self._engine_errors(failure):
-            async with asyncio.timeout(self.pull_stall_timeout):
+            async with asyncio.timeout(None) as answer_due:
+
+                async def body() -> AsyncIterator[bytes]:
+                    async for chunk in archive.chunks():
+                        yield chunk
+                    answer_due.reschedule(
+                        asyncio.get_running_loop().time() + self.pull_stall_timeout
+                    )
+
                 response = await http.upload(
-                    "POST",
-                    self._path("images/load"),
-                    archive.chunks(),
-                    archive.length,
-                    params={"quiet": "1"},
+                    "POST", self._path("images/load"), body(), archive.length, params={"quiet": "1"}
                 )
             for line in response.body.splitlines():
                 message = json.loads(line) if line.strip() else {}

@@ -25,7 +25,7 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,14 +324,15 @@ class EngineHTTP:
         self,
         method: str,
         path: str,
-        chunks: Iterable[bytes],
+        chunks: AsyncIterable[bytes],
         length: int,
         *,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/x-tar",
     ) -> Response:
         """A request whose body (`length` bytes) is sent as `chunks` come, on a connection
-        of its own (an image archive). Raises APIError for a status >= 400."""
+        of its own (an image archive); an error of `chunks` drops the connection (the
+        engine discards the half-sent body). Raises APIError for a status >= 400."""
         target = path + ("?" + urlencode(params) if params else "")
         fields = [
             ("Host", self.address.host_header),
@@ -355,11 +356,11 @@ class EngineHTTP:
         method: str,
         target: str,
         fields: list[tuple[str, str]],
-        chunks: Iterable[bytes],
+        chunks: AsyncIterable[bytes],
     ) -> h11.Response:
         h = connection.h11
         connection.writer.write(h.send(h11.Request(method=method, target=target, headers=fields)))
-        for chunk in chunks:
+        async for chunk in chunks:
             connection.writer.write(h.send(h11.Data(data=chunk)) or b"")
             await connection.writer.drain()
         connection.writer.write(h.send(h11.EndOfMessage()) or b"")
