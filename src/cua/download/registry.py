@@ -93,17 +93,29 @@ class Answer:
     """A response whose body is read as it comes; `close()` drops the connection."""
 
     def __init__(
-        self, head: h11.Response, connection: h11.Connection, reader: Any, writer: Any
+        self,
+        head: h11.Response,
+        connection: h11.Connection,
+        reader: Any,
+        writer: Any,
+        timeout: float,
     ) -> None:
         self.status: int = head.status_code
+        self._timeout = timeout
         self.headers = {k.decode().lower(): v.decode() for k, v in head.headers}
         self._h11 = connection
         self._reader = reader
         self._writer = writer
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it comes; a silence longer than the timeout is a lost link (a link
+        that drops without a reset never says so otherwise)."""
         while True:
-            event = await _next_event(self._h11, self._reader)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    event = await _next_event(self._h11, self._reader)
+            except TimeoutError:
+                raise LinkError(f"no data for {self._timeout:g} s") from None
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -181,7 +193,7 @@ class RegistryClient:
                 while True:
                     event = await _next_event(connection, reader)
                     if isinstance(event, h11.Response):
-                        return Answer(event, connection, reader, writer)
+                        return Answer(event, connection, reader, writer, self.timeout)
                     if isinstance(event, h11.ConnectionClosed):
                         raise LinkError(f"{parts.netloc} closed the connection")
         except TimeoutError:

@@ -1,0 +1,124 @@
+"""The registry client against an in-process fake registry on loopback: the token flow
+with the configured login, Basic auth, redirects, errors, and a silent link."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "t0k3n"
+
+
+class FakeRegistry:
+    def __init__(self, scheme: str = "bearer") -> None:
+        self.scheme = scheme
+        self.port = 0
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        target = head[0].split(" ")[1]
+        headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in head[1:] if line)}
+        self.seen.append((target, headers))
+        status, extra, body = self.answer(target, headers)
+        if status == 0:  # silence
+            await asyncio.sleep(1)
+            return
+        lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", *extra, "", ""]
+        writer.write("\r\n".join(lines).encode() + body)
+        await writer.drain()
+        writer.close()
+
+    def answer(self, target: str, headers: dict[str, str]) -> tuple[int, list[str], bytes]:
+        auth = headers.get("authorization", "")
+        basic = "Basic " + base64.b64encode(b"me:secret").decode()
+        if target.startswith("/token"):
+            if auth != basic or "scope=repository%3Ar%3Apull" not in target:
+                return 401, [], b""
+            return 200, [], json.dumps({"token": TOKEN}).encode()
+        if target == "/v2/r/blobs/stall":
+            return 0, [], b""
+        wanted = f"Bearer {TOKEN}" if self.scheme == "bearer" else basic
+        if auth != wanted:
+            realm = f'Bearer realm="http://127.0.0.1:{self.port}/token",service="fake"'
+            challenge = realm if self.scheme == "bearer" else 'Basic realm="fake"'
+            return 401, [f"WWW-Authenticate: {challenge}"], b""
+        if target == "/v2/r/blobs/moved":
+            return 307, [f"Location: http://127.0.0.1:{self.port}/elsewhere/blob"], b""
+        if target == "/v2/r/manifests/1":
+            return 200, ["Content-Type: application/json"], b'{"ok": 1}'
+        return 404, [], b'{"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown tag"}]}'
+
+
+async def _serve(fake: FakeRegistry) -> AsyncIterator[str]:
+    server = await asyncio.start_server(fake._handle, "127.0.0.1", 0)
+    fake.port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{fake.port}"
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def bearer() -> AsyncIterator[tuple[FakeRegistry, str]]:
+    fake = FakeRegistry("bearer")
+    async for address in _serve(fake):
+        yield fake, address
+
+
+@pytest.fixture
+async def basic() -> AsyncIterator[tuple[FakeRegistry, str]]:
+    fake = FakeRegistry("basic")
+    async for address in _serve(fake):
+        yield fake, address
+
+
+async def test_a_token_is_fetched_with_the_login_and_reused(
+    bearer: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = bearer
+    client = RegistryClient({address: Login("me", "secret")})
+    assert await client.manifest(address, "r", "1") == (b'{"ok": 1}', "application/json")
+    assert await client.manifest(address, "r", "1") == (b'{"ok": 1}', "application/json")
+    targets = [target for target, _ in fake.seen]
+    assert targets == ["/v2/r/manifests/1", targets[1], "/v2/r/manifests/1", "/v2/r/manifests/1"]
+    assert targets[1].startswith("/token?service=fake&scope=repository%3Ar%3Apull")
+
+
+async def test_basic_auth_and_a_redirect_without_the_credentials(
+    basic: tuple[FakeRegistry, str],
+) -> None:
+    fake, address = basic
+    client = RegistryClient({address: Login("me", "secret")})
+    assert await client.manifest(address, "r", "1") == (b'{"ok": 1}', "application/json")
+    with pytest.raises(RegistryError, match=r"404"):
+        await client.get(address, "r", "blobs/moved")
+    assert fake.seen[-1][0] == "/elsewhere/blob"
+
+
+async def test_no_login_and_registry_errors_are_named(bearer: tuple[FakeRegistry, str]) -> None:
+    _fake, address = bearer
+    with pytest.raises(RegistryError, match="token refused"):
+        await RegistryClient().manifest(address, "r", "1")
+    client = RegistryClient({address: Login("me", "secret")})
+    with pytest.raises(RegistryError, match=r"r/manifests: 404 unknown tag"):
+        await client.manifest(address, "r", "2")
+
+
+async def test_a_silent_link_is_a_link_error(bearer: tuple[FakeRegistry, str]) -> None:
+    _fake, address = bearer
+    with pytest.raises(LinkError, match=r"no answer within 0\.3 s"):
+        await RegistryClient(timeout=0.3).get(address, "r", "blobs/stall")
+
+
+async def test_a_refused_connection_is_a_link_error() -> None:
+    with pytest.raises(LinkError):
+        await RegistryClient().get("127.0.0.1:1", "r", "manifests/1")
