@@ -20,7 +20,7 @@ from cua.download.fetch import AgentDownloader
 from cua.download.registry import RegistryClient
 from cua.engine.base import PullFailedError
 from cua.engine.docker import DockerEngine
-from cua_dev.images import ImageFactory
+from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import LocalStack
 from cua_dev.unixhttp import RawEngine
@@ -58,6 +58,20 @@ async def agent_engine(
     await engine.close()
 
 
+def _fresh(
+    factory: ImageFactory, raw: RawEngine, name: str, size_mb: float
+) -> tuple[str, BuiltImage]:
+    """Image `download/<name>:1` pushed to the registry and absent from the engine."""
+    image = factory(f"download/{name}", "1", marker=name, size_mb=size_mb)
+    raw.forget(image)
+    return image, factory.images[image]
+
+
+def _download_size(built: BuiltImage) -> int:
+    """Bytes of all the image's blobs (what a pull with no layer present fetches)."""
+    return len(built.config) + sum(len(layer.gz) for layer in built.layers)
+
+
 async def _pull(engine: DockerEngine, image: str) -> list[tuple[int, int]]:
     return [(p.done, p.total) async for p in engine.pull_image(image)]
 
@@ -69,10 +83,8 @@ async def test_the_agent_fetches_verifies_and_the_engine_loads_under_the_referen
     raw: RawEngine,
     tmp_path: Path,
 ) -> None:
-    image = image_factory("download/basic", "1", marker="basic", size_mb=1.0)
-    raw.forget(image)
+    image, built = _fresh(image_factory, raw, "basic", 3.0)
     progress = await _pull(agent_engine, image)
-    built = image_factory.images[image]
     assert raw.image(image)["Id"] == built.image_id
     assert progress[-1][0] == progress[-1][1] > 0
     assert all(done <= total for done, total in progress)
@@ -88,10 +100,8 @@ async def test_layers_the_engine_holds_are_not_fetched(
     raw: RawEngine,
 ) -> None:
     image_factory("download/base", "1", load=True, marker="holds-base")
-    image = image_factory("download/top", "1", marker="top", size_mb=3.0)
-    raw.forget(image)
+    image, built = _fresh(image_factory, raw, "top", 3.0)
     await _pull(agent_engine, image)
-    built = image_factory.images[image]
     base, top = built.layers
     assert raw.image(image)["Id"] == built.image_id
     assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
@@ -103,13 +113,10 @@ async def test_pulls_that_share_blobs_fetch_each_once(
     image_factory: ImageFactory,
     raw: RawEngine,
 ) -> None:
-    image = image_factory("download/shared", "1", marker="shared", size_mb=5.0)
-    raw.forget(image)
+    image, built = _fresh(image_factory, raw, "shared", 5.0)
     await asyncio.gather(_pull(agent_engine, image), _pull(agent_engine, image))
-    built = image_factory.images[image]
     assert raw.image(image)["Id"] == built.image_id
-    everything = len(built.config) + sum(len(layer.gz) for layer in built.layers)
-    assert len(built.layers[1].gz) <= proxy.down_bytes < 1.2 * everything
+    assert len(built.layers[1].gz) <= proxy.down_bytes < 1.2 * _download_size(built)
 
 
 async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(
@@ -119,14 +126,13 @@ async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(
     raw: RawEngine,
     tmp_path: Path,
 ) -> None:
-    image = image_factory("download/corrupt", "1", marker="corrupt", size_mb=2.0)
-    raw.forget(image)
-    top = image_factory.images[image].layers[1]
+    image, built = _fresh(image_factory, raw, "corrupt", 4.0)
+    top = built.layers[1]
     blobs = tmp_path / "images" / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     (blobs / top.digest.removeprefix("sha256:")).write_bytes(b"x" * len(top.gz))
     await _pull(agent_engine, image)
-    assert raw.image(image)["Id"] == image_factory.images[image].image_id
+    assert raw.image(image)["Id"] == built.image_id
     assert proxy.down_bytes >= len(top.gz)
 
 
@@ -151,8 +157,7 @@ async def test_a_shortage_of_disk_space_fails_before_any_layer_byte(
     raw: RawEngine,
     small_cache: Path,
 ) -> None:
-    image = image_factory("download/big", "1", marker="too-big", size_mb=20.0)
-    raw.forget(image)
+    image, _built = _fresh(image_factory, raw, "too-big", 20.0)
     engine = _engine(clean_engine, proxy, small_cache / "images")
     try:
         with pytest.raises(PullFailedError, match="not enough disk space") as failure:
@@ -184,10 +189,8 @@ def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
     raw: RawEngine,
     tmp_path: Path,
 ) -> None:
-    image = image_factory("download/resume", "1", marker="resume", size_mb=20.0)
-    raw.forget(image)
-    built = image_factory.images[image]
-    size = len(built.config) + sum(len(layer.gz) for layer in built.layers)
+    image, built = _fresh(image_factory, raw, "resume", 20.0)
+    size = _download_size(built)
     proxy.cut_at(size // 2)
     first = _pull_process(clean_engine, proxy, tmp_path / "images", image)
     try:
@@ -211,10 +214,8 @@ async def test_a_link_lost_half_way_and_back_resumes_within_the_same_pull(
     image_factory: ImageFactory,
     raw: RawEngine,
 ) -> None:
-    image = image_factory("download/relink", "1", marker="relink", size_mb=10.0)
-    raw.forget(image)
-    built = image_factory.images[image]
-    size = len(built.config) + sum(len(layer.gz) for layer in built.layers)
+    image, built = _fresh(image_factory, raw, "relink", 10.0)
+    size = _download_size(built)
     proxy.cut_at(size // 2)
 
     async def link_back() -> None:
@@ -235,9 +236,8 @@ async def test_a_rate_limit_of_1_mib_per_second_takes_10_s_for_10_mib(
     tmp_path: Path,
 ) -> None:
     image_factory("download/base", "1", load=True, marker="holds-base")
-    image = image_factory("download/limited", "1", marker="limited", size_mb=11.0)
-    raw.forget(image)
-    top = image_factory.images[image].layers[1]
+    image, built = _fresh(image_factory, raw, "limited", 11.0)
+    top = built.layers[1]
     engine = _engine(clean_engine, proxy, tmp_path / "images", rate=MIB)
     started = time.monotonic()
     try:
