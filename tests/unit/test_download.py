@@ -3,6 +3,7 @@ token bucket, the disk-space preflight, the blob cache and the load archive."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from cua.download.cache import BlobCache
+from cua.download.fetch import FollowingBlob, Landing
 from cua.download.manifests import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
+    Blob,
     ManifestError,
     Platform,
     choose_from_index,
@@ -27,7 +30,7 @@ from cua.download.manifests import (
 )
 from cua.download.preflight import RESERVE, UNPACK_RATIO, Disk, check
 from cua.download.ratelimit import TokenBucket
-from cua.download.registry import api_host, base_url, is_loopback, parse_challenge
+from cua.download.registry import RegistryError, api_host, base_url, is_loopback, parse_challenge
 from cua.engine.docker_archive import DockerArchive, FileMember, archive_bytes
 
 pytestmark = pytest.mark.unit
@@ -226,3 +229,50 @@ async def test_the_load_archive_is_a_docker_save_tar_without_the_held_layers(
             "Layers": ["layer0.tar", "layer1.tar"],
         }
     ]
+
+
+async def test_a_following_member_holds_back_the_last_byte_until_the_blob_is_verified(
+    tmp_path: Path,
+) -> None:
+
+    cache = BlobCache(tmp_path)
+    cache.ensure()
+    data = b"0123456789"
+    blob = Blob(_digest(data), len(data))
+    landing = Landing(cache, blob)
+    received: list[bytes] = []
+
+    async def follow() -> None:
+        async for chunk in FollowingBlob(landing).chunks():
+            received.append(chunk)
+
+    reader = asyncio.create_task(follow())
+    cache.partial_path(blob.digest).write_bytes(data[:4])
+    landing.wrote(4)
+    await asyncio.sleep(0.01)
+    assert b"".join(received) == data[:4]
+    with cache.partial_path(blob.digest).open("ab") as file:
+        file.write(data[4:])
+    landing.wrote(6)
+    await asyncio.sleep(0.01)
+    assert b"".join(received) == data[:9]  # complete, not yet verified: the last byte waits
+    assert cache.commit(blob.digest)
+    landing.verified = True
+    landing.changed.set()
+    await asyncio.wait_for(reader, 1)
+    assert b"".join(received) == data
+
+
+async def test_a_following_member_fails_when_its_blob_starts_over(tmp_path: Path) -> None:
+
+    cache = BlobCache(tmp_path)
+    cache.ensure()
+    blob = Blob(_digest(b"abcdef"), 6)
+    landing = Landing(cache, blob)
+    cache.partial_path(blob.digest).write_bytes(b"abc")
+    landing.wrote(3)
+    chunks = FollowingBlob(landing).chunks()
+    assert await anext(chunks) == b"abc"
+    landing.restarted()
+    with pytest.raises(RegistryError, match="started over"):
+        await anext(chunks)

@@ -86,9 +86,9 @@ class _Counter:
         self.done = done
 
 
-class _Landing:
+class Landing:
     """How far one pull's blob has landed in the cache, for the archive member that follows
-    it (`_Following`). `written`: bytes in the partial file; `generation` changes when that
+    it (`FollowingBlob`). `written`: bytes in the partial file; `generation` changes when that
     file starts over from byte 0; `verified`: the blob is complete and matched its digest."""
 
     def __init__(self, cache: BlobCache, blob: Blob) -> None:
@@ -109,14 +109,14 @@ class _Landing:
         self.changed.set()
 
 
-class _Following:
+class FollowingBlob:
     """An archive member that sends a blob's bytes as they land, holding back its last
     byte until the whole blob matched its digest: the engine cannot finish loading a blob
     that was not verified. A blob that starts over from byte 0 once bytes were sent (a
     registry ignoring `Range`, a digest mismatch) fails the load: the pull fails, the next
     one loads from the cache."""
 
-    def __init__(self, landing: _Landing) -> None:
+    def __init__(self, landing: Landing) -> None:
         self.landing = landing
         self.size = landing.blob.size
 
@@ -186,7 +186,7 @@ class AgentDownloader:
             blobs = [manifest.config, *manifest.layers]
             self._hold(blobs)
             try:
-                config = await self._blob(source, _Landing(self.cache, manifest.config), None)
+                config = await self._blob(source, Landing(self.cache, manifest.config), None)
                 ids = diff_ids(config.read_bytes(), len(manifest.layers))
                 present = present_prefix(ids, await store.layer_chains())
                 needed = list(manifest.layers[present:])
@@ -203,9 +203,9 @@ class AgentDownloader:
                     done=sum(min(self._on_disk(b), b.size) for b in needed),
                 )
                 started, resumed = time.monotonic(), counter.done
-                landings = [_Landing(self.cache, blob) for blob in needed]
+                landings = [Landing(self.cache, blob) for blob in needed]
                 members: list[Member | None] = [None] * present
-                members += [_Following(landing) for landing in landings]
+                members += [FollowingBlob(landing) for landing in landings]
                 async with asyncio.TaskGroup() as group:
                     limit = asyncio.Semaphore(PARALLEL_BLOBS)
                     for landing in landings:
@@ -263,12 +263,12 @@ class AgentDownloader:
         return self.cache.partial_size(blob.digest)
 
     async def _limited(
-        self, limit: asyncio.Semaphore, source: Source, landing: _Landing, counter: _Counter
+        self, limit: asyncio.Semaphore, source: Source, landing: Landing, counter: _Counter
     ) -> Path:
         async with limit:
             return await self._blob(source, landing, counter)
 
-    async def _blob(self, source: Source, landing: _Landing, counter: _Counter | None) -> Path:
+    async def _blob(self, source: Source, landing: Landing, counter: _Counter | None) -> Path:
         """The verified blob in the cache: the cached one, else fetched (resumed). Pulls
         that need the same blob (a shared base layer) fetch it once, one after the other."""
         blob = landing.blob
@@ -279,7 +279,7 @@ class AgentDownloader:
         return path
 
     async def _blob_locked(
-        self, source: Source, landing: _Landing, counter: _Counter | None
+        self, source: Source, landing: Landing, counter: _Counter | None
     ) -> Path:
         blob = landing.blob
         cached = self.cache.path(blob.digest).exists()
@@ -314,7 +314,7 @@ class AgentDownloader:
             f"blob {blob.digest} does not match its digest after {LINK_RETRIES + 1} tries"
         )
 
-    async def _fetch(self, source: Source, landing: _Landing, counter: _Counter | None) -> None:
+    async def _fetch(self, source: Source, landing: Landing, counter: _Counter | None) -> None:
         blob = landing.blob
         partial = self.cache.partial_path(blob.digest)
         offset = self.cache.partial_size(blob.digest)
@@ -389,3 +389,5 @@ class AgentDownloader:
         a running pull needs them; then keep the cache under its cap."""
         self.cache.remove(b.digest for b in blobs if b.digest not in self._in_use)
         self.cache.trim(self.cache_cap, keep=self._in_use)
+        for digest in [d for d in self._fetching if d not in self._in_use]:
+            del self._fetching[digest]  # no running pull needs it: nobody waits on its lock
