@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
+from cua_dev.tlsgen import generate_tls
 
 pytestmark = pytest.mark.unit
 
@@ -122,3 +126,41 @@ async def test_a_silent_link_is_a_link_error(bearer: tuple[FakeRegistry, str]) -
 async def test_a_refused_connection_is_a_link_error() -> None:
     with pytest.raises(LinkError):
         await RegistryClient().get("127.0.0.1:1", "r", "manifests/1")
+
+
+async def test_https_with_the_registrys_ca_and_client_certificate_from_certs_d(
+    tmp_path: Path,
+) -> None:
+    pki = generate_tls(tmp_path / "pki")
+    certs = tmp_path / "certs.d" / "reg.test"
+    certs.mkdir(parents=True)
+    shutil.copy(pki.ca_cert, certs / "ca.crt")
+    shutil.copy(pki.client_cert, certs / "client.cert")
+    shutil.copy(pki.client_key, certs / "client.key")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
+    server_tls.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    server_tls.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no answer
+    fake = FakeRegistry("basic")
+    server = await asyncio.start_server(fake._handle, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+
+    async def to_fake(
+        host: str, _port: int, tls: ssl.SSLContext | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        assert (host, _port, tls is not None) == ("reg.test", 443, True)
+        # the test certificate names localhost: that is the name checked
+        return await asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname="localhost"
+        )
+
+    client = RegistryClient(
+        {"reg.test": Login("me", "secret")}, connect=to_fake, certs_dir=tmp_path / "certs.d"
+    )
+    try:
+        assert await client.manifest("reg.test", "r", "1") == (b'{"ok": 1}', "application/json")
+        with pytest.raises(LinkError, match="CERTIFICATE_VERIFY_FAILED"):
+            await RegistryClient(connect=to_fake, certs_dir=tmp_path / "none").manifest(
+                "reg.test", "r", "1"
+            )
+    finally:
+        server.close()

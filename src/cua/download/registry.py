@@ -3,7 +3,9 @@
 HTTP/1.1 on h11 over asyncio streams (the library the engine adapter uses; no second HTTP
 stack). One connection per request: a pull makes a handful of requests, each blob a long
 one. HTTPS (verified against the system's CAs) for every registry except loopback ones
-(`localhost`, `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default.
+(`localhost`, `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default;
+a registry's own CA or client certificate is read where Docker reads it,
+`/etc/docker/certs.d/<host[:port]>/` (`*.crt`, `*.cert` + `*.key`).
 
 Auth as the distribution spec describes it: a 401 with `WWW-Authenticate: Bearer realm=..,
 service=.., scope=..` → a token from the realm (with the configured login as Basic auth if
@@ -22,6 +24,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -30,6 +33,7 @@ import h11
 from cua.download.manifests import ACCEPT
 
 READ_SIZE = 65536
+DOCKER_CERTS_DIR = "/etc/docker/certs.d"
 MAX_REDIRECTS = 5
 
 Connector = Callable[[str, int, ssl.SSLContext | None], Awaitable[tuple[Any, Any]]]
@@ -150,7 +154,8 @@ async def _next_event(connection: h11.Connection, reader: Any) -> Any:
 
 class RegistryClient:
     """Requests to registries. `logins`: registry host -> Login. `connect`: how a TCP
-    connection to (host, port) is opened (tests put a proxy there)."""
+    connection to (host, port) is opened (tests put a proxy there). `certs_dir`: per-registry
+    CAs and client certificates, Docker's layout (`/etc/docker/certs.d/<host[:port]>/`)."""
 
     def __init__(
         self,
@@ -158,17 +163,28 @@ class RegistryClient:
         *,
         connect: Connector = _open_connection,
         timeout: float = 60.0,
+        certs_dir: str | Path = DOCKER_CERTS_DIR,
     ) -> None:
         self._logins = dict(logins or {})
         self._connect = connect
         self.timeout = timeout
         self._tokens: dict[tuple[str, str], str] = {}
-        self._tls: ssl.SSLContext | None = None
+        self.certs_dir = Path(certs_dir)
+        self._tls: dict[str, ssl.SSLContext] = {}
 
-    def _context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
+    def _context(self, netloc: str) -> ssl.SSLContext:
+        """The system's CAs, plus what `<certs_dir>/<host[:port]>/` holds as Docker reads
+        it: `*.crt` extra CAs, `*.cert` + `*.key` a client certificate."""
+        if netloc not in self._tls:
+            context = ssl.create_default_context()
+            folder = self.certs_dir / netloc
+            if folder.is_dir():
+                for ca in sorted(folder.glob("*.crt")):
+                    context.load_verify_locations(cafile=str(ca))
+                for cert in sorted(folder.glob("*.cert")):
+                    context.load_cert_chain(str(cert), str(cert.with_suffix(".key")))
+            self._tls[netloc] = context
+        return self._tls[netloc]
 
     async def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Answer:
         parts = urlsplit(url)
@@ -178,7 +194,8 @@ class RegistryClient:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         try:
             async with asyncio.timeout(self.timeout):
-                reader, writer = await self._connect(host, port, self._context() if https else None)
+                tls = self._context(parts.netloc) if https else None
+                reader, writer = await self._connect(host, port, tls)
         except TimeoutError:
             raise LinkError(f"{parts.netloc}: no connection within {self.timeout:g} s") from None
         except OSError as error:
