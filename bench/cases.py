@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -525,7 +526,14 @@ class Bench:
         the engine's own parallel pull of the same images, in-process (no MQTT)."""
         await self.docker.remove_all()
         cache = self.tmp / "agent-download-cache"
-        downloader = AgentDownloader(cache, RegistryClient())
+        stack = self.stack
+
+        async def to_registry(
+            _host: str, _port: int, _tls: ssl.SSLContext | None
+        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await stack.registry_connect()  # wherever the stack runs its registry
+
+        downloader = AgentDownloader(cache, RegistryClient(connect=to_registry))
         engine = DockerEngine(self.stack.docker_host, downloader=downloader)
 
         async def clean() -> None:
