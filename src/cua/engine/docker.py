@@ -22,13 +22,11 @@ import struct
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cua.containers.spec import ContainerSpec, Resources, RestartPolicy
 from cua.containers.state import ContainerDetails, ContainerSummary
-from cua.download.fetch import AgentDownloader, Source
-from cua.download.manifests import Platform
 from cua.engine.base import (
     ContainerEvent,
     ContainerNotFoundError,
@@ -42,7 +40,6 @@ from cua.engine.base import (
     PullProgress,
     StartFailedError,
 )
-from cua.engine.docker_archive import DockerArchive, Member
 from cua.engine.docker_mapping import (
     MAX_API_VERSION,
     ImageReference,
@@ -65,6 +62,11 @@ from cua.engine.transport import (
     engine_address,
 )
 from cua.settings import RegistryCredentials
+
+if TYPE_CHECKING:  # imported when used: an agent whose engine pulls never loads them
+    from cua.download.fetch import AgentDownloader
+    from cua.download.manifests import Platform
+    from cua.engine.docker_archive import Member
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +356,8 @@ class DockerEngine:
             fetched = wanted.on_registry(mirror or wanted.registry)
             tag = wanted.tag or "latest"
             named = image if wanted.tag else f"{image}:{tag}"
+            from cua.download.fetch import Source
+
             where = Source(fetched.registry, fetched.path, tag, named)
             async for progress in self.downloader.pull(self, where):
                 yield progress
@@ -422,6 +426,8 @@ class DockerEngine:
     async def engine_platform(self) -> Platform:
         failure = _Failure("cannot read the engine's platform")
         version = await self._call("GET", "version", failure)
+        from cua.download.manifests import Platform
+
         return Platform(str(version.get("Os", "linux")), str(version.get("Arch", "")))
 
     async def data_root(self) -> str:
@@ -441,6 +447,8 @@ class DockerEngine:
         """`POST /images/load` of the archive, sent as its members' bytes come (the engine
         unpacks while the agent downloads); the engine's answer is awaited for at most
         `pull_stall_timeout` once the last byte is sent."""
+        from cua.engine.docker_archive import DockerArchive
+
         archive = DockerArchive(config, layers, tag)
         failure = _Failure(f"cannot pull image {tag}: the engine did not load it", PullFailedError)
         http = await self._negotiate()
