@@ -232,8 +232,11 @@ class LocalStack:
         return f"127.0.0.1:{self._registry_port}"
 
     async def registry_connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A TCP connection to the registry, from wherever it runs (for `cua_dev.proxy`)."""
-        return await asyncio.open_connection("127.0.0.1", self._registry_port)
+        """A TCP connection to the registry, made inside the stack's network namespace (for
+        `cua_dev.proxy` and the bench: the agent's own downloads reach it this way)."""
+        sock = await asyncio.to_thread(self.netns.connect, "127.0.0.1", self._registry_port)
+        sock.setblocking(False)
+        return await asyncio.open_connection(sock=sock, limit=1 << 20)
 
     @property
     def mqtt_port(self) -> int:

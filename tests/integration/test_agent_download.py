@@ -141,7 +141,7 @@ def small_cache(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs (mounted for the test, unmounted after)."""
     cache = tmp_path / "small"
     cache.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache)]
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(cache)]
     if subprocess.run(mount, check=False).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
