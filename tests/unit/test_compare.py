@@ -272,10 +272,40 @@ def test_comparison_properties(desired: ContainerSpec, current: ContainerSpec) -
     assert compare(desired, desired).kind is ActionKind.CHECK
     assert (result.kind is ActionKind.CHECK) == (result.differences == ())
     # The kind does not depend on the direction, except that dropping a memory limit needs
-    # a new container while adding one is a runtime update (D12).
+    # a new container while adding one is a runtime update (D12, tested below).
     reverse = compare(current, desired)
     assert set(reverse.differences) == set(result.differences)
     if reverse.kind is not result.kind:
         assert {reverse.kind, result.kind} == {ActionKind.RECREATE, ActionKind.UPDATE}
         assert (desired.resources is None) != (current.resources is None)
         assert (result.kind is ActionKind.RECREATE) == (desired.resources is None)
+
+
+_limits = st.none() | st.builds(
+    Resources, *[st.sampled_from(["", "10M", "20M"])] * 2, st.sampled_from(["", "40M", "-1"])
+)
+
+
+@given(_specs, _limits, _limits)
+def test_d12_direction(
+    spec: ContainerSpec, mine: Resources | None, theirs: Resources | None
+) -> None:
+    # Only the memory limits differ, so the direction rule (D12) decides in every example.
+    current, desired = replace(spec, resources=mine), replace(spec, resources=theirs)
+    result, reverse = compare(desired, current), compare(current, desired)
+    assert set(reverse.differences) == set(result.differences)
+    assert set(result.differences) <= {"memory", "memoryReservation", "memorySwap"}
+    have, want = mine or Resources(), theirs or Resources()
+    dropped = (have.memory and not want.memory) or (
+        have.memory_reservation and not want.memory_reservation
+    )
+    if dropped:
+        assert result.kind is ActionKind.RECREATE
+    elif result.differences:
+        assert result.kind is ActionKind.UPDATE
+    else:
+        assert result.kind is ActionKind.CHECK
+        assert reverse.kind is ActionKind.CHECK
+    if reverse.kind is not result.kind:
+        # Only dropping a limit makes the kind depend on the direction.
+        assert {reverse.kind, result.kind} == {ActionKind.RECREATE, ActionKind.UPDATE}

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cua.api.envelope import MessageError, decode, encode, encode_feedback, go_json, read_member
+from cua.api.envelope import (
+    Envelope,
+    MessageError,
+    decode,
+    encode,
+    encode_feedback,
+    go_json,
+    read_member,
+)
 from cua.api.models import (
     Action,
     ActionStatusType,
@@ -233,10 +241,90 @@ def test_decode_error_never_echoes_a_secret_value() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+def _decode(raw: bytes | str) -> Envelope[DesiredState] | MessageError:
+    """The envelope, or the one exception decode may raise."""
+    try:
+        return decode(raw, DesiredState, "desired state")
+    except MessageError as exc:
+        return exc
+
+
 @given(st.binary(max_size=200))
 def test_decode_of_junk_raises_only_message_error(raw: bytes) -> None:
-    with contextlib.suppress(MessageError):
-        decode(raw, DesiredState, "desired state")
+    outcome = _decode(raw)
+    if isinstance(outcome, MessageError):
+        assert str(outcome).startswith("invalid desired state: ")
+    else:
+        assert isinstance(json.loads(raw), dict)  # only a JSON object is an envelope
+        assert outcome.payload is None or isinstance(outcome.payload, DesiredState)
+
+
+SECRET = "hunter2"
+_text = st.text(max_size=8) | st.just(SECRET)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+_pairs = st.lists(st.fixed_dictionaries({"key": _text, "value": _text | _json}), max_size=2)
+_desired_states = st.fixed_dictionaries(
+    {
+        "domains": st.lists(
+            st.fixed_dictionaries(
+                {"id": _text, "components": st.lists(
+                    st.fixed_dictionaries({"id": _text, "version": _text, "config": _pairs}),
+                    max_size=2,
+                )}
+            ),
+            max_size=2,
+        )
+    }
+)  # fmt: skip
+_envelopes = st.fixed_dictionaries(
+    {},
+    optional={
+        "activityId": _text | _json,
+        "timestamp": st.integers() | _json,
+        "payload": _desired_states | _json,
+        "extra": _json,
+    },
+)
+
+
+@given(_envelopes)
+def test_decode_of_any_envelope(message: dict[str, Any]) -> None:
+    activity = message.get("activityId")
+    stamp = message.get("timestamp")
+    payload = message.get("payload")
+    id_ok = activity is None or isinstance(activity, str)
+    stamp_ok = stamp is None or (isinstance(stamp, int | float) and not isinstance(stamp, bool))
+    envelope = _decode(json.dumps(message))
+    if isinstance(envelope, MessageError):
+        text = str(envelope)
+        assert SECRET not in text
+        assert envelope.activity_id == (activity if isinstance(activity, str) else None)
+        # Only the first problem is named, in the order activityId, timestamp, payload.
+        if not id_ok:
+            assert text == "invalid desired state: activityId: must be a string"
+        elif not stamp_ok:
+            assert text == "invalid desired state: timestamp: must be an integer"
+        else:
+            assert text.startswith("invalid desired state: payload")
+            assert payload is not None
+    else:
+        assert id_ok
+        assert stamp_ok
+        assert envelope.activity_id == (activity or "")
+        assert envelope.timestamp == int(stamp or 0)
+        if payload is None:
+            assert envelope.payload is None
+        else:
+            assert envelope.payload is not None
+            assert isinstance(payload, dict)
+            assert [d.id for d in envelope.payload.domains] == [
+                d["id"] for d in payload.get("domains") or []
+            ]
 
 
 @given(st.text(max_size=50), st.integers(min_value=0, max_value=2**62))
