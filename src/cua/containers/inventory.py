@@ -179,9 +179,8 @@ def container_parameters(
     running = state.status is ContainerStatus.RUNNING
     if verbose or state.restart_count != 0:
         pairs.append(("restartCount", str(state.restart_count)))
-    manually_stopped = False
-    if verbose or (manually_stopped and not running):
-        pairs.append(("manuallyStopped", _bool(manually_stopped)))
+    if verbose:  # Kanto: also when true and stopped; here it is never known to be true
+        pairs.append(("manuallyStopped", _bool(False)))
     started_before = bool(state.started_at)
     if verbose or (started_before and not running):
         pairs.append(("startedSuccessfullyBefore", _bool(started_before)))
