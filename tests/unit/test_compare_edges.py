@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from cua.containers.compare import ActionKind, Comparison, compare
-from cua.containers.spec import ContainerSpec, LogConfig, LogMode
+from cua.containers.spec import ContainerSpec, LogConfig, LogMode, ProcessConfig
 
 pytestmark = pytest.mark.unit
 
@@ -22,3 +22,18 @@ def test_log_max_buffer_size_alone_is_a_recreate() -> None:
     current = replace(BASE, log=LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="1M"))
     desired = replace(BASE, log=LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="2M"))
     assert compare(desired, current) == Comparison(ActionKind.RECREATE, ("logMaxBufferSize",))
+
+
+def test_same_size_sets_where_only_one_holds_the_other_differ() -> None:
+    # Every element of the current env is desired, but not every desired one is current.
+    current = replace(BASE, config=ProcessConfig(env=("A=1", "A=1")))
+    desired = replace(BASE, config=ProcessConfig(env=("A=1", "B=2")))
+    assert compare(desired, current) == Comparison(ActionKind.RECREATE, ("env",))
+    assert compare(current, desired) == Comparison(ActionKind.RECREATE, ("env",))
+
+
+def test_a_cmd_given_where_there_was_none_is_a_recreate() -> None:
+    current = replace(BASE, config=ProcessConfig(env=("A=1",)))
+    desired = replace(BASE, config=ProcessConfig(env=("A=1",), cmd=("run",)))
+    assert compare(desired, current) == Comparison(ActionKind.RECREATE, ("cmd",))
+    assert compare(current, desired) == Comparison(ActionKind.RECREATE, ("cmd",))

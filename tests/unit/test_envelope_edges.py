@@ -23,3 +23,27 @@ def test_a_bool_is_not_a_timestamp(stamp: str) -> None:
         decode('{"activityId":"a","timestamp":' + stamp + "}", DesiredState, "desired state")
     assert str(caught.value) == "invalid desired state: timestamp: must be an integer"
     assert caught.value.activity_id == "a"
+
+
+def test_a_null_timestamp_is_zero() -> None:
+    assert decode('{"activityId":"a","timestamp":null}', DesiredState, "x").timestamp == 0
+
+
+def test_text_that_is_not_utf8_is_not_json() -> None:
+    with pytest.raises(MessageError) as caught:
+        decode(b'{"activityId":"\xff"}', DesiredState, "desired state")
+    assert str(caught.value) == "invalid desired state: not valid JSON"
+    assert caught.value.activity_id is None
+
+
+def test_every_validation_error_is_named() -> None:
+    raw = (
+        '{"activityId":"a","payload":{"domains":[{"id":1,"components":'
+        '[{"id":"x","config":[{"key":"env","value":5}]}]}]}}'
+    )
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    assert str(caught.value) == (
+        "invalid desired state: payload.domains[0].id: Input should be a valid string; "
+        "payload.domains[0].components[0].config[0].value: Input should be a valid string"
+    )

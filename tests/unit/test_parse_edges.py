@@ -40,5 +40,25 @@ def test_reservation_equal_to_the_limit_is_accepted() -> None:
 
 
 def test_reservation_one_byte_over_the_limit_is_rejected() -> None:
-    with pytest.raises(SpecError, match="reservation memory - 100.001M must be lower"):
-        parse(("memory", "100M"), ("memoryReservation", "100.001M"))
+    # 3072.001k is 3145729.024 bytes: one byte over 3M once truncated, as CM does.
+    with pytest.raises(SpecError) as caught:
+        parse(("memory", "3M"), ("memoryReservation", "3072.001k"))
+    assert str(caught.value) == "reservation memory - 3072.001k must be lower than memory - 3M"
+
+
+@pytest.mark.parametrize("number", ["2147483648", "-2147483649"])
+def test_a_port_outside_int32_is_not_an_integer(number: str) -> None:
+    # Go's ParseInt(text, 10, 32) fails on it; inside int32 it would be "not between".
+    with pytest.raises(SpecError) as caught:
+        parse(("port", f"80:{number}"))
+    assert str(caught.value) == (
+        f'invalid port "80:{number}": the container port "{number}" is not an integer'
+    )
+
+
+def test_an_env_error_hides_everything_after_the_first_equals_sign() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse(("env", "1PASSWORD=pass=word"))
+    assert str(caught.value) == (
+        "invalid environmental variable declaration provided : 1PASSWORD=<hidden>"
+    )
