@@ -9,7 +9,7 @@ APT_PACKAGES := docker.io mosquitto mosquitto-clients docker-registry busybox-st
 # A binary per package, to tell whether the package is installed.
 APT_BINARIES := /usr/sbin/dockerd /usr/sbin/mosquitto /usr/bin/mosquitto_pub /usr/bin/docker-registry /bin/busybox /usr/bin/openssl
 
-.PHONY: setup system-packages venv test lint typecheck unit integration demo bench schema clean
+.PHONY: setup system-packages venv test lint typecheck unit integration demo bench schema mutation clean
 
 setup: system-packages venv
 
@@ -55,8 +55,19 @@ demo: setup
 bench: setup
 	PYTHONPATH=devtools $(PY) bench/run.py
 
+# Mutation testing of the pure core (docs/testing.md); not part of `make test`. Scope and
+# tests are [tool.mutmut] in pyproject.toml. One module: make mutation MUTANTS='cua.api.envelope.*'
+MUTANTS ?=
+mutation: venv
+	rm -rf mutants && mkdir mutants
+	$(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) >mutants/run.log 2>&1 \
+	  || { tail -n 40 mutants/run.log; exit 1; }
+	@echo "mutants not killed (mutmut show <name> prints the change):"
+	@$(VENV)/bin/mutmut results | tee mutants/survivors.txt
+	@echo "$$(grep -c . mutants/survivors.txt) not killed; list in mutants/survivors.txt"
+
 schema: venv
 	$(PY) -m cua.api.schema docs/schema
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants
