@@ -1,0 +1,218 @@
+"""Operation edge cases that `make mutation` found untested (spec §3.4; docs/testing.md).
+
+Mutants of `cua.update.operation` left alive, by kind (none changes what Kanto's manager
+sees on the wire):
+- `baseline` passed as None instead of `""` (standalone, refuse, progress): `null` is the
+  zero value in our models (as Go decodes it), so the feedback is the same.
+- `action.progress = None` after a progress message: read as 0, as above.
+- Lookahead depth (`parallel_actions - 1` as `+ 1` or `- 2`) and `early=None`: how much
+  engine work runs ahead; the feedback is the same by design (test_operation checks it for
+  depth 1 and the default).
+- The progress throttle of `_await_image` (`>` for `>=`, `percent > 1`, the wait time):
+  timing, which tests do not assert (DEVELOPERS.md); one message per interval at most is
+  a soft limit.
+- Initial values never read (`_stopping = None`, `_last_progress = 1.0`, `last_message`,
+  `failure = None`), `state.status = None` right before it is set again, default
+  arguments of `feedback` that every caller passes.
+- `stop_grace_period` passed as None to the steps: the fake engine stops at once whatever
+  the grace period; the real one is covered by the integration tests.
+- Journal commit error log (`log.error("[%s] %s", ...)`): needs a journal that fails to
+  write; recovery's tests cover the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from update_helpers import HELLO, add_managed, component, desired, operation, status_of
+
+from cua.api.models import CommandType
+from cua.engine.base import ContainerStatus, EngineError
+from cua.testing.fake_engine import FakeEngine
+from cua.testing.feedback import RecordingPublisher
+
+pytestmark = pytest.mark.unit
+
+
+async def test_every_answer_to_a_named_baseline_names_it(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    add_managed(engine, "svc", image="img:1")
+    state = desired(
+        component("web", image="img:2"),
+        component("svc", image="img:1", memory="100M"),
+        baselines={"b1": ["containers:web", "containers:svc"]},
+    )
+    op = await operation(engine, pub, state)
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE", "ROLLBACK", "CLEANUP"):
+        await op.command(command, "b1")
+    await op.command("CLEANUP", "containers:remove-components")  # the last baseline
+    wire = pub.wire("A")
+    named = [m for m in wire[1:-2] if m["status"] != "INCOMPLETE"]
+    assert {m["status"] for m in named} >= {
+        "DOWNLOADING", "DOWNLOAD_SUCCESS", "UPDATING", "UPDATE_SUCCESS", "ACTIVATING",
+        "ACTIVATION_SUCCESS", "ROLLBACK", "ROLLBACK_SUCCESS", "CLEANUP_SUCCESS",
+    }  # fmt: skip
+    assert all(m["baseline"] == "b1" for m in named), [m["status"] for m in named]
+    assert wire[-2]["baseline"] == "containers:remove-components"
+    assert wire[-1]["status"] == "INCOMPLETE"
+    assert "baseline" not in wire[-1]
+
+
+async def test_standalone_feedback_names_no_baseline(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    engine.fail_start("img:2", "boom")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    assert await op.run_standalone() == "INCOMPLETE"
+    statuses = pub.statuses("A")
+    assert "ROLLBACK_SUCCESS" in statuses
+    assert all("baseline" not in m for m in pub.wire("A"))
+
+
+async def test_rollback_starts_the_old_container_even_if_it_was_stopped(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    # Kanto: after ROLLBACK the old container of an UPDATE or RECREATE runs.
+    add_managed(engine, "web", image="img:1", running=False)
+    add_managed(engine, "svc", image="img:1", running=False)
+    state = desired(component("web", image="img:2"), component("svc", image="img:1", memory="9M"))
+    op = await operation(engine, pub, state)
+    for command in ("DOWNLOAD", "UPDATE", "ROLLBACK"):
+        await op.command(command, "")
+    assert pub.statuses("A")[-1] == "ROLLBACK_SUCCESS"
+    assert status_of(engine, "web") is ContainerStatus.RUNNING
+    assert status_of(engine, "svc") is ContainerStatus.RUNNING
+
+
+async def test_cleanup_after_a_failure_restores_without_starting(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    # D3: the device is put back as it was; a stopped container stays stopped.
+    add_managed(engine, "web", image="img:1", running=False)
+    before = status_of(engine, "web")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    for command in ("DOWNLOAD", "UPDATE", "CLEANUP"):
+        await op.command(command, "")
+    assert pub.statuses("A")[-2:] == ["CLEANUP_SUCCESS", "INCOMPLETE"]
+    assert engine.container_names() == ["web"]
+    assert status_of(engine, "web") is before is not ContainerStatus.RUNNING
+
+
+async def test_supersede_restores_without_starting(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1", running=False)
+    before = status_of(engine, "web")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    await op.supersede("replaced")
+    assert op.final_status == "SUPERSEDED"
+    assert op.finished
+    assert engine.container_names() == ["web"]
+    assert status_of(engine, "web") is before is not ContainerStatus.RUNNING
+
+
+async def test_a_failed_restore_is_a_cleanup_failure_and_logged(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await op.command("DOWNLOAD", "")
+    engine.fail_next("remove_container", EngineError("device busy"))
+    with caplog.at_level(logging.ERROR, logger="cua.update.operation"):
+        await op.command("CLEANUP", "")
+    assert pub.statuses("A")[-2:] == ["CLEANUP_FAILURE", "INCOMPLETE"]
+    assert "[A] cannot restore web: device busy" in caplog.messages
+
+
+async def test_failures_are_logged_with_the_activity_and_the_container(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await op.command("DOWNLOAD", "")
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        engine.fail_next("stop_container", EngineError("stuck"))
+        await op.command("UPDATE", "")
+        await op.command("FLY", "")
+        await op.command("CLEANUP", "")
+        await op.command("CLEANUP", "")
+        await op.refuse(CommandType.UPDATE, "bad")
+    assert caplog.messages == [
+        "[A] UPDATING of web failed: stuck",
+        "[A] unknown command 'FLY' ignored",
+        "[A] command CLEANUP after the end: ignored",
+        "[A] invalid UPDATE after the end: ignored",
+    ]
+
+
+async def test_a_rollback_failure_is_logged(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    engine.fail_next("remove_container", EngineError("busy"))
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        await op.command("ROLLBACK", "")
+    assert pub.statuses("A")[-1] == "ROLLBACK_FAILURE"
+    assert caplog.messages == ["[A] rollback of web: busy"]
+
+
+async def test_a_removal_failure_in_cleanup_is_logged(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await op.command(command, "")
+    engine.fail_next("remove_container", EngineError("busy"))
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        await op.command("CLEANUP", "")
+    assert caplog.messages == ["[A] cleanup of web: busy"]
+
+
+async def test_refuse_and_reject_answer_without_a_baseline_name(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    await op.refuse(CommandType.DOWNLOAD, "invalid command: baseline: must be a string")
+    await op.reject("CLEANUP", "b")
+    assert pub.wire("A")[-2]["message"] == "invalid command: baseline: must be a string"
+    assert "baseline" not in pub.wire("A")[-2]
+    assert pub.wire("A")[-1]["message"] == (
+        "CLEANUP is not possible while the operation runs (standalone mode)"
+    )
+
+
+async def test_download_pulls_only_what_creates_need(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    # The CHECK container's image is neither local nor needed: it is not pulled.
+    add_managed(engine, "chk", image="img:1")
+    engine.remove_image("img:1")
+    state = desired(component("chk", image="img:1"), component("new", image=HELLO))
+    op = await operation(engine, pub, state)
+    await op.command("DOWNLOAD", "")
+    assert pub.statuses("A")[-1] == "DOWNLOAD_SUCCESS"
+    assert engine.call_count("pull_image") == 1
+
+
+async def test_pull_always_pulls_a_local_image(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    engine.add_image(HELLO)
+    op = await operation(engine, pub, desired(component("new", image=HELLO)), pull_always=True)
+    await op.command("DOWNLOAD", "")
+    assert engine.call_count("pull_image") == 1
+
+
+async def test_identified_joins_the_warnings(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    state = desired(component("web", image="img:2", port=["x", "y"]))
+    op = await operation(engine, pub, state)
+    assert len(op.plan.warnings) == 2
+    assert pub.wire("A")[0]["message"] == "; ".join(op.plan.warnings)
