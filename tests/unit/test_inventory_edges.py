@@ -12,7 +12,7 @@ import pytest
 from cua.containers.gosyntax import duration_string
 from cua.containers.inventory import InventoryContainer, build_inventory
 from cua.containers.spec import ContainerSpec
-from cua.engine.base import ContainerDetails, ContainerState, ContainerStatus
+from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
 
 pytestmark = pytest.mark.unit
 

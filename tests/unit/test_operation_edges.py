@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 
 import pytest
-from update_helpers import HELLO, add_managed, component, desired, operation, status_of
 
 from cua.api.models import CommandType
-from cua.engine.base import ContainerStatus, EngineError
+from cua.containers.state import ContainerStatus
+from cua.engine.base import EngineError
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher
+from tests.builders import HELLO, add_managed, component, desired, operation, status_of
 
 pytestmark = pytest.mark.unit
 

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from cua.api.models import ComponentWithConfig, KeyValuePair
 from cua.containers.errors import SpecError
 from cua.containers.parse import ParsedComponent, parse_component
 from cua.containers.spec import PortMapping, Resources
+from tests.builders import component
 
 pytestmark = pytest.mark.unit
 
 
 def parse(*pairs: tuple[str, str], strict: bool = True) -> ParsedComponent:
-    config = [KeyValuePair(key=k, value=v) for k, v in pairs]
-    return parse_component(ComponentWithConfig(id="c", version="1", config=config), strict=strict)
+    return parse_component(component(pairs=pairs), strict=strict)
 
 
 def test_port_65535_is_a_port() -> None:

@@ -8,13 +8,13 @@ system container (the container stays in `by_name`, but DESTROY skips system con
 from __future__ import annotations
 
 import pytest
-from update_helpers import DOMAIN, component, desired
 
 from cua.containers.compare import ActionKind
 from cua.containers.parse import parse_component, parse_desired_state
-from cua.engine.base import ContainerStatus
+from cua.containers.state import ContainerStatus
+from cua.settings import Manage
 from cua.update.plan import CurrentContainer, Plan, PlanError, make_plan
-from cua.update.settings import Manage
+from tests.builders import DOMAIN, component, desired
 
 pytestmark = pytest.mark.unit
 
