@@ -89,46 +89,53 @@ async def test_rollback_starts_the_old_container_even_if_it_was_stopped(
     assert status_of(engine, "svc") is ContainerStatus.RUNNING
 
 
-async def test_cleanup_after_a_failure_restores_without_starting(
-    engine: FakeEngine, pub: RecordingPublisher
+@pytest.mark.parametrize("end", ["CLEANUP", "supersede"])
+async def test_restoring_after_a_failure_does_not_start_a_stopped_container(
+    engine: FakeEngine, pub: RecordingPublisher, end: str
 ) -> None:
-    # D3: the device is put back as it was; a stopped container stays stopped.
-    add_managed(engine, "web", image="img:1", running=False)
-    before = status_of(engine, "web")
-    op = await operation(engine, pub, desired(component("web", image="img:2")))
-    for command in ("DOWNLOAD", "UPDATE", "CLEANUP"):
-        await op.command(command, "")
-    assert pub.statuses("A")[-2:] == ["CLEANUP_SUCCESS", "INCOMPLETE"]
-    assert engine.container_names() == ["web"]
-    assert status_of(engine, "web") is before is not ContainerStatus.RUNNING
-
-
-async def test_supersede_restores_without_starting(
-    engine: FakeEngine, pub: RecordingPublisher
-) -> None:
+    # D3 (CLEANUP after a failure) and D9 (supersede): the device is put back as it was.
     add_managed(engine, "web", image="img:1", running=False)
     before = status_of(engine, "web")
     op = await operation(engine, pub, desired(component("web", image="img:2")))
     for command in ("DOWNLOAD", "UPDATE"):
         await op.command(command, "")
-    await op.supersede("replaced")
-    assert op.final_status == "SUPERSEDED"
+    if end == "CLEANUP":
+        await op.command("CLEANUP", "")
+        assert pub.statuses("A")[-2:] == ["CLEANUP_SUCCESS", "INCOMPLETE"]
+    else:
+        await op.supersede("replaced")
+        assert op.final_status == "SUPERSEDED"
     assert op.finished
     assert engine.container_names() == ["web"]
     assert status_of(engine, "web") is before is not ContainerStatus.RUNNING
 
 
-async def test_a_failed_restore_is_a_cleanup_failure_and_logged(
-    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+REMOVAL_FAILURES = {
+    # D3: a failed restore makes the CLEANUP a failure.
+    "restore": (("DOWNLOAD", "CLEANUP"), "CLEANUP_FAILURE", "[A] cannot restore web: busy"),
+    "rollback": (("DOWNLOAD", "UPDATE", "ROLLBACK"), "ROLLBACK_FAILURE",
+                 "[A] rollback of web: busy"),
+    # The old container of a RECREATE that cannot be removed is left (logged only).
+    "cleanup": (("DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP"), "CLEANUP_SUCCESS",
+                "[A] cleanup of web: busy"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REMOVAL_FAILURES)
+async def test_a_removal_failure_is_answered_and_logged(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture, case: str
 ) -> None:
+    commands, answer, logged = REMOVAL_FAILURES[case]
     add_managed(engine, "web", image="img:1")
     op = await operation(engine, pub, desired(component("web", image="img:2")))
-    await op.command("DOWNLOAD", "")
-    engine.fail_next("remove_container", EngineError("device busy"))
-    with caplog.at_level(logging.ERROR, logger="cua.update.operation"):
-        await op.command("CLEANUP", "")
-    assert pub.statuses("A")[-2:] == ["CLEANUP_FAILURE", "INCOMPLETE"]
-    assert "[A] cannot restore web: device busy" in caplog.messages
+    for earlier in commands[:-1]:
+        await op.command(earlier, "")
+    engine.fail_next("remove_container", EngineError("busy"))
+    seen = len(pub.statuses("A"))
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        await op.command(commands[-1], "")
+    assert answer in pub.statuses("A")[seen:]
+    assert caplog.messages == [logged]
 
 
 async def test_failures_are_logged_with_the_activity_and_the_container(
@@ -150,33 +157,6 @@ async def test_failures_are_logged_with_the_activity_and_the_container(
         "[A] command CLEANUP after the end: ignored",
         "[A] invalid UPDATE after the end: ignored",
     ]
-
-
-async def test_a_rollback_failure_is_logged(
-    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
-) -> None:
-    add_managed(engine, "web", image="img:1")
-    op = await operation(engine, pub, desired(component("web", image="img:2")))
-    for command in ("DOWNLOAD", "UPDATE"):
-        await op.command(command, "")
-    engine.fail_next("remove_container", EngineError("busy"))
-    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
-        await op.command("ROLLBACK", "")
-    assert pub.statuses("A")[-1] == "ROLLBACK_FAILURE"
-    assert caplog.messages == ["[A] rollback of web: busy"]
-
-
-async def test_a_removal_failure_in_cleanup_is_logged(
-    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
-) -> None:
-    add_managed(engine, "web", image="img:1")
-    op = await operation(engine, pub, desired(component("web", image="img:2")))
-    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
-        await op.command(command, "")
-    engine.fail_next("remove_container", EngineError("busy"))
-    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
-        await op.command("CLEANUP", "")
-    assert caplog.messages == ["[A] cleanup of web: busy"]
 
 
 async def test_refuse_and_reject_answer_without_a_baseline_name(
