@@ -1,15 +1,13 @@
 """Inventory edge cases that `make mutation` found untested (spec §5.2-§5.4; docs/testing.md).
 
-Equivalent mutants left alive in `cua.containers.inventory` and `gosyntax`:
-- `format_port`: `text = f"{ip}:"` for `text += ...` (text is still empty there).
-- `duration_string`: `seconds <= 0` or `< 1` for `< 0` in the sign (0 returned before).
+Equivalent mutant left alive in `cua.containers.inventory`: in `format_port`,
+`text = f"{ip}:"` for `text += ...` (text is still empty there).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from cua.containers.gosyntax import duration_string
 from cua.containers.inventory import InventoryContainer, build_inventory
 from cua.containers.spec import ContainerSpec
 from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
@@ -37,11 +35,6 @@ def container(image: str | None = None) -> InventoryContainer:
 def parameters(node_container: InventoryContainer, *, verbose: bool) -> dict[str, str]:
     inventory = build_inventory("containers", "1", [node_container], verbose=verbose)
     return {p.key: p.value for p in inventory.software_nodes[1].parameters}
-
-
-def test_one_second() -> None:
-    assert duration_string(1) == "1s"
-    assert duration_string(-1) == "-1s"
 
 
 def test_build_inventory_passes_verbose_on() -> None:

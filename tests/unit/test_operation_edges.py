@@ -1,37 +1,52 @@
 """Operation edge cases that `make mutation` found untested (spec §3.4; docs/testing.md).
 
-Mutants of `cua.update.operation` left alive, by kind (none changes what Kanto's manager
-sees on the wire):
-- `baseline` passed as None instead of `""` (standalone, refuse, progress): `null` is the
-  zero value in our models (as Go decodes it), so the feedback is the same.
+Mutants of `cua.update.operation` left alive, by kind; none changes the feedback or what
+the device ends with:
+- `""` -> None as the baseline of standalone commands and of `refuse`: `null` is the zero
+  value in our models (as Go decodes it), so the feedback is the same.
+- `ensure_running=None` where False is meant (supersede, `_restore`, `_undo_quietly`, which
+  only ever get False); False or None in ROLLBACK's D5 branch, which handles DESTROY and
+  CHECK actions: the rule restarts only UPDATE and RECREATE ones, so it does not apply.
+- Values never read: the first `last_message` of `_phase_loop` and `_rollback` (`last` is
+  None until it is set), `failure = None`, `state.status = None` right before it is set
+  again, `OperationStopped(None)` (the action gets MSG_STOPPING directly),
+  `_activate_step(action, None, ...)` (the baseline is unused there).
 - `action.progress = None` after a progress message: read as 0, as above.
-- Lookahead depth (`parallel_actions - 1` as `+ 1` or `- 2`) and `early=None`: how much
-  engine work runs ahead; the feedback is the same by design (test_operation checks it for
-  depth 1 and the default).
+- `self._baselines.pop(baseline)` without a default: CLEANUP gets there only for a known
+  baseline. `DESTROY or status is UPDATE_SUCCESS` in `_cleanup`: after ACTIVATION_SUCCESS
+  only DESTROY actions are at UPDATE_SUCCESS.
+- Lookahead (`parallel_actions - 1` as `+ 1` or `- 2`, `early=None`, `image_ready` always
+  false): how much engine work runs ahead; the feedback is the same by design
+  (test_operation checks it for depth 1 and the default).
 - The progress throttle of `_await_image` (`>` for `>=`, `percent > 1`, the wait time):
-  timing, which tests do not assert (DEVELOPERS.md); one message per interval at most is
-  a soft limit.
-- Initial values never read (`_stopping = None`, `_last_progress = 1.0`, `last_message`,
-  `failure = None`), `state.status = None` right before it is set again, default
-  arguments of `feedback` that every caller passes.
-- `stop_grace_period` passed as None to the steps: the fake engine stops at once whatever
-  the grace period; the real one is covered by the integration tests.
-- Journal commit error log (`log.error("[%s] %s", ...)`): needs a journal that fails to
-  write; recovery's tests cover the journal.
+  timing, which tests do not assert (DEVELOPERS.md); the wait already spaces messages.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from cua.api.models import CommandType
+from cua.api.models import CommandType, DesiredStateFeedback
 from cua.containers.state import ContainerStatus
-from cua.engine.base import EngineError
+from cua.engine.base import EngineError, PullProgress
 from cua.testing.fake_engine import FakeEngine
-from cua.testing.feedback import RecordingPublisher
-from tests.builders import HELLO, add_managed, component, desired, operation, status_of
+from cua.testing.feedback import RecordingPublisher, has_progress
+from cua.update.journal import Journal, JournalError
+from cua.update.manager import UpdateManager
+from cua.update.operation import Operation
+from tests.builders import (
+    HELLO,
+    add_managed,
+    component,
+    desired,
+    operation,
+    settings,
+    status_of,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -197,3 +212,102 @@ async def test_identified_joins_the_warnings(engine: FakeEngine, pub: RecordingP
     op = await operation(engine, pub, state)
     assert len(op.plan.warnings) == 2
     assert pub.wire("A")[0]["message"] == "; ".join(op.plan.warnings)
+
+
+class HeldPull(FakeEngine):
+    """A pull that reports 50 % and then waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    def pull_image(self, image: str) -> AsyncIterator[PullProgress]:
+        return self._held(image)
+
+    async def _held(self, image: str) -> AsyncIterator[PullProgress]:
+        yield PullProgress(image, 50, 100)
+        await self.release.wait()
+        async for item in super().pull_image(image):
+            yield item
+
+
+class ReleasingPublisher(RecordingPublisher):
+    """Lets the held pull finish once a progress message is out."""
+
+    def __init__(self, engine: HeldPull) -> None:
+        super().__init__()
+        self.engine = engine
+
+    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        await super().publish_feedback(activity_id, feedback)
+        if any(action.progress for action in feedback.actions):
+            self.engine.release.set()
+
+
+async def test_progress_messages_name_the_baseline() -> None:
+    engine = HeldPull()
+    engine.add_registry_image("img:2")
+    pub = ReleasingPublisher(engine)
+    state = desired(component("web", image="img:2"), baselines={"b1": ["containers:web"]})
+    op = await operation(engine, pub, state)
+    await op.command("DOWNLOAD", "b1")
+    progress = [m for m in pub.wire("A") if has_progress(m)]
+    assert progress
+    assert all(m["baseline"] == "b1" for m in progress)
+    assert pub.statuses("A")[-1] == "DOWNLOAD_SUCCESS"
+
+
+async def test_a_failure_names_the_baseline(engine: FakeEngine, pub: RecordingPublisher) -> None:
+    add_managed(engine, "web", image="img:1")
+    state = desired(component("web", image="img:2"), baselines={"b1": ["containers:web"]})
+    op = await operation(engine, pub, state)
+    await op.command("DOWNLOAD", "b1")
+    engine.fail_next("stop_container", EngineError("stuck"))
+    await op.command("UPDATE", "b1")
+    assert pub.wire("A")[-1]["status"] == "UPDATE_FAILURE"
+    assert pub.wire("A")[-1]["baseline"] == "b1"
+
+
+async def test_a_stop_ends_the_phase_with_its_failure_then_incomplete(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired(component("web", image="img:2"), baselines={"b1": ["containers:web"]})
+    op = await operation(engine, pub, state)
+    op.request_stop()
+    await op.command("DOWNLOAD", "b1")
+    wire = pub.wire("A")
+    assert [(m["status"], m.get("baseline")) for m in wire[1:]] == [
+        ("DOWNLOADING", "b1"),
+        ("DOWNLOAD_FAILURE", "b1"),
+        ("INCOMPLETE", None),
+    ]
+    assert (
+        wire[-2]["actions"][0]["message"] == "the agent is stopping: the operation was interrupted"
+    )
+    assert op.final_status == "INCOMPLETE"
+    assert op.finished
+
+
+class FailingJournal(Journal):
+    def committed(self, activity: str, containers: Iterable[tuple[str, str, bool]]) -> None:
+        raise JournalError("cannot write the journal /state/journal: No space left on device")
+
+
+async def test_a_journal_that_cannot_commit_is_logged_and_the_cleanup_goes_on(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    the_settings = settings()
+    plan = await UpdateManager(engine, pub, the_settings).plan(
+        desired(component("web", image="img:2"))
+    )
+    op = Operation("A", plan, engine, pub, the_settings, journal=FailingJournal(None))
+    for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
+        await op.command(command, "")
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        await op.command("CLEANUP", "")
+    assert pub.statuses("A")[-2:] == ["CLEANUP_SUCCESS", "COMPLETED"]
+    assert engine.container_names() == ["web"]
+    assert caplog.messages == [
+        "[A] cannot write the journal /state/journal: No space left on device"
+    ]

@@ -180,7 +180,7 @@ def container_parameters(
     if verbose or state.restart_count != 0:
         pairs.append(("restartCount", str(state.restart_count)))
     if verbose:  # Kanto: also when true and stopped; here it is never known to be true
-        pairs.append(("manuallyStopped", _bool(False)))
+        pairs.append(("manuallyStopped", "false"))
     started_before = bool(state.started_at)
     if verbose or (started_before and not running):
         pairs.append(("startedSuccessfullyBefore", _bool(started_before)))
