@@ -1,4 +1,12 @@
-"""Envelope edge cases that `make mutation` found untested (spec §1.4; docs/testing.md)."""
+"""Envelope edge cases that `make mutation` found untested (spec §1.4; docs/testing.md).
+
+Equivalent mutants left alive in `cua.api.envelope`:
+- `go_json`: `ensure_ascii=None` (false, as False).
+- `describe_validation_error`: `include_input`/`include_url` changed or dropped (only `loc`
+  and `msg` are read).
+- `decode`: `data.get("timestamp", None)` or no default (None reads as 0 just after);
+  `readable_id = activity_id` whatever its type (a non-string id raises before it is used).
+"""
 
 from __future__ import annotations
 

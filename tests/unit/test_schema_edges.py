@@ -2,7 +2,7 @@
 
 Equivalent mutants left alive in `cua.api.schema`: `__config__` dropped or `extra=None`
 (pydantic's default is `ignore`), `by_alias=None` (True is the default of
-`model_json_schema`), `ensure_ascii=True` (every schema text is ASCII).
+`model_json_schema`), `ensure_ascii` True, None or dropped (every schema text is ASCII).
 """
 
 from __future__ import annotations
