@@ -59,5 +59,5 @@ def test_unmanaged_name_error_text() -> None:
         plan("web", present=("web",))
     assert str(caught.value) == (
         "cannot update container web: a container with this name exists and is not managed "
-        "by this agent (manage: labelled)"
+        "by this agent nor by any other update agent (manage: labelled)"
     )
