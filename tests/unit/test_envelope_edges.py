@@ -6,6 +6,9 @@ Equivalent mutants left alive in `cua.api.envelope`:
   and `msg` are read).
 - `decode`: `data.get("timestamp", None)` or no default (None reads as 0 just after);
   `readable_id = activity_id` whatever its type (a non-string id raises before it is used).
+
+And in `cua.api.models`: `to_wire` without `mode="json"` (or with a mode pydantic does not
+know): every wire value is a str, an int or a StrEnum, which json.dumps writes the same.
 """
 
 from __future__ import annotations

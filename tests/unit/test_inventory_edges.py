@@ -1,7 +1,10 @@
 """Inventory edge cases that `make mutation` found untested (spec §5.2-§5.4; docs/testing.md).
 
-Equivalent mutant left alive in `cua.containers.inventory`: in `format_port`,
-`text = f"{ip}:"` for `text += ...` (text is still empty there).
+Equivalent mutants left alive in `cua.containers.inventory`:
+- `format_port`: `text = f"{ip}:"` for `text += ...` (text is still empty there).
+- `image_version`: `find("/")` for `rfind("/")`, or one more character skipped: they differ
+  only for a `:` or `@` before the last `/`, or a name that starts with one, which no
+  image reference has.
 """
 
 from __future__ import annotations

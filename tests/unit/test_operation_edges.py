@@ -8,8 +8,10 @@ the device ends with:
   only ever get False); False or None in ROLLBACK's D5 branch, which handles DESTROY and
   CHECK actions: the rule restarts only UPDATE and RECREATE ones, so it does not apply.
 - Values never read: the first `last_message` of `_phase_loop` and `_rollback` (`last` is
-  None until it is set), `failure = None`, `state.status = None` right before it is set
-  again, `OperationStopped(None)` (the action gets MSG_STOPPING directly),
+  None until it is set), `failure = None`, `_stopping = None`, `_last_progress = 1.0` (the
+  clock is far past it), the defaults of `feedback` (every caller passes both),
+  `state.status = None` right before it is set again, `OperationStopped(None)` (the action
+  gets MSG_STOPPING directly),
   `_activate_step(action, None, ...)` (the baseline is unused there).
 - `action.progress = None` after a progress message: read as 0, as above.
 - `self._baselines.pop(baseline)` without a default: CLEANUP gets there only for a known
@@ -311,3 +313,13 @@ async def test_a_journal_that_cannot_commit_is_logged_and_the_cleanup_goes_on(
     assert caplog.messages == [
         "[A] cannot write the journal /state/journal: No space left on device"
     ]
+
+
+async def test_the_old_container_is_stopped_with_the_grace_period(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    old = add_managed(engine, "web", image="img:1")
+    op = await operation(engine, pub, desired(component("web", image="img:2")), stop_grace_period=7)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    assert [c.args for c in engine.calls if c.method == "stop_container"] == [(old, 7)]
