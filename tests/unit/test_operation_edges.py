@@ -11,15 +11,15 @@ the device ends with:
   None until it is set), `failure = None`, `_stopping = None`, `_last_progress = 1.0` (the
   clock is far past it), the defaults of `feedback` (every caller passes both),
   `state.status = None` right before it is set again, `OperationStopped(None)` (the action
-  gets MSG_STOPPING directly),
-  `_activate_step(action, None, ...)` (the baseline is unused there).
+  gets MSG_STOPPING directly), `_activate_step(action, None, ...)` (the baseline is unused
+  there).
 - `action.progress = None` after a progress message: read as 0, as above.
 - `self._baselines.pop(baseline)` without a default: CLEANUP gets there only for a known
   baseline. `DESTROY or status is UPDATE_SUCCESS` in `_cleanup`: after ACTIVATION_SUCCESS
   only DESTROY actions are at UPDATE_SUCCESS.
 - Lookahead (`parallel_actions - 1` as `+ 1` or `- 2`, `early=None`, `image_ready` always
   false): how much engine work runs ahead; the feedback is the same by design
-  (test_operation checks it for depth 1 and the default).
+  (test_lookahead checks one at a time against parallel).
 - The progress throttle of `_await_image` (`>` for `>=`, `percent > 1`, the wait time):
   timing, which tests do not assert (DEVELOPERS.md); the wait already spaces messages.
 """
