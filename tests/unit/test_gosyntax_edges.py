@@ -3,6 +3,7 @@
 Equivalent mutants left alive in `cua.containers.gosyntax`:
 - `duration_string`: `seconds <= 0` or `< 1` for `< 0` in the sign (0 is returned before).
 - `Size.from_bytes`: `format(..., "F")` for `"f"` (they differ only for NaN and infinity).
+- `Size.parse`: `size > INT64_MAX` for `>=` (a float is never exactly 2**63 - 1).
 """
 
 from __future__ import annotations
@@ -41,3 +42,12 @@ def test_a_signed_duration(text: str, seconds: float) -> None:
 def test_no_duration(text: str) -> None:
     with pytest.raises(ValueError, match=r"^(empty duration|invalid duration 'X1s')$"):
         parse_go_duration(text)
+
+
+def test_a_size_too_large_for_int64_saturates() -> None:
+    assert Size.parse("99999999999g").bytes == 2**63 - 1
+
+
+def test_a_size_error_names_the_value() -> None:
+    with pytest.raises(SizeError, match=r"^invalid size '1x': expected a number and a unit"):
+        Size.parse("1x")

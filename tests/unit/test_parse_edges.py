@@ -1,6 +1,14 @@
 """Parsing edge cases that `make mutation` found untested (spec §2.3, §2.4; docs/testing.md).
 
 Each test pins one boundary a deliberate bug in `cua.containers.parse` would move.
+Equivalent mutants left alive:
+- `config.get(key, "")` with None or no default where `or <default>` follows, and
+  `host_ip = None`, `host_port_end = None` before `or`: the same value either way.
+- `device.container_path == "XXXX"`: `parse_device` fills an empty container path with the
+  host path, so only an empty host path can leave it empty, and that is caught first.
+- The image error without its value, or `reserved >= 0`: the value is `""` there, which
+  is the default; a reservation of 0 bytes is never over a limit.
+- The defaults of `SpecError` (`cua.containers.errors`): `fail` always passes all three.
 """
 
 from __future__ import annotations
@@ -9,7 +17,7 @@ import pytest
 
 from cua.containers.errors import SpecError
 from cua.containers.parse import ParsedComponent, parse_component
-from cua.containers.spec import PortMapping, Resources
+from cua.containers.spec import NetworkMode, PortMapping, Resources
 from tests.builders import component
 
 pytestmark = pytest.mark.unit
@@ -60,4 +68,71 @@ def test_an_env_error_hides_everything_after_the_first_equals_sign() -> None:
         parse(("env", "1PASSWORD=pass=word"))
     assert str(caught.value) == (
         "invalid environmental variable declaration provided : 1PASSWORD=<hidden>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("pairs", "key", "value"),
+    [
+        ((("image", ""),), "image", ""),
+        ((("logDriver", "syslog"),), "logDriver", "syslog"),
+        ((("logMaxFiles", "-1"),), "logMaxFiles", ""),
+        ((("logMaxSize", "1x"),), "logMaxSize", "1x"),
+        ((("logMode", "fast"),), "logMode", "fast"),
+        ((("logMode", "non-blocking"), ("logMaxBufferSize", "1x")), "logMaxBufferSize", "1x"),
+        ((("memory", "1x"),), "memory", "1x"),
+        ((("memory", "2M"),), "memory", "2M"),
+        ((("memoryReservation", "1x"),), "memoryReservation", "1x"),
+        ((("memory", "4M"), ("memoryReservation", "5M")), "memoryReservation", "5M"),
+        ((("memorySwap", "1x"),), "memorySwap", "1x"),
+        ((("memorySwap", "5M"),), "memorySwap", "5M"),
+        ((("memory", "6M"), ("memorySwap", "5M")), "memorySwap", "5M"),
+        ((("restartPolicy", "sometimes"),), "restartPolicy", "sometimes"),
+        ((("restartPolicy", "on-failure"), ("restartMaxRetries", "-1")), "restartMaxRetries", ""),
+        ((("restartPolicy", "on-failure"), ("restartTimeout", "-1")), "restartTimeout", ""),
+        ((("network", "host"), ("port", "80:80")), "", ""),
+    ],
+)
+def test_an_error_names_its_key_and_value(
+    pairs: tuple[tuple[str, str], ...], key: str, value: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse(*pairs)
+    assert (caught.value.component, caught.value.key, caught.value.value) == ("c", key, value)
+
+
+@pytest.mark.parametrize("key", ["memory", "memoryReservation", "logMaxSize"])
+def test_minus_one_is_unlimited_only_for_swap(key: str) -> None:
+    with pytest.raises(SpecError, match=r"^invalid format of .* - -1$"):
+        parse((key, "-1"))
+    assert parse(("memory", "4M"), ("memorySwap", "-1")).spec.resources == Resources("4M", "", "-1")
+
+
+def test_boundaries_that_are_accepted() -> None:
+    assert parse(("logMaxFiles", "1")).spec.log.max_files == 1
+    both = parse(("memory", "100M"), ("memorySwap", "100M")).spec.resources
+    assert both == Resources("100M", "", "100M")
+    assert parse(("network", "host")).spec.network is NetworkMode.HOST
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ((("memory", "0.001k"),), "minimum memory allowed is 3M"),  # 1 byte
+        ((("memorySwap", "0.001k"),), "swap memory - 0.001k, memory must be set as well"),
+        (
+            (("memory", "0k"), ("memoryReservation", "0.001k")),
+            "reservation memory - 0.001k must be lower than memory - 0k",
+        ),
+    ],
+)
+def test_one_byte_counts(pairs: tuple[tuple[str, str], ...], message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse(*pairs)
+    assert str(caught.value) == message
+
+
+def test_warnings_quote_text_as_written() -> None:
+    assert parse(("größe", "1"), strict=False).warnings == (
+        'container c: unknown config key "größe" ignored',
     )
