@@ -64,7 +64,7 @@ mutation: venv
 	  || { tail -n 40 mutants/run.log; exit 1; }
 	@echo "mutants not killed (mutmut show <name> prints the change):"
 	@$(VENV)/bin/mutmut results | tee mutants/survivors.txt
-	@echo "$$(grep -c . mutants/survivors.txt) not killed; list in mutants/survivors.txt"
+	@echo "not killed, by status:"; awk '{print $$NF}' mutants/survivors.txt | sort | uniq -c
 
 schema: venv
 	$(PY) -m cua.api.schema docs/schema
