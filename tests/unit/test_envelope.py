@@ -285,7 +285,7 @@ _envelopes = st.fixed_dictionaries(
     {},
     optional={
         "activityId": _text | _json,
-        "timestamp": st.integers() | _json,
+        "timestamp": st.integers() | st.integers(min_value=2**63 - 2, max_value=2**63) | _json,
         "payload": _desired_states | _json,
         "extra": _json,
     },
@@ -298,7 +298,11 @@ def test_decode_of_any_envelope(message: dict[str, Any]) -> None:
     stamp = message.get("timestamp")
     payload = message.get("payload")
     id_ok = activity is None or isinstance(activity, str)
-    stamp_ok = stamp is None or (isinstance(stamp, int | float) and not isinstance(stamp, bool))
+    stamp_ok = stamp is None or (
+        isinstance(stamp, int | float)
+        and not isinstance(stamp, bool)
+        and -(2**63) <= stamp <= 2**63 - 1  # Go's int64
+    )
     envelope = _decode(json.dumps(message))
     if isinstance(envelope, MessageError):
         text = str(envelope)

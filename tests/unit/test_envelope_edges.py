@@ -43,7 +43,7 @@ def test_a_null_timestamp_is_zero() -> None:
 def test_text_that_is_not_utf8_is_not_json() -> None:
     with pytest.raises(MessageError) as caught:
         decode(b'{"activityId":"\xff"}', DesiredState, "desired state")
-    assert str(caught.value) == "invalid desired state: not valid JSON"
+    assert str(caught.value) == "invalid desired state: not valid JSON (not UTF-8)"
     assert caught.value.activity_id is None
 
 
