@@ -290,9 +290,17 @@ async def test_a_stop_ends_the_phase_with_its_failure_then_incomplete(
     assert op.finished
 
 
+NO_SPACE = "cannot write the journal /state/journal: No space left on device"
+
+
 class FailingJournal(Journal):
+    """Commits and ends cannot be written (a full disk)."""
+
     def committed(self, activity: str, containers: Iterable[tuple[str, str, bool]]) -> None:
-        raise JournalError("cannot write the journal /state/journal: No space left on device")
+        raise JournalError(NO_SPACE)
+
+    def ended(self, activity: str) -> None:
+        raise JournalError(NO_SPACE)
 
 
 async def test_a_journal_that_cannot_commit_is_logged_and_the_cleanup_goes_on(
@@ -310,9 +318,22 @@ async def test_a_journal_that_cannot_commit_is_logged_and_the_cleanup_goes_on(
         await op.command("CLEANUP", "")
     assert pub.statuses("A")[-2:] == ["CLEANUP_SUCCESS", "COMPLETED"]
     assert engine.container_names() == ["web"]
-    assert caplog.messages == [
-        "[A] cannot write the journal /state/journal: No space left on device"
-    ]
+    assert caplog.messages == [f"[A] {NO_SPACE}"]
+
+
+async def test_a_journal_that_cannot_record_a_stop_is_logged(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    the_settings = settings()
+    plan = await UpdateManager(engine, pub, the_settings).plan(
+        desired(component("web", image=HELLO))
+    )
+    op = Operation("A", plan, engine, pub, the_settings, journal=FailingJournal(None))
+    op.request_stop()
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        await op.command("DOWNLOAD", "")
+    assert pub.statuses("A")[-1] == "INCOMPLETE"
+    assert caplog.messages == [f"[A] {NO_SPACE}"]
 
 
 async def test_the_old_container_is_stopped_with_the_grace_period(
