@@ -5,6 +5,7 @@ Equivalent mutants left alive in `cua.containers.labels`:
   only the exception's type is shown (`not a container spec: TypeError`).
 - No length check on a device, port, mount or resources entry: unpacking it raises
   ValueError (or TypeError) all the same.
+- `spec_to_json` with `ensure_ascii=None`: false, as False.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Equivalent mutants left alive:
 - The image error without its value, or `reserved >= 0`: the value is `""` there, which
   is the default; a reservation of 0 bytes is never over a limit.
 - The defaults of `SpecError` (`cua.containers.errors`): `fail` always passes all three.
+- `quote` with `ensure_ascii=None`: false, as False.
 """
 
 from __future__ import annotations
