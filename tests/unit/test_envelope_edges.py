@@ -7,6 +7,9 @@ Equivalent mutants left alive in `cua.api.envelope`:
 - `decode`: `data.get("timestamp", None)` or no default (None reads as 0 just after);
   `readable_id = activity_id` whatever its type (a non-string id raises before it is used).
 
+- `read_member`'s internals: the texts of the ValueErrors it catches itself, and the check
+  for an empty object (`{}` then fails as "expected a key": None all the same).
+
 And in `cua.api.models`: `to_wire` without `mode="json"` (or with a mode pydantic does not
 know): every wire value is a str, an int or a StrEnum, which json.dumps writes the same.
 """
@@ -16,8 +19,8 @@ from __future__ import annotations
 import pytest
 
 from cua.api import envelope
-from cua.api.envelope import MessageError, decode, now_ms
-from cua.api.models import DesiredState
+from cua.api.envelope import MessageError, decode, encode, encode_feedback, now_ms, read_member
+from cua.api.models import Action, ActionStatusType, Component, DesiredState, DesiredStateFeedback
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +61,19 @@ def test_every_validation_error_is_named() -> None:
         "invalid desired state: payload.domains[0].id: Input should be a valid string; "
         "payload.domains[0].components[0].config[0].value: Input should be a valid string"
     )
+
+
+def test_feedback_of_actions_only_encodes_as_encode_does() -> None:
+    # No status, baseline or message: the actions open the payload (no leading comma).
+    action = Action(component=Component(id="containers:a", version="1"),
+                    status=ActionStatusType.IDENTIFIED)  # fmt: skip
+    feedback = DesiredStateFeedback(actions=[action])
+    raw = encode_feedback("A", feedback, 7)
+    assert raw == encode("A", feedback, 7)
+    assert b'"payload":{"actions":[' in raw
+
+
+@pytest.mark.parametrize("raw", ['{"x":1}', '{"payload":{}}', "{}", '{"activityId":5}'])
+def test_read_member_finds_no_activity_id(raw: str) -> None:
+    assert read_member(raw, ("activityId",)) is None
+    assert read_member(raw, ("payload", "command")) is None
