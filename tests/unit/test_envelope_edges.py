@@ -7,8 +7,14 @@ Equivalent mutants left alive in `cua.api.envelope`:
 - `decode`: `data.get("timestamp", None)` or no default (None reads as 0 just after);
   `readable_id = activity_id` whatever its type (a non-string id raises before it is used).
 
-- `read_member`'s internals: the texts of the ValueErrors it catches itself, and the check
-  for an empty object (`{}` then fails as "expected a key": None all the same).
+- `read_member`'s internals: the texts of the ValueErrors it catches itself, the check
+  for an empty object (`{}` then fails as "expected a key": None all the same), `>= 1` for
+  `> 1` before a nested object (an empty rest of the path fails: None all the same), and
+  `_after_whitespace`'s None branch (its pattern always matches).
+- `_bounded_int` with `<` for `<=`: a number of exactly 400 digits is out of every range as
+  an int or as a float.
+- Not done: the `nested too deeply` answer of `decode_object` (a RecursionError inside
+  pydantic) has no test; its text and activityId could change unnoticed.
 
 And in `cua.api.models`: `to_wire` without `mode="json"` (or with a mode pydantic does not
 know): every wire value is a str, an int or a StrEnum, which json.dumps writes the same.
@@ -77,3 +83,32 @@ def test_feedback_of_actions_only_encodes_as_encode_does() -> None:
 def test_read_member_finds_no_activity_id(raw: str) -> None:
     assert read_member(raw, ("activityId",)) is None
     assert read_member(raw, ("payload", "command")) is None
+
+
+@pytest.mark.parametrize("first", ["1", '{"x":1}'])
+def test_a_later_activity_id_wins_over_another_value(first: str) -> None:
+    assert read_member('{"activityId":' + first + ',"activityId":"b"}', ("activityId",)) == "b"
+
+
+def test_a_message_of_exactly_the_limit_is_read() -> None:
+    raw = '{"activityId":"a","timestamp":1}'
+    assert decode(raw, DesiredState, "x", max_size=len(raw)).timestamp == 1
+
+
+def test_the_smallest_int64_is_a_timestamp() -> None:
+    raw = '{"activityId":"a","timestamp":-9223372036854775808}'
+    assert decode(raw, DesiredState, "x").timestamp == -(2**63)
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"activityId":"abcdef","x":' + "1" * 50 + "}", '{"activityId":"abcdef","x":NaN}']
+)
+def test_an_unusable_message_with_a_long_activity_id_names_the_id_not_the_size(raw: str) -> None:
+    # Too large or not JSON: the activityId is read to answer, but is over its limit.
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state", max_size=60, max_activity_id=5)
+    assert str(caught.value) == (
+        "invalid desired state: activityId: longer than 5 characters"
+        " (update_agent.max_activity_id_length)"
+    )
+    assert caught.value.activity_id is None
