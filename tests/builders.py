@@ -29,6 +29,7 @@ from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
+from cua.update.publisher import Delivered
 
 DOMAIN = "containers"
 HELLO = "docker.io/library/hello-world:latest"
@@ -244,7 +245,12 @@ class GatedPublisher(RecordingPublisher):
         self.status = status
         self.gate = asyncio.Event()
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-        await super().publish_feedback(activity_id, feedback)
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
+        await super().publish_feedback(activity_id, feedback, on_delivered)
         if feedback.status == self.status:
             await self.gate.wait()

@@ -45,6 +45,7 @@ from cua.mqtt import MqttConnection, OutgoingKind
 from cua.systemd import notify
 from cua.update.journal import Journal
 from cua.update.manager import UpdateManager, unexpected_error_message
+from cua.update.publisher import Delivered
 
 __all__ = ["Agent", "initial_state_activity_id"]
 
@@ -124,7 +125,12 @@ class Agent:
 
     # --- FeedbackPublisher -----------------------------------------------------------------
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
         status = feedback.status.value if feedback.status else "-"
         log.info("feedback %s: %s", quoted(activity_id), status)
         await self.connection.wait_for_room()
@@ -134,6 +140,7 @@ class Agent:
             qos=1,
             retain=False,
             kind=OutgoingKind.FEEDBACK,
+            on_delivered=on_delivered,
         )
 
     # --- life cycle --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -229,7 +229,12 @@ class _PrintingPublisher:
         self._as_json = as_json
         self._printer = FeedbackPrinter()
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> None:
         from cua.api.envelope import encode
 
         if self._as_json:
@@ -237,11 +242,19 @@ class _PrintingPublisher:
         else:
             line = self._printer.format(feedback)
         print(line, flush=True)
+        if on_delivered is not None:
+            on_delivered()
 
 
 class _NoPublisher:
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-        return None
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> None:
+        if on_delivered is not None:
+            on_delivered()
 
 
 async def _apply(

@@ -58,6 +58,8 @@ class OutgoingMessage:
     qos: int
     retain: bool
     kind: OutgoingKind
+    # Called once the broker acknowledged the message (not for one dropped or never sent).
+    on_delivered: Callable[[], None] | None = None
 
 
 class OutgoingQueue:
@@ -285,9 +287,11 @@ class MqttConnection:
         qos: int = 1,
         retain: bool = False,
         kind: OutgoingKind = OutgoingKind.OTHER,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
-        """Queue a message; it is sent as soon as (or once) connected. Never blocks."""
-        self._queue.put(OutgoingMessage(topic, payload, qos, retain, kind))
+        """Queue a message; it is sent as soon as (or once) connected. Never blocks.
+        `on_delivered` is called after the broker's PUBACK (never if the message is lost)."""
+        self._queue.put(OutgoingMessage(topic, payload, qos, retain, kind, on_delivered))
 
     @property
     def pending(self) -> int:
@@ -505,3 +509,10 @@ class MqttConnection:
                 timeout=self.options.acknowledge_timeout,
             )
             self._queue.pop_sent(message)
+            if message.on_delivered is not None:
+                try:
+                    message.on_delivered()
+                except Exception:  # the caller's bug must not take the connection down
+                    log.exception(
+                        "error in the delivery callback of a message on %s", message.topic
+                    )

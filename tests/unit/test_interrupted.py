@@ -31,8 +31,18 @@ from cua.update.journal import (
 )
 from cua.update.manager import UpdateManager
 from cua.update.names import operation_labels
+from cua.update.publisher import Delivered
 from cua.update.recovery import recover
-from tests.builders import DOMAIN, add_managed, component, desired, settings, status_of, until
+from tests.builders import (
+    DOMAIN,
+    GatedPublisher,
+    add_managed,
+    component,
+    desired,
+    settings,
+    status_of,
+    until,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -176,8 +186,13 @@ class StopAt(RecordingPublisher):
         self.manager: UpdateManager | None = None
         self.stopping: asyncio.Task[None] | None = None
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-        await super().publish_feedback(activity_id, feedback)
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
+        await super().publish_feedback(activity_id, feedback, on_delivered)
         if feedback.status == self.status and self.manager is not None and not self.stopping:
             self.stopping = asyncio.create_task(self.manager.stop())
             await asyncio.sleep(0)  # the signal handler runs: stop() asks the operation
@@ -246,3 +261,120 @@ async def test_an_activity_that_ends_at_identification_leaves_no_journal(
     failed = await manager.apply("B", desired(component("db", image="img:1")))
     assert failed == "IDENTIFICATION_FAILED"
     assert not journal_path(tmp_path, "containers").exists()
+
+
+# --- the final status is owed until the broker acknowledges it ---------------------------
+
+
+async def test_a_final_status_not_acknowledged_before_a_kill_is_published_again(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Killed after CLEANUP_SUCCESS went out, before the broker acknowledged COMPLETED: the
+    next start publishes COMPLETED (again: at least once) and restores nothing."""
+    add_managed(engine, "web", image="img:1")
+    gone = add_managed(engine, "gone", image="img:1")
+    engine.add_registry_image("img:2")
+    killed = RecordingPublisher(acknowledge=False)
+    manager = agent_manager(engine, killed, tmp_path)
+    assert await manager.apply("A", desired(component("web", image="img:2"))) == "COMPLETED"
+    new_web = (await engine.inspect_container("web")).id
+    path = journal_path(tmp_path, DOMAIN)
+    assert path.exists()  # the agent dies here: COMPLETED may never reach the broker
+    pub = RecordingPublisher()
+    await run_until_recovered(agent_manager(engine, pub, tmp_path), path)
+    assert pub.wire("A") == [{"status": "COMPLETED"}]
+    assert engine.container_names() == ["web"]  # nothing undone: the update is final
+    assert (await engine.inspect_container("web")).id == new_web
+    assert gone not in {c.id for c in await engine.list_containers()}
+
+
+async def test_the_final_status_of_a_superseded_operation_is_owed_too(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    engine.add_registry_image("img:2")
+    killed = RecordingPublisher(acknowledge=False)
+    manager = agent_manager(engine, killed, tmp_path, mode=Mode.ORCHESTRATED)
+    task = asyncio.create_task(manager.run())
+    manager.submit_desired_state("A", desired(component("web", image="img:2")))
+    await until(lambda: killed.statuses("A")[-1:] == ["IDENTIFIED"])
+    manager.submit_command("A", DesiredStateCommand(command="DOWNLOAD"))
+    await until(lambda: killed.statuses("A")[-1:] == ["DOWNLOAD_SUCCESS"])
+    manager.submit_desired_state("B", desired(component("web", image="img:3")))
+    await until(lambda: "SUPERSEDED" in killed.statuses("A"))
+    await until(lambda: killed.statuses("B")[-1:] == ["IDENTIFIED"])
+    task.cancel()  # the agent dies: nothing was acknowledged
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pub = RecordingPublisher()
+    path = journal_path(tmp_path, DOMAIN)
+    await run_until_recovered(agent_manager(engine, pub, tmp_path), path)
+    assert pub.wire("A") == [
+        {"status": "SUPERSEDED", "message": "replaced by a newer desired state (activityId B)"}
+    ]
+    assert pub.wire("B") == [
+        {
+            "status": "INCOMPLETE",
+            "message": "the agent restarted during this operation; there was nothing to restore",
+        }
+    ]
+    assert engine.container_names() == ["web"]
+
+
+async def test_an_acknowledgement_after_the_next_operation_began_keeps_its_records(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """A's COMPLETED is acknowledged while B runs (standalone: B starts at once): only A's
+    records go; B, killed mid-operation, is restored and answered at the next start."""
+    add_managed(engine, "web", image="img:1")
+    engine.add_registry_image("img:2")
+
+    class HoldB(GatedPublisher):
+        async def publish_feedback(
+            self,
+            activity_id: str,
+            feedback: DesiredStateFeedback,
+            on_delivered: Delivered | None = None,
+        ) -> None:
+            await RecordingPublisher.publish_feedback(self, activity_id, feedback, on_delivered)
+            if activity_id == "B" and feedback.status == self.status:
+                await self.gate.wait()
+
+    pub = HoldB("UPDATE_SUCCESS")
+    pub.acknowledge = False
+    manager = agent_manager(engine, pub, tmp_path)
+    task = asyncio.create_task(manager.run())
+    manager.submit_desired_state("A", desired(component("web", image="img:2")))
+    await until(lambda: pub.statuses("A")[-1:] == ["COMPLETED"])
+    manager.submit_desired_state("B", desired())  # B stops `web`, held after that
+    await until(lambda: pub.statuses("B")[-1:] == ["UPDATE_SUCCESS"])
+    await until(lambda: status_of(engine, "web") is ContainerStatus.EXITED)
+    pub.acknowledge_all()  # the broker acknowledges everything so far: A's end among it
+    path = journal_path(tmp_path, DOMAIN)
+    assert {entry.activity for entry in Journal(path).read()} == {"B"}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    again = RecordingPublisher()
+    await run_until_recovered(agent_manager(engine, again, tmp_path), path)
+    assert again.wire("A") == []
+    assert again.statuses("B") == ["INCOMPLETE"]
+    assert status_of(engine, "web") is ContainerStatus.RUNNING
+
+
+def test_closing_an_activity_keeps_a_later_one_even_of_the_same_id(tmp_path: Path) -> None:
+    path = journal_path(tmp_path, DOMAIN)
+    journal = Journal(path)
+    journal.started("A")
+    journal.stopped("A", "id1", "web")
+    journal.finished("A", "COMPLETED")
+    journal.started("B")
+    journal.started("A")  # an update manager reusing an activityId: a new operation
+    journal.close("A")
+    assert [(e.activity, e.step.value) for e in journal.read()] == [
+        ("B", "started"),
+        ("A", "started"),
+    ]
+    journal.close("B")
+    journal.close("A")
+    assert not path.exists()

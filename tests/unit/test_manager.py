@@ -17,6 +17,7 @@ from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher, collapse_progress
 from cua.update.downloads import Downloads
 from cua.update.manager import UpdateManager
+from cua.update.publisher import Delivered
 from tests.builders import (
     HELLO,
     M_CREATE,
@@ -214,8 +215,13 @@ async def test_d9_waiting_desired_states_only_newest_kept(
     gate = asyncio.Event()
 
     class GatedPublisher(RecordingPublisher):
-        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-            await super().publish_feedback(activity_id, feedback)
+        async def publish_feedback(
+            self,
+            activity_id: str,
+            feedback: DesiredStateFeedback,
+            on_delivered: Delivered | None = None,
+        ) -> None:
+            await super().publish_feedback(activity_id, feedback, on_delivered)
             if activity_id == "A" and feedback.status == "IDENTIFYING":
                 await gate.wait()
 
@@ -638,7 +644,12 @@ async def test_d9_superseded_pending_operation_reverts_its_runtime_update(
 
 async def test_failing_publisher_does_not_stop_the_operation(engine: FakeEngine) -> None:
     class Broken:
-        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+        async def publish_feedback(
+            self,
+            activity_id: str,
+            feedback: DesiredStateFeedback,
+            on_delivered: Delivered | None = None,
+        ) -> None:
             raise ConnectionError("broker gone")
 
     status = await UpdateManager(engine, Broken(), settings()).apply(

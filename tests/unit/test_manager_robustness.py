@@ -16,6 +16,7 @@ from cua.testing.feedback import RecordingPublisher
 from cua.update import manager as manager_module
 from cua.update.manager import UpdateManager
 from cua.update.operation import Operation
+from cua.update.publisher import Delivered
 from tests.builders import GatedPublisher, component, desired, settings, until
 
 pytestmark = pytest.mark.unit
@@ -146,8 +147,13 @@ async def test_stop_during_an_operation_of_many_components_ends_it_at_once(
             super().__init__()
             self.fiftieth = asyncio.Event()
 
-        async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
-            await super().publish_feedback(activity_id, feedback)
+        async def publish_feedback(
+            self,
+            activity_id: str,
+            feedback: DesiredStateFeedback,
+            on_delivered: Delivered | None = None,
+        ) -> None:
+            await super().publish_feedback(activity_id, feedback, on_delivered)
             if len(self.messages) == 50:
                 self.fiftieth.set()
 

@@ -28,6 +28,7 @@ from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import Journal, journal_for, journal_path, prepare_state_dir
 from cua.update.manager import UpdateManager
 from cua.update.names import operation_labels
+from cua.update.publisher import Delivered
 from cua.update.recovery import recover
 from tests.builders import (
     DOMAIN,
@@ -47,6 +48,14 @@ pytestmark = pytest.mark.unit
 
 def records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_only_incomplete_owed(path: Path | None) -> None:
+    """After `recover`, the journal holds nothing but the interrupted activity's final
+    status, owed until the broker has it (the update manager publishes it)."""
+    assert path is not None
+    [owed] = records(path)
+    assert (owed["step"], owed["status"], owed["interrupted"]) == ("finished", "INCOMPLETE", True)
 
 
 async def test_destroy_stopped_container_runs_again_at_next_start(
@@ -91,7 +100,7 @@ async def test_update_restores_previous_restart_policy_and_limits(
     assert spec.resources == Resources(memory="100M")
     assert status_of(engine, "svc") is ContainerStatus.RUNNING
     assert journal.path is not None
-    assert not journal.path.exists()
+    assert_only_incomplete_owed(journal.path)
 
 
 async def test_activated_create_is_removed_and_recreate_put_back(
@@ -158,7 +167,7 @@ async def test_torn_last_line_is_ignored(
     assert done == ["gone: container stopped by the operation started again"]
     assert "line 2 unreadable, ignored" in caplog.text
     assert status_of(engine, "gone") is ContainerStatus.RUNNING
-    assert not path.exists()
+    assert_only_incomplete_owed(path)
 
 
 async def test_stopped_container_renamed_since_is_left_alone(
@@ -170,7 +179,7 @@ async def test_stopped_container_renamed_since_is_left_alone(
     Journal(path).stopped("A", "no-such-id", "vanished")
     assert await recover(engine, Journal(path)) == []
     assert status_of(engine, "other") is ContainerStatus.CREATED  # not started
-    assert not path.exists()
+    assert_only_incomplete_owed(path)
 
 
 class SnapshotPublisher(RecordingPublisher):
@@ -181,10 +190,15 @@ class SnapshotPublisher(RecordingPublisher):
         self.path = path
         self.snapshots: list[tuple[str, str | None]] = []
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
         content = self.path.read_text() if self.path.exists() else None
         self.snapshots.append((str(feedback.status), content))
-        await super().publish_feedback(activity_id, feedback)
+        await super().publish_feedback(activity_id, feedback, on_delivered)
 
 
 async def test_journal_removed_at_the_end_and_holds_no_env_value(
@@ -326,7 +340,7 @@ async def test_a_container_that_cannot_start_does_not_stop_recovery(
     assert sorted(engine.container_names()) == ["aaa", "zzz"]
     assert status_of(engine, "aaa") is ContainerStatus.EXITED
     assert status_of(engine, "zzz") is ContainerStatus.RUNNING
-    assert not journal_path(tmp_path, "containers").exists()
+    assert_only_incomplete_owed(journal_path(tmp_path, "containers"))
 
 
 async def test_unreadable_journal_is_logged_and_recovery_goes_on(
@@ -337,7 +351,7 @@ async def test_unreadable_journal_is_logged_and_recovery_goes_on(
     with caplog.at_level(logging.ERROR):
         assert await recover(engine, Journal(path)) == []
     assert f"cannot read the journal {path}" in caplog.text
-    assert f"cannot remove the journal {path}" in caplog.text
+    assert f"cannot rewrite the journal {path}" in caplog.text
 
 
 # --- recovery by names and labels (no journal) ------------------------------------------------

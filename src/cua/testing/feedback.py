@@ -9,16 +9,34 @@ from __future__ import annotations
 from typing import Any
 
 from cua.api.models import DesiredStateFeedback
+from cua.update.publisher import Delivered
 
 
 class RecordingPublisher:
-    """A `FeedbackPublisher` that keeps every message, in order."""
+    """A `FeedbackPublisher` that keeps every message, in order. It acknowledges each one
+    at once, or, with `acknowledge=False`, never (a broker that got none of them: the
+    agent killed before any PUBACK); `acknowledge_all()` then delivers them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, acknowledge: bool = True) -> None:
         self.messages: list[tuple[str, DesiredStateFeedback]] = []
+        self.acknowledge = acknowledge
+        self.unacknowledged: list[Delivered] = []
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
         self.messages.append((activity_id, feedback.model_copy(deep=True)))
+        if on_delivered is not None:
+            self.unacknowledged.append(on_delivered)
+        if self.acknowledge:
+            self.acknowledge_all()
+
+    def acknowledge_all(self) -> None:
+        while self.unacknowledged:
+            self.unacknowledged.pop(0)()
 
     def wire(self, activity_id: str | None = None) -> list[dict[str, Any]]:
         """The payloads as Kanto writes them (`to_wire()`), optionally for one activity."""

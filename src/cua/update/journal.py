@@ -6,13 +6,18 @@ UPDATE action (its previous restart policy and limits), a CREATE's container tha
 took its real name. Before each such engine change the operation appends one record here
 (JSON lines, fsync'd), so that after a crash `recovery` can put the device back as it was
 before the operation. When CLEANUP commits an activated baseline, `committed` records say
-which containers are final (and which removals recovery must finish). The file is removed
-when the operation ends (COMPLETED, INCOMPLETE, SUPERSEDED); an operation interrupted by a
-crash or by the agent stopping keeps it for the next start.
+which containers are final (and which removals recovery must finish). When the operation
+ends (COMPLETED, INCOMPLETE, SUPERSEDED) a `finished` record carries its final status: its
+changes are final, recovery restores nothing of it, but until the broker has acknowledged
+that status (QoS 1 PUBACK) a restart publishes it again (at least once: a kill in that
+window may give a duplicate). On that acknowledgement the activity's records are dropped
+(`close`), the file is removed once no activity is left in it: a next operation that
+started meanwhile keeps its own records. An operation interrupted by a crash or by the
+agent stopping keeps its records for the next start.
 
-Only container ids, names, restart policies and memory values are written: never env
-values or any other part of a desired state. A torn last line (crash while writing) is
-ignored on reading.
+Only container ids, names, restart policies, memory values and final statuses (with their
+message) are written: never env values or any other part of a desired state. A torn last
+line (crash while writing) is ignored on reading.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from cua.api.models import StatusType
 from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ class Step(StrEnum):
     UPDATED = "updated"  # about to update restart policy/limits; carries the previous ones
     CREATED = "created"  # a new container exists (before it can take the real name)
     COMMITTED = "committed"  # CLEANUP after activation: the change is final
+    FINISHED = "finished"  # the final status, owed until the broker acknowledges it
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,9 @@ class Entry:
     restart: RestartPolicy | None = None  # UPDATED: the previous values
     resources: Resources | None = None
     remove: bool = False  # COMMITTED: CLEANUP removes this container
+    status: str = ""  # FINISHED: the final status and its message
+    message: str = ""
+    interrupted: bool = False  # FINISHED: given by recovery (later commands get the failure)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -87,6 +97,10 @@ class Entry:
             )
         if self.step is Step.COMMITTED:
             data["remove"] = self.remove
+        if self.step is Step.FINISHED:
+            data["status"] = self.status
+            data["message"] = self.message
+            data["interrupted"] = self.interrupted
         return data
 
     @staticmethod
@@ -95,6 +109,8 @@ class Entry:
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise ValueError("not a version 1 record")
         step = Step(data["step"])
+        if step is Step.FINISHED:
+            StatusType(data["status"])  # a final status we can publish again
         restart = resources = None
         if step is Step.UPDATED:
             r = data["restart"]
@@ -114,6 +130,9 @@ class Entry:
             restart=restart,
             resources=resources,
             remove=bool(data.get("remove", False)),
+            status=str(data.get("status", "")),
+            message=str(data.get("message", "")),
+            interrupted=bool(data.get("interrupted", False)),
         )
 
 
@@ -147,6 +166,25 @@ class Journal:
         at identification while another operation is pending)."""
         self._append([Entry(activity, Step.ENDED, "", "")])
 
+    def finished(
+        self, activity: str, status: str, message: str = "", *, interrupted: bool = False
+    ) -> None:
+        """The activity ends with `status`, about to be published: until `close`, a restart
+        publishes it again and restores nothing of this activity."""
+        self._append(
+            [
+                Entry(
+                    activity,
+                    Step.FINISHED,
+                    "",
+                    "",
+                    status=status,
+                    message=message,
+                    interrupted=interrupted,
+                )
+            ]
+        )
+
     def stopped(self, activity: str, container_id: str, name: str) -> None:
         self._append([Entry(activity, Step.STOPPED, container_id, name)])
 
@@ -175,9 +213,7 @@ class Journal:
     def _append(self, entries: list[Entry]) -> None:
         if self.path is None:
             return
-        data = b"".join(
-            json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n" for e in entries
-        )
+        data = _encode(entries)
         try:
             created = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -214,17 +250,53 @@ class Journal:
                 log.warning("journal %s: line %d unreadable, ignored", self.path, number)
         return entries
 
-    def remove(self) -> None:
-        """The operation ended: nothing is left to recover. Never raises (logged)."""
+    def close(self, activity: str) -> None:
+        """The broker has `activity`'s final status: its records up to its (first)
+        `finished` record, all of them without one, are dropped; the file goes when nothing
+        is left. Records of another activity (a next operation) stay. Never raises (logged).
+        """
+        entries = self.read()
+        end = next(
+            (
+                i
+                for i, e in enumerate(entries)
+                if e.activity == activity and e.step is Step.FINISHED
+            ),
+            len(entries),
+        )
+        kept = [e for i, e in enumerate(entries) if i > end or e.activity != activity]
+        if len(kept) < len(entries) or not kept:
+            self.replace(kept)
+
+    def replace(self, entries: list[Entry]) -> None:
+        """Make `entries` the journal's content, atomically (none: the file is removed).
+        Never raises (logged): the previous content is then kept."""
         if self.path is None:
             return
         try:
-            self.path.unlink()
+            if not entries:
+                self.path.unlink(missing_ok=True)
+            else:
+                fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".cua-journal-")
+                try:
+                    try:
+                        os.write(fd, _encode(entries))
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.replace(temporary, self.path)  # a link there is replaced, not followed
+                except OSError:
+                    os.unlink(temporary)
+                    raise
             _sync_dir(self.path.parent)
-        except FileNotFoundError:
-            pass
         except OSError as exc:
-            log.error("cannot remove the journal %s: %s", self.path, exc.strerror)
+            log.error("cannot rewrite the journal %s: %s", self.path, exc.strerror)
+
+
+def _encode(entries: list[Entry]) -> bytes:
+    return b"".join(
+        json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n" for e in entries
+    )
 
 
 def _read_no_follow(path: Path) -> bytes:

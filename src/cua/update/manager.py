@@ -10,6 +10,7 @@ phases (standalone) or the commands (orchestrated), one operation at a time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ from cua.containers.parse import ParsedDesiredState, parse_desired_state
 from cua.engine.base import Engine, EngineError
 from cua.settings import Mode, UpdateSettings
 from cua.update.identify import Settled, current_containers
-from cua.update.journal import Journal, JournalError, Step
+from cua.update.journal import Journal, JournalError
 from cua.update.operation import COMMANDS, Operation, superseded_message
 from cua.update.plan import Plan, PlanError, make_plan
-from cua.update.publisher import FeedbackPublisher
+from cua.update.publisher import Delivered, FeedbackPublisher
 from cua.update.recovery import interrupted_activities, interrupted_message, recover
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,14 @@ class _SafePublisher:
     def __init__(self, publisher: FeedbackPublisher) -> None:
         self._publisher = publisher
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
         try:
-            await self._publisher.publish_feedback(activity_id, feedback)
+            await self._publisher.publish_feedback(activity_id, feedback, on_delivered=on_delivered)
         except Exception:
             log.exception("[%s] cannot publish %s feedback", activity_id, feedback.status)
 
@@ -178,18 +184,23 @@ class UpdateManager:
         if not self._recovered:  # it may have changed containers read before
             self._settled = Settled()
         self._recovered = True
-        answered = {e.activity for e in entries if e.step is Step.ENDED}
         message = interrupted_message(done)
         for activity_id in interrupted_activities(entries):
-            self._interrupted[activity_id] = message
-            while len(self._interrupted) > INTERRUPTED_KEPT:
-                del self._interrupted[next(iter(self._interrupted))]
-            if activity_id not in answered:
-                log.warning("[%s] interrupted by a restart: %s", activity_id, message)
-                await self._publish(
-                    activity_id,
-                    DesiredStateFeedback(status=StatusType.INCOMPLETE, message=message),
-                )
+            self._remember_interrupted(activity_id, message)
+        for owed in self._journal.read():  # what recovery left there: final statuses owed
+            if owed.interrupted:
+                self._remember_interrupted(owed.activity, owed.message)
+                log.warning("[%s] interrupted by a restart: %s", owed.activity, owed.message)
+            await self._publisher.publish_feedback(
+                owed.activity,
+                DesiredStateFeedback(status=StatusType(owed.status), message=owed.message),
+                on_delivered=functools.partial(self._journal.close, owed.activity),
+            )
+
+    def _remember_interrupted(self, activity_id: str, message: str) -> None:
+        self._interrupted[activity_id] = message
+        while len(self._interrupted) > INTERRUPTED_KEPT:
+            del self._interrupted[next(iter(self._interrupted))]
 
     async def _answer_interrupted(self, item: _Command) -> bool:
         """A command for an operation a restart interrupted: its failure, with the reason."""
@@ -429,7 +440,6 @@ class UpdateManager:
                 log.info("[%s] superseded by %s", replacing.activity_id, activity_id)
                 await replacing.supersede(superseded_message(activity_id))
                 self._unsettle(replacing.plan)
-                self._journal.started(activity_id)  # the superseded one removed the journal
                 if changed:
                     plan = await self._make_plan(parsed)
         except (EngineError, PlanError, JournalError) as error:
@@ -448,15 +458,10 @@ class UpdateManager:
         return operation
 
     def _identification_ended(self, activity_id: str) -> None:
-        """The activity ends at identification: nothing for a restart to answer. The journal
-        goes, unless it is the pending operation's too (orchestrated)."""
-        if self._pending is None:
-            self._journal.remove()
-            return
-        try:
-            self._journal.ended(activity_id)
-        except JournalError as error:
-            log.error("[%s] %s", activity_id, error)
+        """The activity ends at identification: nothing for a restart to answer. Its records
+        go (those of the pending operation, or of one whose final status is not yet
+        acknowledged, stay)."""
+        self._journal.close(activity_id)
 
     # --- direct use (CLI, tests) ------------------------------------------------------------
 

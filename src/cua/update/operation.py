@@ -14,6 +14,7 @@ Beyond the D-list, "Activation means running": a container started by ACTIVATE i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -336,9 +337,21 @@ class Operation:
         """A newer desired state replaces this one: restore the device, say SUPERSEDED (D9)."""
         for action in self.actions:
             await self._undo_quietly(action, ensure_running=False)
-        self.final_status = StatusType.SUPERSEDED
-        self._journal.remove()
-        await self._publish(StatusType.SUPERSEDED, message=message)
+        await self._finish(StatusType.SUPERSEDED, message)
+
+    async def _finish(self, status: StatusType, message: str = "") -> None:
+        """The final status. Its journal records go only once the broker has it: a restart
+        before that publishes it again (`journal`)."""
+        self.final_status = status
+        try:
+            self._journal.finished(self.activity_id, status, message)
+        except JournalError as exc:  # a restart would say INCOMPLETE instead
+            log.error("[%s] %s", self.activity_id, exc)
+        await self._publisher.publish_feedback(
+            self.activity_id,
+            self.feedback(status, message=message),
+            on_delivered=functools.partial(self._journal.close, self.activity_id),
+        )
 
     async def _end_stopped(self) -> None:
         """The agent stops mid-operation: what was done is reported, the end is INCOMPLETE.
@@ -664,9 +677,7 @@ class Operation:
         await self._publish(result, baseline)
         if not self._baselines:
             # D6: COMPLETED only if every cleaned baseline was activated and cleaned.
-            self.final_status = StatusType.COMPLETED if self._clean else StatusType.INCOMPLETE
-            self._journal.remove()
-            await self._publish(self.final_status)
+            await self._finish(StatusType.COMPLETED if self._clean else StatusType.INCOMPLETE)
 
     async def _restore(self, members: Sequence[ActionState]) -> bool:
         ok = True

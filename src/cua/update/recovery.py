@@ -12,7 +12,10 @@ steps: removals that CLEANUP committed to are finished first (as `.cua-removed` 
 the names and labels are put back as above; then, newest first, every change of the
 journal that CLEANUP did not commit is undone: a new container still there is removed, the
 previous restart policy and limits are applied again, a container the operation stopped is
-started again if it still exists under its name. Then the journal is removed. A container
+started again if it still exists under its name. Records of an activity that `finished` are
+not undone (its changes are final, or were undone by the operation). Then the journal is
+left holding only the final statuses the restart owes (`owed_final_statuses`), which the
+update manager publishes; each goes once the broker acknowledged it. A container
 that is gone or cannot be changed (e.g. it fails to start) is logged and skipped, by name
 as from the journal; only an engine that cannot be reached stops recovery (the journal is
 then kept for the next try).
@@ -53,8 +56,34 @@ log = logging.getLogger(__name__)
 
 
 def interrupted_activities(entries: list[Entry]) -> list[str]:
-    """The activities the journal records (normally one), in order."""
-    return list(dict.fromkeys(entry.activity for entry in entries))
+    """The activities the journal records (normally one) that did not finish, in order."""
+    finished = {e.activity for e in entries if e.step is Step.FINISHED}
+    return [a for a in dict.fromkeys(e.activity for e in entries) if a not in finished]
+
+
+def owed_final_statuses(entries: list[Entry], done: list[str]) -> list[Entry]:
+    """After recovery, as `finished` records: the final statuses a restart publishes. A
+    finished activity's own (the broker may not have it: at least once), and INCOMPLETE,
+    saying what recovery `done`, for an interrupted one not answered yet."""
+    owed: dict[str, Entry] = {}
+    for entry in entries:
+        if entry.step is Step.FINISHED:
+            owed.setdefault(entry.activity, entry)
+    answered = {e.activity for e in entries if e.step is Step.ENDED}
+    message = interrupted_message(done)
+    for activity in interrupted_activities(entries):
+        if activity not in answered:
+            owed[activity] = Entry(
+                activity,
+                Step.FINISHED,
+                "",
+                "",
+                status="INCOMPLETE",
+                message=message,
+                interrupted=True,
+            )
+    order = list(dict.fromkeys(e.activity for e in entries))
+    return sorted(owed.values(), key=lambda e: order.index(e.activity))
 
 
 def interrupted_message(done: list[str]) -> str:
@@ -78,7 +107,9 @@ async def recover(
     Raises EngineError when the engine cannot be used (the journal is then kept).
     """
     done: list[str] = []
-    entries = journal.read() if journal is not None else []
+    journaled = journal.read() if journal is not None else []
+    finished = {e.activity for e in journaled if e.step is Step.FINISHED}
+    entries = [e for e in journaled if e.activity not in finished]
     if entries:
         log.warning("recovery: %d journal record(s) of an interrupted operation", len(entries))
     committed = {e.id: e for e in entries if e.step is Step.COMMITTED}
@@ -107,7 +138,7 @@ async def recover(
     for line in done:
         log.warning("recovery: %s", line)
     if journal is not None:
-        journal.remove()
+        journal.replace(owed_final_statuses(journaled, done))
     return done
 
 
