@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -166,6 +166,20 @@ class LocalStack:
 
     def stop_mosquitto(self) -> None:
         self._stop_service("mosquitto")
+
+    @contextlib.contextmanager
+    def mosquitto_frozen(self) -> Iterator[None]:
+        """The broker frozen (SIGSTOP to its PID, SIGCONT on leaving): connections stay
+        open, but nothing is read, forwarded or acknowledged, as a stalled broker."""
+        svc = self._services.get("mosquitto")
+        if svc is None or svc.pid is None:
+            raise RuntimeError("mosquitto is not running")
+        pid = svc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def ensure_running(self) -> None:
         """Restart any service a previous test stopped (or that died), on its same port."""

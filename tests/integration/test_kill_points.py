@@ -9,6 +9,11 @@ the agent restarted, unless it had ended before the kill); in orchestrated mode 
 the update manager sends next gets its failure with the same reason.
 
 One agent start per kill point: the restarted agent serves the next kill point.
+
+One more kill point is made deterministic by freezing the broker: the operation ends while
+the broker acknowledges nothing, and the agent is killed with its final status queued. The
+restarted agent publishes that final status (again, if the first copy got through: at
+least once) and restores nothing.
 """
 
 from __future__ import annotations
@@ -223,3 +228,41 @@ async def test_killed_after_every_feedback_message_the_device_is_old_or_new_and_
     # Killed before CLEANUP committed: the old state; after COMPLETED: the new one.
     assert outcomes[0][2] == "old"
     assert outcomes[-1] == (MESSAGES, "COMPLETED", "new"), outcomes
+
+
+async def test_killed_before_the_broker_acknowledged_the_final_status_it_is_published_again(
+    engine: DockerEngine, stack: LocalStack, tmp_path: Path, app_images: dict[str, str]
+) -> None:
+    domain = "kill-unacknowledged"
+    device = Device(engine, domain, app_images)
+    await device.reset()
+    activity = "k-unacknowledged"
+    async with probe_for(stack, domain) as probe:
+        killed = start(stack, tmp_path, domain, "standalone", 0)
+        restarted: AgentProcess | None = None
+        try:
+            await connected(probe, 1)
+            probe.desired(activity, device.new)
+            await wait_for(probe, activity, 0, "IDENTIFIED")
+            with stack.mosquitto_frozen():
+                # The whole update runs; from here on no feedback is acknowledged.
+                await killed.wait_log(f'feedback "{activity}": COMPLETED')
+                killed.process.kill()
+                killed.process.wait()
+            assert await device.state() == "new"
+            restarted = start(stack, tmp_path, domain, "standalone", 1)
+            final = await wait_for(probe, activity, 0, "COMPLETED", "INCOMPLETE")
+            assert final == {"status": "COMPLETED"}, probe.of(activity)
+            await restarted.wait_log(f'feedback "{activity}": COMPLETED')
+            assert await device.state() == "new"  # nothing undone: the update was final
+            deadline = time.monotonic() + WAIT  # closed once the broker acknowledged it
+            while list((tmp_path / "state").glob("journal-*")):
+                assert time.monotonic() < deadline, "the journal was not closed"
+                await asyncio.sleep(0.05)
+        finally:
+            killed.stop()
+            if restarted is not None:
+                restarted.stop()
+    for agent in (killed, restarted):
+        assert agent is not None
+        assert "Traceback" not in agent.log(), agent.log()[-3000:]
