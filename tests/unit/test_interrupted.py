@@ -219,6 +219,27 @@ async def test_an_operation_stopped_gracefully_is_not_answered_twice(
     assert status_of(engine, "gone") is ContainerStatus.RUNNING
 
 
+async def test_a_graceful_stop_whose_incomplete_the_broker_never_got_is_answered_after(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """The agent stopped (SIGTERM) with the broker down: its INCOMPLETE never left."""
+    add_managed(engine, "gone", image="img:1")
+    pub = StopAt("UPDATING")
+    pub.acknowledge = False
+    manager = pub.manager = agent_manager(engine, pub, tmp_path)
+    task = asyncio.create_task(manager.run())
+    manager.submit_desired_state("A", desired())
+    await task
+    assert pub.statuses("A")[-1] == "INCOMPLETE"
+    again = RecordingPublisher()
+    await run_until_recovered(
+        agent_manager(engine, again, tmp_path), journal_path(tmp_path, DOMAIN)
+    )
+    assert again.statuses("A") == ["INCOMPLETE"]
+    assert again.wire("A")[0]["message"].startswith("the agent restarted during this operation")
+    assert status_of(engine, "gone") is ContainerStatus.RUNNING
+
+
 # --- the journal and the state directory --------------------------------------------------
 
 

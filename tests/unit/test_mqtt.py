@@ -200,6 +200,39 @@ async def test_queue_pop_sent_by_identity() -> None:
     await queue.wait_empty()
 
 
+async def test_on_delivered_is_called_after_the_broker_acknowledged_only() -> None:
+    """`_send` calls a message's `on_delivered` once `publish` returned (PUBACK); a publish
+    that fails (connection lost) keeps the message queued and calls nothing."""
+    connection = MqttConnection(
+        MqttOptions(broker=parse_broker_url("tcp://127.0.0.1:1")),
+        ["t"],
+        on_message=lambda topic, payload: None,
+    )
+    delivered: list[str] = []
+    acknowledge = asyncio.Event()
+    sent: list[str] = []
+
+    class Client:
+        async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+            sent.append(topic)
+            if topic == "lost":
+                raise MqttError("connection lost")
+            await acknowledge.wait()
+
+    connection.publish("final", b"x", on_delivered=lambda: delivered.append("final"))
+    sender = asyncio.create_task(connection._send(Client()))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert (sent, delivered) == (["final"], [])  # written, no PUBACK yet
+    acknowledge.set()
+    await asyncio.wait_for(connection._queue.wait_empty(), 1)
+    assert delivered == ["final"]
+    connection.publish("lost", b"x", on_delivered=lambda: delivered.append("lost"))
+    with pytest.raises(MqttError):
+        await asyncio.wait_for(sender, 1)
+    assert delivered == ["final"]
+    assert connection.pending == 1  # sent again on the next connection
+
+
 def options() -> MqttOptions:
     return MqttOptions(broker=BrokerAddress("h", 1883, tls=False), username="agent", password="pw")
 

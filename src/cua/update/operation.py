@@ -357,15 +357,20 @@ class Operation:
         """The agent stops mid-operation: what was done is reported, the end is INCOMPLETE.
 
         Containers in flight are put back by crash recovery at the next start (the journal
-        is kept for it: the operation was interrupted, as by a crash).
+        is kept for it: the operation was interrupted, as by a crash). Once the broker has
+        the INCOMPLETE, `ended` says so (not answered again after the restart).
         """
         if not self.finished:
             self.final_status = StatusType.INCOMPLETE
-            await self._publish(StatusType.INCOMPLETE)
-            try:
-                self._journal.ended(self.activity_id)  # answered: not again after restart
-            except JournalError as exc:
-                log.error("[%s] %s", self.activity_id, exc)
+            await self._publisher.publish_feedback(
+                self.activity_id, self.feedback(StatusType.INCOMPLETE), on_delivered=self._ended
+            )
+
+    def _ended(self) -> None:
+        try:
+            self._journal.ended(self.activity_id)
+        except JournalError as exc:
+            log.error("[%s] %s", self.activity_id, exc)
 
     # --- DOWNLOAD, UPDATE, ACTIVATE (§3.4.1) -------------------------------------------------
 
