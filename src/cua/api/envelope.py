@@ -122,13 +122,39 @@ def _action_json(
     return go_json(action.to_wire())
 
 
-def describe_validation_error(error: ValidationError, root: str = "payload") -> str:
-    """`payload.domains[0].components[1].config[2].value: Input should be a valid string`."""
+def _component_context(data: Any, loc: tuple[int | str, ...]) -> str:
+    """` (key "restartPolicy" of component "web")` for an error inside a component's config
+    (`domains[i].components[j].config[k]...`): the index alone does not tell an operator
+    which entry is wrong. "" elsewhere, or when the names cannot be read."""
+    if len(loc) < 4 or loc[0] != "domains" or loc[2] != "components":
+        return ""
+    try:
+        component = data["domains"][loc[1]]["components"][loc[3]]
+        name = component.get("id")
+        key = None
+        if len(loc) >= 6 and loc[4] == "config":
+            key = component["config"][loc[5]].get("key")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    # Names from the message: JSON-quoted (no control character) and cut.
+    name_text = f"component {json.dumps(name[:60])}" if isinstance(name, str) and name else ""
+    key_text = f"key {json.dumps(key[:60])}" if isinstance(key, str) and key else ""
+    if not name_text:
+        return f" ({key_text})" if key_text else ""
+    return f" ({key_text} of {name_text})" if key_text else f" ({name_text})"
+
+
+def describe_validation_error(
+    error: ValidationError, root: str = "payload", data: Any = None
+) -> str:
+    """`payload.domains[0].components[1].config[2].value (key "restartPolicy" of component
+    "web"): Input should be a valid string`; `data`: the input, to name the component."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = root
         for loc in item["loc"]:
             where += f"[{loc}]" if isinstance(loc, int) else f".{loc}"
+        where += _component_context(data, tuple(item["loc"]))
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
@@ -232,7 +258,8 @@ def decode_object(
             payload = payload_type.model_validate(payload_data)
         except ValidationError as exc:
             raise MessageError(
-                f"invalid {what}: {describe_validation_error(exc)}", readable_id
+                f"invalid {what}: {describe_validation_error(exc, data=payload_data)}",
+                readable_id,
             ) from None
         except RecursionError:
             raise MessageError(f"invalid {what}: nested too deeply", readable_id) from None

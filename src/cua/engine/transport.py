@@ -34,6 +34,8 @@ from urllib.parse import urlencode, urlsplit
 
 import h11
 
+from cua.engine.base import unreachable_reason
+
 __all__ = [
     "APIError",
     "EngineAddress",
@@ -218,7 +220,8 @@ class EngineHTTP:
         except TimeoutError:
             raise TransportError(f"no answer within {self.connect_timeout:g} s") from None
         except OSError as error:  # ssl.SSLError is one
-            raise TransportError(str(error) or type(error).__name__) from None
+            # In words (`no such socket ...`), not the OS error's repr.
+            raise TransportError(unreachable_reason(error)) from None
         return _Connection(reader, writer)
 
     def _checkout(self) -> _Connection | None:
