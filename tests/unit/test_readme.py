@@ -4,8 +4,6 @@ the program prints today."""
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import shlex
 import signal
@@ -125,12 +123,18 @@ def test_quoted_messages_are_the_programs() -> None:
     assert f"`{typo}`" in readme
 
 
-def test_quoted_engine_line_is_the_programs() -> None:
+async def test_quoted_engine_line_is_the_programs(tmp_path: Path) -> None:
+    from cua.engine.base import EngineUnavailableError
     from cua.engine.docker import DockerEngine
 
-    engine = DockerEngine("unix:///var/run/docker.sock")
-    error = engine._unavailable(OSError(errno.ENOENT, os.strerror(errno.ENOENT)))
-    assert f"`{error}; retrying`" in nospace(README)
+    engine = DockerEngine(f"unix://{tmp_path}/docker.sock", timeout=5)
+    try:
+        with pytest.raises(EngineUnavailableError) as info:
+            await engine.list_containers()
+    finally:
+        await engine.close()
+    shown = str(info.value).replace(f"unix://{tmp_path}/docker.sock", "unix:///var/run/docker.sock")
+    assert f"`{shown}; retrying`" in nospace(README)
 
 
 def test_no_reference_outside_the_repository() -> None:
