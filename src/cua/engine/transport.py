@@ -192,6 +192,8 @@ async def _guarded(call: Any) -> Any:
     try:
         return await call
     except h11.ProtocolError as error:
+        if "peer closed connection" in str(error):  # h11's words for a cut-off answer
+            raise TransportError("the engine closed the connection") from None
         raise TransportError(f"not an HTTP answer: {error}") from None
     except (OSError, EOFError, asyncio.IncompleteReadError) as error:
         raise TransportError(str(error) or type(error).__name__) from None
