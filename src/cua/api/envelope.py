@@ -122,33 +122,55 @@ def _action_json(
     return go_json(action.to_wire())
 
 
+# The component config keys Kanto knows (spec §2.3): names, never values, so they may be
+# named in an error; any other text of a message is not echoed (it could be a secret).
+_CONFIG_KEYS = frozenset(
+    [
+        "image",
+        "env",
+        "cmd",
+        "host",
+        "device",
+        "port",
+        "mount",
+        "network",
+        "privileged",
+        "terminal",
+        "interactive",
+        "restartPolicy",
+        "restartMaxRetries",
+        "restartTimeout",
+        "logDriver",
+        "logMaxFiles",
+        "logMaxSize",
+        "logPath",
+        "logMode",
+        "logMaxBufferSize",
+        "memory",
+        "memoryReservation",
+        "memorySwap",
+    ]
+)
+
+
 def _component_context(data: Any, loc: tuple[int | str, ...]) -> str:
-    """` (key "restartPolicy" of component "web")` for an error inside a component's config
-    (`domains[i].components[j].config[k]...`): the index alone does not tell an operator
-    which entry is wrong. "" elsewhere, or when the names cannot be read."""
-    if len(loc) < 4 or loc[0] != "domains" or loc[2] != "components":
+    """` (key "restartPolicy")` for an error inside a component's config entry
+    (`domains[i].components[j].config[k]...`) whose key is a known config key: the index
+    alone does not tell an operator which entry is wrong. "" elsewhere."""
+    if len(loc) < 6 or loc[0] != "domains" or loc[2] != "components" or loc[4] != "config":
         return ""
     try:
-        component = data["domains"][loc[1]]["components"][loc[3]]
-        name = component.get("id")
-        key = None
-        if len(loc) >= 6 and loc[4] == "config":
-            key = component["config"][loc[5]].get("key")
+        key = data["domains"][loc[1]]["components"][loc[3]]["config"][loc[5]].get("key")
     except (KeyError, IndexError, TypeError, AttributeError):
         return ""
-    # Names from the message: JSON-quoted (no control character) and cut.
-    name_text = f"component {json.dumps(name[:60])}" if isinstance(name, str) and name else ""
-    key_text = f"key {json.dumps(key[:60])}" if isinstance(key, str) and key else ""
-    if not name_text:
-        return f" ({key_text})" if key_text else ""
-    return f" ({key_text} of {name_text})" if key_text else f" ({name_text})"
+    return f' (key "{key}")' if key in _CONFIG_KEYS else ""
 
 
 def describe_validation_error(
     error: ValidationError, root: str = "payload", data: Any = None
 ) -> str:
-    """`payload.domains[0].components[1].config[2].value (key "restartPolicy" of component
-    "web"): Input should be a valid string`; `data`: the input, to name the component."""
+    """`payload.domains[0].components[1].config[2].value (key "restartPolicy"): Input should
+    be a valid string`; `data`: the input, to name a known config key."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = root
