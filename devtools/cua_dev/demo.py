@@ -4,9 +4,12 @@ It starts the local stack (a private dockerd, registry and mosquitto), pushes ti
 for the five images of Leda's desired state to the local registry under their own paths,
 starts `cua run` with `registry_mirrors` {ghcr.io: <local registry>}, and publishes the
 desired state with `mosquitto_pub -t containersupdate/desiredstate -f ...`, exactly as the
-Kanto and Leda docs say. Then an update of one image (v2), and an update whose new image
-lacks its entrypoint (its container cannot start on any host), which the agent rolls back.
-Everything it started is stopped at the end, also on Ctrl-C or failure.
+Kanto and Leda docs say. Then an update of one image (v2), an update whose new image lacks
+its entrypoint (its container cannot start on any host), which the agent rolls back, and the
+quick-start example as shipped (its Docker Hub images through a mirror too). Everything it
+started is stopped at the end, also on Ctrl-C or failure; the agent log and every MQTT
+message are kept in a directory named at the end, followed by the next steps (the agent on
+this machine's own Docker and broker).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,8 +124,9 @@ def rewrite_mounts(envelope: dict[str, Any], root: Path) -> list[str]:
 class FeedbackWatcher:
     """Subscribes to feedback and current state; prints feedback lines as they come."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, record: Path) -> None:
         self._port = port
+        self._record = record  # every message on the domain's topics, one JSON per line
         self._feedback: asyncio.Queue[tuple[str, DesiredStateFeedback]] = asyncio.Queue()
         self.states: asyncio.Queue[tuple[str, Inventory]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -129,10 +134,16 @@ class FeedbackWatcher:
 
     async def run(self) -> None:
         async with aiomqtt.Client("127.0.0.1", self._port, identifier=f"demo-{now_ms()}") as client:
-            await client.subscribe([(TOPICS.desired_state_feedback, 1), (TOPICS.current_state, 1)])
+            await client.subscribe([(f"{TOPICS.prefix}/#", 1)])
             self.subscribed.set()
             async for message in client.messages:
-                data = json.loads(message.payload if isinstance(message.payload, bytes) else b"{}")
+                raw = message.payload if isinstance(message.payload, bytes) else b"{}"
+                with self._record.open("a", encoding="utf-8") as record:
+                    topic = message.topic.value
+                    record.write(json.dumps({"topic": topic, "message": json.loads(raw)}) + "\n")
+                if message.topic.value not in (TOPICS.desired_state_feedback, TOPICS.current_state):
+                    continue
+                data = json.loads(raw)
                 activity = data.get("activityId", "")
                 if message.topic.value == TOPICS.desired_state_feedback:
                     feedback = DesiredStateFeedback.model_validate(data["payload"])
@@ -235,7 +246,10 @@ def agent_process(config_path: Path, log_path: Path) -> Iterator[subprocess.Pope
         log_file.close()
 
 
-async def run_demo(stack: LocalStack) -> bool:
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart-desired-state.json"
+
+
+async def run_demo(stack: LocalStack, trail: Path) -> bool:
     started = time.monotonic()
     work = stack.tmpdir / "demo"
     work.mkdir()
@@ -261,6 +275,12 @@ async def run_demo(stack: LocalStack) -> bool:
     broken = ImageSpec(marker="seatservice broken", entrypoint=("/app/seat_service",), cmd=None)
     push_image(stack.registry, repository, BROKEN_TAG, broken, netns=stack.netns)
     _say(f"  {stack.registry}/{repository}:{BROKEN_TAG}   (its entrypoint is missing)")
+    quickstart = json.loads(QUICKSTART.read_text())
+    for component in components(quickstart):
+        _registry, repository, tag = split_reference(config_value(component, "image"))
+        spec = ImageSpec(marker=f"{component['id']} {tag}")
+        push_image(stack.registry, repository, tag, spec, netns=stack.netns)
+        _say(f"  {stack.registry}/{repository}:{tag}   (for the quick-start example)")
 
     for note in rewrite_mounts(desired, work / "host"):
         _say(
@@ -272,19 +292,19 @@ async def run_demo(stack: LocalStack) -> bool:
             "enable": True,
             "engine": stack.docker_host,
             "state_dir": str(work / "state"),
-            "registry_mirrors": {"ghcr.io": stack.registry},
+            "registry_mirrors": {"ghcr.io": stack.registry, "docker.io": stack.registry},
             "stop_timeout": "5s",
         },
         "connection": {"broker_url": stack.broker_url},
     }
-    config_path = work / "config.json"
+    config_path = trail / "config.json"
     config_path.write_text(json.dumps(config, indent=2))
-    log_path = work / "agent.log"
+    log_path = trail / "agent.log"
 
     _title("2. Starting the agent: cua run --config config.json")
     _say(f"  config: {json.dumps(config)}")
     _say(f"  agent log: {log_path}")
-    watcher = FeedbackWatcher(stack.mqtt_port)
+    watcher = FeedbackWatcher(stack.mqtt_port, trail / "mqtt-messages.jsonl")
     ok = True
     with agent_process(config_path, log_path) as agent:
         async with asyncio.TaskGroup() as group:
@@ -348,10 +368,21 @@ async def run_demo(stack: LocalStack) -> bool:
                         lambda: show_network(stack, "databroker 0.4.0"),
                     )
                 )
+                steps.append(
+                    (
+                        "6. The quick-start example as shipped "
+                        "(examples/quickstart-desired-state.json): replaces Leda's containers",
+                        quickstart,
+                        StatusType.COMPLETED,
+                        lambda: True,
+                    )
+                )
                 for index, (title, envelope, expected, check) in enumerate(steps):
                     _title(title)
-                    path = work / f"desired-state-{index}.json"
+                    path = trail / f"desired-state-{index}.json"
                     path.write_bytes(go_json(envelope))
+                    if envelope is quickstart:
+                        path = QUICKSTART  # as shipped
                     await mosquitto_pub(stack, TOPICS.desired_state, "-f", str(path))
                     status = await watcher.follow(envelope["activityId"])
                     verdict = "as expected" if status is expected else f"EXPECTED {expected.value}"
@@ -363,7 +394,7 @@ async def run_demo(stack: LocalStack) -> bool:
                     ok = await asyncio.to_thread(check) and ok
                     if agent.poll() is not None:
                         raise RuntimeError("the agent exited")
-                _title("6. The current state (retained on containersupdate/currentstate)")
+                _title("7. The current state (retained on containersupdate/currentstate)")
                 request = {"activityId": "demo-current-state", "timestamp": now_ms()}
                 await mosquitto_pub(
                     stack, TOPICS.current_state_get, "-m", json.dumps(request), show=False
@@ -378,24 +409,41 @@ async def run_demo(stack: LocalStack) -> bool:
     return ok
 
 
+NEXT_STEPS = """
+Next steps: the agent on this machine's own Docker and MQTT broker (README.md, "Run it on
+your device"), as root, from this directory:
+  apt-get install docker.io mosquitto mosquitto-clients python3-venv make
+  make install
+  systemctl enable --now cua
+  mosquitto_pub -t containersupdate/desiredstate -f examples/quickstart-desired-state.json
+  mosquitto_sub -v -t containersupdate/desiredstatefeedback -t containersupdate/currentstate
+  cua state
+"""
+
+
 def main() -> int:
     _say(
         "Container update agent demo: private dockerd, registry and mosquitto (nothing system-wide)"
     )
     os.environ.pop("DOCKER_HOST", None)
+    trail = Path(tempfile.mkdtemp(prefix="cua-demo-"))
     stack = LocalStack()
     try:
         _say("starting the local stack ...")
         stack.start()
         _say(f"  dockerd {stack.docker_host}, registry {stack.registry}")
         _say(f"  mosquitto {stack.broker_url}")
-        return 0 if asyncio.run(run_demo(stack)) else 1
+        return 0 if asyncio.run(run_demo(stack, trail)) else 1
     except KeyboardInterrupt:
         _say("\ninterrupted")
         return 130
     finally:
         _say("stopping everything the demo started ...")
         stack.stop()
+        _say(f"\nThe demo's trail is kept in {trail}:")
+        _say("  agent.log (the agent's log), mqtt-messages.jsonl (every MQTT message on")
+        _say("  containersupdate/...), config.json and the desired states it published.")
+        _say(NEXT_STEPS.rstrip())
 
 
 if __name__ == "__main__":

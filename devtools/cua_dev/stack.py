@@ -457,8 +457,16 @@ class LocalStack:
         )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the stack until Ctrl-C or SIGTERM, printing its endpoints."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m cua_dev.stack",
+        description="Start a private dockerd, a local registry and mosquitto (plain, TLS "
+        "and with a password) on loopback, print their endpoints, and run until Ctrl-C or "
+        "SIGTERM; then stop them and remove their files. For development and tests only.",
+    ).parse_args(argv)
 
     def _terminate(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -28,18 +28,20 @@ from cua.api.envelope import (
     now_ms,
     read_member,
 )
+from cua.api.extra_keys import desired_state_unknown_keys
 from cua.api.models import (
     CommandType,
     DesiredState,
     DesiredStateCommand,
     DesiredStateFeedback,
     Inventory,
+    StatusType,
 )
 from cua.api.topics import Topics
 from cua.backoff import Backoff
 from cua.config import AgentConfig
 from cua.current_state import CurrentStateReader
-from cua.engine.base import Engine
+from cua.engine.base import Engine, EngineUnavailableError
 from cua.logtext import Throttle, quoted
 from cua.mqtt import MqttConnection, OutgoingKind
 from cua.systemd import notify
@@ -62,6 +64,32 @@ MAX_PENDING_STATE_REQUESTS = 10_000
 
 def initial_state_activity_id() -> str:
     return f"initial-current-state-{now_ms()}"
+
+
+FAILURE_STATUSES = frozenset(
+    {
+        StatusType.IDENTIFICATION_FAILED,
+        StatusType.INCOMPLETE,
+        StatusType.INCOMPLETE_INCONSISTENT,
+        StatusType.DOWNLOAD_FAILURE,
+        StatusType.UPDATE_FAILURE,
+        StatusType.ACTIVATION_FAILURE,
+        StatusType.ROLLBACK_FAILURE,
+        StatusType.CLEANUP_FAILURE,
+    }
+)
+
+
+def failure_reason(feedback: DesiredStateFeedback) -> str:
+    """Why a failure status: its message, else the messages of the actions that failed."""
+    if feedback.message:
+        return feedback.message
+    failed = [
+        f"{action.component.id if action.component else '?'}: {action.message}"
+        for action in feedback.actions
+        if action.status is not None and action.status.value.endswith("_FAILURE")
+    ]
+    return "; ".join(failed) or "see the earlier feedback of this activity"
 
 
 def _readable_activity_id(raw: bytes, max_length: int) -> str | None:
@@ -122,6 +150,7 @@ class Agent:
         self._accepting = True
         self._limits = config.update.limits
         self._throttle = Throttle(log)
+        self.stop_reason = ""  # what ended the agent (e.g. SIGTERM), said in INCOMPLETE
 
     # --- FeedbackPublisher -----------------------------------------------------------------
 
@@ -132,7 +161,11 @@ class Agent:
         on_delivered: Delivered | None = None,
     ) -> None:
         status = feedback.status.value if feedback.status else "-"
-        log.info("feedback %s: %s", quoted(activity_id), status)
+        if feedback.status in FAILURE_STATUSES:
+            # Every failure says why in the log too, not only in the feedback.
+            log.warning("[%s] feedback %s: %s", activity_id, status, failure_reason(feedback))
+        else:
+            log.info("[%s] feedback %s", activity_id, status)
         await self.connection.wait_for_room()
         self.connection.publish(
             self.topics.desired_state_feedback,
@@ -170,7 +203,7 @@ class Agent:
             self._accepting = False
             for task in helpers:
                 task.cancel()
-            await self.manager.stop()
+            await self.manager.stop(self.stop_reason)
             await self.connection.stop(FLUSH_TIMEOUT)
         self._throttle.flush()
         log.info("stopped")
@@ -265,9 +298,14 @@ class Agent:
             self.manager.report_invalid(exc.activity_id, str(exc))
             return
         log.info("desired state %s received", quoted(envelope.activity_id))
+        unknown = desired_state_unknown_keys(load_json(payload))  # decoded once already
+        for warning in unknown:
+            log.warning("[%s] %s", envelope.activity_id, warning)
         # A `null` payload decodes into the zero desired state, as in Go: no domain, which
         # identification rejects with Kanto's text.
-        self.manager.submit_desired_state(envelope.activity_id, envelope.payload or DesiredState())
+        self.manager.submit_desired_state(
+            envelope.activity_id, envelope.payload or DesiredState(), unknown
+        )
 
     def _on_command(self, payload: bytes) -> None:
         try:
@@ -390,12 +428,26 @@ class Agent:
     async def _watch_engine_events(self) -> None:
         """Follow the engine's events; survive the engine going away and coming back."""
         backoff = Backoff(0.5, 10.0)
+        # An engine that is down is reported once, then once per `backoff.maximum` while it
+        # stays down (not at every retry), and once when it is back.
+        last_report: float | None = None
         while True:
             try:
+                if last_report is not None:
+                    # Reported down: one listing says whether it is back (the event stream
+                    # says nothing until an event comes).
+                    await self.engine.list_containers()
+                    log.info("the container engine can be reached again")
+                    last_report = None
                 async for _event in self.engine.events():
                     backoff.reset()
                     self._changed.set()
                 log.info("engine event stream ended; reopening")
+            except EngineUnavailableError as exc:
+                now = asyncio.get_running_loop().time()
+                if last_report is None or now - last_report >= backoff.maximum:
+                    log.warning("%s; retrying", exc)
+                    last_report = now
             except Exception as exc:  # any engine failure: keep watching, never crash
                 log.warning("engine event stream failed: %s", exc)
             await asyncio.sleep(backoff.next_delay())

@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cua import __version__
 
 if TYPE_CHECKING:
+    import signal
+
     from cua.api.models import DesiredState, DesiredStateFeedback
     from cua.config import AgentConfig, Overrides
     from cua.engine.base import Engine
@@ -42,45 +44,94 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _common_flags(parser: argparse.ArgumentParser, *, agent: bool) -> None:
-    parser.add_argument("--config", metavar="FILE", help="a Kanto container-management config.json")
-    parser.add_argument(
-        "--engine", metavar="URL", help="Engine API URL, e.g. unix:///run/docker.sock"
-    )
-    parser.add_argument(
-        "--domain", metavar="NAME", help="the update agent's domain (default containers)"
-    )
-    parser.add_argument(
-        "--system-container",
-        metavar="NAME",
-        action="append",
-        default=[],
-        dest="system_containers",
-        help="a container never touched (repeatable; replaces the config's list)",
-    )
-    parser.add_argument("--manage", metavar="labelled|all", help="which containers may be changed")
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="malformed port/device/mount entries fail identification",
-    )
-    parser.add_argument(
-        "--verbose-inventory", action="store_true", help="report every container parameter"
-    )
-    parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
-    if agent:
-        parser.add_argument(
-            "--broker",
-            metavar="URL",
-            help="MQTT broker, e.g. tcp://localhost:1883 or mqtts://host:8883",
-        )
-        parser.add_argument(
-            "--mode", metavar="standalone|orchestrated", help="what a desired state does"
-        )
-        parser.add_argument("--state-dir", metavar="DIR", help="the agent's state directory")
-        parser.add_argument(
-            "--mqtt-version", metavar="3.1.1|5", help="MQTT protocol version (default 3.1.1)"
-        )
+_EXIT_CODES = """exit codes:
+  0    {ok}
+  1    {failed}
+  2    usage or configuration error (one line on stderr){more}"""
+_EXIT_INTERRUPTED = """
+  130  interrupted by Ctrl-C (SIGINT), after restoring what the operation changed
+  143  interrupted by SIGTERM, after restoring what the operation changed"""
+
+
+# Every option, by name; each command offers only those that apply to it.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "--config": {
+        "metavar": "FILE",
+        "help": "a Kanto container-management config.json (default: none, built-in defaults)",
+    },
+    "--engine": {
+        "metavar": "URL",
+        "help": "Engine API URL (default: update_agent.engine, else $DOCKER_HOST, "
+        "else unix:///var/run/docker.sock)",
+    },
+    "--domain": {
+        "metavar": "NAME",
+        "help": "the update agent's domain (default: update_agent.domain, else containers)",
+    },
+    "--system-container": {
+        "metavar": "NAME",
+        "action": "append",
+        "default": [],
+        "dest": "system_containers",
+        "help": "a container never touched (repeatable; replaces update_agent.system_containers)",
+    },
+    "--manage": {
+        "metavar": "labelled|all",
+        "help": "which containers may be changed (default: update_agent.manage, else labelled)",
+    },
+    "--strict": {
+        "action": "store_true",
+        "help": "malformed port/device/mount entries and unknown keys fail identification "
+        "(default: update_agent.strict, else off: they are ignored with a warning)",
+    },
+    "--verbose-inventory": {
+        "action": "store_true",
+        "help": "report every container parameter "
+        "(default: update_agent.verbose_inventory_report, else off)",
+    },
+    "--log-level": {
+        "metavar": "LEVEL",
+        "help": "DEBUG, INFO, WARNING or ERROR (default: INFO for run; "
+        "the tools show only their own output unless this is given)",
+    },
+    "--broker": {
+        "metavar": "URL",
+        "help": "MQTT broker, e.g. tcp://localhost:1883 or mqtts://host:8883 "
+        "(default: connection.broker_url, else tcp://localhost:1883)",
+    },
+    "--mode": {
+        "metavar": "standalone|orchestrated",
+        "help": "what a desired state does (default: update_agent.mode, else standalone)",
+    },
+    "--state-dir": {
+        "metavar": "DIR",
+        "help": "the agent's state directory (default: update_agent.state_dir, else /var/lib/cua)",
+    },
+    "--mqtt-version": {
+        "metavar": "3.1.1|5",
+        "help": "MQTT protocol version (default: update_agent.mqtt_version, else 3.1.1)",
+    },
+    "--log-format": {
+        "metavar": "text|json",
+        "choices": ("text", "json"),
+        "default": "text",
+        "help": "text lines, or one JSON object per line for log collectors (default: text)",
+    },
+}
+_ENGINE_TOOL_OPTIONS = (
+    "--config",
+    "--engine",
+    "--domain",
+    "--system-container",
+    "--manage",
+    "--strict",
+    "--log-level",
+)
+
+
+def _add_options(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    for name in names:
+        parser.add_argument(name, **_OPTIONS[name])
 
 
 def _file_argument(parser: argparse.ArgumentParser) -> None:
@@ -89,33 +140,116 @@ def _file_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(
+    commands: Any,
+    name: str,
+    summary: str,
+    description: str,
+    *,
+    ok: str,
+    failed: str,
+    more: str = "",
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=_EXIT_CODES.format(ok=ok, failed=failed, more=more),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cua", description="Container update agent (Eclipse Kanto compatible)")
+    parser = _Parser(
+        prog="cua",
+        description="Container update agent, wire-compatible with Eclipse Kanto's. "
+        "`cua run` is the agent; the other commands are tools that need no broker.",
+        epilog="`cua COMMAND --help` describes each command, its defaults and exit codes.",
+    )
     parser.add_argument("--version", action="version", version=f"cua {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    run = commands.add_parser(
-        "run", help="run the agent (MQTT)", description="Run the update agent."
+    run = _command(
+        commands,
+        "run",
+        "run the agent (MQTT)",
+        "Run the update agent: receive desired states and commands over MQTT, reconcile the "
+        "engine's containers, publish feedback and the current state. Stops cleanly on "
+        "SIGTERM or Ctrl-C (the operation in progress ends INCOMPLETE; crash recovery "
+        "restores the device at the next start).",
+        ok="stopped by SIGTERM or Ctrl-C",
+        failed="unexpected error",
     )
-    _common_flags(run, agent=True)
+    _add_options(run, _OPTIONS)
 
-    plan = commands.add_parser("plan", help="show what a desired state would do")
+    plan = _command(
+        commands,
+        "plan",
+        "show what a desired state would do",
+        "Show what applying FILE would do to this engine's containers, without changing "
+        "anything: one row per action; for RECREATE and UPDATE each differing field, "
+        "old → new (env values hidden).",
+        ok="the plan was printed",
+        failed="the desired state is invalid (IDENTIFICATION_FAILED: ...) or the engine failed",
+    )
     _file_argument(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
-    _common_flags(plan, agent=False)
+    _add_options(plan, _ENGINE_TOOL_OPTIONS)
 
-    apply = commands.add_parser("apply", help="apply a desired state now, without a broker")
+    apply = _command(
+        commands,
+        "apply",
+        "apply a desired state now, without a broker",
+        "Apply FILE to this engine's containers now (the standalone flow: download, update, "
+        "activate, cleanup; rollback on a failure), showing the progress. Ctrl-C or SIGTERM "
+        "rolls back what the operation changed, then exits 130 or 143.",
+        ok="COMPLETED",
+        failed="the operation did not complete (its end status is printed)",
+        more=_EXIT_INTERRUPTED,
+    )
     _file_argument(apply)
     apply.add_argument("--json", action="store_true", help="print each feedback message as JSON")
-    _common_flags(apply, agent=False)
+    _add_options(apply, _ENGINE_TOOL_OPTIONS)
 
-    state = commands.add_parser("state", help="print the current state (inventory) as JSON")
-    _common_flags(state, agent=False)
+    state = _command(
+        commands,
+        "state",
+        "print the current state (a table; --json: the inventory)",
+        "Print the engine's containers as a table (name, version, image, status, since, "
+        "managed by this agent or not), or with --json the Kanto current state (inventory) "
+        "the agent would publish.",
+        ok="the current state was printed",
+        failed="the engine cannot be reached",
+    )
+    state.add_argument(
+        "--json", action="store_true", help="the Kanto inventory, as the agent publishes it"
+    )
+    _add_options(
+        state,
+        (
+            "--config",
+            "--engine",
+            "--domain",
+            "--system-container",
+            "--manage",
+            "--verbose-inventory",
+            "--log-level",
+        ),
+    )
 
-    validate = commands.add_parser("validate", help="validate a desired state (no engine needed)")
+    validate = _command(
+        commands,
+        "validate",
+        "validate a desired state (no engine needed)",
+        "Check FILE as the agent's identification would, without an engine: schema, "
+        "domain, every component's config. Unknown keys and ignored entries are warnings.",
+        ok="valid (warnings may be printed)",
+        failed="invalid: one line, IDENTIFICATION_FAILED: ... as the agent would report it",
+    )
     _file_argument(validate)
-    _common_flags(validate, agent=False)
+    _add_options(validate, ("--config", "--domain", "--strict"))
     return parser
 
 
@@ -124,28 +258,23 @@ def overrides_from(args: argparse.Namespace) -> Overrides:
 
     return Overrides(
         broker=getattr(args, "broker", None),
-        engine=args.engine,
-        domain=args.domain,
+        engine=getattr(args, "engine", None),
+        domain=getattr(args, "domain", None),
         mode=getattr(args, "mode", None),
-        manage=args.manage,
-        system_containers=tuple(args.system_containers),
-        verbose_inventory=args.verbose_inventory,
-        strict=args.strict,
+        manage=getattr(args, "manage", None),
+        system_containers=tuple(getattr(args, "system_containers", ())),
+        verbose_inventory=getattr(args, "verbose_inventory", False),
+        strict=getattr(args, "strict", False),
         state_dir=getattr(args, "state_dir", None),
-        log_level=args.log_level,
+        log_level=getattr(args, "log_level", None),
         mqtt_version=getattr(args, "mqtt_version", None),
     )
 
 
-def _setup_logging(level: str) -> None:
-    from cua.logtext import SafeFormatter
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    from cua.logformat import setup_logging
 
-    handler = logging.StreamHandler(sys.stderr)
-    # One line per message, whatever untrusted text it quotes (cua.logtext).
-    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
-    if level != "DEBUG":
-        logging.getLogger("cua.mqtt.paho").setLevel(logging.WARNING)
+    setup_logging(level, log_format)
 
 
 # --- desired state files ----------------------------------------------------------------------
@@ -162,6 +291,20 @@ def read_input(name: str) -> bytes:
         return Path(name).read_bytes()
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
+
+
+def unknown_key_warnings(raw: bytes) -> list[str]:
+    """Warnings for the keys of a desired state file that the decoding ignores."""
+    from cua.api.envelope import load_json
+    from cua.api.extra_keys import desired_state_unknown_keys
+
+    try:
+        data = load_json(raw)
+    except ValueError:
+        return []
+    if isinstance(data, dict) and not ({"activityId", "payload", "timestamp"} & data.keys()):
+        data = {"payload": data}
+    return desired_state_unknown_keys(data)
 
 
 def decode_desired_state(raw: bytes, limits: Limits | None = None) -> tuple[str, DesiredState]:
@@ -209,12 +352,18 @@ async def _run_agent(config: AgentConfig, state_dir: Path) -> int:
     from cua.update.journal import journal_for
 
     stop = asyncio.Event()
+    engine = _make_engine(config)
+    agent = Agent(config, engine, journal=journal_for(state_dir, config.domain))
+
+    def on_signal(signum: signal.Signals) -> None:
+        agent.stop_reason = agent.stop_reason or signum.name
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    engine = _make_engine(config)
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await Agent(config, engine, journal=journal_for(state_dir, config.domain)).run(stop)
+        await agent.run(stop)
     finally:
         await engine.close()
     return EXIT_OK
@@ -227,7 +376,7 @@ class _PrintingPublisher:
         from cua.display import FeedbackPrinter
 
         self._as_json = as_json
-        self._printer = FeedbackPrinter()
+        self.printer = FeedbackPrinter()
 
     async def publish_feedback(
         self,
@@ -235,12 +384,12 @@ class _PrintingPublisher:
         feedback: DesiredStateFeedback,
         on_delivered: Callable[[], None] | None = None,
     ) -> None:
-        from cua.api.envelope import encode
-
         if self._as_json:
+            from cua.api.envelope import encode
+
             line = encode(activity_id, feedback).decode()
         else:
-            line = self._printer.format(feedback)
+            line = self.printer.format(feedback)
         print(line, flush=True)
         if on_delivered is not None:
             on_delivered()
@@ -257,24 +406,85 @@ class _NoPublisher:
             on_delivered()
 
 
+def _exit_by_signal() -> dict[signal.Signals, int]:
+    import signal
+
+    return {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
 async def _apply(
-    config: AgentConfig, activity_id: str, desired: DesiredState, as_json: bool
+    config: AgentConfig,
+    activity_id: str,
+    desired: DesiredState,
+    unknown_keys: Sequence[str],
+    as_json: bool,
+    *,
+    show_warnings: bool,
 ) -> int:
+    """One operation to its end. Ctrl-C / SIGTERM: the operation stops at the next point
+    between engine calls, what it changed is rolled back (as the standalone ROLLBACK does),
+    and one line says what was restored."""
+    import asyncio
+
     from cua.api.models import StatusType
+    from cua.display import ProgressLogHandler
     from cua.update.manager import UpdateManager
 
+    exit_by_signal = _exit_by_signal()
+
+    publisher = _PrintingPublisher(as_json)
+    handler = None
+    if show_warnings and not as_json:
+        # Warnings are lines of the progress display, not log lines interleaved with it.
+        handler = ProgressLogHandler(publisher.printer, lambda: sys.stdout)
+        logging.getLogger("cua").addHandler(handler)
+        logging.getLogger("cua").propagate = False
     engine = _make_engine(config)
+    manager = UpdateManager(engine, publisher, config.update)
+    received: list[signal.Signals] = []
+
+    def interrupt(signum: signal.Signals) -> None:
+        if not received:
+            received.append(signum)
+            manager.request_stop(signum.name)
+
+    loop = asyncio.get_running_loop()
+    for signum in exit_by_signal:
+        loop.add_signal_handler(signum, interrupt, signum)
     try:
-        manager = UpdateManager(engine, _PrintingPublisher(as_json), config.update)
-        status = await manager.apply(activity_id, desired)
+        status = await manager.apply(activity_id, desired, unknown_keys)
+        if received:
+            restored, failed = await manager.restore_interrupted()
     finally:
+        for signum in exit_by_signal:
+            loop.remove_signal_handler(signum)
         await engine.close()
+        if handler is not None:
+            logging.getLogger("cua").removeHandler(handler)
+            logging.getLogger("cua").propagate = True
+    if received:
+        print(_interrupted_line(received[0], restored, failed), file=sys.stderr)
+        return exit_by_signal[received[0]]
     if not as_json:
         print(f"result: {status.value}", file=sys.stderr)
     return EXIT_OK if status is StatusType.COMPLETED else EXIT_FAILED
 
 
-async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> int:
+def _interrupted_line(signum: signal.Signals, restored: list[str], failed: list[str]) -> str:
+    head = f"cua: interrupted by {signum.name}"
+    if failed:
+        return (
+            f"{head}: restored {', '.join(restored) or 'nothing'}; "
+            f"could not restore {', '.join(failed)} (see the messages above)"
+        )
+    if restored:
+        return f"{head}: restored {', '.join(restored)} as before the operation"
+    return f"{head}: nothing had been changed"
+
+
+async def _plan(
+    config: AgentConfig, desired: DesiredState, unknown_keys: Sequence[str], as_json: bool
+) -> int:
     import json
 
     from cua.containers.errors import DesiredStateError
@@ -285,7 +495,7 @@ async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> in
     try:
         manager = UpdateManager(engine, _NoPublisher(), config.update)
         try:
-            plan = await manager.plan(desired)
+            plan = await manager.plan(desired, unknown_keys)
         except DesiredStateError as exc:
             print(f"IDENTIFICATION_FAILED: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -298,10 +508,11 @@ async def _plan(config: AgentConfig, desired: DesiredState, as_json: bool) -> in
     return EXIT_OK
 
 
-async def _state(config: AgentConfig) -> int:
+async def _state(config: AgentConfig, as_json: bool) -> int:
     import json
 
     from cua.current_state import CurrentStateReader
+    from cua.display import state_table
 
     engine = _make_engine(config)
     try:
@@ -311,11 +522,14 @@ async def _state(config: AgentConfig) -> int:
         inventory = await CurrentStateReader(engine, config.update).read()
     finally:
         await engine.close()
-    print(json.dumps(inventory.to_wire(), indent=2, ensure_ascii=False))
+    if as_json:
+        print(json.dumps(inventory.to_wire(), indent=2, ensure_ascii=False))
+    else:
+        print(state_table(inventory))
     return EXIT_OK
 
 
-def _validate(config: AgentConfig, desired: DesiredState) -> int:
+def _validate(config: AgentConfig, desired: DesiredState, unknown_keys: Sequence[str]) -> int:
     from cua.containers.errors import DesiredStateError
     from cua.containers.parse import parse_desired_state
 
@@ -325,8 +539,12 @@ def _validate(config: AgentConfig, desired: DesiredState) -> int:
             config.domain,
             strict=config.update.strict,
             max_components=config.update.limits.max_components,
+            unknown_keys=unknown_keys,
         )
     except DesiredStateError as exc:
+        if not config.update.strict:  # strict: the error names them
+            for warning in unknown_keys:
+                print(f"warning: {warning}")
         print(f"IDENTIFICATION_FAILED: {exc}")
         return EXIT_FAILED
     for warning in parsed.warnings:
@@ -336,17 +554,26 @@ def _validate(config: AgentConfig, desired: DesiredState) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     from cua.config import ConfigError, load_config
     from cua.engine.base import EngineError
 
+    args = build_parser().parse_args(argv)
     overrides = overrides_from(args)
+    # Before the config file is read: its warnings (unknown keys) are log records too.
+    _setup_logging(
+        "INFO" if args.command == "run" else "WARNING", getattr(args, "log_format", "text")
+    )
     try:
         config = load_config(Path(args.config) if args.config else None, overrides)
     except ConfigError as exc:
         print(f"cua: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(config.log_level if args.log_level or args.command == "run" else "WARNING")
+    explicit = bool(getattr(args, "log_level", None))
+    _setup_logging(
+        config.log_level if explicit or args.command == "run" else "WARNING",
+        getattr(args, "log_format", "text"),
+    )
+    args.show_warnings = not explicit
 
     try:
         return _dispatch(args, config)
@@ -380,10 +607,11 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
             return EXIT_USAGE
         return _on_event_loop(_run_agent(config, state_dir))
     if args.command == "state":
-        return _on_event_loop(_state(config))
+        return _on_event_loop(_state(config, args.json))
 
     try:
-        activity_id, desired = decode_desired_state(read_input(args.file), config.update.limits)
+        raw = read_input(args.file)
+        activity_id, desired = decode_desired_state(raw, config.update.limits)
     except InputError as exc:
         print(f"cua: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -395,11 +623,18 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
         )
         return EXIT_FAILED
     if args.command == "validate":
-        return _validate(config, desired)
+        return _validate(config, desired, unknown_key_warnings(raw))
     if args.command == "plan":
-        return _on_event_loop(_plan(config, desired, args.json))
+        return _on_event_loop(_plan(config, desired, unknown_key_warnings(raw), args.json))
     return _on_event_loop(
-        _apply(config, activity_id or f"cua-apply-{now_ms()}", desired, args.json)
+        _apply(
+            config,
+            activity_id or f"cua-apply-{now_ms()}",
+            desired,
+            unknown_key_warnings(raw),
+            args.json,
+            show_warnings=args.show_warnings,
+        )
     )
 
 

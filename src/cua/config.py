@@ -10,6 +10,7 @@ and what is wrong, never a value that could be a secret.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from cua.settings import (
     RegistryCredentials,
     UpdateSettings,
 )
+from cua.typos import unknown_keys
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -294,12 +296,34 @@ def read_config_file(path: Path) -> _ConfigFile:
     if not text.strip():
         return _ConfigFile()
     try:
-        return _ConfigFile.model_validate_json(text)
+        parsed = _ConfigFile.model_validate_json(text)
     except ValidationError as exc:
         if any(item["type"] == "json_invalid" for item in exc.errors()):
             first = exc.errors(include_input=False, include_url=False)[0]
             raise ConfigError(f"{path}: not valid JSON: {first['msg']}") from None
         raise ConfigError(f"{path}: {_describe(exc)}") from None
+    for warning in config_unknown_keys(json.loads(text)):
+        log.warning("%s: %s", path, warning)
+    return parsed
+
+
+def config_unknown_keys(data: Any) -> list[str]:
+    """Unknown keys of the sections this program reads (`update_agent`, `connection`), each
+    with the closest known key. Kanto ignores them, so do we, with a warning."""
+    if not isinstance(data, dict):
+        return []
+    found: list[str] = []
+    for name, model in (
+        ("update_agent", _UpdateAgentSection),
+        ("connection", _ConnectionSection),
+    ):
+        section = data.get(name)
+        if isinstance(section, dict):
+            found += unknown_keys(section, model.model_fields, name)
+    transport = (data.get("connection") or {}).get("transport")
+    if isinstance(transport, dict):
+        found += unknown_keys(transport, _TransportSection.model_fields, "connection.transport")
+    return found
 
 
 def load_config(path: Path | None, overrides: Overrides = Overrides()) -> AgentConfig:

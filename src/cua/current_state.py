@@ -18,7 +18,7 @@ from cua import __version__
 from cua.api.models import Inventory
 from cua.containers.inventory import InventoryContainer, build_inventory
 from cua.containers.state import ContainerSummary
-from cua.engine.base import ContainerNotFoundError, Engine, EngineError
+from cua.engine.base import ContainerNotFoundError, Engine, EngineError, EngineUnavailableError
 from cua.settings import Manage, UpdateSettings
 from cua.update.identify import inventory_entry, map_concurrently, reported
 
@@ -38,6 +38,9 @@ class CurrentStateReader:
         """The §5 inventory; only the root node when the engine fails (as Kanto)."""
         try:
             containers = await self._containers()
+        except EngineUnavailableError as error:
+            log.debug("current state: cannot list containers: %s", error)  # reported by the
+            containers = []  # agent's engine watcher, once, not at every current state
         except EngineError as error:
             log.warning("current state: cannot list containers: %s", error)
             containers = []

@@ -1,19 +1,37 @@
-"""Human-readable renderings: the feedback stream (one line per message) and plans.
+"""Human-readable renderings: the feedback stream (one line per message), plans (each
+differing field old → new, env values hidden) and the current state as a table.
 
-Used by `cua apply` and `make demo`; machines read the JSON instead (`--json`).
+Used by `cua apply`, `cua plan`, `cua state` and `make demo`; machines read the JSON instead
+(`--json`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
-from cua.api.models import Action, DesiredStateFeedback, StatusType
+from cua.api.models import Action, DesiredStateFeedback, Inventory, SoftwareType, StatusType
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
-from cua.update.plan import Plan
+from cua.containers.inventory import configuration_parameters
+from cua.containers.spec import ContainerSpec
+from cua.logformat import split_activity
+from cua.update.plan import Plan, PlannedAction
 
-__all__ = ["FeedbackPrinter", "plan_as_json", "plan_table"]
+__all__ = [
+    "FeedbackPrinter",
+    "ProgressLogHandler",
+    "field_changes",
+    "plan_as_json",
+    "plan_table",
+    "state_table",
+]
+
+HIDDEN = "<hidden>"
+NONE = "(none)"
+# Fields whose entries form a set (Kanto compares them so): only the entries that differ show.
+_SET_FIELDS = frozenset({"env", "mount", "device", "host", "port"})
 
 # The IDENTIFIED message text is the only place the action kind shows on the wire (§3.1).
 _KIND_BY_MESSAGE = {message: kind.value.lower() for kind, message in IDENTIFIED_MESSAGES.items()}
@@ -74,22 +92,86 @@ class FeedbackPrinter:
             line = f"{head} " + "; ".join(parts)
         return line
 
+    def note(self, level: str, message: str) -> str:
+        """A warning or error of the operation, as a line of the same display."""
+        elapsed = time.monotonic() - self._start
+        return f"[{elapsed:6.1f}s] {level.lower()}: {message}"
+
+
+class ProgressLogHandler(logging.Handler):
+    """Log records (WARNING and up) as lines of the progress display (`cua apply`),
+    instead of timestamped log lines interleaved with it."""
+
+    def __init__(self, printer: FeedbackPrinter, stream: Callable[[], TextIO]) -> None:
+        super().__init__(logging.WARNING)
+        self._printer = printer
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # The operation is the one on display: its activityId prefix says nothing more.
+            _, message = split_activity(record)
+            line = self._printer.note(record.levelname, message)
+            print(line, file=self._stream(), flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _hide_env(entry: str) -> str:
+    """`NAME=value` -> `NAME=<hidden>`: env values may be secrets."""
+    name, _, _ = entry.partition("=")
+    return f"{name}={HIDDEN}"
+
+
+def _values(spec: ContainerSpec, key: str) -> list[str]:
+    values = [value for name, value in configuration_parameters(spec) if name == key]
+    return [_hide_env(v) for v in values] if key == "env" else values
+
+
+def field_changes(
+    current: ContainerSpec, desired: ContainerSpec, keys: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """(key, old, new) for each differing field, by its Kanto config key.
+
+    For set-like fields (env, mount, device, host, port) only the entries on one side and
+    not the other are shown; env values are hidden (`NAME=<hidden>`)."""
+    changes = []
+    for key in keys:
+        old, new = _values(current, key), _values(desired, key)
+        if key in _SET_FIELDS and key != "env":
+            old, new = [v for v in old if v not in new], [v for v in new if v not in old]
+        elif key == "env":
+            raw_old, raw_new = set(current.env), set(desired.env)
+            old = [_hide_env(v) for v in current.env if v not in raw_new]
+            new = [_hide_env(v) for v in desired.env if v not in raw_old]
+        changes.append((key, ", ".join(old) or NONE, ", ".join(new) or NONE))
+    return changes
+
+
+def _change_lines(action: PlannedAction) -> list[str]:
+    current = action.current.spec if action.current is not None else None
+    desired = action.desired.spec if action.desired is not None else None
+    if current is None or desired is None:
+        return [f"    {key}: differs" for key in action.differences]
+    return [
+        f"    {key}: {old} → {new}"
+        for key, old, new in field_changes(current, desired, action.differences)
+    ]
+
 
 def plan_table(plan: Plan) -> str:
-    """One row per action; RECREATE/UPDATE rows list the fields that differ."""
+    """One row per action; under a RECREATE/UPDATE row, each differing field old → new."""
     if not plan.actions:
         lines = ["nothing to do"]
     else:
-        width_name = max(len(a.name) for a in plan.actions)
-        width_version = max(len(a.version) for a in plan.actions)
+        width_name = max(len("CONTAINER"), *(len(a.name) for a in plan.actions))
+        width_version = max(len("VERSION"), *(len(a.version) for a in plan.actions))
         lines = [
             f"{'ACTION':<8}  {'CONTAINER':<{width_name}}  {'VERSION':<{width_version}}  DETAILS"
         ]
         for action in plan.actions:
             details = ""
-            if action.kind in (ActionKind.RECREATE, ActionKind.UPDATE) and action.differences:
-                details = "differs: " + ", ".join(action.differences)
-            elif action.kind is ActionKind.CREATE and action.desired is not None:
+            if action.kind is ActionKind.CREATE and action.desired is not None:
                 details = f"image {action.desired.image_as_given}"
             elif action.kind is ActionKind.DESTROY and action.current is not None:
                 details = f"image {action.current.image}"
@@ -97,6 +179,8 @@ def plan_table(plan: Plan) -> str:
                 f"{action.kind.value:<8}  {action.name:<{width_name}}  "
                 f"{action.version:<{width_version}}  {details}".rstrip()
             )
+            if action.kind in (ActionKind.RECREATE, ActionKind.UPDATE):
+                lines.extend(_change_lines(action))
     lines.extend(f"warning: {warning}" for warning in plan.warnings)
     if plan.system_containers:
         lines.append("system containers (never touched): " + ", ".join(plan.system_containers))
@@ -118,3 +202,40 @@ def plan_as_json(plan: Plan) -> Mapping[str, Any]:
         "warnings": list(plan.warnings),
         "systemContainers": list(plan.system_containers),
     }
+
+
+def _parameter(node_parameters: Sequence[Any], key: str, default: str = "") -> str:
+    return next((p.value for p in node_parameters if p.key == key), default)
+
+
+def _since(timestamp: str) -> str:
+    """`2023-08-25T08:51:21.122997391Z` -> `2023-08-25 08:51:21 UTC`."""
+    if len(timestamp) < 19:
+        return timestamp or "-"
+    return f"{timestamp[:10]} {timestamp[11:19]} UTC"
+
+
+def state_table(inventory: Inventory) -> str:
+    """The current state as `docker compose ps` would show it: one row per container."""
+    rows = [("NAME", "VERSION", "IMAGE", "STATUS", "SINCE", "MANAGED")]
+    for node in inventory.software_nodes:
+        if node.type is not SoftwareType.CONTAINER:
+            continue
+        parameters = node.parameters
+        rows.append(
+            (
+                node.id.split(":", 1)[1] if ":" in node.id else node.id,
+                node.version,
+                _parameter(parameters, "image"),
+                _parameter(parameters, "status"),
+                _since(_parameter(parameters, "created")),
+                "no" if _parameter(parameters, "managed", "true") == "false" else "yes",
+            )
+        )
+    if len(rows) == 1:
+        return "no containers"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

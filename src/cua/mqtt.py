@@ -275,6 +275,7 @@ class MqttConnection:
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._first_attempt = asyncio.Event()  # the first connect attempt ended (either way)
+        self._attempts = 0  # connect attempts made
         self._session_up = False
 
     # --- publishing --------------------------------------------------------------------
@@ -399,6 +400,13 @@ class MqttConnection:
     async def _session(self) -> None:
         """One connection: connect, subscribe, hook, then send and receive until it drops."""
         client = self._client()
+        # At once, so that a broker that never answers is not silent for connect_timeout.
+        log.log(
+            logging.DEBUG if self._attempts else logging.INFO,
+            "connecting to MQTT broker %s",
+            self.options.broker,
+        )
+        self._attempts += 1
         await self._enter(client)
         async with contextlib.AsyncExitStack() as exits:
             exits.push_async_exit(client)
@@ -472,7 +480,16 @@ class MqttConnection:
             entering.cancel()
             raise
         if entering.done():
-            entering.result()
+            try:
+                entering.result()
+            except aiomqtt.MqttError as exc:
+                if str(exc) == "Operation timed out":  # aiomqtt's text for any timeout
+                    raise aiomqtt.MqttError(
+                        f"no CONNACK within {self.options.connect_timeout:g} s "
+                        "(connection.connect_timeout): the broker accepted the connection "
+                        "but did not answer"
+                    ) from None
+                raise
             return
         entering.cancel()
         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

@@ -154,13 +154,15 @@ async def test_tools_of_a_third_domain_leave_the_others_alone(
     assert 'domain "alpha"' in applied.stdout
     assert await containers(engine) == before
 
-    state = await asyncio.to_thread(cua, "state", *flags)
+    state = await asyncio.to_thread(cua, "state", "--json", *flags)
     assert state.returncode == 0, state.stderr
     assert node_ids(json.loads(state.stdout)) == ["gamma-update-agent"]
-    state = await asyncio.to_thread(cua, "state", "--engine", stack.docker_host, "--domain", "beta")
+    state = await asyncio.to_thread(
+        cua, "state", "--json", "--engine", stack.docker_host, "--domain", "beta"
+    )
     assert node_ids(json.loads(state.stdout)) == ["beta-update-agent", "beta:app"]
     # manage: all is Kanto's: every container is reported (and would be destroyed).
-    state = await asyncio.to_thread(cua, "state", *flags, "--manage", "all")
+    state = await asyncio.to_thread(cua, "state", "--json", *flags, "--manage", "all")
     assert node_ids(json.loads(state.stdout))[1:] == ["gamma:app", "gamma:web"]
     plan = await asyncio.to_thread(
         cua, "plan", "-", "--json", *flags, "--manage", "all", stdin=empty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,62 @@ async def test_an_activity_id_cannot_forge_a_log_line(caplog: pytest.LogCaptureF
     assert lines
     assert all("\n" not in line for line in lines)
     assert any('"x\\n2026-01-01 00:00:00 ERROR cua.agent: forged"' in line for line in lines)
+
+
+async def test_unknown_keys_of_a_desired_state_reach_the_identified_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = await make_agent()
+    payload = {
+        "domains": [{"id": "self-update", "components": [], "confg": []}],
+        "baseline": [],
+    }
+    message = {"activityId": "a-1", "timestamp": 1, "payload": payload}
+    agent._on_message("selfupdate/desiredstate", go_json(message))
+    item = agent.manager._inbox.get_nowait()
+    assert item is not None
+    assert item.unknown_keys == (  # type: ignore[union-attr]
+        'payload: unknown key "baseline" ignored (did you mean "baselines"?)',
+        'payload.domains[0]: unknown key "confg" ignored (did you mean "config"?)',
+    )
+    assert '[a-1] payload: unknown key "baseline" ignored' in caplog.text
+
+
+async def test_every_failure_status_logs_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    from cua.api.models import Action, ActionStatusType, Component, DesiredStateFeedback
+    from cua.api.models import StatusType as S
+
+    agent = await make_agent()
+    failed_action = Action(
+        component=Component(id="self-update:web", version="1"),
+        status=ActionStatusType.ACTIVATION_FAILURE,
+        message="cannot start container web: no such device",
+    )
+    ok_action = Action(
+        component=Component(id="self-update:db", version="1"),
+        status=ActionStatusType.ACTIVATION_SUCCESS,
+        message="fine",
+    )
+    with caplog.at_level(logging.INFO):
+        await agent.publish_feedback("a", DesiredStateFeedback(status=S.IDENTIFYING))
+        await agent.publish_feedback(
+            "a", DesiredStateFeedback(status=S.IDENTIFICATION_FAILED, message="domain id mismatch")
+        )
+        await agent.publish_feedback(
+            "b",
+            DesiredStateFeedback(status=S.ACTIVATION_FAILURE, actions=[ok_action, failed_action]),
+        )
+        await agent.publish_feedback(
+            "c",
+            DesiredStateFeedback(
+                status=S.INCOMPLETE, message="stopped by SIGTERM: the operation was interrupted"
+            ),
+        )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "[a] feedback IDENTIFICATION_FAILED: domain id mismatch",
+        "[b] feedback ACTIVATION_FAILURE: self-update:web: cannot start container web: "
+        "no such device",
+        "[c] feedback INCOMPLETE: stopped by SIGTERM: the operation was interrupted",
+    ]
+    assert "[a] feedback IDENTIFYING" in caplog.text

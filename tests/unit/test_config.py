@@ -332,3 +332,30 @@ def test_download_settings(tmp_path: Path) -> None:
 def test_bad_download_settings(tmp_path: Path, key: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, {"update_agent": {key: value}}))
+
+
+def test_unknown_keys_warn_with_the_closest_known_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    content = {
+        "update_agent": {"stop_timeot": "5s", "domain": "containers", "zzzz": 1},
+        "connection": {"broker_ur": "tcp://x:1883", "transport": {"root_cert": ""}},
+        "things": {"enable": True},  # another section of Kanto's file: not ours to check
+    }
+    with caplog.at_level(logging.WARNING):
+        config = load_config(write(tmp_path, content))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    path = tmp_path / "config.json"
+    assert warnings == [
+        f'{path}: update_agent: unknown key "stop_timeot" ignored (did you mean "stop_timeout"?)',
+        f'{path}: update_agent: unknown key "zzzz" ignored',
+        f'{path}: connection: unknown key "broker_ur" ignored (did you mean "broker_url"?)',
+        f'{path}: connection.transport: unknown key "root_cert" ignored (did you mean "root_ca"?)',
+    ]
+    assert config.update.stop_grace_period == 30.0  # ignored, as Kanto ignores it
+
+
+def test_the_example_configs_have_no_unknown_key(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        load_config(EXAMPLE_CONFIG)
+    assert caplog.text == ""

@@ -219,7 +219,22 @@ def test_decode_ignores_unknown_fields() -> None:
         (
             '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
             '[{"id":"x","config":[{"key":"env","value":5}]}]}]}}',
-            "invalid desired state: payload.domains[0].components[0].config[0].value: "
+            "invalid desired state: payload.domains[0].components[0].config[0].value "
+            '(key "env"): Input should be a valid string',
+            "a",
+        ),
+        (
+            '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
+            '[{"id":"web","config":[{"key":"image","value":"i"},'
+            '{"key":"restartPolicy","value":5}]}]}]}}',
+            "invalid desired state: payload.domains[0].components[0].config[1].value "
+            '(key "restartPolicy"): Input should be a valid string',
+            "a",
+        ),
+        (
+            '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
+            '[{"id":"web","version":1}]}]}}',
+            "invalid desired state: payload.domains[0].components[0].version: "
             "Input should be a valid string",
             "a",
         ),

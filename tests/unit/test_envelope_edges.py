@@ -65,7 +65,8 @@ def test_every_validation_error_is_named() -> None:
         decode(raw, DesiredState, "desired state")
     assert str(caught.value) == (
         "invalid desired state: payload.domains[0].id: Input should be a valid string; "
-        "payload.domains[0].components[0].config[0].value: Input should be a valid string"
+        'payload.domains[0].components[0].config[0].value (key "env"): Input should be a '
+        "valid string"
     )
 
 

@@ -121,3 +121,26 @@ async def test_inspect_returns_the_spec_it_was_created_from() -> None:
     spec = _spec("orig")
     await fake.create_container("orig-tmp", spec, {})
     assert (await fake.inspect_container("orig-tmp")).spec is spec
+
+
+def test_unreachable_reason_names_the_os_error_not_the_library() -> None:
+    import errno
+
+    from cua.engine.base import unreachable_reason
+
+    class LibraryError(Exception):
+        pass
+
+    def chained(code: int) -> BaseException:
+        try:
+            try:
+                raise OSError(code, "low level")
+            except OSError as os_error:
+                raise LibraryError("[900] Cannot connect to Docker Engine via ...") from os_error
+        except LibraryError as error:
+            return error
+
+    assert unreachable_reason(chained(errno.ENOENT)).startswith("no such socket")
+    assert unreachable_reason(chained(errno.ECONNREFUSED)).startswith("connection refused")
+    assert unreachable_reason(chained(errno.EACCES)).startswith("permission denied")
+    assert unreachable_reason(LibraryError("something else")) == "something else"

@@ -657,3 +657,19 @@ async def test_failing_publisher_does_not_stop_the_operation(engine: FakeEngine)
     )
     assert status == "COMPLETED"
     assert engine.container_names() == ["web-x"]
+
+
+async def test_unknown_keys_are_in_the_identified_message_and_fail_strict(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    typo = 'payload.domains[0]: unknown key "confg" ignored (did you mean "config"?)'
+    manager = UpdateManager(engine, pub, settings())
+    status = await manager.apply("A", desired(component("web", image="img:1")), [typo])
+    assert status == "COMPLETED"
+    identified = pub.wire("A")[1]
+    assert identified["status"] == "IDENTIFIED"
+    assert identified["message"] == typo
+    strict = UpdateManager(engine, pub, settings(strict=True))
+    status = await strict.apply("B", desired(component("web", image="img:1")), [typo])
+    assert status == "IDENTIFICATION_FAILED"
+    assert pub.wire("B")[-1]["message"] == f"strict mode: {typo}"

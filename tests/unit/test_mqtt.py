@@ -303,3 +303,35 @@ async def test_keep_alive_in_whole_seconds_as_kanto(keep_alive: float, sent: int
     options = MqttOptions(BrokerAddress("127.0.0.1", 1883, False), keep_alive=keep_alive)
     client = MqttConnection(options, [], on_message=lambda topic, payload: None)._client()
     assert client._keepalive == sent
+
+
+async def test_a_broker_that_never_answers_is_named_at_once_then_no_connack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The TCP connection is accepted, no CONNACK ever comes: `connecting to ...` is logged
+    before anything else, then the failure says which timeout ran out."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = MqttOptions(BrokerAddress("127.0.0.1", port, False), connect_timeout=0.5)
+    connection = MqttConnection(options, ["t"], on_message=lambda topic, payload: None)
+    with caplog.at_level(logging.INFO, logger="cua.mqtt"):
+        running = asyncio.create_task(connection.run())
+        await asyncio.wait_for(connection.wait_first_attempt(), 10)
+        await connection.stop(0)
+        await asyncio.wait_for(running, 10)
+    server.close()
+    for writer in accepted:
+        writer.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "cua.mqtt"]
+    assert lines[0] == f"connecting to MQTT broker mqtt://127.0.0.1:{port}"
+    assert lines[1].startswith(
+        f"cannot connect to broker mqtt://127.0.0.1:{port}: no CONNACK within 0.5 s "
+        "(connection.connect_timeout): the broker accepted the connection but did not answer; "
+        "retrying in "
+    )
+    assert "Operation timed out" not in caplog.text

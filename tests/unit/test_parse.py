@@ -133,7 +133,26 @@ def test_single_valued_keys_last_wins_and_multi_keep_order() -> None:
 def test_image_is_verbatim_and_keys_are_case_sensitive() -> None:
     parsed = parse(("image", "Registry.Example/busybox:Latest"), ("Image", "other"))
     assert parsed.spec.image == "Registry.Example/busybox:Latest"
-    assert parsed.warnings == ('container c: unknown config key "Image" ignored',)
+    assert parsed.warnings == (
+        'container c: unknown config key "Image" ignored (did you mean "image"?)',
+    )
+
+
+def test_unknown_config_key_names_the_closest_known_key_and_fails_strict() -> None:
+    parsed = parse(("image", "b:1"), ("restartPolcy", "no"), ("zzz", "1"))
+    assert parsed.warnings == (
+        'container c: unknown config key "restartPolcy" ignored (did you mean "restartPolicy"?)',
+        'container c: unknown config key "zzz" ignored',
+    )
+    state = desired(component("web", "1", pairs=[("image", "b:1"), ("restartPolcy", "no")]))
+    assert parse_desired_state(state, "containers").warnings == (
+        'container web: unknown config key "restartPolcy" ignored (did you mean "restartPolicy"?)',
+    )
+    with pytest.raises(DesiredStateError) as info:
+        parse_desired_state(state, "containers", strict=True)
+    assert 'web: unknown config key "restartPolcy" (did you mean "restartPolicy"?)' in str(
+        info.value
+    )
 
 
 def test_inventory_keys_are_ignored_silently() -> None:

@@ -122,13 +122,61 @@ def _action_json(
     return go_json(action.to_wire())
 
 
-def describe_validation_error(error: ValidationError, root: str = "payload") -> str:
-    """`payload.domains[0].components[1].config[2].value: Input should be a valid string`."""
+# The component config keys Kanto knows (spec §2.3): names, never values, so they may be
+# named in an error; any other text of a message is not echoed (it could be a secret).
+_CONFIG_KEYS = frozenset(
+    [
+        "image",
+        "env",
+        "cmd",
+        "host",
+        "device",
+        "port",
+        "mount",
+        "network",
+        "privileged",
+        "terminal",
+        "interactive",
+        "restartPolicy",
+        "restartMaxRetries",
+        "restartTimeout",
+        "logDriver",
+        "logMaxFiles",
+        "logMaxSize",
+        "logPath",
+        "logMode",
+        "logMaxBufferSize",
+        "memory",
+        "memoryReservation",
+        "memorySwap",
+    ]
+)
+
+
+def _component_context(data: Any, loc: tuple[int | str, ...]) -> str:
+    """` (key "restartPolicy")` for an error inside a component's config entry
+    (`domains[i].components[j].config[k]...`) whose key is a known config key: the index
+    alone does not tell an operator which entry is wrong. "" elsewhere."""
+    if len(loc) < 6 or loc[0] != "domains" or loc[2] != "components" or loc[4] != "config":
+        return ""
+    try:
+        key = data["domains"][loc[1]]["components"][loc[3]]["config"][loc[5]].get("key")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return f' (key "{key}")' if key in _CONFIG_KEYS else ""
+
+
+def describe_validation_error(
+    error: ValidationError, root: str = "payload", data: Any = None
+) -> str:
+    """`payload.domains[0].components[1].config[2].value (key "restartPolicy"): Input should
+    be a valid string`; `data`: the input, to name a known config key."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = root
         for loc in item["loc"]:
             where += f"[{loc}]" if isinstance(loc, int) else f".{loc}"
+        where += _component_context(data, tuple(item["loc"]))
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
@@ -232,7 +280,8 @@ def decode_object(
             payload = payload_type.model_validate(payload_data)
         except ValidationError as exc:
             raise MessageError(
-                f"invalid {what}: {describe_validation_error(exc)}", readable_id
+                f"invalid {what}: {describe_validation_error(exc, data=payload_data)}",
+                readable_id,
             ) from None
         except RecursionError:
             raise MessageError(f"invalid {what}: nested too deeply", readable_id) from None

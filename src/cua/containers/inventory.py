@@ -149,6 +149,12 @@ def _spec_parameters(spec: ContainerSpec, image: str, verbose: bool) -> list[tup
     return out
 
 
+def configuration_parameters(spec: ContainerSpec) -> list[tuple[str, str]]:
+    """Every configuration parameter of `spec` by its Kanto key (verbose), e.g. for a plan's
+    field-by-field differences."""
+    return _spec_parameters(spec, spec.image, verbose=True)
+
+
 def _state_parameters(state: ContainerState, verbose: bool) -> list[tuple[str, str]]:
     """Parameters 26-28 of §5.4."""
     out = [("status", state.status.value)]

@@ -37,6 +37,7 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
+from cua.typos import closest
 
 # --- config keys (Kanto's names) ------------------------------------------------------------
 
@@ -268,6 +269,15 @@ class _ComponentParser:
         self.rejected.append(rejection)
         self.warn(f"{key} {quote(value)} ignored: {reason}")
 
+    def unknown_key(self, key: str) -> None:
+        """Ignored, as Kanto does, with the closest known key; strict mode: an error."""
+        hint = closest(key, SINGLE_VALUED_KEYS | MULTI_VALUED_KEYS)
+        suffix = f" (did you mean {quote(hint)}?)" if hint else ""
+        if self.strict:
+            raise self.fail(f"unknown config key {quote(key)}{suffix}", key)
+        self.rejected.append(f"unknown config key {quote(key)}{suffix}")
+        self.warn(f"unknown config key {quote(key)} ignored{suffix}")
+
     def boolean(self, config: dict[str, str], key: str) -> bool:
         if key not in config:
             return False
@@ -319,7 +329,7 @@ class _ComponentParser:
                     self.malformed(key, value, str(exc))
             else:
                 if key not in SINGLE_VALUED_KEYS and key not in INVENTORY_ONLY_KEYS:
-                    self.warn(f"unknown config key {quote(key)} ignored")
+                    self.unknown_key(key)
                 config[key] = value  # single-valued: the last occurrence wins
 
         image = config.get(KEY_IMAGE, f"{self.component.id}:{self.component.version}")
@@ -578,11 +588,18 @@ def _system_containers(config: Sequence[KeyValuePair]) -> tuple[str, ...] | None
 
 
 def parse_desired_state(
-    desired: DesiredState, domain: str, *, strict: bool = False, max_components: int | None = None
+    desired: DesiredState,
+    domain: str,
+    *,
+    strict: bool = False,
+    max_components: int | None = None,
+    unknown_keys: Sequence[str] = (),
 ) -> ParsedDesiredState:
     """A whole desired state for `domain`. Raises DesiredStateError with Kanto's text.
 
     `max_components`: the agent's limit (ours): more components are refused at once.
+    `unknown_keys`: warnings for keys of the message that its decoding ignored (see
+    `cua.api.extra_keys`); they come first among the warnings, and fail strict mode.
 
     Checks in Kanto's order: one domain, its id, each component (in order), the baselines.
     Two components with one id are an error (ours: Kanto would plan two actions for one
@@ -626,10 +643,12 @@ def parse_desired_state(
         containers.append(parsed)
     if problems:
         raise _components_error(problems)
+    if strict and unknown_keys:
+        raise DesiredStateError("strict mode: " + "; ".join(unknown_keys))
     baselines = _baselines(domain, desired.baselines, [c.id for c in containers])
     return ParsedDesiredState(
         containers=tuple(containers),
         baselines=baselines,
         system_containers=_system_containers(the_domain.config),
-        warnings=tuple(w for c in containers for w in c.warnings),
+        warnings=(*unknown_keys, *(w for c in containers for w in c.warnings)),
     )

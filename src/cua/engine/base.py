@@ -7,6 +7,7 @@ contract test suite runs against both, so the fake cannot drift from the real en
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -57,6 +58,29 @@ class EngineError(Exception):
 
 class EngineUnavailableError(EngineError):
     """The engine cannot be reached (socket missing, refused, or a call timed out)."""
+
+
+def unreachable_reason(error: BaseException) -> str:
+    """Why the engine cannot be reached, in words, without the client library's internals:
+    `no such socket`, `connection refused`, `permission denied` (from the OS error at the
+    root of `error`), else the error's own text."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _REASONS:
+            return _REASONS[current.errno]
+        current = current.__cause__ or current.__context__
+    return str(error) or type(error).__name__
+
+
+_REASONS = {
+    errno.ENOENT: "no such socket (is the engine installed and running?)",
+    errno.ECONNREFUSED: "connection refused (is the engine running?)",
+    errno.EACCES: "permission denied (run as root or as a member of the docker group)",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+}
 
 
 class ContainerNotFoundError(EngineError):

@@ -34,6 +34,8 @@ from urllib.parse import urlencode, urlsplit
 
 import h11
 
+from cua.engine.base import unreachable_reason
+
 __all__ = [
     "APIError",
     "EngineAddress",
@@ -190,6 +192,8 @@ async def _guarded(call: Any) -> Any:
     try:
         return await call
     except h11.ProtocolError as error:
+        if "peer closed connection" in str(error):  # h11's words for a cut-off answer
+            raise TransportError("the engine closed the connection") from None
         raise TransportError(f"not an HTTP answer: {error}") from None
     except (OSError, EOFError, asyncio.IncompleteReadError) as error:
         raise TransportError(str(error) or type(error).__name__) from None
@@ -218,7 +222,8 @@ class EngineHTTP:
         except TimeoutError:
             raise TransportError(f"no answer within {self.connect_timeout:g} s") from None
         except OSError as error:  # ssl.SSLError is one
-            raise TransportError(str(error) or type(error).__name__) from None
+            # In words (`no such socket ...`), not the OS error's repr.
+            raise TransportError(unreachable_reason(error)) from None
         return _Connection(reader, writer)
 
     def _checkout(self) -> _Connection | None:

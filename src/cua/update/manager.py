@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cua.api.models import (
@@ -25,7 +26,7 @@ from cua.api.models import (
 from cua.containers.compare import ActionKind
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import ParsedDesiredState, parse_desired_state
-from cua.engine.base import Engine, EngineError
+from cua.engine.base import Engine, EngineError, EngineUnavailableError
 from cua.settings import Mode, UpdateSettings
 from cua.update.identify import Settled, current_containers
 from cua.update.journal import Journal, JournalError
@@ -44,6 +45,7 @@ INTERRUPTED_KEPT = 16  # interrupted operations whose later commands are answere
 class _Desired:
     activity_id: str
     desired: DesiredState
+    unknown_keys: tuple[str, ...] = ()  # warnings for keys the decoding ignored
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ class UpdateManager:
         self._running: Operation | None = None  # the operation doing engine work now
         self._pending: Operation | None = None  # orchestrated: waiting for commands
         self._stopping = False
+        self._stop_reason = ""
+        self._apply_stopped: Operation | None = None  # `apply` ended by `request_stop`
         self._active = False
         self._stopped = asyncio.Event()
         self._journal = journal if journal is not None else Journal(None)
@@ -127,8 +131,12 @@ class UpdateManager:
 
     # --- submitting (non-blocking) -------------------------------------------------------------
 
-    def submit_desired_state(self, activity_id: str, desired: DesiredState) -> None:
-        self._inbox.put_nowait(_Desired(activity_id, desired))
+    def submit_desired_state(
+        self, activity_id: str, desired: DesiredState, unknown_keys: Sequence[str] = ()
+    ) -> None:
+        """`unknown_keys`: warnings for keys of the message that were ignored (in the
+        IDENTIFIED message, as ignored entries; strict mode: identification fails)."""
+        self._inbox.put_nowait(_Desired(activity_id, desired, tuple(unknown_keys)))
 
     def submit_command(self, activity_id: str, command: DesiredStateCommand) -> None:
         self._inbox.put_nowait(_Command(activity_id, command))
@@ -157,13 +165,19 @@ class UpdateManager:
             self._active = False
             self._stopped.set()
 
-    async def stop(self) -> None:
+    def request_stop(self, reason: str = "") -> None:
+        """No new work; the operation stops between engine calls. `reason` (e.g. `SIGTERM`)
+        is said in its INCOMPLETE message."""
+        self._stopping = True
+        self._stop_reason = self._stop_reason or reason
+        if self._running is not None:
+            self._running.request_stop(self._stop_reason)
+        self._work_ready.set()
+
+    async def stop(self, reason: str = "") -> None:
         """Graceful: no new work; the operation stops between engine calls, reports what it
         did (its phase's failure, then INCOMPLETE); returns when `run()` has returned."""
-        self._stopping = True
-        if self._running is not None:
-            self._running.request_stop()
-        self._work_ready.set()
+        self.request_stop(reason)
         if self._active:
             await self._stopped.wait()
 
@@ -178,6 +192,14 @@ class UpdateManager:
                 domain=self._settings.domain,
                 grace_period=self._settings.stop_grace_period,
             )
+        except EngineUnavailableError as error:
+            # Tried again before the next operation. An error only when a journal says an
+            # operation was interrupted; else the engine being down is reported elsewhere.
+            if entries:
+                log.error("crash recovery failed: %s", error)
+            else:
+                log.debug("crash recovery waits for the engine: %s", error)
+            return
         except EngineError as error:
             log.error("crash recovery failed: %s", error)
             return
@@ -263,7 +285,7 @@ class UpdateManager:
 
     async def _accept_desired(self, item: _Desired) -> None:
         try:
-            parsed = self._parse(item.desired)
+            parsed = self._parse(item.desired, item.unknown_keys)
         except DesiredStateError as error:
             self._queue(_Invalid(item.activity_id, str(error)))
             return
@@ -321,7 +343,7 @@ class UpdateManager:
         if self._settings.mode is Mode.STANDALONE:
             self._running = operation
             if self._stopping:  # stop() came during identification: do not start
-                operation.request_stop()
+                operation.request_stop(self._stop_reason)
             try:
                 await operation.run_standalone()
             except Exception as error:  # identified: the end is INCOMPLETE, not a phase
@@ -368,12 +390,15 @@ class UpdateManager:
 
     # --- identification ---------------------------------------------------------------------
 
-    def _parse(self, desired: DesiredState) -> ParsedDesiredState:
+    def _parse(self, desired: DesiredState, unknown_keys: Sequence[str] = ()) -> ParsedDesiredState:
+        """Parse for this domain, with the unknown-key warnings first. Raises
+        DesiredStateError (in strict mode also for an unknown key)."""
         return parse_desired_state(
             desired,
             self._settings.domain,
             strict=self._settings.strict,
             max_components=self._settings.limits.max_components,
+            unknown_keys=unknown_keys,
         )
 
     async def _publish(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
@@ -465,16 +490,17 @@ class UpdateManager:
 
     # --- direct use (CLI, tests) ------------------------------------------------------------
 
-    async def plan(self, desired: DesiredState) -> Plan:
+    async def plan(self, desired: DesiredState, unknown_keys: Sequence[str] = ()) -> Plan:
         """Identification only: no feedback, no change. Raises DesiredStateError, EngineError."""
-        parsed = self._parse(desired)
-        return await self._make_plan(parsed)
+        return await self._make_plan(self._parse(desired, unknown_keys))
 
-    async def apply(self, activity_id: str, desired: DesiredState) -> StatusType:
+    async def apply(
+        self, activity_id: str, desired: DesiredState, unknown_keys: Sequence[str] = ()
+    ) -> StatusType:
         """One desired state to its end in the standalone flow, publishing its feedback."""
         await self._recover()
         try:
-            parsed = self._parse(desired)
+            parsed = self._parse(desired, unknown_keys)
         except DesiredStateError as error:
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED
@@ -482,8 +508,21 @@ class UpdateManager:
         if isinstance(operation, StatusType):
             return operation
         self._running = operation
+        if self._stopping:
+            operation.request_stop(self._stop_reason)
         try:
-            return await operation.run_standalone()
+            status = await operation.run_standalone()
         finally:
             self._running = None
             self._unsettle(operation.plan)
+        if self._stopping and status is StatusType.INCOMPLETE:
+            self._apply_stopped = operation
+        return status
+
+    async def restore_interrupted(self) -> tuple[list[str], list[str]]:
+        """After `apply` ended by `request_stop`: undo what it changed (no journal is kept
+        by the tools, so nothing else would). Returns the names restored and failed."""
+        operation, self._apply_stopped = self._apply_stopped, None
+        if operation is None:
+            return [], []
+        return await operation.undo_changes()

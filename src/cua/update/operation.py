@@ -80,6 +80,11 @@ def superseded_message(activity_id: str) -> str:
     return f"replaced by a newer desired state (activityId {activity_id})"
 
 
+def stopped_message(reason: str) -> str:
+    """The INCOMPLETE message of an operation ended by a stop request (ours)."""
+    return f"stopped by {reason}: the operation was interrupted"
+
+
 def unknown_baseline_message(baseline: str) -> str:
     return f"Unknown baseline {baseline}"
 
@@ -197,6 +202,7 @@ class Operation:
         }
         self._clean = True  # every cleaned baseline was activated and cleaned up (D6)
         self._stopping = False
+        self._stop_reason = ""
         self._last_progress = 0.0
         self.final_status: StatusType | None = None
         self._wire_actions: dict[int, tuple[tuple[Any, ...], Action]] = {}
@@ -211,9 +217,11 @@ class Operation:
     def changed_device(self) -> bool:
         return any(action.changed for action in self.actions)
 
-    def request_stop(self) -> None:
-        """Stop at the next point between engine calls (graceful agent stop)."""
+    def request_stop(self, reason: str = "") -> None:
+        """Stop at the next point between engine calls (graceful agent stop). `reason`
+        (e.g. `SIGTERM`) is said in the INCOMPLETE message."""
         self._stopping = True
+        self._stop_reason = self._stop_reason or reason
 
     def _checkpoint(self) -> None:
         if self._stopping:
@@ -362,15 +370,33 @@ class Operation:
         """
         if not self.finished:
             self.final_status = StatusType.INCOMPLETE
+            message = stopped_message(self._stop_reason) if self._stop_reason else ""
             await self._publisher.publish_feedback(
-                self.activity_id, self.feedback(StatusType.INCOMPLETE), on_delivered=self._ended
+                self.activity_id,
+                self.feedback(StatusType.INCOMPLETE, message=message),
+                on_delivered=self._ended,
             )
 
     def _ended(self) -> None:
         try:
-            self._journal.ended(self.activity_id)
+            self._journal.ended(self.activity_id)  # answered: not again after restart
         except JournalError as exc:
             log.error("[%s] %s", self.activity_id, exc)
+
+    async def undo_changes(self) -> tuple[list[str], list[str]]:
+        """After a stop: put back what this operation changed, as ROLLBACK does (the old
+        containers end running). Returns the names restored and the names that failed."""
+        restored: list[str] = []
+        failed: list[str] = []
+        for action in self.actions:
+            if not action.changed:
+                continue
+            if await self._undo_quietly(action, ensure_running=True):
+                restored.append(action.name)
+            else:
+                failed.append(action.name)
+        self._journal.close(self.activity_id)
+        return restored, failed
 
     # --- DOWNLOAD, UPDATE, ACTIVATE (§3.4.1) -------------------------------------------------
 
@@ -410,7 +436,7 @@ class Operation:
         last: ActionState | None = None
         last_message = ""
         for index, action in enumerate(relevant):
-            if early is not None:
+            if early is not None and not self._stopping:  # no new work once stopping
                 early.advance(index)
             if last is not None:
                 last.status, last.message = phase.action_success, last_message

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from cua.api.models import ActionStatusType
 from cua.containers.compare import IDENTIFIED_MESSAGES, ActionKind
 from cua.containers.labels import encode_labels
+from cua.containers.mounts import missing_source_message
 from cua.containers.spec import Resources, RestartPolicy
 from cua.containers.state import ContainerStatus
-from cua.engine.base import ContainerNotFoundError, Engine, NameConflictError
+from cua.engine.base import ContainerNotFoundError, CreateFailedError, Engine, NameConflictError
 from cua.update.hosts import (
     HostResolution,
     addresses_of,
@@ -143,6 +144,11 @@ class DeviceSteps:
             # removed only when it is there, which saves an engine call per container.
             await self._engine.remove_container(temporary)
             action.new_id = await self._engine.create_container(temporary, spec, labels)
+        except CreateFailedError as error:
+            better = missing_source_message(action.name, spec, str(error))
+            if better is None:
+                raise
+            raise CreateFailedError(better) from None
         # Before ACTIVATE can give it the real name, where its labels alone do not say that
         # it belongs to an unfinished operation (a CREATE has no `.cua-old` beside it).
         self._journal.created(self._activity_id, action.new_id, action.name)

@@ -1,0 +1,57 @@
+"""Unknown keys in an incoming desired state: warnings, never errors (Kanto ignores them).
+
+A desired state with `paylod` or `confg` decodes into something valid but not what was
+meant; `cua validate` and the agent's IDENTIFIED message name every such key with the
+closest known one (`cua.typos`), and strict mode fails identification on them (D7, D8).
+The known keys are the wire models' own (their JSON names), so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from cua.api.models import DesiredState, WireModel
+from cua.typos import unknown_keys
+
+__all__ = ["ENVELOPE_KEYS", "desired_state_unknown_keys"]
+
+ENVELOPE_KEYS = ("activityId", "timestamp", "payload")
+
+
+def _model_of(annotation: Any) -> tuple[type[WireModel] | None, bool]:
+    """The wire model a field holds, and whether it is a list of them."""
+    if isinstance(annotation, type) and issubclass(annotation, WireModel):
+        return annotation, False
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(item, type) and issubclass(item, WireModel):
+            return item, True
+    return None, False
+
+
+def _walk(data: Any, model: type[WireModel], where: str, out: list[str]) -> None:
+    if not isinstance(data, dict):
+        return
+    fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+    out.extend(unknown_keys(data, fields, where))
+    for key, info in fields.items():
+        inner, many = _model_of(info.annotation)
+        value = data.get(key)
+        if inner is None or value is None:
+            continue
+        if many and isinstance(value, list):
+            for index, item in enumerate(value):
+                _walk(item, inner, f"{where}.{key}[{index}]", out)
+        elif not many:
+            _walk(value, inner, f"{where}.{key}", out)
+
+
+def desired_state_unknown_keys(envelope: Any) -> list[str]:
+    """Warnings for the unknown keys of a desired state envelope (parsed JSON)."""
+    out: list[str] = []
+    if not isinstance(envelope, dict):
+        return out
+    out.extend(unknown_keys(envelope, ENVELOPE_KEYS, "envelope"))
+    _walk(envelope.get("payload"), DesiredState, "payload", out)
+    return out
