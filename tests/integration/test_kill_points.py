@@ -246,14 +246,14 @@ async def test_killed_before_the_broker_acknowledged_the_final_status_it_is_publ
             await wait_for(probe, activity, 0, "IDENTIFIED")
             with stack.mosquitto_frozen():
                 # The whole update runs; from here on no feedback is acknowledged.
-                await killed.wait_log(f'feedback "{activity}": COMPLETED')
+                await killed.wait_log(rf"\[{activity}\] feedback COMPLETED")
                 killed.process.kill()
                 killed.process.wait()
             assert await device.state() == "new"
             restarted = start(stack, tmp_path, domain, "standalone", 1)
             final = await wait_for(probe, activity, 0, "COMPLETED", "INCOMPLETE")
             assert final == {"status": "COMPLETED"}, probe.of(activity)
-            await restarted.wait_log(f'feedback "{activity}": COMPLETED')
+            await restarted.wait_log(rf"\[{activity}\] feedback COMPLETED")
             assert await device.state() == "new"  # nothing undone: the update was final
             deadline = time.monotonic() + WAIT  # closed once the broker acknowledged it
             while list((tmp_path / "state").glob("journal-*")):
