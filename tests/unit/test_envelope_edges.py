@@ -13,8 +13,6 @@ Equivalent mutants left alive in `cua.api.envelope`:
   `_after_whitespace`'s None branch (its pattern always matches).
 - `_bounded_int` with `<` for `<=`: a number of exactly 400 digits is out of every range as
   an int or as a float.
-- Not done: the `nested too deeply` answer of `decode_object` (a RecursionError inside
-  pydantic) has no test; its text and activityId could change unnoticed.
 
 And in `cua.api.models`: `to_wire` without `mode="json"` (or with a mode pydantic does not
 know): every wire value is a str, an int or a StrEnum, which json.dumps writes the same.
@@ -25,7 +23,15 @@ from __future__ import annotations
 import pytest
 
 from cua.api import envelope
-from cua.api.envelope import MessageError, decode, encode, encode_feedback, now_ms, read_member
+from cua.api.envelope import (
+    MessageError,
+    decode,
+    decode_object,
+    encode,
+    encode_feedback,
+    now_ms,
+    read_member,
+)
 from cua.api.models import Action, ActionStatusType, Component, DesiredState, DesiredStateFeedback
 
 pytestmark = pytest.mark.unit
@@ -113,3 +119,19 @@ def test_an_unusable_message_with_a_long_activity_id_names_the_id_not_the_size(r
         " (update_agent.max_activity_id_length)"
     )
     assert caught.value.activity_id is None
+
+
+class _TooDeep:
+    """A payload type whose validation recurses too deeply (as pydantic may on deep input)."""
+
+    @classmethod
+    def model_validate(cls, data: object) -> None:
+        raise RecursionError
+
+
+def test_a_payload_nested_too_deeply_names_the_activity_id() -> None:
+    data = {"activityId": "a", "payload": {"domains": []}}
+    with pytest.raises(MessageError) as caught:
+        decode_object(data, _TooDeep, "desired state")  # type: ignore[type-var]
+    assert str(caught.value) == "invalid desired state: nested too deeply"
+    assert caught.value.activity_id == "a"

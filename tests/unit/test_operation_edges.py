@@ -11,8 +11,7 @@ the device ends with:
   None until it is set), `failure = None`, `_stopping = None`, `_last_progress = 1.0` (the
   clock is far past it), the defaults of `feedback` (every caller passes both),
   `state.status = None` right before it is set again, `OperationStopped(None)` (the action
-  gets MSG_STOPPING directly), `_activate_step(action, None, ...)` (the baseline is unused
-  there).
+  gets MSG_STOPPING directly).
 - `action.progress = None` after a progress message: read as 0, as above.
 - `self._baselines.pop(baseline)` without a default: CLEANUP gets there only for a known
   baseline. `DESTROY or status is UPDATE_SUCCESS` in `_cleanup`: after ACTIVATION_SUCCESS

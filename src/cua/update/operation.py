@@ -594,13 +594,11 @@ class Operation:
         early: Lookahead[ActionState, ContainerStatus | None] = Lookahead(work, ahead)
 
         async def step(action: ActionState, baseline: str) -> str:
-            return await self._activate_step(action, baseline, await early.wait(action))
+            return await self._activate_step(action, await early.wait(action))
 
         return await self._phase(_ACTIVATE, state, baseline, step, early)
 
-    async def _activate_step(
-        self, action: ActionState, baseline: str, status: ContainerStatus | None
-    ) -> str:
+    async def _activate_step(self, action: ActionState, status: ContainerStatus | None) -> str:
         """After the work done ahead: `status` is the container's state as listed then.
         Extra hosts left out at the start are said after Kanto's message."""
         if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
