@@ -22,6 +22,7 @@ from cua.api.models import (
 )
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
+from cua.containers.spec import LogConfig, LogDriver, LogMode, Resources, recorded_size
 from cua.containers.state import ContainerStatus
 from cua.settings import UpdateSettings
 from cua.testing.fake_engine import FakeEngine
@@ -54,6 +55,28 @@ M_RB_RECREATE = (
     "new container instance destroyed, old container instance restored."
 )
 M_RB_CREATE = "Update unsuccessful, but rollback succeeded - new container instance destroyed."
+
+
+def memory_limits(
+    memory: str = "", memory_reservation: str = "", memory_swap: str = ""
+) -> Resources:
+    """`Resources` from size texts ("" not set, "-1" unlimited), as a label records them."""
+    return Resources(*map(recorded_size, (memory, memory_reservation, memory_swap)))
+
+
+def log_config(
+    driver: LogDriver = LogDriver.JSON_FILE,
+    max_files: int = 2,
+    *,
+    max_size: str = "100M",
+    root_dir: str = "",
+    mode: LogMode = LogMode.BLOCKING,
+    max_buffer_size: str = "",
+) -> LogConfig:
+    """`LogConfig` with its sizes as texts ("" not set), as a label records them."""
+    return LogConfig(
+        driver, max_files, recorded_size(max_size), root_dir, mode, recorded_size(max_buffer_size)
+    )
 
 
 def component(

@@ -25,7 +25,6 @@ import pytest
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
-    LogConfig,
     LogDriver,
     LogMode,
     MountPoint,
@@ -33,9 +32,9 @@ from cua.containers.spec import (
     PortMapping,
     ProcessConfig,
     Propagation,
-    Resources,
     RestartPolicy,
     RestartPolicyType,
+    size_text,
 )
 from cua.containers.state import ContainerStatus
 from cua.engine.base import (
@@ -51,6 +50,7 @@ from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
 from cua_dev.tlsgen import generate_tls
 from cua_dev.unixhttp import RawEngine
+from tests.builders import log_config, memory_limits
 
 pytestmark = pytest.mark.integration
 
@@ -221,7 +221,7 @@ def _case_restart(kind: RestartPolicyType, retries: int) -> Case:
 
 
 def _case_log_json_file() -> Case:
-    logc = LogConfig(driver=LogDriver.JSON_FILE, max_files=3, max_size="1.5m", root_dir="/x")
+    logc = log_config(driver=LogDriver.JSON_FILE, max_files=3, max_size="1.5m", root_dir="/x")
 
     def raw_check(r: Raw) -> None:
         assert r["HostConfig"]["LogConfig"] == {
@@ -232,7 +232,7 @@ def _case_log_json_file() -> Case:
     def ours(s: ContainerSpec) -> None:
         assert s.log.driver is LogDriver.JSON_FILE
         assert s.log.max_files == 3
-        assert s.log.max_size == "1536K"  # the same size, in its shortest exact form
+        assert size_text(s.log.max_size) == "1536K"  # the same size, in its shortest exact form
         assert s.log.mode is LogMode.BLOCKING
         assert s.log.root_dir == ""  # logPath: no Docker equivalent, kept in our labels
 
@@ -240,7 +240,7 @@ def _case_log_json_file() -> Case:
 
 
 def _case_log_non_blocking() -> Case:
-    logc = LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="2M")
+    logc = log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="2M")
 
     def raw_check(r: Raw) -> None:
         assert r["HostConfig"]["LogConfig"] == {
@@ -254,26 +254,26 @@ def _case_log_non_blocking() -> Case:
         }
 
     def ours(s: ContainerSpec) -> None:
-        assert s.log == LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="2M")
+        assert s.log == log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="2M")
 
     return {"log": logc}, raw_check, ours
 
 
 def _case_log_none() -> Case:
-    logc = LogConfig(driver=LogDriver.NONE, max_files=0, max_size="")
+    logc = log_config(driver=LogDriver.NONE, max_files=0, max_size="")
 
     def raw_check(r: Raw) -> None:
         assert r["HostConfig"]["LogConfig"] == {"Type": "none", "Config": {}}
 
     def ours(s: ContainerSpec) -> None:
         assert s.log.driver is LogDriver.NONE
-        assert (s.log.max_files, s.log.max_size) == (0, "")
+        assert (s.log.max_files, s.log.max_size) == (0, None)
 
     return {"log": logc}, raw_check, ours
 
 
 def _case_memory() -> Case:
-    resources = Resources(memory="50M", memory_reservation="10.5m", memory_swap="-1")
+    resources = memory_limits(memory="50M", memory_reservation="10.5m", memory_swap="-1")
 
     def raw_check(r: Raw) -> None:
         host = r["HostConfig"]
@@ -282,7 +282,9 @@ def _case_memory() -> Case:
         assert host["MemorySwap"] == -1
 
     def ours(s: ContainerSpec) -> None:
-        assert s.resources == Resources(memory="50M", memory_reservation="10752K", memory_swap="-1")
+        assert s.resources == memory_limits(
+            memory="50M", memory_reservation="10752K", memory_swap="-1"
+        )
 
     return {"resources": resources}, raw_check, ours
 
@@ -293,9 +295,9 @@ def _case_memory_default_swap() -> Case:
         assert r["HostConfig"]["MemorySwap"] == 2 * 1024**3  # Docker's and CM's default
 
     def ours(s: ContainerSpec) -> None:
-        assert s.resources == Resources(memory="1G", memory_swap="2G")
+        assert s.resources == memory_limits(memory="1G", memory_swap="2G")
 
-    return {"resources": Resources(memory="1g")}, raw_check, ours
+    return {"resources": memory_limits(memory="1g")}, raw_check, ours
 
 
 def _case_extra_hosts() -> Case:

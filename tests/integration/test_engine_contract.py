@@ -18,9 +18,9 @@ import pytest
 from cua.containers.spec import (
     ContainerSpec,
     ProcessConfig,
-    Resources,
     RestartPolicy,
     RestartPolicyType,
+    size_text,
 )
 from cua.containers.state import ContainerStatus
 from cua.engine.base import (
@@ -38,6 +38,7 @@ from cua.engine.base import (
 from cua.engine.docker import DockerEngine
 from cua.testing.fake_engine import FakeEngine
 from cua_dev.unixhttp import RawEngine
+from tests.builders import memory_limits
 
 MISSING_ENTRYPOINT = "/no/such/entrypoint"
 # Docker's reason when the command is not in the image (any Linux host).
@@ -291,23 +292,23 @@ async def test_rename(kit: Kit) -> None:
 async def test_runtime_update_of_restart_policy_and_memory(kit: Kit) -> None:
     engine = kit.engine
     name = kit.name("upd")
-    await engine.create_container(name, kit.spec(name, resources=Resources(memory="50M")), {})
+    await engine.create_container(name, kit.spec(name, resources=memory_limits(memory="50M")), {})
     await engine.start_container(name)
 
     restart = RestartPolicy(type=RestartPolicyType.ON_FAILURE, max_retries=4)
-    await engine.update_container(name, restart, Resources(memory="200M", memory_swap="400M"))
+    await engine.update_container(name, restart, memory_limits(memory="200M", memory_swap="400M"))
     spec = (await engine.inspect_container(name)).spec
     assert spec.restart.type is RestartPolicyType.ON_FAILURE
     assert spec.restart.max_retries == 4
     assert spec.resources is not None
-    assert spec.resources.memory == "200M"
-    assert spec.resources.memory_swap == "400M"
+    assert size_text(spec.resources.memory) == "200M"
+    assert size_text(spec.resources.memory_swap) == "400M"
 
     await engine.update_container(name, RestartPolicy(type=RestartPolicyType.ALWAYS), None)
     spec = (await engine.inspect_container(name)).spec
     assert spec.restart.type is RestartPolicyType.ALWAYS
     assert spec.resources is not None
-    assert spec.resources.memory == "200M"  # None leaves the limits alone
+    assert size_text(spec.resources.memory) == "200M"  # None leaves the limits alone
 
 
 async def test_runtime_update_leaves_a_limit_it_does_not_give(kit: Kit) -> None:
@@ -315,18 +316,21 @@ async def test_runtime_update_leaves_a_limit_it_does_not_give(kit: Kit) -> None:
     # rollback of an UPDATE relies on what the engine really keeps).
     engine = kit.engine
     name = kit.name("keep")
-    limits = Resources(memory="50M", memory_reservation="20M", memory_swap="300M")
+    limits = memory_limits(memory="50M", memory_reservation="20M", memory_swap="300M")
     await engine.create_container(name, kit.spec(name, resources=limits), {})
 
-    await engine.update_container(name, RestartPolicy(), Resources(memory_reservation="30M"))
+    await engine.update_container(name, RestartPolicy(), memory_limits(memory_reservation="30M"))
     resources = (await engine.inspect_container(name)).spec.resources
-    assert resources == Resources(memory="50M", memory_reservation="30M", memory_swap="300M")
+    assert resources == memory_limits(memory="50M", memory_reservation="30M", memory_swap="300M")
 
-    await engine.update_container(name, RestartPolicy(), Resources(memory="60M"))
+    await engine.update_container(name, RestartPolicy(), memory_limits(memory="60M"))
     resources = (await engine.inspect_container(name)).spec.resources
     assert resources is not None
-    assert (resources.memory, resources.memory_reservation) == ("60M", "30M")
-    assert resources.memory_swap in ("", "120M")  # the engine's default: 2 x memory
+    assert (size_text(resources.memory), size_text(resources.memory_reservation)) == (
+        "60M",
+        "30M",
+    )
+    assert size_text(resources.memory_swap) in ("", "120M")  # the engine's default: 2 x memory
 
 
 async def test_missing_entrypoint_fails_to_start_with_the_engines_reason(kit: Kit) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from cua.api.models import ComponentWithConfig
 from cua.containers.parse import parse_component
-from cua.containers.spec import RestartPolicyType
+from cua.containers.spec import RestartPolicyType, size_text
 from cua.containers.state import ContainerStatus
 from cua.engine.docker import DockerEngine
 from cua.settings import Manage, UpdateSettings
@@ -282,7 +282,7 @@ async def test_crash_recovery_from_the_journal(
     spec = (await engine.inspect_container("upd")).spec
     assert spec.restart.type is RestartPolicyType.NO
     assert spec.resources is not None
-    assert spec.resources.memory == "100M"
+    assert size_text(spec.resources.memory) == "100M"
     # Left in the journal: only the interrupted activity's final status, owed until the
     # broker has it (the update manager publishes it).
     [owed] = journal.read()

@@ -13,7 +13,6 @@ from cua.containers.parse import parse_component
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
-    LogConfig,
     LogDriver,
     LogMode,
     MountPoint,
@@ -25,7 +24,7 @@ from cua.containers.spec import (
     RestartPolicy,
     RestartPolicyType,
 )
-from tests.builders import component
+from tests.builders import component, log_config, memory_limits
 
 pytestmark = pytest.mark.unit
 
@@ -83,11 +82,11 @@ def test_identical_is_check() -> None:
         ({"ports": (PortMapping(80, 8080, 80, protocol="udp"),)}, "port"),
         ({"ports": (PortMapping(80, 8080, 81),)}, "port"),
         ({"ports": (PortMapping(80, 8080, 80, host_ip="127.0.0.1"),)}, "port"),
-        ({"log": LogConfig(driver=LogDriver.NONE, max_files=0, max_size="")}, "logDriver"),
-        ({"log": LogConfig(max_files=3)}, "logMaxFiles"),
-        ({"log": LogConfig(max_size="1M")}, "logMaxSize"),
-        ({"log": LogConfig(root_dir="/logs")}, "logPath"),
-        ({"log": LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="1M")}, "logMode"),
+        ({"log": log_config(driver=LogDriver.NONE, max_files=0, max_size="")}, "logDriver"),
+        ({"log": log_config(max_files=3)}, "logMaxFiles"),
+        ({"log": log_config(max_size="1M")}, "logMaxSize"),
+        ({"log": log_config(root_dir="/logs")}, "logPath"),
+        ({"log": log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="1M")}, "logMode"),
     ],
 )
 def test_recreate_differences(change: dict[str, object], key: str) -> None:
@@ -99,7 +98,7 @@ def test_recreate_differences(change: dict[str, object], key: str) -> None:
 @pytest.mark.parametrize(
     ("change", "keys"),
     [
-        ({"resources": Resources(memory="200M")}, ("memory",)),
+        ({"resources": memory_limits(memory="200M")}, ("memory",)),
         ({"restart": RestartPolicy(RestartPolicyType.NO)}, ("restartPolicy",)),
         (
             {"restart": RestartPolicy(RestartPolicyType.ON_FAILURE, 5, 30)},
@@ -112,8 +111,8 @@ def test_update_differences(change: dict[str, object], keys: tuple[str, ...]) ->
 
 
 def test_resources_tuple_compare() -> None:
-    with_limits = replace(BASE, resources=Resources("200M", "100M", "400M"))
-    assert compare(replace(BASE, resources=Resources("200M", "100M", "")), with_limits) == (
+    with_limits = replace(BASE, resources=memory_limits("200M", "100M", "400M"))
+    assert compare(replace(BASE, resources=memory_limits("200M", "100M", "")), with_limits) == (
         Comparison(ActionKind.UPDATE, ("memorySwap",))
     )
     # Kanto: removing every memory key is an UPDATE that removes nothing, forever (§3.3).
@@ -122,19 +121,19 @@ def test_resources_tuple_compare() -> None:
         ActionKind.RECREATE, ("memory", "memoryReservation", "memorySwap")
     )
     # A present block with nothing set still differs from none.
-    assert compare(replace(BASE, resources=Resources()), BASE) == Comparison(
+    assert compare(replace(BASE, resources=memory_limits()), BASE) == Comparison(
         ActionKind.UPDATE, ("memory",)
     )
 
 
 def test_d12_removing_a_limit_is_a_recreate_not_an_update_forever() -> None:
-    limited = replace(BASE, resources=Resources("200M", "100M", ""))
+    limited = replace(BASE, resources=memory_limits("200M", "100M", ""))
     # Dropping the reservation only: the engine cannot unset it at runtime.
-    assert compare(replace(BASE, resources=Resources("200M", "", "")), limited) == Comparison(
+    assert compare(replace(BASE, resources=memory_limits("200M", "", "")), limited) == Comparison(
         ActionKind.RECREATE, ("memoryReservation",)
     )
     # Lowering or raising limits stays a runtime UPDATE, as in Kanto.
-    assert compare(replace(BASE, resources=Resources("300M", "50M", "")), limited) == (
+    assert compare(replace(BASE, resources=memory_limits("300M", "50M", "")), limited) == (
         Comparison(ActionKind.UPDATE, ("memory", "memoryReservation"))
     )
     # Adding limits stays an UPDATE too.
@@ -245,10 +244,10 @@ def test_no_swap_doubling_means_no_spurious_update() -> None:
     # D12: the spec we record is the one we compare; re-applying gives CHECK at once.
     web = component("web", "1", memory="200M")
     spec = parse_component(web).spec
-    assert spec.resources == Resources(memory="200M")  # recorded as given: swap not doubled
+    assert spec.resources == memory_limits(memory="200M")  # recorded as given: swap not doubled
     assert kind(spec, parse_component(web).spec) is ActionKind.CHECK
     # What a doubled swap (CM's create-time default) would give against the same desired spec.
-    doubled = replace(spec, resources=Resources("200M", "", "400M"))
+    doubled = replace(spec, resources=memory_limits("200M", "", "400M"))
     assert kind(spec, doubled) is ActionKind.UPDATE
 
 
@@ -262,7 +261,7 @@ _specs = st.builds(
     extra_hosts=st.lists(st.sampled_from(["h:1", "g:2"]), max_size=3).map(tuple),
     privileged=st.booleans(),
     restart=st.sampled_from([RestartPolicy(), RestartPolicy(RestartPolicyType.NO)]),
-    resources=st.none() | st.just(Resources("10M")),
+    resources=st.none() | st.just(memory_limits("10M")),
 )  # fmt: skip
 
 
@@ -282,7 +281,7 @@ def test_comparison_properties(desired: ContainerSpec, current: ContainerSpec) -
 
 
 _limits = st.none() | st.builds(
-    Resources, *[st.sampled_from(["", "10M", "20M"])] * 2, st.sampled_from(["", "40M", "-1"])
+    memory_limits, *[st.sampled_from(["", "10M", "20M"])] * 2, st.sampled_from(["", "40M", "-1"])
 )
 
 
@@ -295,7 +294,7 @@ def test_d12_direction(
     result, reverse = compare(desired, current), compare(current, desired)
     assert set(reverse.differences) == set(result.differences)
     assert set(result.differences) <= {"memory", "memoryReservation", "memorySwap"}
-    have, want = mine or Resources(), theirs or Resources()
+    have, want = mine or memory_limits(), theirs or memory_limits()
     dropped = (have.memory and not want.memory) or (
         have.memory_reservation and not want.memory_reservation
     )

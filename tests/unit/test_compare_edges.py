@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 
 from cua.containers.compare import ActionKind, Comparison, compare
-from cua.containers.spec import ContainerSpec, LogConfig, LogMode, ProcessConfig
+from cua.containers.spec import ContainerSpec, LogMode, ProcessConfig
+from tests.builders import log_config
 
 pytestmark = pytest.mark.unit
 
@@ -19,8 +20,8 @@ BASE = ContainerSpec(name="web", image="registry/web:1")
 
 def test_log_max_buffer_size_alone_is_a_recreate() -> None:
     # Same mode on both sides: only the buffer size differs.
-    current = replace(BASE, log=LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="1M"))
-    desired = replace(BASE, log=LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="2M"))
+    current = replace(BASE, log=log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="1M"))
+    desired = replace(BASE, log=log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="2M"))
     assert compare(desired, current) == Comparison(ActionKind.RECREATE, ("logMaxBufferSize",))
 
 

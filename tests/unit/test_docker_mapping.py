@@ -13,7 +13,6 @@ from cua.containers.gosyntax import Size
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
-    LogConfig,
     LogDriver,
     LogMode,
     MountPoint,
@@ -21,7 +20,6 @@ from cua.containers.spec import (
     PortMapping,
     ProcessConfig,
     Propagation,
-    Resources,
     RestartPolicy,
     RestartPolicyType,
 )
@@ -43,6 +41,7 @@ from cua.engine.docker_mapping import (
 )
 from cua.engine.transport import APIError, engine_address
 from cua.settings import RegistryCredentials
+from tests.builders import log_config, memory_limits
 
 pytestmark = pytest.mark.unit
 
@@ -218,8 +217,10 @@ FULL = ContainerSpec(
     terminal=True,
     interactive=True,
     restart=RestartPolicy(RestartPolicyType.ON_FAILURE, 5, 0),
-    log=LogConfig(LogDriver.JSON_FILE, 3, "10M", "", LogMode.NON_BLOCKING, "2M"),
-    resources=Resources("256M", "128M", "512M"),
+    log=log_config(
+        LogDriver.JSON_FILE, 3, max_size="10M", mode=LogMode.NON_BLOCKING, max_buffer_size="2M"
+    ),
+    resources=memory_limits("256M", "128M", "512M"),
 )
 
 

@@ -23,7 +23,6 @@ from cua.containers.parse import parse_component, parse_desired_state
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
-    LogConfig,
     LogDriver,
     LogMode,
     MountPoint,
@@ -31,12 +30,11 @@ from cua.containers.spec import (
     PortMapping,
     ProcessConfig,
     Propagation,
-    Resources,
     RestartPolicy,
     RestartPolicyType,
 )
 from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
-from tests.builders import component
+from tests.builders import component, log_config, memory_limits
 
 pytestmark = pytest.mark.unit
 
@@ -166,7 +164,7 @@ def test_network() -> None:
 
 
 def test_log_driver_none() -> None:
-    none = spec(log=LogConfig(driver=LogDriver.NONE, max_files=0, max_size=""))
+    none = spec(log=log_config(driver=LogDriver.NONE, max_files=0, max_size=""))
     assert params(none) == [("logDriver", "none")]
     verbose = params(none, verbose=True)
     assert ("logDriver", "none") in verbose
@@ -175,12 +173,12 @@ def test_log_driver_none() -> None:
 
 
 def test_log_json_file_custom() -> None:
-    custom = spec(log=LogConfig(max_files=6, max_size="100K"))
+    custom = spec(log=log_config(max_files=6, max_size="100K"))
     assert params(custom) == [("logMaxFiles", "6"), ("logMaxSize", "100K")]
     assert params(custom, verbose=True) == verbose_with(
         ("logMaxFiles", "6"), ("logMaxSize", "100K")
     )
-    with_path = spec(log=LogConfig(root_dir="/tmp/logs"))
+    with_path = spec(log=log_config(root_dir="/tmp/logs"))
     assert params(with_path) == [("logPath", "/tmp/logs")]
     assert params(with_path, verbose=True) == [
         *VERBOSE_DEFAULTS[:-1],
@@ -190,9 +188,9 @@ def test_log_json_file_custom() -> None:
 
 
 def test_log_modes() -> None:
-    buffered = spec(log=LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="100K"))
+    buffered = spec(log=log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="100K"))
     assert params(buffered) == [("logMode", "non-blocking"), ("logMaxBufferSize", "100K")]
-    default_buffer = spec(log=LogConfig(mode=LogMode.NON_BLOCKING, max_buffer_size="1M"))
+    default_buffer = spec(log=log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="1M"))
     assert params(default_buffer) == [("logMode", "non-blocking")]
     assert params(default_buffer, verbose=True)[-2:] == [
         ("logMode", "non-blocking"),
@@ -201,21 +199,21 @@ def test_log_modes() -> None:
 
 
 def test_resources() -> None:
-    assert params(spec(resources=Resources("200m", "100m", "50m"))) == [
+    assert params(spec(resources=memory_limits("200m", "100m", "50m"))) == [
         ("memory", "200m"),
         ("memoryReservation", "100m"),
         ("memorySwap", "50m"),
     ]
-    assert params(spec(resources=Resources("1g", "", "150m"))) == [
+    assert params(spec(resources=memory_limits("1g", "", "150m"))) == [
         ("memory", "1g"),
         ("memorySwap", "150m"),
     ]
     # Verbose adds no empty limit (CM test_..._resources_with_memory_and_reservation_only).
-    assert params(spec(resources=Resources("300m", "300m", "")), verbose=True)[-2:] == [
+    assert params(spec(resources=memory_limits("300m", "300m", "")), verbose=True)[-2:] == [
         ("memory", "300m"),
         ("memoryReservation", "300m"),
     ]
-    assert params(spec(resources=Resources()), verbose=True) == VERBOSE_DEFAULTS
+    assert params(spec(resources=memory_limits()), verbose=True) == VERBOSE_DEFAULTS
 
 
 def test_io_config() -> None:
@@ -391,7 +389,7 @@ def _leda_extra_specs() -> dict[str, ContainerSpec]:
             MountPoint("/data/selfupdates", "/data/selfupdates"),
             MountPoint("/etc/os-release", "/etc/os-release"),
         ),
-        log=LogConfig(max_size="1M"),
+        log=log_config(max_size="1M"),
     )  # fmt: skip
     vum = ContainerSpec(
         name="vum",
@@ -409,7 +407,7 @@ def _leda_extra_specs() -> dict[str, ContainerSpec]:
                 "THINGS_FEATURES=ContainerOrchestrator",
             )
         ),
-        log=LogConfig(max_size="1M"),
+        log=log_config(max_size="1M"),
     )
     return {"sua": sua, "vum": vum}
 

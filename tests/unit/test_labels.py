@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cua.containers import labels as labels_module
+from cua.containers.gosyntax import UNLIMITED, Size
 from cua.containers.labels import (
     LABEL_COMPONENT_ID,
     LABEL_COMPONENT_VERSION,
@@ -117,6 +118,31 @@ def test_corrupt_labels_give_none_and_a_warning(
     assert "s3cr3t" not in caplog.text
 
 
+# A spec label as earlier versions wrote it (sizes were kept as their text only).
+_EARLIER_LABEL = (
+    '{"name":"web","image":"img:1","hostName":"web-host","domainName":"web-domain",'
+    '"config":null,"devices":[],"ports":[],"mounts":[],"extraHosts":[],"network":"bridge",'
+    '"privileged":false,"terminal":false,"interactive":false,"restart":["unless-stopped",0,0],'
+    '"log":["json-file",2,"1.5m","","non-blocking","5k"],"resources":["200 m","100M","-1"]}'
+)
+
+
+def test_a_label_of_an_earlier_version_gives_sizes_with_their_text_and_bytes() -> None:
+    spec = spec_from_json(_EARLIER_LABEL)
+    assert spec.log.max_size == Size("1.5m", 1536 * 1024)
+    assert spec.log.max_buffer_size == Size("5k", 5 * 1024)
+    assert spec.resources is not None
+    assert spec.resources.memory == Size("200 m", 200 * 1024**2)
+    assert spec.resources.memory_reservation == Size("100M", 100 * 1024**2)
+    assert spec.resources.memory_swap is UNLIMITED
+    assert spec_to_json(spec) == _EARLIER_LABEL  # written back exactly
+
+
+def test_an_unreadable_size_in_a_label_is_not_a_spec() -> None:
+    with pytest.raises(ValueError, match="invalid size '1x'"):
+        spec_from_json(_EARLIER_LABEL.replace('"1.5m"', '"1x"'))
+
+
 @pytest.mark.parametrize(
     "field",
     ["network", "restart", "log", "mounts", "devices", "ports", "privileged", "config"],
@@ -129,6 +155,14 @@ def test_wrong_types_in_spec_json_are_rejected(field: str) -> None:
 
 
 _text = st.text(max_size=12)
+# Sizes as a config gives them (any text Kanto accepts, kept as written) or read from an
+# engine (the shortest exact text of a byte count).
+_sizes = (
+    st.none()
+    | st.just(UNLIMITED)
+    | st.sampled_from(["200 m", "1.5g", "100M", "0.5k"]).map(Size.parse)
+    | st.integers(1, 2**50).map(Size.from_bytes)
+)
 _specs = st.builds(
     ContainerSpec,
     name=_text,
@@ -166,12 +200,12 @@ _specs = st.builds(
         LogConfig,
         st.sampled_from(LogDriver),
         st.integers(),
-        _text,
+        _sizes,
         _text,
         st.sampled_from(LogMode),
-        _text,
+        _sizes,
     ),
-    resources=st.none() | st.builds(Resources, _text, _text, _text),
+    resources=st.none() | st.builds(Resources, _sizes, _sizes, _sizes),
 )
 
 

@@ -24,8 +24,8 @@ from cua.containers.labels import (
     spec_to_json,
 )
 from cua.containers.parse import parse_component
-from cua.containers.spec import ContainerSpec, LogConfig, PortMapping, ProcessConfig, RestartPolicy
-from tests.builders import component
+from cua.containers.spec import ContainerSpec, PortMapping, ProcessConfig, RestartPolicy
+from tests.builders import component, log_config
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +34,7 @@ SPEC = ContainerSpec(
     image="web:1",
     ports=(PortMapping(80, 8080, 80),),
     restart=RestartPolicy(max_retries=3, timeout=5),
-    log=LogConfig(max_files=2),
+    log=log_config(max_files=2),
 )
 
 

@@ -11,7 +11,8 @@ from cua.api.envelope import decode
 from cua.api.models import DesiredState, DesiredStateCommand, Inventory
 from cua.containers.errors import DesiredStateError
 from cua.containers.parse import parse_desired_state
-from cua.containers.spec import LogConfig, NetworkMode, RestartPolicy
+from cua.containers.spec import NetworkMode, RestartPolicy
+from tests.builders import log_config
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +55,7 @@ def test_leda_desired_state() -> None:
         assert spec.network is NetworkMode.BRIDGE
         assert spec.privileged is False
         assert spec.restart == RestartPolicy()
-        assert spec.log == LogConfig(max_size="1M")
+        assert spec.log == log_config(max_size="1M")
         assert spec.resources is None
     databroker = parsed.containers[0].spec
     assert databroker.image == "ghcr.io/eclipse/kuksa.val/databroker:0.3.0"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cua.api.models import CommandType
-from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
+from cua.containers.spec import RestartPolicy, RestartPolicyType
 from cua.containers.state import ContainerStatus
 from cua.engine.base import EngineError, StartFailedError
 from cua.testing.fake_engine import FakeEngine
@@ -37,6 +37,7 @@ from tests.builders import (
     component,
     desired,
     fb,
+    memory_limits,
     operation,
     status_of,
 )
@@ -588,12 +589,12 @@ async def test_d4_update_rollback_restores_previous_limits(
     await run(op, "DOWNLOAD", "UPDATE")
     spec = (await engine.inspect_container("svc")).spec
     assert spec.restart == RestartPolicy(RestartPolicyType.ALWAYS)
-    assert spec.resources == Resources(memory="200M")
+    assert spec.resources == memory_limits(memory="200M")
     await op.command("ROLLBACK", "")
     assert pub.wire()[-1] == fb("ROLLBACK_SUCCESS", act("svc", "UPDATE_FAILURE", M_RB_UPDATE))
     spec = (await engine.inspect_container("svc")).spec
     assert spec.restart == RestartPolicy(RestartPolicyType.NO)
-    assert spec.resources == Resources(memory="100M")
+    assert spec.resources == memory_limits(memory="100M")
 
 
 # --- CLEANUP after a failure (D3) and completion (D6) ----------------------------------------

@@ -17,7 +17,6 @@ from cua.containers.parse import (
 from cua.containers.spec import (
     ContainerSpec,
     DeviceMapping,
-    LogConfig,
     LogDriver,
     LogMode,
     MountPoint,
@@ -25,11 +24,10 @@ from cua.containers.spec import (
     PortMapping,
     ProcessConfig,
     Propagation,
-    Resources,
     RestartPolicy,
     RestartPolicyType,
 )
-from tests.builders import component, desired
+from tests.builders import component, desired, log_config, memory_limits
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +62,7 @@ def test_minimal_config() -> None:
         terminal=False,
         interactive=False,
         restart=RestartPolicy(RestartPolicyType.UNLESS_STOPPED, 0, 0),
-        log=LogConfig(LogDriver.JSON_FILE, 2, "100M", "", LogMode.BLOCKING, ""),
+        log=log_config(LogDriver.JSON_FILE, 2, max_size="100M", mode=LogMode.BLOCKING),
         resources=None,
     )
     assert parsed.id == "test-container"
@@ -102,7 +100,7 @@ def test_to_container_vector() -> None:
     assert spec.config == ProcessConfig(env=("DEBUG=true", "ENV1="), cmd=("arg1", "arg2"))
     assert spec.restart == RestartPolicy(RestartPolicyType.ON_FAILURE, 5, 0)
     assert (spec.terminal, spec.interactive) == (False, True)
-    assert spec.resources == Resources(memory="50M")
+    assert spec.resources == memory_limits(memory="50M")
     assert parsed.warnings == (
         'container c: device "/dev/xyz" ignored: expected <host path>:<container path>'
         "[:<permissions>]",
@@ -243,23 +241,25 @@ def test_log_none_clears_size_and_files_but_keeps_path() -> None:
     parsed = parse(
         ("logDriver", "none"), ("logMaxFiles", "-5"), ("logMaxSize", "junk"), ("logPath", "/l")
     )
-    assert parsed.spec.log == LogConfig(LogDriver.NONE, 0, "", "/l", LogMode.BLOCKING, "")
+    assert parsed.spec.log == log_config(
+        LogDriver.NONE, 0, max_size="", root_dir="/l", mode=LogMode.BLOCKING, max_buffer_size=""
+    )
 
 
 def test_log_json_file_defaults_and_zero_files() -> None:
-    assert parse(("logMaxFiles", "0"), ("logDriver", "")).spec.log == LogConfig()
+    assert parse(("logMaxFiles", "0"), ("logDriver", "")).spec.log == log_config()
     parsed = parse(("logMaxFiles", "6"), ("logMaxSize", "100K"), ("logPath", "/tmp/logs"))
-    assert parsed.spec.log == LogConfig(
-        LogDriver.JSON_FILE, 6, "100K", "/tmp/logs", LogMode.BLOCKING, ""
+    assert parsed.spec.log == log_config(
+        LogDriver.JSON_FILE, 6, max_size="100K", root_dir="/tmp/logs", mode=LogMode.BLOCKING
     )
 
 
 def test_log_modes() -> None:
-    assert parse(("logMode", "non-blocking")).spec.log.max_buffer_size == "1M"
-    assert parse(("logMode", "non-blocking"), ("logMaxBufferSize", "5k")).spec.log == LogConfig(
+    assert parse(("logMode", "non-blocking")).spec.log.max_buffer_size.text == "1M"
+    assert parse(("logMode", "non-blocking"), ("logMaxBufferSize", "5k")).spec.log == log_config(
         mode=LogMode.NON_BLOCKING, max_buffer_size="5k"
     )
-    assert parse(("logMode", "blocking"), ("logMaxBufferSize", "junk")).spec.log == LogConfig()
+    assert parse(("logMode", "blocking"), ("logMaxBufferSize", "junk")).spec.log == log_config()
     assert parse(("logMode", "")).spec.log.mode is LogMode.BLOCKING
 
 
@@ -267,25 +267,25 @@ def test_log_modes() -> None:
 
 
 def test_memory_swap_kept_as_given() -> None:
-    assert parse(("memory", "200M")).spec.resources == Resources("200M", "", "")
-    assert parse(("memory", "200M"), ("memorySwap", "-1")).spec.resources == Resources(
+    assert parse(("memory", "200M")).spec.resources == memory_limits("200M", "", "")
+    assert parse(("memory", "200M"), ("memorySwap", "-1")).spec.resources == memory_limits(
         "200M", "", "-1"
     )
     assert parse(
         ("memory", "200m"), ("memoryReservation", "100m"), ("memorySwap", "400m")
-    ).spec.resources == Resources("200m", "100m", "400m")
+    ).spec.resources == memory_limits("200m", "100m", "400m")
 
 
 def test_resources_absent_unless_a_memory_key_is_non_empty() -> None:
     assert (
         parse(("memory", ""), ("memorySwap", ""), ("memoryReservation", "")).spec.resources is None
     )
-    assert parse(("memoryReservation", "10M")).spec.resources == Resources("", "10M", "")
+    assert parse(("memoryReservation", "10M")).spec.resources == memory_limits("", "10M", "")
 
 
 @pytest.mark.parametrize("size", ["100M", "1.5g", "200 m", "3m", "4096k", "1G", "0M", "3.0M"])
 def test_valid_sizes(size: str) -> None:
-    assert parse(("memory", size)).spec.resources == Resources(memory=size)
+    assert parse(("memory", size)).spec.resources == memory_limits(memory=size)
 
 
 # --- validation errors: Kanto's exact texts ----------------------------------------------------
@@ -394,7 +394,7 @@ def test_validation_order_follows_kanto() -> None:
 
 
 def test_memory_unlimited_swap_passes_without_memory() -> None:
-    assert parse(("memorySwap", "-1")).spec.resources == Resources(memory_swap="-1")
+    assert parse(("memorySwap", "-1")).spec.resources == memory_limits(memory_swap="-1")
 
 
 def test_env_value_is_hidden_in_errors() -> None:

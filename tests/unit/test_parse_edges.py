@@ -18,8 +18,8 @@ import pytest
 
 from cua.containers.errors import SpecError
 from cua.containers.parse import ParsedComponent, parse_component
-from cua.containers.spec import NetworkMode, PortMapping, Resources
-from tests.builders import component
+from cua.containers.spec import NetworkMode, PortMapping
+from tests.builders import component, memory_limits
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ def test_port_65536_is_not() -> None:
 def test_reservation_equal_to_the_limit_is_accepted() -> None:
     # CM rejects only a reservation *greater* than the limit.
     spec = parse(("memory", "100M"), ("memoryReservation", "100M")).spec
-    assert spec.resources == Resources(memory="100M", memory_reservation="100M")
+    assert spec.resources == memory_limits(memory="100M", memory_reservation="100M")
 
 
 def test_reservation_one_byte_over_the_limit_is_rejected() -> None:
@@ -106,13 +106,15 @@ def test_an_error_names_its_key_and_value(
 def test_minus_one_is_unlimited_only_for_swap(key: str) -> None:
     with pytest.raises(SpecError, match=r"^invalid format of .* - -1$"):
         parse((key, "-1"))
-    assert parse(("memory", "4M"), ("memorySwap", "-1")).spec.resources == Resources("4M", "", "-1")
+    assert parse(("memory", "4M"), ("memorySwap", "-1")).spec.resources == memory_limits(
+        "4M", "", "-1"
+    )
 
 
 def test_boundaries_that_are_accepted() -> None:
     assert parse(("logMaxFiles", "1")).spec.log.max_files == 1
     both = parse(("memory", "100M"), ("memorySwap", "100M")).spec.resources
-    assert both == Resources("100M", "", "100M")
+    assert both == memory_limits("100M", "", "100M")
     assert parse(("network", "host")).spec.network is NetworkMode.HOST
 
 

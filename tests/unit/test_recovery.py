@@ -19,7 +19,7 @@ from cua.api.models import DesiredStateCommand, DesiredStateFeedback
 from cua.cli import main
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
-from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
+from cua.containers.spec import RestartPolicy, RestartPolicyType
 from cua.containers.state import ContainerStatus
 from cua.engine.base import EngineError, EngineUnavailableError
 from cua.settings import Mode
@@ -37,6 +37,7 @@ from tests.builders import (
     assert_only_container,
     component,
     desired,
+    memory_limits,
     operation,
     settings,
     status_of,
@@ -91,13 +92,13 @@ async def test_update_restores_previous_restart_policy_and_limits(
     for command in ("DOWNLOAD", "UPDATE", "ACTIVATE"):
         await op.command(command, "")
     spec = (await engine.inspect_container("svc")).spec
-    assert (spec.restart.type, spec.resources) == (RestartPolicyType.ALWAYS, Resources("200M"))
+    assert (spec.restart.type, spec.resources) == (RestartPolicyType.ALWAYS, memory_limits("200M"))
     journal = journal_for(tmp_path, DOMAIN)
     done = await recover(engine, journal)
     assert done == ["svc: previous restart policy and memory limits restored"]
     spec = (await engine.inspect_container("svc")).spec
     assert spec.restart == RestartPolicy(RestartPolicyType.NO)
-    assert spec.resources == Resources(memory="100M")
+    assert spec.resources == memory_limits(memory="100M")
     assert status_of(engine, "svc") is ContainerStatus.RUNNING
     assert journal.path is not None
     assert_only_incomplete_owed(journal.path)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeVar
 
-from cua.containers.spec import ContainerSpec, ProcessConfig, Resources
+from cua.containers.spec import ContainerSpec, ProcessConfig, Resources, size_text
 
 H = TypeVar("H", bound=Hashable)
 
@@ -87,7 +87,7 @@ def _resources_differences(current: Resources | None, desired: Resources | None)
             ("memoryReservation", mine.memory_reservation, theirs.memory_reservation),
             ("memorySwap", mine.memory_swap, theirs.memory_swap),
         )
-        if a != b
+        if size_text(a) != size_text(b)  # Kanto compares the text: "1G" is not "1024M"
     ]
     if not result and (current is None or desired is None):
         return ["memory"]  # nil vs a present block with all limits empty differs in Kanto
@@ -136,10 +136,10 @@ def compare(desired: ContainerSpec, current: ContainerSpec | None) -> Comparison
     for key, a, b in (
         ("logDriver", log_a.driver, log_b.driver),
         ("logMaxFiles", log_a.max_files, log_b.max_files),
-        ("logMaxSize", log_a.max_size, log_b.max_size),
+        ("logMaxSize", size_text(log_a.max_size), size_text(log_b.max_size)),
         ("logPath", log_a.root_dir, log_b.root_dir),
         ("logMode", log_a.mode, log_b.mode),
-        ("logMaxBufferSize", log_a.max_buffer_size, log_b.max_buffer_size),
+        ("logMaxBufferSize", size_text(log_a.max_buffer_size), size_text(log_b.max_buffer_size)),
     ):
         if a != b:
             recreate.append(key)

@@ -23,6 +23,7 @@ from cua.containers.spec import (
     NetworkMode,
     PortMapping,
     RestartPolicyType,
+    size_text,
 )
 from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
 
@@ -125,24 +126,27 @@ def _spec_parameters(spec: ContainerSpec, image: str, verbose: bool) -> list[tup
         add(("logDriver", log.driver.value))
     if json_file and (verbose or log.max_files != 2):
         add(("logMaxFiles", str(log.max_files)))
-    if json_file and (verbose or (log.max_size and log.max_size != "100M")):
-        add(("logMaxSize", log.max_size))
+    max_size = size_text(log.max_size)
+    if json_file and (verbose or (max_size and max_size != "100M")):
+        add(("logMaxSize", max_size))
     if json_file and log.root_dir:
         add(("logPath", log.root_dir))
     if verbose or log.mode is not LogMode.BLOCKING:
         add(("logMode", log.mode.value))
     non_blocking = log.mode is LogMode.NON_BLOCKING
-    if non_blocking and (verbose or (log.max_buffer_size and log.max_buffer_size != "1M")):
-        add(("logMaxBufferSize", log.max_buffer_size))
+    buffer_size = size_text(log.max_buffer_size)
+    if non_blocking and (verbose or (buffer_size and buffer_size != "1M")):
+        add(("logMaxBufferSize", buffer_size))
     if spec.resources is not None:
         # Only the limits that are set, in verbose mode too (CM's from_containers_test).
         resources = spec.resources
-        if resources.memory:
-            add(("memory", resources.memory))
-        if resources.memory_reservation:
-            add(("memoryReservation", resources.memory_reservation))
-        if resources.memory_swap:
-            add(("memorySwap", resources.memory_swap))
+        for key, size in (
+            ("memory", resources.memory),
+            ("memoryReservation", resources.memory_reservation),
+            ("memorySwap", resources.memory_swap),
+        ):
+            if size is not None:
+                add((key, size.text))
     out += [("mount", format_mount(mount)) for mount in spec.mounts]
     out += [("env", env) for env in spec.env]
     out += [("cmd", cmd) for cmd in spec.cmd]

@@ -45,6 +45,8 @@ from cua.containers.spec import (
     Resources,
     RestartPolicy,
     RestartPolicyType,
+    recorded_size,
+    size_text,
 )
 
 log = logging.getLogger(__name__)
@@ -180,17 +182,17 @@ def _spec_to_data(spec: ContainerSpec) -> dict[str, Any]:
         "log": [
             spec.log.driver.value,
             spec.log.max_files,
-            spec.log.max_size,
+            size_text(spec.log.max_size),
             spec.log.root_dir,
             spec.log.mode.value,
-            spec.log.max_buffer_size,
+            size_text(spec.log.max_buffer_size),
         ],
         "resources": None
         if spec.resources is None
         else [
-            spec.resources.memory,
-            spec.resources.memory_reservation,
-            spec.resources.memory_swap,
+            size_text(spec.resources.memory),
+            size_text(spec.resources.memory_reservation),
+            size_text(spec.resources.memory_swap),
         ],
     }
     return data
@@ -282,10 +284,12 @@ def _spec_from_data(data: Any) -> ContainerSpec:
         log=LogConfig(
             driver=LogDriver(_str(log_data[0])),
             max_files=_int(log_data[1]),
-            max_size=_str(log_data[2]),
+            max_size=recorded_size(_str(log_data[2])),
             root_dir=_str(log_data[3]),
             mode=LogMode(_str(log_data[4])),
-            max_buffer_size=_str(log_data[5]),
+            max_buffer_size=recorded_size(_str(log_data[5])),
         ),
-        resources=None if resources is None else Resources(*(_str(v) for v in _list(resources, 3))),
+        resources=None
+        if resources is None
+        else Resources(*(recorded_size(_str(v)) for v in _list(resources, 3))),
     )

@@ -36,6 +36,7 @@ from cua.containers.spec import (
     Resources,
     RestartPolicy,
     RestartPolicyType,
+    engine_bytes,
 )
 from cua.typos import closest
 
@@ -109,7 +110,6 @@ _ENV = re.compile(r"[a-zA-Z_]([a-zA-Z0-9_]*)(|=(.*))")  # `.` stops at a newline
 _HOST_IP_RESERVED = re.compile(r"(.+):host_ip(_(.+))?")
 _PORT_MAX = 65535
 _MIN_MEMORY = 3 * 1024 * 1024
-_NOT_SET = Size("", 0)
 _DEVICE_PERMISSIONS = frozenset("rwm")
 
 
@@ -445,12 +445,11 @@ class _ComponentParser:
         max_size = config.get(KEY_LOG_MAX_SIZE, "")
         if driver is LogDriver.JSON_FILE:
             max_files = max_files or 2
-            max_size = max_size or "100M"
             if max_files < 1:
                 raise self.fail("max log files cannot be < 1", KEY_LOG_MAX_FILES)
-            self._size(max_size, KEY_LOG_MAX_SIZE, "max logs size")
+            size = self._size(max_size or "100M", KEY_LOG_MAX_SIZE, "max logs size")
         else:
-            max_files, max_size = 0, ""
+            max_files, size = 0, None
         mode_value = config.get(KEY_LOG_MODE, "") or LogMode.BLOCKING.value
         try:
             mode = LogMode(mode_value)
@@ -458,14 +457,14 @@ class _ComponentParser:
             raise self.fail(
                 "unsupported log mode configuration", KEY_LOG_MODE, mode_value
             ) from None
-        buffer_size = ""
+        buffer_size = None
         if mode is LogMode.NON_BLOCKING:
-            buffer_size = config.get(KEY_LOG_MAX_BUFFER_SIZE, "") or "1M"
-            self._size(buffer_size, KEY_LOG_MAX_BUFFER_SIZE, "max buffer size")
+            buffer_text = config.get(KEY_LOG_MAX_BUFFER_SIZE, "") or "1M"
+            buffer_size = self._size(buffer_text, KEY_LOG_MAX_BUFFER_SIZE, "max buffer size")
         return LogConfig(
             driver=driver,
             max_files=max_files,
-            max_size=max_size,
+            max_size=size,
             root_dir=config.get(KEY_LOG_PATH, ""),
             mode=mode,
             max_buffer_size=buffer_size,
@@ -486,10 +485,12 @@ class _ComponentParser:
             raise self.fail("restart policy retry timeout cannot be negative", KEY_RESTART_TIMEOUT)
         return RestartPolicy(type=policy_type, max_retries=max_retries, timeout=timeout)
 
-    def _size(self, text: str, key: str, what: str, *, allow_unlimited: bool = False) -> Size:
-        """A size key's value ("" is 0 bytes), or Kanto's `invalid format of <what>` error."""
+    def _size(
+        self, text: str, key: str, what: str, *, allow_unlimited: bool = False
+    ) -> Size | None:
+        """A size key's value (None: "", not set), or Kanto's `invalid format of <what>` error."""
         try:
-            return Size.parse(text, allow_unlimited=allow_unlimited) if text else _NOT_SET
+            return Size.parse(text, allow_unlimited=allow_unlimited) if text else None
         except SizeError:
             raise self.fail(f"invalid format of {what} - {text}", key, text) from None
 
@@ -499,13 +500,12 @@ class _ComponentParser:
         swap = config.get(KEY_MEMORY_SWAP, "")
         if not (memory or reservation or swap):
             return None
-        limit = self._size(memory, KEY_MEMORY, "memory").engine_bytes
-        reserved = self._size(
-            reservation, KEY_MEMORY_RESERVATION, "memory reservation"
-        ).engine_bytes
-        swap_bytes = self._size(
-            swap, KEY_MEMORY_SWAP, "swap memory", allow_unlimited=True
-        ).engine_bytes
+        memory_size = self._size(memory, KEY_MEMORY, "memory")
+        reservation_size = self._size(reservation, KEY_MEMORY_RESERVATION, "memory reservation")
+        swap_size = self._size(swap, KEY_MEMORY_SWAP, "swap memory", allow_unlimited=True)
+        limit = engine_bytes(memory_size)
+        reserved = engine_bytes(reservation_size)
+        swap_bytes = engine_bytes(swap_size)
         if 0 < limit < _MIN_MEMORY:
             raise self.fail("minimum memory allowed is 3M", KEY_MEMORY, memory)
         if swap_bytes > 0:
@@ -524,7 +524,9 @@ class _ComponentParser:
                 reservation,
             )
         # memorySwap is kept exactly as given: no create-time doubling (our D12 fix).
-        return Resources(memory=memory, memory_reservation=reservation, memory_swap=swap)
+        return Resources(
+            memory=memory_size, memory_reservation=reservation_size, memory_swap=swap_size
+        )
 
 
 def parse_component(component: ComponentWithConfig, *, strict: bool = False) -> ParsedComponent:

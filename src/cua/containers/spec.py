@@ -6,14 +6,39 @@ own create body, the comparison (§3.3) works on two of them, and the label enco
 it on the containers this agent creates.
 
 Field values follow Kanto's normalized representation, so that comparison and the
-inventory parameters (§5.4) are exact: sizes stay the strings that were given (`"100M"`),
-the restart timeout is in seconds, the log buffer size is `""` in blocking mode.
+inventory parameters (§5.4) are exact: a size is a `Size`, parsed once, that keeps the text
+that was given (`"100M"`, compared and reported as such) with the bytes an engine is given;
+None is "not set" (Kanto's `""`), e.g. the log buffer size in blocking mode. The restart
+timeout is in seconds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from cua.containers.gosyntax import Size
+
+DEFAULT_LOG_MAX_SIZE = Size.parse("100M")
+DEFAULT_LOG_MAX_BUFFER_SIZE = Size.parse("1M")  # in non-blocking mode
+
+
+def size_text(size: Size | None) -> str:
+    """A spec's size as Kanto writes it (compared, reported, recorded in our labels): the
+    text as given, "" when not set."""
+    return "" if size is None else size.text
+
+
+def engine_bytes(size: Size | None) -> int:
+    """A spec's size as an engine counts it: 0 when not set (Docker's and CM's "unset"),
+    -1 when unlimited."""
+    return 0 if size is None else size.engine_bytes
+
+
+def recorded_size(text: str) -> Size | None:
+    """The inverse of `size_text` for a size we recorded ourselves (labels, journal):
+    "" is not set, "-1" unlimited. Raises SizeError (a ValueError)."""
+    return Size.parse(text, allow_unlimited=True) if text else None
 
 
 class NetworkMode(StrEnum):
@@ -87,19 +112,19 @@ class RestartPolicy:
 class LogConfig:
     driver: LogDriver = LogDriver.JSON_FILE
     max_files: int = 2  # 0 when driver is none
-    max_size: str = "100M"  # "" when driver is none
+    max_size: Size | None = DEFAULT_LOG_MAX_SIZE  # None when driver is none
     root_dir: str = ""  # `logPath`; Docker has no equivalent, kept in our labels
     mode: LogMode = LogMode.BLOCKING
-    max_buffer_size: str = ""  # "1M" default in non-blocking mode, "" in blocking mode
+    max_buffer_size: Size | None = None  # 1M default in non-blocking mode, None in blocking
 
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """Memory limits as given (size strings); "" means not set. `memory_swap` may be "-1"."""
+    """Memory limits as given; None means not set. `memory_swap` may be `UNLIMITED` ("-1")."""
 
-    memory: str = ""
-    memory_reservation: str = ""
-    memory_swap: str = ""
+    memory: Size | None = None
+    memory_reservation: Size | None = None
+    memory_swap: Size | None = None
 
 
 @dataclass(frozen=True, slots=True)

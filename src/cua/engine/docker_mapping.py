@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cua.containers.gosyntax import Size, SizeError
+from cua.containers.gosyntax import UNLIMITED, Size
 from cua.containers.spec import (
+    DEFAULT_LOG_MAX_BUFFER_SIZE,
     ContainerSpec,
     DeviceMapping,
     LogConfig,
@@ -31,9 +32,10 @@ from cua.containers.spec import (
     Resources,
     RestartPolicy,
     RestartPolicyType,
+    engine_bytes,
 )
 from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus, ContainerSummary
-from cua.engine.base import ContainerEvent, CreateFailedError, EventAction
+from cua.engine.base import ContainerEvent, EventAction
 from cua.settings import RegistryCredentials
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -141,28 +143,17 @@ def registry_auth_header(credentials: RegistryCredentials, server: str) -> str:
 # --- spec -> create body -----------------------------------------------------------------
 
 
-def _size(value: str, what: str) -> int:
-    try:
-        return Size.parse(value, allow_unlimited=True).engine_bytes
-    except SizeError as error:
-        raise CreateFailedError(f"invalid {what}: {error}") from error
-
-
 def _memory_fields(resources: Resources | None) -> dict[str, int]:
     """Docker's memory fields. 0 means "unset/unchanged" to Docker."""
     if resources is None:
         return {}
-    memory = _size(resources.memory, "memory") if resources.memory else 0
+    memory = engine_bytes(resources.memory)
     fields = {
         "Memory": memory,
-        "MemoryReservation": (
-            _size(resources.memory_reservation, "memoryReservation")
-            if resources.memory_reservation
-            else 0
-        ),
+        "MemoryReservation": engine_bytes(resources.memory_reservation),
     }
-    if resources.memory_swap:
-        fields["MemorySwap"] = _size(resources.memory_swap, "memorySwap")
+    if resources.memory_swap is not None:
+        fields["MemorySwap"] = resources.memory_swap.engine_bytes
     elif memory > 0:
         # Docker's own default at create (and CM's): swap = 2 x memory. Sent explicitly so
         # that a runtime update that raises memory above the old swap is accepted.
@@ -180,13 +171,14 @@ def _log_body(logc: LogConfig) -> dict[str, Any]:
         # Docker rejects log options for the `none` driver; nothing is logged anyway.
         return {"Type": "none", "Config": {}}
     options: dict[str, str] = {}
-    if logc.max_size:
-        options["max-size"] = str(_size(logc.max_size, "logMaxSize"))
+    if logc.max_size is not None:
+        options["max-size"] = str(logc.max_size.engine_bytes)
     if logc.max_files > 0:
         options["max-file"] = str(logc.max_files)
     if logc.mode is LogMode.NON_BLOCKING:
         options["mode"] = "non-blocking"
-        options["max-buffer-size"] = str(_size(logc.max_buffer_size or "1M", "logMaxBufferSize"))
+        buffer = logc.max_buffer_size or DEFAULT_LOG_MAX_BUFFER_SIZE
+        options["max-buffer-size"] = str(buffer.engine_bytes)
     return {"Type": str(logc.driver), "Config": options}
 
 
@@ -247,10 +239,10 @@ def create_body(
 # --- inspect -> spec ---------------------------------------------------------------------
 
 
-def _sized(count: int) -> str:
+def _sized(count: int) -> Size | None:
     if count == -1:
-        return "-1"
-    return Size.from_bytes(count).text if count > 0 else ""
+        return UNLIMITED
+    return Size.from_bytes(count) if count > 0 else None
 
 
 def _parse_ports(bindings: Mapping[str, Any] | None) -> tuple[PortMapping, ...]:
@@ -296,19 +288,19 @@ def _parse_log(host: Mapping[str, Any]) -> LogConfig:
     options: Mapping[str, str] = log_config.get("Config") or {}
     driver_name = log_config.get("Type") or "json-file"
     mode = LogMode.NON_BLOCKING if options.get("mode") == "non-blocking" else LogMode.BLOCKING
-    buffer = ""
+    buffer = None
     if mode is LogMode.NON_BLOCKING:
-        buffer = Size.from_engine(options.get("max-buffer-size", "1m")).text
+        buffer = Size.from_engine(options.get("max-buffer-size", "1m"))
     if driver_name == "none":
         return LogConfig(
-            driver=LogDriver.NONE, max_files=0, max_size="", mode=mode, max_buffer_size=buffer
+            driver=LogDriver.NONE, max_files=0, max_size=None, mode=mode, max_buffer_size=buffer
         )
     # Other drivers (journald, ...) have no Kanto equivalent; best effort as json-file.
     max_size = options.get("max-size", "")
     return LogConfig(
         driver=LogDriver.JSON_FILE,
         max_files=int(options.get("max-file", "1") or 1) if max_size else 1,
-        max_size=Size.from_engine(max_size).text if max_size else "",
+        max_size=Size.from_engine(max_size) if max_size else None,
         mode=mode,
         max_buffer_size=buffer,
     )
@@ -438,7 +430,7 @@ def log_lines(body: bytes, tty: bool) -> list[str]:
 
 
 def update_body(restart: RestartPolicy, resources: Resources | None) -> dict[str, Any]:
-    """The `POST /containers/{id}/update` body. Raises CreateFailedError for a bad size."""
+    """The `POST /containers/{id}/update` body."""
     return {"RestartPolicy": _restart_body(restart), **_memory_fields(resources)}
 
 

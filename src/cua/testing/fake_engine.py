@@ -483,9 +483,9 @@ class FakeEngine:
 def _updated(current: Resources | None, given: Resources) -> Resources | None:
     """Limits after a runtime update, as Docker does it: an empty value leaves that limit
     (Docker cannot remove one at runtime); a new memory without a swap gets the default
-    swap (2 x memory, which a spec read back from the engine shows as "")."""
+    swap (2 x memory, which a spec read back from the engine shows as not set)."""
     old = current or Resources()
-    swap = given.memory_swap or ("" if given.memory else old.memory_swap)
+    swap = given.memory_swap or (None if given.memory else old.memory_swap)
     merged = Resources(
         memory=given.memory or old.memory,
         memory_reservation=given.memory_reservation or old.memory_reservation,

@@ -26,10 +26,15 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import TypeVar
 
-from cua.containers.gosyntax import Size, SizeError
 from cua.containers.inventory import InventoryContainer, image_version
 from cua.containers.labels import LabelledSpec, decode_labels, label_domain, owner
-from cua.containers.spec import ContainerSpec, Resources, RestartPolicy, RestartPolicyType
+from cua.containers.spec import (
+    ContainerSpec,
+    Resources,
+    RestartPolicy,
+    RestartPolicyType,
+    engine_bytes,
+)
 from cua.containers.state import ContainerDetails, ContainerSummary
 from cua.engine.base import ContainerNotFoundError, Engine
 from cua.settings import Manage, UpdateSettings
@@ -192,23 +197,14 @@ def effective_spec(labelled: LabelledSpec | None, engine: ContainerSpec) -> Cont
     return normalized if labelled is None else with_runtime(labelled.spec, normalized)
 
 
-def _bytes(size: str) -> int | None:
-    """A spec's size as the engine counts it (0: not set, -1: unlimited); None if unreadable."""
-    try:
-        return Size.parse(size, allow_unlimited=True).engine_bytes if size else 0
-    except SizeError:
-        return None
-
-
 def normalize_engine_spec(spec: ContainerSpec) -> ContainerSpec:
     """The engine fills swap = 2 x memory when none was given (as CM does, §3.3); a spec
-    read back from the engine says "" there, so that this default is not a difference."""
+    read back from the engine says "not set" there, so that this default is not a difference."""
     resources = spec.resources
-    if resources is None or not resources.memory or not resources.memory_swap:
+    if resources is None or resources.memory is None or resources.memory_swap is None:
         return spec
-    swap, memory = _bytes(resources.memory_swap), _bytes(resources.memory)
-    if swap is not None and memory is not None and swap == 2 * memory:
-        resources = dataclasses.replace(resources, memory_swap="")
+    if resources.memory_swap.engine_bytes == 2 * resources.memory.engine_bytes:
+        resources = dataclasses.replace(resources, memory_swap=None)
         if resources == Resources():
             return dataclasses.replace(spec, resources=None)
         return dataclasses.replace(spec, resources=resources)
@@ -223,20 +219,19 @@ def _same_restart(recorded: RestartPolicy, engine: RestartPolicy) -> bool:
     )
 
 
-def _swap_bytes(resources: Resources) -> int | None:
-    """Swap in bytes; "" with a memory limit is the engine's default, 2 x memory (a spec
-    read back from the engine says "" for it: `normalize_engine_spec`)."""
-    if not resources.memory_swap and resources.memory:
-        memory = _bytes(resources.memory)
-        return None if memory is None else 2 * memory
-    return _bytes(resources.memory_swap)
+def _swap_bytes(resources: Resources) -> int:
+    """Swap in bytes; not set with a memory limit is the engine's default, 2 x memory (a
+    spec read back from the engine does not set it: `normalize_engine_spec`)."""
+    if resources.memory_swap is None and resources.memory is not None:
+        return 2 * resources.memory.engine_bytes
+    return engine_bytes(resources.memory_swap)
 
 
 def _same_resources(recorded: Resources | None, engine: Resources | None) -> bool:
     mine, theirs = recorded or Resources(), engine or Resources()
     return (
-        _bytes(mine.memory) == _bytes(theirs.memory)
-        and _bytes(mine.memory_reservation) == _bytes(theirs.memory_reservation)
+        engine_bytes(mine.memory) == engine_bytes(theirs.memory)
+        and engine_bytes(mine.memory_reservation) == engine_bytes(theirs.memory_reservation)
         and _swap_bytes(mine) == _swap_bytes(theirs)
     )
 

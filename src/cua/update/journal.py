@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from cua.api.models import StatusType
-from cua.containers.spec import Resources, RestartPolicy, RestartPolicyType
+from cua.containers.spec import (
+    Resources,
+    RestartPolicy,
+    RestartPolicyType,
+    recorded_size,
+    size_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +96,9 @@ class Entry:
                 None
                 if self.resources is None
                 else {
-                    "memory": self.resources.memory,
-                    "memory_reservation": self.resources.memory_reservation,
-                    "memory_swap": self.resources.memory_swap,
+                    "memory": size_text(self.resources.memory),
+                    "memory_reservation": size_text(self.resources.memory_reservation),
+                    "memory_swap": size_text(self.resources.memory_swap),
                 }
             )
         if self.step is Step.COMMITTED:
@@ -120,7 +126,10 @@ class Entry:
             m = data["resources"]
             if m is not None:
                 resources = Resources(
-                    str(m["memory"]), str(m["memory_reservation"]), str(m["memory_swap"])
+                    *(
+                        recorded_size(str(m[k]))
+                        for k in ("memory", "memory_reservation", "memory_swap")
+                    )
                 )
         return Entry(
             activity=str(data["activity"]),
