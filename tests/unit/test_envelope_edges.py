@@ -71,8 +71,8 @@ def test_every_validation_error_is_named() -> None:
         decode(raw, DesiredState, "desired state")
     assert str(caught.value) == (
         "invalid desired state: payload.domains[0].id: Input should be a valid string; "
-        'payload.domains[0].components[0].config[0].value (key "env"): Input should be a '
-        "valid string"
+        'payload.domains[0].components[0].config[0].value (component "x", key "env"): '
+        "Input should be a valid string"
     )
 
 
@@ -135,3 +135,26 @@ def test_a_payload_nested_too_deeply_names_the_activity_id() -> None:
         decode_object(data, _TooDeep, "desired state")  # type: ignore[type-var]
     assert str(caught.value) == "invalid desired state: nested too deeply"
     assert caught.value.activity_id == "a"
+
+
+def test_a_long_component_id_is_cut_where_an_error_names_it() -> None:
+    long_id = "c" * 100
+    raw = (
+        '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
+        f'[{{"id":"{long_id}","config":[{{"key":"memory","value":5}}]}}]}}]}}}}'
+    )
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    assert f'(component "{"c" * 64}…", key "memory")' in str(caught.value)
+    assert long_id not in str(caught.value)
+
+
+def test_an_unknown_key_is_not_named_but_the_component_is() -> None:
+    raw = (
+        '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
+        '[{"id":"web","config":[{"key":"hunter2","value":5}]}]}]}}'
+    )
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    assert '(component "web"): Input should be a valid string' in str(caught.value)
+    assert "hunter2" not in str(caught.value)

@@ -153,24 +153,39 @@ _CONFIG_KEYS = frozenset(
 )
 
 
+_MAX_NAMED_ID = 64
+
+
 def _component_context(data: Any, loc: tuple[int | str, ...]) -> str:
-    """` (key "restartPolicy")` for an error inside a component's config entry
-    (`domains[i].components[j].config[k]...`) whose key is a known config key: the index
-    alone does not tell an operator which entry is wrong. "" elsewhere."""
+    """` (component "web", key "restartPolicy")` for an error inside a component's config
+    entry (`domains[i].components[j].config[k]...`): the indexes alone do not tell an
+    operator which entry is wrong. The component id is named (as every feedback action names
+    it; cut, JSON-quoted), the key only when it is a known config key (any other text could
+    be a value). "" elsewhere."""
     if len(loc) < 6 or loc[0] != "domains" or loc[2] != "components" or loc[4] != "config":
         return ""
     try:
-        key = data["domains"][loc[1]]["components"][loc[3]]["config"][loc[5]].get("key")
+        component = data["domains"][loc[1]]["components"][loc[3]]
+        key = component["config"][loc[5]].get("key")
     except (KeyError, IndexError, TypeError, AttributeError):
         return ""
-    return f' (key "{key}")' if key in _CONFIG_KEYS else ""
+    named = []
+    component_id = component.get("id")
+    if isinstance(component_id, str) and component_id:
+        if len(component_id) > _MAX_NAMED_ID:
+            component_id = component_id[:_MAX_NAMED_ID] + "…"
+        named.append(f"component {json.dumps(component_id, ensure_ascii=False)}")
+    if key in _CONFIG_KEYS:
+        named.append(f'key "{key}"')
+    return f" ({', '.join(named)})" if named else ""
 
 
 def describe_validation_error(
     error: ValidationError, root: str = "payload", data: Any = None
 ) -> str:
-    """`payload.domains[0].components[1].config[2].value (key "restartPolicy"): Input should
-    be a valid string`; `data`: the input, to name a known config key."""
+    """`payload.domains[0].components[1].config[2].value (component "web", key
+    "restartPolicy"): Input should be a valid string`; `data`: the input, to name the
+    component and a known config key."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         where = root
