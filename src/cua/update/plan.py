@@ -116,8 +116,7 @@ def make_plan(
                 "'.cua-new', '.cua-old' or '.cua-removed' are reserved by the agent"
             )
         if desired.id in system:
-            by_name.pop(desired.id, None)
-            continue
+            continue  # never created, changed or destroyed (the DESTROY filter skips it too)
         existing = by_name.pop(desired.id, None)
         if existing is not None and not existing.managed and manage is Manage.LABELLED:
             raise PlanError(_taken_message(desired.id, existing.owner))
