@@ -40,7 +40,13 @@ from cua_dev.images import ImageFactory
 from cua_dev.processes import stop_pid
 from cua_dev.stack import LocalStack
 from cua_dev.unixhttp import docker_exec, engine_json
-from tests.builders import NOTHING_TO_DO, component, desired, standalone_statuses
+from tests.builders import (
+    NOTHING_TO_DO,
+    component,
+    desired,
+    standalone_statuses,
+)
+from tests.builders import until as until_true
 
 pytestmark = pytest.mark.integration
 
@@ -1204,7 +1210,8 @@ async def test_agent_killed_mid_operation_recovers_from_its_journal(
     with agent_for(stack, tmp_path, "crash", mode="orchestrated") as agent:
         await agent.wait_log(r"recovery: gone: container stopped by the operation started again")
         assert (await containers(engine))["gone"][1] is ContainerStatus.RUNNING
-        assert not journal.exists()
+        # The journal goes once the broker acknowledged the owed INCOMPLETE.
+        await until_true(lambda: not journal.exists())
 
 
 # --- lean: what the idle agent imports ---------------------------------------------------------
