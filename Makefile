@@ -48,7 +48,7 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: venv
-	$(VENV)/bin/mypy --strict src devtools
+	$(VENV)/bin/mypy --strict src devtools bench
 
 unit: venv
 	$(VENV)/bin/pytest -m unit -q

@@ -42,6 +42,7 @@ from cua.update.identify import current_containers
 from cua.update.journal import journal_for
 from cua.update.manager import UpdateManager
 from cua.update.plan import make_plan
+from cua.update.publisher import Delivered
 from cua_dev.images import ImageFactory
 from cua_dev.stack import LocalStack
 
@@ -71,8 +72,15 @@ SETTLE = 1.0  # s after an operation: the agent's debounced current state is pub
 class EncodingPublisher:
     """In-process stand-in for MQTT: encodes each feedback envelope as the agent does."""
 
-    async def publish_feedback(self, activity_id: str, feedback: DesiredStateFeedback) -> None:
+    async def publish_feedback(
+        self,
+        activity_id: str,
+        feedback: DesiredStateFeedback,
+        on_delivered: Delivered | None = None,
+    ) -> None:
         encode_feedback(activity_id, feedback)
+        if on_delivered is not None:
+            on_delivered()
 
 
 def _timer() -> Callable[[], float]:

@@ -56,8 +56,8 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.2f} s"
 
 
-def mb(kib: int) -> str:
-    return f"{kib / 1024:.1f} MB"
+def mb(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
 
 
 @dataclass
