@@ -6,7 +6,7 @@ Every usage or configuration error is one line on stderr and exit code 2.
 
 Start-up time matters (`cua --help`, `cua validate` in scripts; the agent's first current
 state): this module imports only argparse at first; each command imports what it uses
-(pydantic's models, asyncio, the engine) once the arguments are parsed.
+(the wire models, asyncio, the engine) once the arguments are parsed.
 """
 
 from __future__ import annotations

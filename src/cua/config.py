@@ -18,10 +18,10 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
 
 from cua.broker import (
     BrokerTlsFiles,
@@ -44,6 +44,7 @@ from cua.settings import (
     UpdateSettings,
 )
 from cua.typos import unknown_keys
+from cua.validation import Invalid, convert
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -69,19 +70,29 @@ class ConfigError(ValueError):
 # --- the file -----------------------------------------------------------------------------------
 
 
-class _FileModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, strict=True)
+class _FileModel(msgspec.Struct, kw_only=True, frozen=True):
+    """A section of the file: unknown keys ignored (with a warning), types strict."""
 
 
-class _RegistryLogin(_FileModel):
+def _hidden_repr(model: _FileModel, secret: str) -> str:
+    shown = ", ".join(
+        f"{name}={getattr(model, name)!r}" for name in model.__struct_fields__ if name != secret
+    )
+    return f"{type(model).__name__}({shown})"
+
+
+class _RegistryLogin(_FileModel, frozen=True):
     username: str = ""
-    password: str = Field(default="", repr=False)
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return _hidden_repr(self, "password")
 
 
-class _UpdateAgentSection(_FileModel):
+class _UpdateAgentSection(_FileModel, frozen=True):
     enable: bool = False  # Kanto's switch; ignored here, we always run
     domain: str = "containers"
-    system_containers: list[str] = Field(default_factory=list)
+    system_containers: list[str] = []
     verbose_inventory_report: bool = False
     # ours
     mode: Mode = Mode.STANDALONE
@@ -89,8 +100,8 @@ class _UpdateAgentSection(_FileModel):
     strict: bool = False
     engine: str = ""
     state_dir: str = DEFAULT_STATE_DIR
-    registry_mirrors: dict[str, str] = Field(default_factory=dict)
-    registries: dict[str, _RegistryLogin] = Field(default_factory=dict)
+    registry_mirrors: dict[str, str] = {}
+    registries: dict[str, _RegistryLogin] = {}
     pull_always: bool = False
     download: str = "engine"
     download_rate_limit: str | int = ""
@@ -100,12 +111,12 @@ class _UpdateAgentSection(_FileModel):
     activation_timeout: str | int | float | None = None
     mqtt_version: MqttVersion = MqttVersion.V311
     # limits of one incoming message (cua.settings.Limits)
-    max_message_size: int = Field(default=MAX_MESSAGE_SIZE, ge=1024)
-    max_activity_id_length: int = Field(default=MAX_ACTIVITY_ID_LENGTH, ge=1)
-    max_components: int = Field(default=MAX_COMPONENTS, ge=1)
+    max_message_size: Annotated[int, msgspec.Meta(ge=1024)] = MAX_MESSAGE_SIZE
+    max_activity_id_length: Annotated[int, msgspec.Meta(ge=1)] = MAX_ACTIVITY_ID_LENGTH
+    max_components: Annotated[int, msgspec.Meta(ge=1)] = MAX_COMPONENTS
 
 
-class _TransportSection(_FileModel):
+class _TransportSection(_FileModel, frozen=True):
     root_ca: str = ""
     client_cert: str = ""
     client_key: str = ""
@@ -114,22 +125,25 @@ class _TransportSection(_FileModel):
 Duration = str | int | float | None
 
 
-class _ConnectionSection(_FileModel):
+class _ConnectionSection(_FileModel, frozen=True):
     broker_url: str = DEFAULT_BROKER_URL
     keep_alive: Duration = None
     disconnect_timeout: Duration = None
     client_username: str = ""
-    client_password: str = Field(default="", repr=False)
+    client_password: str = ""
     connect_timeout: Duration = None
     acknowledge_timeout: Duration = None
     subscribe_timeout: Duration = None
     unsubscribe_timeout: Duration = None
-    transport: _TransportSection = Field(default_factory=_TransportSection)
+    transport: _TransportSection = msgspec.field(default_factory=_TransportSection)
+
+    def __repr__(self) -> str:
+        return _hidden_repr(self, "client_password")
 
 
-class _ConfigFile(_FileModel):
-    update_agent: _UpdateAgentSection = Field(default_factory=_UpdateAgentSection)
-    connection: _ConnectionSection = Field(default_factory=_ConnectionSection)
+class _ConfigFile(_FileModel, frozen=True):
+    update_agent: _UpdateAgentSection = msgspec.field(default_factory=_UpdateAgentSection)
+    connection: _ConnectionSection = msgspec.field(default_factory=_ConnectionSection)
 
 
 _DURATION_DEFAULTS = {
@@ -178,12 +192,16 @@ def _duration(section: str, key: str, raw: Duration, default: float) -> float:
     return default
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"])
-    more = len(error.errors()) - 1
+def _describe(error: Invalid) -> str:
+    location, text = error.problems[0]
+    where = ".".join(str(part) for part in location)
+    more = len(error.problems) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {first['msg']}{suffix}"
+    return f"{where}: {text}{suffix}"
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 # --- the result ---------------------------------------------------------------------------------
@@ -296,13 +314,20 @@ def read_config_file(path: Path) -> _ConfigFile:
     if not text.strip():
         return _ConfigFile()
     try:
-        parsed = _ConfigFile.model_validate_json(text)
-    except ValidationError as exc:
-        if any(item["type"] == "json_invalid" for item in exc.errors()):
-            first = exc.errors(include_input=False, include_url=False)[0]
-            raise ConfigError(f"{path}: not valid JSON: {first['msg']}") from None
+        data = json.loads(text, parse_constant=_not_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    try:
+        parsed = convert(data, _ConfigFile, strict=True)
+    except Invalid as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
-    for warning in config_unknown_keys(json.loads(text)):
+    for warning in config_unknown_keys(data):
         log.warning("%s: %s", path, warning)
     return parsed
 
@@ -319,10 +344,12 @@ def config_unknown_keys(data: Any) -> list[str]:
     ):
         section = data.get(name)
         if isinstance(section, dict):
-            found += unknown_keys(section, model.model_fields, name)
+            found += unknown_keys(section, model.__struct_fields__, name)
     transport = (data.get("connection") or {}).get("transport")
     if isinstance(transport, dict):
-        found += unknown_keys(transport, _TransportSection.model_fields, "connection.transport")
+        found += unknown_keys(
+            transport, _TransportSection.__struct_fields__, "connection.transport"
+        )
     return found
 
 

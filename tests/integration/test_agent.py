@@ -1217,7 +1217,8 @@ async def test_agent_killed_mid_operation_recovers_from_its_journal(
 # --- lean: what the idle agent imports ---------------------------------------------------------
 
 # Modules an idle agent never uses: schema generation, display, the CLI tools' helpers, test
-# doubles and dev tools, and HTTP stacks the agent does not use. Importing one costs memory
+# doubles and dev tools, HTTP stacks and model libraries the agent does not use (pydantic: the
+# models are msgspec's). Importing one costs memory
 # (RSS) and start-up time for nothing (README, Performance).
 LAZY = (
     "cua.api.schema",
@@ -1227,6 +1228,7 @@ LAZY = (
     "aiohttp",
     "aiodocker",
     "httpx",
+    "pydantic",
     "unittest",
     "pydoc",
     "doctest",

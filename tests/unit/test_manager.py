@@ -279,8 +279,7 @@ async def test_d12_no_spurious_update_for_memory_limits(
 async def test_parse_failure_exact_message_without_identifying(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:
-    state = desired()
-    state.domains[0].id = "other"
+    state = desired(domain="other")
     status = await UpdateManager(engine, pub, settings()).apply("A", state)
     assert status == "IDENTIFICATION_FAILED"
     assert pub.wire("A") == [

@@ -1,8 +1,7 @@
 """`python -m cua.api.schema` edge cases that `make mutation` found untested (docs/testing.md).
 
-Equivalent mutants left alive in `cua.api.schema`: `__config__` dropped or `extra=None`
-(pydantic's default is `ignore`), `by_alias=None` (True is the default of
-`model_json_schema`), `ensure_ascii` True, None or dropped (every schema text is ASCII).
+Equivalent mutants left alive in `cua.api.schema`: `ensure_ascii` True, None or dropped
+(every schema text is ASCII).
 """
 
 from __future__ import annotations

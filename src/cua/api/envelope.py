@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+import msgspec
 
 from cua.api.models import Action, ActionStatusType, Component, DesiredStateFeedback, WireModel
+from cua.validation import Invalid
 
 PayloadT = TypeVar("PayloadT", bound=WireModel)
 
@@ -92,7 +93,7 @@ def encode_feedback(
     """`encode()` of a feedback message, the same bytes, faster: every feedback message
     carries every action (its bytes grow with the square of the component count), and most
     actions are the same as in the previous message, so each action's JSON is cached."""
-    head = feedback.model_copy(update={"actions": []}).to_wire()
+    head = msgspec.structs.replace(feedback, actions=[]).to_wire()
     if not feedback.actions:
         return encode_with_payload(activity_id, go_json(head), timestamp)
     actions = b",".join(
@@ -175,24 +176,22 @@ def _component_context(data: Any, loc: tuple[int | str, ...]) -> str:
         if len(component_id) > _MAX_NAMED_ID:
             component_id = component_id[:_MAX_NAMED_ID] + "…"
         named.append(f"component {json.dumps(component_id, ensure_ascii=False)}")
-    if key in _CONFIG_KEYS:
+    if isinstance(key, str) and key in _CONFIG_KEYS:
         named.append(f'key "{key}"')
     return f" ({', '.join(named)})" if named else ""
 
 
-def describe_validation_error(
-    error: ValidationError, root: str = "payload", data: Any = None
-) -> str:
+def describe_validation_error(error: Invalid, root: str = "payload", data: Any = None) -> str:
     """`payload.domains[0].components[1].config[2].value (component "web", key
-    "restartPolicy"): Input should be a valid string`; `data`: the input, to name the
-    component and a known config key."""
+    "restartPolicy"): Input should be a valid string`, every problem, `; ` between them;
+    `data`: the input, to name the component and a known config key."""
     parts = []
-    for item in error.errors(include_input=False, include_url=False):
+    for location, text in error.problems:
         where = root
-        for loc in item["loc"]:
+        for loc in location:
             where += f"[{loc}]" if isinstance(loc, int) else f".{loc}"
-        where += _component_context(data, tuple(item["loc"]))
-        parts.append(f"{where}: {item['msg']}")
+        where += _component_context(data, location)
+        parts.append(f"{where}: {text}")
     return "; ".join(parts)
 
 
@@ -293,7 +292,7 @@ def decode_object(
     if payload_data is not None:
         try:
             payload = payload_type.model_validate(payload_data)
-        except ValidationError as exc:
+        except Invalid as exc:
             raise MessageError(
                 f"invalid {what}: {describe_validation_error(exc, data=payload_data)}",
                 readable_id,

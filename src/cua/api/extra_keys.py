@@ -11,6 +11,8 @@ from __future__ import annotations
 import typing
 from typing import Any
 
+import msgspec
+
 from cua.api.models import DesiredState, WireModel
 from cua.typos import unknown_keys
 
@@ -33,10 +35,10 @@ def _model_of(annotation: Any) -> tuple[type[WireModel] | None, bool]:
 def _walk(data: Any, model: type[WireModel], where: str, out: list[str]) -> None:
     if not isinstance(data, dict):
         return
-    fields = {(info.alias or name): info for name, info in model.model_fields.items()}
+    fields = {info.encode_name: info for info in msgspec.structs.fields(model)}
     out.extend(unknown_keys(data, fields, where))
     for key, info in fields.items():
-        inner, many = _model_of(info.annotation)
+        inner, many = _model_of(info.type)
         value = data.get(key)
         if inner is None or value is None:
             continue

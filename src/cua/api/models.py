@@ -1,42 +1,36 @@
 """Wire models of the Update Agent MQTT API (spec §1.4, §2.1, §4.1, §5.1, §6.1).
 
-Incoming: unknown fields are ignored, `null` means the zero value (as Go decodes it), and
-input values are never echoed in validation errors. Outgoing: every field is omitted when
-empty (Go's `omitempty`), keys in Go's struct order; `cua.api.envelope` writes the bytes.
+msgspec Structs, frozen. Incoming (`model_validate`): unknown fields are ignored, `null` for
+an object member means the field's zero value (as Go decodes it), and input values are never
+echoed in validation errors (`cua.validation` names every problem by place). Outgoing
+(`to_wire()`): every field is omitted when empty (Go's `omitempty`), keys in Go's struct
+order; `cua.api.envelope` writes the bytes.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+import msgspec
+
+from cua.validation import convert
 
 
-class WireModel(BaseModel):
-    model_config = ConfigDict(
-        extra="ignore",
-        hide_input_in_errors=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_enum_values=False,
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_zero_value(cls, data: Any) -> Any:
-        # Go decodes `null` into the zero value of the field; so do we.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
-        return data
-
+class WireModel(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, frozen=True):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object as Kanto writes it: empty fields omitted, Go key order."""
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        """The model of `data` (parsed JSON); raises `cua.validation.Invalid` naming every
+        problem."""
+        return convert(data, cls, strict=False)
 
 
-class KeyValuePair(WireModel):
+class KeyValuePair(WireModel, frozen=True):
     key: str = ""
     value: str = ""
 
@@ -44,28 +38,28 @@ class KeyValuePair(WireModel):
 # --- desired state (§2.1) -------------------------------------------------------------------
 
 
-class Baseline(WireModel):
+class Baseline(WireModel, frozen=True):
     title: str = ""
     description: str = ""
     preconditions: str = ""
-    components: list[str] = Field(default_factory=list)
+    components: list[str] = []
 
 
-class ComponentWithConfig(WireModel):
+class ComponentWithConfig(WireModel, frozen=True):
     id: str = ""
     version: str = ""
-    config: list[KeyValuePair] = Field(default_factory=list)
+    config: list[KeyValuePair] = []
 
 
-class Domain(WireModel):
+class Domain(WireModel, frozen=True):
     id: str = ""
-    config: list[KeyValuePair] = Field(default_factory=list)
-    components: list[ComponentWithConfig] = Field(default_factory=list)
+    config: list[KeyValuePair] = []
+    components: list[ComponentWithConfig] = []
 
 
-class DesiredState(WireModel):
-    baselines: list[Baseline] = Field(default_factory=list)
-    domains: list[Domain] = Field(default_factory=list)
+class DesiredState(WireModel, frozen=True):
+    baselines: list[Baseline] = []
+    domains: list[Domain] = []
 
 
 # --- command (§6.1) ---------------------------------------------------------------------------
@@ -79,7 +73,7 @@ class CommandType(StrEnum):
     CLEANUP = "CLEANUP"
 
 
-class DesiredStateCommand(WireModel):
+class DesiredStateCommand(WireModel, frozen=True):
     # A plain string: an unknown command is not a schema error; Kanto ignores it (§3.4).
     command: str = ""
     baseline: str = ""
@@ -130,23 +124,27 @@ class ActionStatusType(StrEnum):
     ACTIVATION_SUCCESS = "ACTIVATION_SUCCESS"
 
 
-class Component(WireModel):
+class Component(WireModel, frozen=True):
     id: str = ""
     version: str = ""
 
 
-class Action(WireModel):
+class Action(WireModel, frozen=True):
     component: Component | None = None
     status: ActionStatusType | None = None
-    progress: int = Field(default=0, ge=0, le=255)  # Go uint8; 0 is omitted
+    progress: Annotated[int, msgspec.Meta(ge=0, le=255)] = 0  # Go uint8; 0 is omitted
     message: str = ""
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.progress <= 255:
+            raise ValueError("progress: must be 0 to 255")
 
-class DesiredStateFeedback(WireModel):
+
+class DesiredStateFeedback(WireModel, frozen=True):
     baseline: str = ""
     status: StatusType | None = None
     message: str = ""
-    actions: list[Action] = Field(default_factory=list)
+    actions: list[Action] = []
 
 
 # --- inventory (§5.1) ---------------------------------------------------------------------------
@@ -160,28 +158,28 @@ class SoftwareType(StrEnum):
     CONTAINER = "CONTAINER"
 
 
-class SoftwareNode(WireModel):
+class SoftwareNode(WireModel, frozen=True):
     id: str = ""
     version: str = ""
     name: str = ""
-    parameters: list[KeyValuePair] = Field(default_factory=list)
+    parameters: list[KeyValuePair] = []
     type: SoftwareType | None = None
 
 
-class HardwareNode(WireModel):
+class HardwareNode(WireModel, frozen=True):
     id: str = ""
     version: str = ""
     name: str = ""
-    parameters: list[KeyValuePair] = Field(default_factory=list)
+    parameters: list[KeyValuePair] = []
     addressable: bool = False
 
 
-class Association(WireModel):
+class Association(WireModel, frozen=True):
     source_id: str = ""
     target_id: str = ""
 
 
-class Inventory(WireModel):
-    hardware_nodes: list[HardwareNode] = Field(default_factory=list)
-    software_nodes: list[SoftwareNode] = Field(default_factory=list)
-    associations: list[Association] = Field(default_factory=list)
+class Inventory(WireModel, frozen=True):
+    hardware_nodes: list[HardwareNode] = []
+    software_nodes: list[SoftwareNode] = []
+    associations: list[Association] = []

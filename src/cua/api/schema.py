@@ -11,9 +11,9 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+import msgspec
 
 from cua.api.models import (
     DesiredState,
@@ -32,32 +32,38 @@ MESSAGES: Mapping[str, tuple[type[WireModel], str, str]] = {
 }
 
 
-def envelope_model(payload: type[WireModel], *, outgoing: bool) -> type[BaseModel]:
+def envelope_model(payload: type[WireModel], *, outgoing: bool) -> type[msgspec.Struct]:
     """The envelope `{activityId, timestamp, payload}` around `payload`.
 
     The agent always writes all three keys; it accepts messages that lack any of them.
     """
-    required: Any = ... if outgoing else None
-    fields: dict[str, Any] = {
-        "activityId": (
-            str,
-            Field(
-                default=required if outgoing else "",
-                description="Correlates requests, feedback and current state replies.",
-            ),
-        ),
-        "timestamp": (
-            int,
-            Field(
-                default=required if outgoing else 0,
-                description="Milliseconds since the Unix epoch.",
-            ),
-        ),
-        "payload": (payload | None, Field(default=required)),
-    }
-    return create_model(
-        f"{payload.__name__}Envelope", __config__=ConfigDict(extra="ignore"), **fields
+    activity_id = Annotated[
+        str, msgspec.Meta(description="Correlates requests, feedback and current state replies.")
+    ]
+    timestamp = Annotated[int, msgspec.Meta(description="Milliseconds since the Unix epoch.")]
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = (
+        [("activityId", activity_id), ("timestamp", timestamp), ("payload", payload | None)]
+        if outgoing
+        else [
+            ("activityId", activity_id, ""),
+            ("timestamp", timestamp, 0),
+            ("payload", payload | None, None),
+        ]
     )
+    return msgspec.defstruct(f"{payload.__name__}Envelope", fields, kw_only=True)
+
+
+def _json_schema(model: type[msgspec.Struct], description: str) -> dict[str, Any]:
+    """The schema of `model`, the schemas of the types it holds under `$defs`."""
+    _, components = msgspec.json.schema_components([model], ref_template="#/$defs/{name}")
+    for component in components.values():
+        if component.get("required") == []:
+            del component["required"]
+    schema: dict[str, Any] = components.pop(model.__name__)
+    schema["description"] = description
+    if components:
+        schema = {"$defs": dict(sorted(components.items())), **schema}
+    return schema
 
 
 def schemas() -> dict[str, dict[str, Any]]:
@@ -66,13 +72,9 @@ def schemas() -> dict[str, dict[str, Any]]:
     for stem, (model, topic, direction) in MESSAGES.items():
         sender = "agent to manager" if direction == "out" else "manager to agent"
         what = f"on `<prefix>/{topic}` ({sender})"
-        payload_schema = model.model_json_schema(by_alias=True)
-        payload_schema["description"] = f"The payload of the message {what}."
-        result[f"{stem}.json"] = payload_schema
+        result[f"{stem}.json"] = _json_schema(model, f"The payload of the message {what}.")
         envelope = envelope_model(model, outgoing=direction == "out")
-        envelope_schema = envelope.model_json_schema(by_alias=True)
-        envelope_schema["description"] = f"The whole message {what}."
-        result[f"{stem}-envelope.json"] = envelope_schema
+        result[f"{stem}-envelope.json"] = _json_schema(envelope, f"The whole message {what}.")
     return result
 
 

@@ -235,7 +235,7 @@ def build_inventory(
         image = container.reported_image
         parameters = container_parameters(container.details, verbose=verbose, image=image)
         if mark_unmanaged and not container.managed:
-            parameters.append(UNMANAGED_PARAMETER.model_copy())
+            parameters.append(UNMANAGED_PARAMETER)  # frozen: shared
         nodes.append(
             SoftwareNode(
                 id=node_id,

@@ -6,6 +6,7 @@ them (`collapse_progress`) must give exactly Kanto's sequence; tests assert that
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from cua.api.models import DesiredStateFeedback
@@ -28,7 +29,7 @@ class RecordingPublisher:
         feedback: DesiredStateFeedback,
         on_delivered: Delivered | None = None,
     ) -> None:
-        self.messages.append((activity_id, feedback.model_copy(deep=True)))
+        self.messages.append((activity_id, copy.deepcopy(feedback)))
         if on_delivered is not None:
             self.unacknowledged.append(on_delivered)
         if self.acknowledge:
