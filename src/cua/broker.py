@@ -9,10 +9,13 @@ them.
 from __future__ import annotations
 
 import enum
-import ssl
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "BrokerAddress",
@@ -101,6 +104,8 @@ def tls_context(files: BrokerTlsFiles) -> ssl.SSLContext:
 
     Raises OSError / ssl.SSLError when a file is missing or not a usable PEM.
     """
+    import ssl  # here: the tools that never connect (`cua validate`) do without it
+
     context = ssl.create_default_context(cafile=files.root_ca or None)
     if files.client_cert:
         context.load_cert_chain(files.client_cert, files.client_key or None)

@@ -555,7 +555,6 @@ def _validate(config: AgentConfig, desired: DesiredState, unknown_keys: Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     from cua.config import ConfigError, load_config
-    from cua.engine.base import EngineError
 
     args = build_parser().parse_args(argv)
     overrides = overrides_from(args)
@@ -577,9 +576,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _dispatch(args, config)
-    except EngineError as exc:
-        print(f"cua: engine error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("cua: interrupted", file=sys.stderr)
         return 130
@@ -639,7 +635,14 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
 
 
 def _on_event_loop(command: Coroutine[Any, Any, int]) -> int:
-    """Run an async command (asyncio is imported only then: `cua validate` needs none)."""
+    """Run an async command (asyncio and the engine are imported only then: `cua validate`
+    needs neither). An engine error is one line on stderr and exit code 1."""
     import asyncio
 
-    return asyncio.run(command)
+    from cua.engine.base import EngineError
+
+    try:
+        return asyncio.run(command)
+    except EngineError as exc:
+        print(f"cua: engine error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -480,6 +479,8 @@ def _check_tls(tls: BrokerTlsFiles) -> None:
     ):
         if value and not os.path.isfile(value):
             raise ConfigError(f"connection.transport.{key}: {value}: no such file")
+    import ssl  # only with TLS (`cua validate` does without it)
+
     try:
         tls_context(tls)
     except (OSError, ssl.SSLError) as exc:

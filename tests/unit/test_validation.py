@@ -132,13 +132,16 @@ _OUTER = st.fixed_dictionaries(
 
 @given(_OUTER, st.booleans())
 def test_the_walk_refuses_exactly_what_msgspec_refuses(data: object, strict: bool) -> None:
+    found: list[tuple[object, str]] | None = None
     try:
         convert(data, Outer, strict=strict)
     except Invalid as error:
-        assert error.problems
-        assert all(text != "Input is not valid" for _, text in error.problems)
-    else:  # (not strict: the walk sees the data with its null members dropped)
+        found = list(error.problems)
+    if found is None:  # (not strict: the walk sees the data with its null members dropped)
         assert not strict or problems(data, Outer, strict=True) == []
+    else:
+        assert found
+        assert all(text != "Input is not valid" for _, text in found)
 
 
 def test_a_config_entry_whose_key_is_not_text_is_named_by_its_component() -> None:
