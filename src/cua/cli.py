@@ -554,9 +554,9 @@ def _validate(config: AgentConfig, desired: DesiredState, unknown_keys: Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # `--help`, usage errors: nothing more imported
     from cua.config import ConfigError, load_config
 
-    args = build_parser().parse_args(argv)
     overrides = overrides_from(args)
     # Before the config file is read: its warnings (unknown keys) are log records too.
     _setup_logging(
