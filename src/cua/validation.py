@@ -211,6 +211,6 @@ def _without_nulls(data: Any, type_: Any) -> Any:
         value = result.get(name)
         if many and isinstance(value, list):
             result[name] = [_without_nulls(item, inner) for item in value]
-        elif not many and name in result:
+        elif not many and value is not None:
             result[name] = _without_nulls(value, inner)
     return result

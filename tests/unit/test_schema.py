@@ -58,6 +58,12 @@ def test_schema_content() -> None:
     inventory = generated["inventory.json"]
     assert set(inventory["properties"]) == {"hardwareNodes", "softwareNodes", "associations"}
     assert inventory["$defs"]["Association"]["properties"].keys() == {"sourceId", "targetId"}
+    statuses = generated["desired-state-feedback.json"]["$defs"]["StatusType"]
+    assert statuses == {
+        "title": "StatusType",
+        "type": "string",
+        "enum": [status.value for status in StatusType],  # the code's order
+    }
 
 
 def test_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from cua.api import models
 from cua.api.models import (
     DesiredState,
     DesiredStateCommand,
@@ -56,9 +57,12 @@ def envelope_model(payload: type[WireModel], *, outgoing: bool) -> type[msgspec.
 def _json_schema(model: type[msgspec.Struct], description: str) -> dict[str, Any]:
     """The schema of `model`, the schemas of the types it holds under `$defs`."""
     _, components = msgspec.json.schema_components([model], ref_template="#/$defs/{name}")
-    for component in components.values():
+    for name, component in components.items():
         if component.get("required") == []:
             del component["required"]
+        if "enum" in component:  # the values in the code's (Go's) order, not sorted
+            component["type"] = "string"
+            component["enum"] = [member.value for member in getattr(models, name)]
     schema: dict[str, Any] = components.pop(model.__name__)
     schema["description"] = description
     if components:
