@@ -7,7 +7,6 @@ to be: `stop_timeot` → did you mean `stop_timeout`?
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -16,6 +15,8 @@ __all__ = ["closest", "unknown_key_message", "unknown_keys"]
 
 def closest(key: str, known: Collection[str]) -> str | None:
     """The known key most like `key`, if one is close enough."""
+    import difflib  # here: an idle agent meets no unknown key
+
     matches = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     if matches:
         return matches[0]

@@ -1,7 +1,7 @@
 """Decode parsed JSON into msgspec Structs, and name every problem of an input they refuse.
 
 msgspec decodes and checks in C and stops at the first problem, which it words in its own
-way (`Expected `str`, got `int` - at `$.domains[0].id``). When it refuses an input,
+way (``Expected `str`, got `int` - at `$.domains[0].id` ``). When it refuses an input,
 `problems()` walks the input along the same types and names every problem in field order,
 each with its place (a tuple of keys and indexes) and one of a few fixed texts ("Input should
 be a valid string", "Input should be a valid list", "Input should be greater than or equal
