@@ -69,6 +69,7 @@ class ConfigError(ValueError):
 # --- the file -----------------------------------------------------------------------------------
 
 
+# Each section repeats `frozen=True`: msgspec inherits it, mypy's dataclass view does not.
 class _FileModel(msgspec.Struct, kw_only=True, frozen=True):
     """A section of the file: unknown keys ignored (with a warning), types strict."""
 

@@ -17,6 +17,7 @@ import msgspec
 from cua.validation import convert
 
 
+# Each model repeats `frozen=True`: msgspec inherits it, mypy's dataclass view does not.
 class WireModel(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True, frozen=True):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object as Kanto writes it: empty fields omitted, Go key order."""
