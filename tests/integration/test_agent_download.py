@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -171,40 +170,64 @@ async def test_a_shortage_of_disk_space_fails_before_any_layer_byte(
     assert raw.status("GET", f"/images/{image}/json") == 404
 
 
-def _pull_process(
-    stack: LocalStack, proxy: RegistryProxy, cache: Path, image: str
-) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    argv = [sys.executable, "-m", "cua_dev.pull", image, "--engine", stack.docker_host]
-    argv += ["--cache", str(cache), "--mirror", f"{stack.registry}={proxy.address}"]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
+async def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
     clean_engine: LocalStack,
     proxy: RegistryProxy,
     image_factory: ImageFactory,
     raw: RawEngine,
     tmp_path: Path,
 ) -> None:
-    image, built = _fresh(image_factory, raw, "resume", 20.0)
+    """`cua run` with `download: "agent"`: the link is lost at half the image, the agent is
+    SIGKILLed and started again; recovery answers the interrupted activity INCOMPLETE, and
+    the desired state sent again completes, its pull continuing from the partial bytes the
+    killed agent left in the cache."""
+    from tests.integration.test_agent import (
+        AgentProcess,
+        agent_for,
+        desired_state,
+        probe_for,
+        statuses,
+    )
+
+    image_factory("download/resume", "1", marker="resume", size_mb=20.0)
+    built = image_factory.images[f"{clean_engine.registry}/download/resume:1"]
+    raw.forget("ghcr.io/download/resume:1")
     size = _download_size(built)
+    settings = {"download": "agent", "registry_mirrors": {"ghcr.io": proxy.address}}
+    app = desired_state("dl-resume", component("app", "1", image="ghcr.io/download/resume:1"))
+    partial = tmp_path / "state" / "images" / "partial" / "sha256"
     proxy.cut_at(size // 2)
-    first = _pull_process(clean_engine, proxy, tmp_path / "images", image)
-    try:
-        assert proxy.wait_held(60), "the download never reached half way"
-        time.sleep(0.5)  # the agent retries into the held link
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-    assert first.returncode == -signal.SIGKILL
-    proxy.release()
-    second = _pull_process(clean_engine, proxy, tmp_path / "images", image)
-    _out, err = second.communicate(timeout=120)
-    assert second.returncode == 0, err
-    assert raw.image(image)["Id"] == built.image_id
+    config = {
+        "update_agent": {
+            "domain": "dl-resume",
+            "engine": clean_engine.docker_host,
+            "activation_window": "500ms",
+            "state_dir": str(tmp_path / "state"),
+            **settings,
+        },
+        "connection": {"broker_url": clean_engine.broker_url},
+    }
+    async with probe_for(clean_engine, "dl-resume") as probe:
+        first = AgentProcess(tmp_path / "killed", config)
+        try:
+            await probe.state("initial")
+            probe.desired("d1", app)
+            assert await asyncio.to_thread(proxy.wait_held, 60), "never reached half way"
+            await asyncio.sleep(0.5)  # the agent retries into the held link
+        finally:
+            os.kill(first.process.pid, signal.SIGKILL)  # the agent itself, by its PID
+            first.process.wait(10)
+            assert first.stop() == -signal.SIGKILL, first.log()[-3000:]
+        assert sum(p.stat().st_size for p in partial.iterdir()) >= size // 4
+        assert raw.status("GET", "/containers/app/json") == 404
+        proxy.release()
+        with agent_for(clean_engine, tmp_path, "dl-resume", **settings):
+            await probe.until("d1", {"INCOMPLETE"}, wait=60)
+            probe.desired("d2", app)
+            messages = await probe.until("d2", {"COMPLETED", "INCOMPLETE"}, wait=120)
+    assert statuses(messages) == standalone_statuses()
+    assert raw.image("ghcr.io/download/resume:1")["Id"] == built.image_id
+    assert raw.container("app")["State"]["Running"]
     assert proxy.down_bytes <= size * 1.25, (proxy.down_bytes, size)
 
 
