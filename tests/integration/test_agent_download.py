@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from cua.download.fetch import AgentDownloader
 from cua.download.registry import RegistryClient
+from cua.download.serve import Listen
 from cua.engine.base import PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.images import BuiltImage, ImageFactory
@@ -41,18 +43,40 @@ def raw(docker_host: str) -> RawEngine:
     return RawEngine(docker_host)
 
 
-def _engine(stack: LocalStack, proxy: RegistryProxy, cache: Path, rate: float = 0) -> DockerEngine:
-    downloader = AgentDownloader(cache, RegistryClient(), rate=rate, retry_delay=0.2)
+def _engine(
+    stack: LocalStack,
+    proxy: RegistryProxy,
+    cache: Path,
+    rate: float = 0,
+    serve: Listen | None = None,
+) -> DockerEngine:
+    """The agent's downloads; `serve`: where its loopback registry listens (None: none, the
+    engine loads archives)."""
+    downloader = AgentDownloader(cache, RegistryClient(), rate=rate, retry_delay=0.2, serve=serve)
     return DockerEngine(
         stack.docker_host, mirrors={stack.registry: proxy.address}, downloader=downloader
     )
 
 
-@pytest.fixture
+def in_engine_netns(stack: LocalStack) -> Listen:
+    """A loopback socket where dockerd's loopback is (the stack's network namespace)."""
+
+    def listen() -> socket.socket:
+        sock = stack.netns.new_socket()
+        sock.bind(("127.0.0.1", 0))
+        return sock
+
+    return listen
+
+
+@pytest.fixture(params=["served", "archive"])
 async def agent_engine(
-    clean_engine: LocalStack, proxy: RegistryProxy, tmp_path: Path
+    request: pytest.FixtureRequest, clean_engine: LocalStack, proxy: RegistryProxy, tmp_path: Path
 ) -> AsyncIterator[DockerEngine]:
-    engine = _engine(clean_engine, proxy, tmp_path / "images")
+    """Both ways to the engine: it pulls from the agent's loopback registry, or loads an
+    archive."""
+    serve = in_engine_netns(clean_engine) if request.param == "served" else None
+    engine = _engine(clean_engine, proxy, tmp_path / "images", serve=serve)
     yield engine
     await engine.close()
 
@@ -76,7 +100,9 @@ async def _pull(engine: DockerEngine, image: str) -> list[tuple[int, int]]:
 
 
 async def test_the_agent_fetches_verifies_and_the_engine_loads_under_the_reference(
+    request: pytest.FixtureRequest,
     agent_engine: DockerEngine,
+    *,
     proxy: RegistryProxy,
     image_factory: ImageFactory,
     raw: RawEngine,
@@ -84,7 +110,14 @@ async def test_the_agent_fetches_verifies_and_the_engine_loads_under_the_referen
 ) -> None:
     image, built = _fresh(image_factory, raw, "basic", 3.0)
     progress = await _pull(agent_engine, image)
-    assert raw.image(image)["Id"] == built.image_id
+    loaded = raw.image(image)
+    assert loaded["Id"] == built.image_id
+    assert loaded["RepoTags"] == [image]  # no loopback name left
+    assert not any(d.startswith("127.0.0.1:") for d in loaded["RepoDigests"] or [])
+    assert agent_engine.downloader is not None
+    assert agent_engine.downloader.served == (
+        request.node.callspec.params["agent_engine"] == "served"
+    )
     assert progress[-1][0] == progress[-1][1] > 0
     assert all(done <= total for done, total in progress)
     # the blobs went to the engine: the cache keeps none of them

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,12 +44,15 @@ from cua.download.manifests import (
 from cua.download.preflight import Disk, check, free_bytes
 from cua.download.ratelimit import TokenBucket
 from cua.download.registry import LinkError, RegistryClient, RegistryError
+from cua.download.serve import Blob as ServedBlob
+from cua.download.serve import Listen, LocalRegistry, loopback_socket
 from cua.engine.base import PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
 log = logging.getLogger(__name__)
 
 PARALLEL_BLOBS = 3
+PREFETCH = 2  # blobs fetched before the engine asks for them, all pulls together
 LINK_RETRIES = 5
 READ_CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.5  # s between progress items (feedback throttles to 1/s itself)
@@ -67,6 +70,10 @@ class ImageStore(Protocol):
     async def load_image(self, config: Member, layers: Sequence[Member | None], tag: str) -> None:
         """Load the image (layers None: the engine holds them) and name it `tag`; the
         members' bytes may still be arriving."""
+        ...
+
+    async def pull_local(self, reference: str, tag: str) -> None:
+        """Pull `reference` (from the agent's loopback registry) and name it `tag` only."""
         ...
 
 
@@ -98,6 +105,12 @@ class Landing:
         self.generation = 0
         self.verified = False
         self.changed = asyncio.Event()
+        self.wanted = asyncio.Event()  # the engine asked for it: fetch it
+
+    def follow(self) -> FollowingBlob:
+        """The blob's bytes for the engine, as they land; its fetch starts now."""
+        self.wanted.set()
+        return FollowingBlob(self)
 
     def wrote(self, count: int) -> None:
         self.written += count
@@ -168,8 +181,13 @@ class AgentDownloader:
         rate: float = 0,
         cache_cap: int = 0,
         retry_delay: float = 1.0,
+        serve: Listen | None = loopback_socket,
     ) -> None:
         self.cache = BlobCache(cache_dir)
+        self.local = LocalRegistry(serve) if serve is not None else None
+        self._engine_reaches: bool | None = None  # None: not tried yet
+        self.served = 0  # images the engine pulled from the loopback registry
+        self._prefetch = asyncio.Semaphore(PREFETCH)
         self.client = client
         self.bucket = TokenBucket(rate)
         self.cache_cap = cache_cap
@@ -182,7 +200,7 @@ class AgentDownloader:
         try:
             self.cache.ensure()
             platform = await store.engine_platform()
-            manifest = await self._manifest(source, platform)
+            manifest, raw_manifest = await self._manifest(source, platform)
             blobs = [manifest.config, *manifest.layers]
             self._hold(blobs)
             try:
@@ -204,18 +222,27 @@ class AgentDownloader:
                 )
                 started, resumed = time.monotonic(), counter.done
                 landings = [Landing(self.cache, blob) for blob in needed]
-                members: list[Member | None] = [None] * present
-                members += [FollowingBlob(landing) for landing in landings]
                 async with asyncio.TaskGroup() as group:
                     limit = asyncio.Semaphore(PARALLEL_BLOBS)
-                    for landing in landings:
+                    fetches = [
                         group.create_task(self._limited(limit, source, landing, counter))
-                    loading = group.create_task(
-                        store.load_image(FileMember(config), members, source.name)
+                        for landing in landings
+                    ]
+                    handing = self._hand_over(
+                        store,
+                        source,
+                        config=config,
+                        landings=landings,
+                        raw_manifest=raw_manifest,
+                        present=present,
                     )
+                    loading = group.create_task(handing)
                     while not loading.done():
                         yield PullProgress(source.name, counter.done, counter.total)
                         await asyncio.wait([loading], timeout=PROGRESS_INTERVAL)
+                    for landing, fetch in zip(landings, fetches, strict=True):
+                        if not landing.wanted.is_set():  # the engine knew that blob
+                            fetch.cancel()
                 self._log_done(source, counter, started, resumed)
             finally:
                 self._release(blobs)
@@ -227,9 +254,15 @@ class AgentDownloader:
             raise PullFailedError(f"{what}: {error}") from None
         yield PullProgress(source.name, counter.total, counter.total, complete=True)
 
+    async def close(self) -> None:
+        if self.local is not None:
+            await self.local.close()
+
     # --- steps ---------------------------------------------------------------------------
 
-    async def _manifest(self, source: Source, platform: Platform) -> ImageManifest:
+    async def _manifest(
+        self, source: Source, platform: Platform
+    ) -> tuple[ImageManifest, tuple[bytes, str]]:
         body, header = await self.client.manifest(
             source.registry, source.repository, source.reference
         )
@@ -240,7 +273,60 @@ class AgentDownloader:
             if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
                 raise ManifestError(f"manifest {digest} does not match its digest")
             kind = media_type(body, header)
-        return read_manifest(body, kind)
+        return read_manifest(body, kind), (body, kind)
+
+    async def _hand_over(
+        self,
+        store: ImageStore,
+        source: Source,
+        *,
+        config: Path,
+        landings: Sequence[Landing],
+        raw_manifest: tuple[bytes, str],
+        present: int,
+    ) -> None:
+        """The image to the engine as its blobs land: pulled from the agent's loopback
+        registry (`serve`) when the engine reaches it and holds none of the layers (it would
+        ask for those too), each blob fetched when the engine asks for it; else loaded as an
+        archive."""
+
+        async def load() -> None:
+            for landing in landings:
+                landing.wanted.set()
+            members: list[Member | None] = [None] * present
+            members += [FollowingBlob(landing) for landing in landings]
+            await store.load_image(FileMember(config), members, source.name)
+
+        local = self.local
+        if local is None or present or self._engine_reaches is False:
+            await load()
+            return
+        await local.start()
+        body, kind = raw_manifest
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        blobs: list[tuple[str, Callable[[], ServedBlob]]] = [
+            (landing.blob.digest, landing.follow) for landing in landings
+        ]
+        config_digest = "sha256:" + config.name
+        blobs.append((config_digest, lambda: FileMember(config)))
+        offer = local.offer(body, kind, digest, blobs)
+        try:
+            await store.pull_local(f"{local.address}/{offer.name}:{source.reference}", source.name)
+            self._engine_reaches = True
+            self.served += 1
+        except PullFailedError as error:
+            if offer.touched or self._engine_reaches:
+                raise
+            self._engine_reaches = False
+            log.info(
+                "the engine does not reach the agent's registry on %s (%s): images are "
+                "loaded as archives",
+                local.address,
+                error,
+            )
+            await load()
+        finally:
+            local.withdraw(offer)
 
     async def _preflight(self, store: ImageStore, needed: Sequence[Blob]) -> None:
         to_fetch = sum(max(0, b.size - self._on_disk(b)) for b in needed)
@@ -265,6 +351,20 @@ class AgentDownloader:
     async def _limited(
         self, limit: asyncio.Semaphore, source: Source, landing: Landing, counter: _Counter
     ) -> Path:
+        """Fetch the blob once the engine asks for it (at most `limit` of a pull at once), or
+        before, in a free prefetch slot (`PREFETCH` for all pulls)."""
+        wanted = asyncio.ensure_future(landing.wanted.wait())
+        slot = asyncio.ensure_future(self._prefetch.acquire())
+        try:
+            await asyncio.wait([wanted, slot], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wanted.cancel()
+            slot.cancel()  # one already done keeps its slot
+        if slot.done() and not slot.cancelled():
+            try:
+                return await self._blob(source, landing, counter)
+            finally:
+                self._prefetch.release()
         async with limit:
             return await self._blob(source, landing, counter)
 
