@@ -26,9 +26,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from cua.download.cache import BlobCache
+from cua.download.cache import BlobCache, feed
 from cua.download.manifests import (
     Blob,
     ImageManifest,
@@ -45,7 +45,7 @@ from cua.download.preflight import Disk, check, free_bytes
 from cua.download.ratelimit import TokenBucket
 from cua.download.registry import LinkError, RegistryClient, RegistryError
 from cua.download.serve import Blob as ServedBlob
-from cua.download.serve import Listen, LocalRegistry, loopback_socket
+from cua.download.serve import Listen, LocalRegistry, WholeFile, loopback_socket
 from cua.engine.base import PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
@@ -133,7 +133,9 @@ class FollowingBlob:
         self.landing = landing
         self.size = landing.blob.size
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def regions(self) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+        """(file, offset, count) of the bytes as they land, in order, the file open until
+        the next item is asked for."""
         landing = self.landing
         sent = 0
         file = None
@@ -155,15 +157,25 @@ class FollowingBlob:
                         if not landing.verified:
                             path = landing.cache.partial_path(landing.blob.digest)
                         file = path.open("rb")  # stays valid when the file is renamed
-                    file.seek(sent)
-                    chunk = file.read(min(limit - sent, READ_CHUNK))
-                    sent += len(chunk)
-                    yield chunk
+                    count = limit - sent
+                    yield file, sent, count
+                    sent += count
                     continue
                 await landing.changed.wait()
         finally:
             if file is not None:
                 file.close()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for file, offset, count in self.regions():
+            file.seek(offset)
+            left = count
+            while left > 0:
+                chunk = file.read(min(left, READ_CHUNK))
+                if not chunk:
+                    raise RegistryError(f"blob {self.landing.blob.digest} shrank")
+                left -= len(chunk)
+                yield chunk
 
 
 class AgentDownloader:
@@ -308,7 +320,7 @@ class AgentDownloader:
             (landing.blob.digest, landing.follow) for landing in landings
         ]
         config_digest = "sha256:" + config.name
-        blobs.append((config_digest, lambda: FileMember(config)))
+        blobs.append((config_digest, lambda: WholeFile(config)))
         offer = local.offer(body, kind, digest, blobs)
         try:
             await store.pull_local(f"{local.address}/{offer.name}:{source.reference}", source.name)
@@ -391,7 +403,7 @@ class AgentDownloader:
         delay = self.retry_delay
         for attempt in range(LINK_RETRIES + 1):
             try:
-                await self._fetch(source, landing, counter)
+                hashed = await self._fetch(source, landing, counter)
             except LinkError as error:
                 if attempt == LINK_RETRIES:
                     raise
@@ -405,7 +417,7 @@ class AgentDownloader:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            if self.cache.commit(blob.digest):
+            if self.cache.commit(blob.digest, hashed):
                 return self.cache.path(blob.digest)
             landing.restarted()
             if counter is not None:
@@ -414,7 +426,11 @@ class AgentDownloader:
             f"blob {blob.digest} does not match its digest after {LINK_RETRIES + 1} tries"
         )
 
-    async def _fetch(self, source: Source, landing: Landing, counter: _Counter | None) -> None:
+    async def _fetch(
+        self, source: Source, landing: Landing, counter: _Counter | None
+    ) -> str | None:
+        """Fetch the rest of the blob into its partial file; its digest, hashed on the way
+        (None: the partial file was complete already, it is to be hashed)."""
         blob = landing.blob
         partial = self.cache.partial_path(blob.digest)
         offset = self.cache.partial_size(blob.digest)
@@ -426,25 +442,28 @@ class AgentDownloader:
         landing.written = offset
         landing.changed.set()
         if offset == blob.size and blob.size > 0:
-            return
+            return None
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         answer = await self.client.get(
             source.registry, source.repository, f"blobs/{blob.digest}", headers
         )
         try:
             if answer.status == 416:  # our bytes are already all of it (or garbage: verified)
-                return
+                return None
             if answer.status != 206 and offset:
                 log.info("registry ignored the range for %s: fetching it from byte 0", blob.digest)
                 if counter is not None:
                     counter.done = max(0, counter.done - offset)
                 offset = 0
                 landing.restarted()
+            hasher = hashlib.sha256()
+            feed(hasher.update, partial, offset)
             # unbuffered: the archive member that follows this blob reads what is written
             with partial.open("ab" if offset else "wb", buffering=0) as file:
                 async for chunk in answer.chunks():
                     await self.bucket.take(len(chunk))
                     file.write(chunk)
+                    hasher.update(chunk)
                     offset += len(chunk)
                     landing.wrote(len(chunk))
                     if counter is not None:
@@ -455,6 +474,7 @@ class AgentDownloader:
             answer.close()
         if offset < blob.size:
             raise LinkError(f"blob {blob.digest} ended at byte {offset} of {blob.size}")
+        return "sha256:" + hasher.hexdigest()
 
     def _log_done(self, source: Source, counter: _Counter, started: float, resumed: int) -> None:
         took = time.monotonic() - started

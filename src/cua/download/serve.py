@@ -23,7 +23,8 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import h11
 
@@ -34,12 +35,25 @@ MAX_REQUEST_HEAD = 16384
 
 
 class Blob(Protocol):
-    """Bytes of one blob: exactly `size` of them, as they land."""
+    """Bytes of one blob: exactly `size` of them, as they land, as regions of files
+    (sent with `sendfile`)."""
 
     @property
     def size(self) -> int: ...
 
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def regions(self) -> AsyncIterator[tuple[BinaryIO, int, int]]: ...
+
+
+class WholeFile:
+    """A complete file as a blob."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+
+    async def regions(self) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+        with self.path.open("rb") as file:
+            yield file, 0, self.size
 
 
 @dataclass
@@ -111,17 +125,22 @@ class LocalRegistry:
     # --- HTTP ------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = h11.Connection(our_role=h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+        """Requests one after the other on the connection (keep-alive), each parsed by a
+        fresh h11 connection: bodies go out with `sendfile`, past h11."""
+        pending = b""
         try:
             while True:
+                connection = h11.Connection(
+                    our_role=h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD
+                )
+                if pending:  # (empty data would tell h11 the connection closed)
+                    connection.receive_data(pending)
                 request = await self._request(connection, reader)
                 if request is None:
                     return
+                pending = connection.trailing_data[0]
                 await self._answer(connection, writer, request)
-                if connection.our_state is h11.MUST_CLOSE:
-                    return
-                connection.start_next_cycle()
-        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError):
+        except (OSError, h11.ProtocolError, asyncio.IncompleteReadError, RuntimeError):
             pass
         finally:
             with contextlib.suppress(OSError):
@@ -178,13 +197,13 @@ class LocalRegistry:
             ("Docker-Content-Digest", reference),
             ("Content-Length", str(blob.size)),
         ]
-        writer.write(connection.send(h11.Response(status_code=200, headers=headers)))
-        if not head:
-            async for chunk in blob.chunks():
-                writer.write(connection.send(h11.Data(data=chunk)))
-                await writer.drain()
-        writer.write(connection.send(h11.EndOfMessage()))
-        await writer.drain()
+        writer.write(connection.send(h11.Response(status_code=200, headers=headers)) or b"")
+        if head:
+            await writer.drain()
+            return
+        loop = asyncio.get_running_loop()
+        async for file, offset, count in blob.regions():
+            await loop.sendfile(writer.transport, file, offset, count)
 
 
 def _route(path: str) -> tuple[str, str, str]:
@@ -206,8 +225,7 @@ async def _send(
 ) -> None:
     fields = [*(headers or []), ("Content-Length", str(len(body)))]
     fields.append(("Docker-Distribution-API-Version", "registry/2.0"))
-    writer.write(connection.send(h11.Response(status_code=status, headers=fields)))
+    writer.write(connection.send(h11.Response(status_code=status, headers=fields)) or b"")
     if body and not head:
-        writer.write(connection.send(h11.Data(data=body)))
-    writer.write(connection.send(h11.EndOfMessage()))
+        writer.write(body)
     await writer.drain()
