@@ -139,6 +139,30 @@ async def test_layers_the_engine_holds_are_not_fetched(
     assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
 
 
+async def test_layers_the_engine_pulled_itself_are_not_asked_for(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    """The engine pulling from the agent's registry skips the layers it knows by digest (it
+    pulled them before): the agent fetches only the rest. One it holds without knowing the
+    digest (a `docker load`ed one) makes the agent load an archive without it (above)."""
+    raw.pull(image_factory("download/pulled-base", "1", marker="pulled-base"))
+    image, built = _fresh(image_factory, raw, "on-pulled-base", 3.0)
+    engine = _engine(clean_engine, proxy, tmp_path / "images", serve=in_engine_netns(clean_engine))
+    try:
+        await _pull(engine, image)
+        assert engine.downloader is not None
+        assert engine.downloader.served == 1
+    finally:
+        await engine.close()
+    base, top = built.layers
+    assert raw.image(image)["Id"] == built.image_id
+    assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
+
+
 async def test_pulls_that_share_blobs_fetch_each_once(
     agent_engine: DockerEngine,
     proxy: RegistryProxy,

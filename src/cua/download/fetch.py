@@ -246,7 +246,7 @@ class AgentDownloader:
                         config=config,
                         landings=landings,
                         raw_manifest=raw_manifest,
-                        present=present,
+                        held=[blob.digest for blob in manifest.layers[:present]],
                     )
                     loading = group.create_task(handing)
                     while not loading.done():
@@ -295,7 +295,7 @@ class AgentDownloader:
         config: Path,
         landings: Sequence[Landing],
         raw_manifest: tuple[bytes, str],
-        present: int,
+        held: Sequence[str],
     ) -> None:
         """The image to the engine as its blobs land: pulled from the agent's loopback
         registry (`serve`) when the engine reaches it and holds none of the layers (it would
@@ -305,12 +305,12 @@ class AgentDownloader:
         async def load() -> None:
             for landing in landings:
                 landing.wanted.set()
-            members: list[Member | None] = [None] * present
+            members: list[Member | None] = [None] * len(held)
             members += [FollowingBlob(landing) for landing in landings]
             await store.load_image(FileMember(config), members, source.name)
 
         local = self.local
-        if local is None or present or self._engine_reaches is False:
+        if local is None or self._engine_reaches is False:
             await load()
             return
         await local.start()
@@ -321,12 +321,21 @@ class AgentDownloader:
         ]
         config_digest = "sha256:" + config.name
         blobs.append((config_digest, lambda: WholeFile(config)))
-        offer = local.offer(body, kind, digest, blobs)
+        offer = local.offer(body, kind, digest, blobs, refused=held)
         try:
             await store.pull_local(f"{local.address}/{offer.name}:{source.reference}", source.name)
             self._engine_reaches = True
             self.served += 1
         except PullFailedError as error:
+            if offer.refused_one:
+                self._engine_reaches = True
+                log.info(
+                    "image %s: the engine asked for a layer it holds (it does not know that "
+                    "layer's digest): loaded as an archive without that layer",
+                    source.name,
+                )
+                await load()
+                return
             if offer.touched or self._engine_reaches:
                 raise
             self._engine_reaches = False

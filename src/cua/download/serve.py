@@ -63,7 +63,9 @@ class Offer:
     media_type: str
     manifest_digest: str
     blobs: dict[str, Callable[[], Blob]]  # digest -> a fresh reader of its bytes
-    touched: bool = False
+    refused: frozenset[str]  # blobs of layers the engine holds: not fetched, not served
+    touched: bool = False  # the engine asked for something of this offer
+    refused_one: bool = False  # ... for a refused blob (404)
 
 
 Listen = Callable[[], socket.socket]
@@ -113,9 +115,10 @@ class LocalRegistry:
         media_type: str,
         manifest_digest: str,
         blobs: Iterable[tuple[str, Callable[[], Blob]]],
+        refused: Iterable[str] = (),
     ) -> Offer:
         name = f"cua-{secrets.token_hex(8)}"
-        offer = Offer(name, manifest, media_type, manifest_digest, dict(blobs))
+        offer = Offer(name, manifest, media_type, manifest_digest, dict(blobs), frozenset(refused))
         self._offers[name] = offer
         return offer
 
@@ -188,6 +191,8 @@ class LocalRegistry:
             await _send(connection, writer, 200, offer.manifest, headers, head=head)
             return
         opener = offer.blobs.get(reference) if kind == "blobs" else None
+        if kind == "blobs" and reference in offer.refused:
+            offer.refused_one = True
         if opener is None:
             await _send(connection, writer, 404, b"")
             return
