@@ -1,4 +1,4 @@
-"""One image pulled by the agent: manifest → platform → blobs into the cache → engine load.
+"""One image pulled by the agent: manifest → platform → blobs into the cache → the engine.
 
 `AgentDownloader.pull` yields `PullProgress` (bytes in the cache against bytes needed, the
 bytes of an earlier, interrupted attempt counting as done) and ends with the image in the
@@ -10,11 +10,19 @@ engine under its reference. Order of work:
 3. the disk-space preflight (`preflight.check`): a shortage fails the pull before any
    layer byte moves (the manifest and the small config are read first: their sizes are
    what the preflight needs);
-4. the missing blobs, a few at a time, each resumed from its partial bytes with `Range`,
-   retried on a broken link with backoff, verified against its digest, under the shared
-   bandwidth limit;
-5. the engine loads the assembled archive (`ImageStore.load_image`), then the cache drops
-   the blobs of this image no other running pull uses, and trims to its size cap.
+4. the missing blobs, each resumed from its partial bytes with `Range`, retried on a
+   broken link with backoff, verified against its digest (hashed as written), under the
+   shared bandwidth limit;
+5. the image goes to the engine while its blobs land (`_hand_over`): the engine pulls it
+   from the agent's loopback registry (`serve`; `ImageStore.pull_local`), each blob
+   fetched when the engine asks for it (`PREFETCH` more fetched ahead, all pulls
+   together); blobs it does not ask for (layers it knows by digest) are not fetched. An
+   engine that cannot reach the port (another network namespace or host) or asks for a
+   layer it holds without knowing its digest (a `docker load`ed one) gets the image as a
+   `docker save` archive instead (`ImageStore.load_image`, `PARALLEL_BLOBS` fetched at
+   once), without the layers it holds;
+6. the cache drops the blobs of this image no other running pull uses, and trims to its
+   size cap.
 """
 
 from __future__ import annotations

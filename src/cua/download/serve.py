@@ -12,6 +12,9 @@ HTTP/1.1 on h11 (the library the rest of the agent uses), keep-alive; GET and HE
 `/v2/`, `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>`; anything else 404.
 `touched` tells whether the engine reached an offer at all: an engine that cannot reach
 the port (another network namespace, another host) makes the agent load an archive instead.
+Blobs of layers the engine holds are `refused` (404, `refused_one`): an engine that asks
+for one does not know that layer by its digest, and gets an archive without it.
+Bodies go out with `sendfile` (`loop.sendfile`), from the cache's files.
 """
 
 from __future__ import annotations

@@ -152,8 +152,9 @@ class DockerEngine:
     (never logged; a warning when the engine is reached over plain TCP).
     `timeout`: the bound, in seconds, of every engine call (a stop adds its grace period).
     `pull_stall_timeout`: a pull fails when the engine reports nothing for this long.
-    `downloader`: the agent fetches images itself and the engine loads them (README,
-    Downloads); None: the engine pulls. Images pinned by digest are always engine pulls
+    `downloader`: the agent fetches images itself and the engine pulls them from the
+    agent's loopback registry or loads them (README, Downloads); None: the engine pulls
+    from the registry. Images pinned by digest are always engine pulls
     (a loaded image has no repo digest to find it by).
     """
 
