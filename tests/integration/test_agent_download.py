@@ -8,8 +8,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 
 from cua.download.fetch import AgentDownloader
 from cua.download.registry import RegistryClient
+from cua.download.serve import Listen
 from cua.engine.base import PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.images import BuiltImage, ImageFactory
@@ -42,18 +43,40 @@ def raw(docker_host: str) -> RawEngine:
     return RawEngine(docker_host)
 
 
-def _engine(stack: LocalStack, proxy: RegistryProxy, cache: Path, rate: float = 0) -> DockerEngine:
-    downloader = AgentDownloader(cache, RegistryClient(), rate=rate, retry_delay=0.2)
+def _engine(
+    stack: LocalStack,
+    proxy: RegistryProxy,
+    cache: Path,
+    rate: float = 0,
+    serve: Listen | None = None,
+) -> DockerEngine:
+    """The agent's downloads; `serve`: where its loopback registry listens (None: none, the
+    engine loads archives)."""
+    downloader = AgentDownloader(cache, RegistryClient(), rate=rate, retry_delay=0.2, serve=serve)
     return DockerEngine(
         stack.docker_host, mirrors={stack.registry: proxy.address}, downloader=downloader
     )
 
 
-@pytest.fixture
+def in_engine_netns(stack: LocalStack) -> Listen:
+    """A loopback socket where dockerd's loopback is (the stack's network namespace)."""
+
+    def listen() -> socket.socket:
+        sock = stack.netns.new_socket()
+        sock.bind(("127.0.0.1", 0))
+        return sock
+
+    return listen
+
+
+@pytest.fixture(params=["served", "archive"])
 async def agent_engine(
-    clean_engine: LocalStack, proxy: RegistryProxy, tmp_path: Path
+    request: pytest.FixtureRequest, clean_engine: LocalStack, proxy: RegistryProxy, tmp_path: Path
 ) -> AsyncIterator[DockerEngine]:
-    engine = _engine(clean_engine, proxy, tmp_path / "images")
+    """Both ways to the engine: it pulls from the agent's loopback registry, or loads an
+    archive."""
+    serve = in_engine_netns(clean_engine) if request.param == "served" else None
+    engine = _engine(clean_engine, proxy, tmp_path / "images", serve=serve)
     yield engine
     await engine.close()
 
@@ -77,7 +100,9 @@ async def _pull(engine: DockerEngine, image: str) -> list[tuple[int, int]]:
 
 
 async def test_the_agent_fetches_verifies_and_the_engine_loads_under_the_reference(
+    request: pytest.FixtureRequest,
     agent_engine: DockerEngine,
+    *,
     proxy: RegistryProxy,
     image_factory: ImageFactory,
     raw: RawEngine,
@@ -85,7 +110,14 @@ async def test_the_agent_fetches_verifies_and_the_engine_loads_under_the_referen
 ) -> None:
     image, built = _fresh(image_factory, raw, "basic", 3.0)
     progress = await _pull(agent_engine, image)
-    assert raw.image(image)["Id"] == built.image_id
+    loaded = raw.image(image)
+    assert loaded["Id"] == built.image_id
+    assert loaded["RepoTags"] == [image]  # no loopback name left
+    assert not any(d.startswith("127.0.0.1:") for d in loaded["RepoDigests"] or [])
+    assert agent_engine.downloader is not None
+    assert agent_engine.downloader.served == (
+        request.node.callspec.params["agent_engine"] == "served"
+    )
     assert progress[-1][0] == progress[-1][1] > 0
     assert all(done <= total for done, total in progress)
     # the blobs went to the engine: the cache keeps none of them
@@ -102,6 +134,30 @@ async def test_layers_the_engine_holds_are_not_fetched(
     image_factory("download/base", "1", load=True, marker="holds-base")
     image, built = _fresh(image_factory, raw, "top", 3.0)
     await _pull(agent_engine, image)
+    base, top = built.layers
+    assert raw.image(image)["Id"] == built.image_id
+    assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
+
+
+async def test_layers_the_engine_pulled_itself_are_not_asked_for(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    """The engine pulling from the agent's registry skips the layers it knows by digest (it
+    pulled them before): the agent fetches only the rest. One it holds without knowing the
+    digest (a `docker load`ed one) makes the agent load an archive without it (above)."""
+    raw.pull(image_factory("download/pulled-base", "1", marker="pulled-base"))
+    image, built = _fresh(image_factory, raw, "on-pulled-base", 3.0)
+    engine = _engine(clean_engine, proxy, tmp_path / "images", serve=in_engine_netns(clean_engine))
+    try:
+        await _pull(engine, image)
+        assert engine.downloader is not None
+        assert engine.downloader.served == 1
+    finally:
+        await engine.close()
     base, top = built.layers
     assert raw.image(image)["Id"] == built.image_id
     assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
@@ -171,40 +227,64 @@ async def test_a_shortage_of_disk_space_fails_before_any_layer_byte(
     assert raw.status("GET", f"/images/{image}/json") == 404
 
 
-def _pull_process(
-    stack: LocalStack, proxy: RegistryProxy, cache: Path, image: str
-) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    argv = [sys.executable, "-m", "cua_dev.pull", image, "--engine", stack.docker_host]
-    argv += ["--cache", str(cache), "--mirror", f"{stack.registry}={proxy.address}"]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
+async def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_disk(
     clean_engine: LocalStack,
     proxy: RegistryProxy,
     image_factory: ImageFactory,
     raw: RawEngine,
     tmp_path: Path,
 ) -> None:
-    image, built = _fresh(image_factory, raw, "resume", 20.0)
+    """`cua run` with `download: "agent"`: the link is lost at half the image, the agent is
+    SIGKILLed and started again; recovery answers the interrupted activity INCOMPLETE, and
+    the desired state sent again completes, its pull continuing from the partial bytes the
+    killed agent left in the cache."""
+    from tests.integration.test_agent import (
+        AgentProcess,
+        agent_for,
+        desired_state,
+        probe_for,
+        statuses,
+    )
+
+    image_factory("download/resume", "1", marker="resume", size_mb=20.0)
+    built = image_factory.images[f"{clean_engine.registry}/download/resume:1"]
+    raw.forget("ghcr.io/download/resume:1")
     size = _download_size(built)
+    settings = {"download": "agent", "registry_mirrors": {"ghcr.io": proxy.address}}
+    app = desired_state("dl-resume", component("app", "1", image="ghcr.io/download/resume:1"))
+    partial = tmp_path / "state" / "images" / "partial" / "sha256"
     proxy.cut_at(size // 2)
-    first = _pull_process(clean_engine, proxy, tmp_path / "images", image)
-    try:
-        assert proxy.wait_held(60), "the download never reached half way"
-        time.sleep(0.5)  # the agent retries into the held link
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-    assert first.returncode == -signal.SIGKILL
-    proxy.release()
-    second = _pull_process(clean_engine, proxy, tmp_path / "images", image)
-    _out, err = second.communicate(timeout=120)
-    assert second.returncode == 0, err
-    assert raw.image(image)["Id"] == built.image_id
+    config = {
+        "update_agent": {
+            "domain": "dl-resume",
+            "engine": clean_engine.docker_host,
+            "activation_window": "500ms",
+            "state_dir": str(tmp_path / "state"),
+            **settings,
+        },
+        "connection": {"broker_url": clean_engine.broker_url},
+    }
+    async with probe_for(clean_engine, "dl-resume") as probe:
+        first = AgentProcess(tmp_path / "killed", config)
+        try:
+            await probe.state("initial")
+            probe.desired("d1", app)
+            assert await asyncio.to_thread(proxy.wait_held, 60), "never reached half way"
+            await asyncio.sleep(0.5)  # the agent retries into the held link
+        finally:
+            os.kill(first.process.pid, signal.SIGKILL)  # the agent itself, by its PID
+            first.process.wait(10)
+            assert first.stop() == -signal.SIGKILL, first.log()[-3000:]
+        assert sum(p.stat().st_size for p in partial.iterdir()) >= size // 4
+        assert raw.status("GET", "/containers/app/json") == 404
+        proxy.release()
+        with agent_for(clean_engine, tmp_path, "dl-resume", **settings):
+            await probe.until("d1", {"INCOMPLETE"}, wait=60)
+            probe.desired("d2", app)
+            messages = await probe.until("d2", {"COMPLETED", "INCOMPLETE"}, wait=120)
+    assert statuses(messages) == standalone_statuses()
+    assert raw.image("ghcr.io/download/resume:1")["Id"] == built.image_id
+    assert raw.container("app")["State"]["Running"]
     assert proxy.down_bytes <= size * 1.25, (proxy.down_bytes, size)
 
 

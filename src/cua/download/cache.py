@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,16 @@ def file_digest(path: Path) -> str:
         while chunk := file.read(READ_SIZE):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
+
+
+def feed(update: Callable[[bytes], object], path: Path, size: int) -> None:
+    """The first `size` bytes of `path` to `update` (a hash of a download resumed there)."""
+    if size <= 0:
+        return
+    with path.open("rb") as file:
+        while size > 0 and (chunk := file.read(min(READ_SIZE, size))):
+            update(chunk)
+            size -= len(chunk)
 
 
 class BlobCache:
@@ -66,11 +76,12 @@ class BlobCache:
             return None
         return path
 
-    def commit(self, digest: str) -> bool:
+    def commit(self, digest: str, hashed: str | None = None) -> bool:
         """Move a fully received blob into the cache if it matches its digest (True); a
-        mismatch discards the partial bytes (False)."""
+        mismatch discards the partial bytes (False). `hashed`: the digest of the bytes as
+        they were written (None: read the file to hash it)."""
         partial = self.partial_path(digest)
-        if file_digest(partial) != digest:
+        if (hashed or file_digest(partial)) != digest:
             log.warning("downloaded blob %s does not match its digest; discarded", digest)
             partial.unlink(missing_ok=True)
             return False

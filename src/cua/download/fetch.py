@@ -1,4 +1,4 @@
-"""One image pulled by the agent: manifest → platform → blobs into the cache → engine load.
+"""One image pulled by the agent: manifest → platform → blobs into the cache → the engine.
 
 `AgentDownloader.pull` yields `PullProgress` (bytes in the cache against bytes needed, the
 bytes of an earlier, interrupted attempt counting as done) and ends with the image in the
@@ -10,11 +10,19 @@ engine under its reference. Order of work:
 3. the disk-space preflight (`preflight.check`): a shortage fails the pull before any
    layer byte moves (the manifest and the small config are read first: their sizes are
    what the preflight needs);
-4. the missing blobs, a few at a time, each resumed from its partial bytes with `Range`,
-   retried on a broken link with backoff, verified against its digest, under the shared
-   bandwidth limit;
-5. the engine loads the assembled archive (`ImageStore.load_image`), then the cache drops
-   the blobs of this image no other running pull uses, and trims to its size cap.
+4. the missing blobs, each resumed from its partial bytes with `Range`, retried on a
+   broken link with backoff, verified against its digest (hashed as written), under the
+   shared bandwidth limit;
+5. the image goes to the engine while its blobs land (`_hand_over`): the engine pulls it
+   from the agent's loopback registry (`serve`; `ImageStore.pull_local`), each blob
+   fetched when the engine asks for it (`PREFETCH` more fetched ahead, all pulls
+   together); blobs it does not ask for (layers it knows by digest) are not fetched. An
+   engine that cannot reach the port (another network namespace or host) or asks for a
+   layer it holds without knowing its digest (a `docker load`ed one) gets the image as a
+   `docker save` archive instead (`ImageStore.load_image`, `PARALLEL_BLOBS` fetched at
+   once), without the layers it holds;
+6. the cache drops the blobs of this image no other running pull uses, and trims to its
+   size cap.
 """
 
 from __future__ import annotations
@@ -23,12 +31,12 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from cua.download.cache import BlobCache
+from cua.download.cache import BlobCache, feed
 from cua.download.manifests import (
     Blob,
     ImageManifest,
@@ -44,12 +52,15 @@ from cua.download.manifests import (
 from cua.download.preflight import Disk, check, free_bytes
 from cua.download.ratelimit import TokenBucket
 from cua.download.registry import LinkError, RegistryClient, RegistryError
+from cua.download.serve import Blob as ServedBlob
+from cua.download.serve import Listen, LocalRegistry, WholeFile, loopback_socket
 from cua.engine.base import PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
 log = logging.getLogger(__name__)
 
 PARALLEL_BLOBS = 3
+PREFETCH = 2  # blobs fetched before the engine asks for them, all pulls together
 LINK_RETRIES = 5
 READ_CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.5  # s between progress items (feedback throttles to 1/s itself)
@@ -67,6 +78,10 @@ class ImageStore(Protocol):
     async def load_image(self, config: Member, layers: Sequence[Member | None], tag: str) -> None:
         """Load the image (layers None: the engine holds them) and name it `tag`; the
         members' bytes may still be arriving."""
+        ...
+
+    async def pull_local(self, reference: str, tag: str) -> None:
+        """Pull `reference` (from the agent's loopback registry) and name it `tag` only."""
         ...
 
 
@@ -98,6 +113,12 @@ class Landing:
         self.generation = 0
         self.verified = False
         self.changed = asyncio.Event()
+        self.wanted = asyncio.Event()  # the engine asked for it: fetch it
+
+    def follow(self) -> FollowingBlob:
+        """The blob's bytes for the engine, as they land; its fetch starts now."""
+        self.wanted.set()
+        return FollowingBlob(self)
 
     def wrote(self, count: int) -> None:
         self.written += count
@@ -120,7 +141,9 @@ class FollowingBlob:
         self.landing = landing
         self.size = landing.blob.size
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def regions(self) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+        """(file, offset, count) of the bytes as they land, in order, the file open until
+        the next item is asked for."""
         landing = self.landing
         sent = 0
         file = None
@@ -142,15 +165,25 @@ class FollowingBlob:
                         if not landing.verified:
                             path = landing.cache.partial_path(landing.blob.digest)
                         file = path.open("rb")  # stays valid when the file is renamed
-                    file.seek(sent)
-                    chunk = file.read(min(limit - sent, READ_CHUNK))
-                    sent += len(chunk)
-                    yield chunk
+                    count = limit - sent
+                    yield file, sent, count
+                    sent += count
                     continue
                 await landing.changed.wait()
         finally:
             if file is not None:
                 file.close()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for file, offset, count in self.regions():
+            file.seek(offset)
+            left = count
+            while left > 0:
+                chunk = file.read(min(left, READ_CHUNK))
+                if not chunk:
+                    raise RegistryError(f"blob {self.landing.blob.digest} shrank")
+                left -= len(chunk)
+                yield chunk
 
 
 class AgentDownloader:
@@ -168,8 +201,13 @@ class AgentDownloader:
         rate: float = 0,
         cache_cap: int = 0,
         retry_delay: float = 1.0,
+        serve: Listen | None = loopback_socket,
     ) -> None:
         self.cache = BlobCache(cache_dir)
+        self.local = LocalRegistry(serve) if serve is not None else None
+        self._engine_reaches: bool | None = None  # None: not tried yet
+        self.served = 0  # images the engine pulled from the loopback registry
+        self._prefetch = asyncio.Semaphore(PREFETCH)
         self.client = client
         self.bucket = TokenBucket(rate)
         self.cache_cap = cache_cap
@@ -182,7 +220,7 @@ class AgentDownloader:
         try:
             self.cache.ensure()
             platform = await store.engine_platform()
-            manifest = await self._manifest(source, platform)
+            manifest, raw_manifest = await self._manifest(source, platform)
             blobs = [manifest.config, *manifest.layers]
             self._hold(blobs)
             try:
@@ -204,18 +242,27 @@ class AgentDownloader:
                 )
                 started, resumed = time.monotonic(), counter.done
                 landings = [Landing(self.cache, blob) for blob in needed]
-                members: list[Member | None] = [None] * present
-                members += [FollowingBlob(landing) for landing in landings]
                 async with asyncio.TaskGroup() as group:
                     limit = asyncio.Semaphore(PARALLEL_BLOBS)
-                    for landing in landings:
+                    fetches = [
                         group.create_task(self._limited(limit, source, landing, counter))
-                    loading = group.create_task(
-                        store.load_image(FileMember(config), members, source.name)
+                        for landing in landings
+                    ]
+                    handing = self._hand_over(
+                        store,
+                        source,
+                        config=config,
+                        landings=landings,
+                        raw_manifest=raw_manifest,
+                        held=[blob.digest for blob in manifest.layers[:present]],
                     )
+                    loading = group.create_task(handing)
                     while not loading.done():
                         yield PullProgress(source.name, counter.done, counter.total)
                         await asyncio.wait([loading], timeout=PROGRESS_INTERVAL)
+                    for landing, fetch in zip(landings, fetches, strict=True):
+                        if not landing.wanted.is_set():  # the engine knew that blob
+                            fetch.cancel()
                 self._log_done(source, counter, started, resumed)
             finally:
                 self._release(blobs)
@@ -227,9 +274,15 @@ class AgentDownloader:
             raise PullFailedError(f"{what}: {error}") from None
         yield PullProgress(source.name, counter.total, counter.total, complete=True)
 
+    async def close(self) -> None:
+        if self.local is not None:
+            await self.local.close()
+
     # --- steps ---------------------------------------------------------------------------
 
-    async def _manifest(self, source: Source, platform: Platform) -> ImageManifest:
+    async def _manifest(
+        self, source: Source, platform: Platform
+    ) -> tuple[ImageManifest, tuple[bytes, str]]:
         body, header = await self.client.manifest(
             source.registry, source.repository, source.reference
         )
@@ -240,7 +293,69 @@ class AgentDownloader:
             if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
                 raise ManifestError(f"manifest {digest} does not match its digest")
             kind = media_type(body, header)
-        return read_manifest(body, kind)
+        return read_manifest(body, kind), (body, kind)
+
+    async def _hand_over(
+        self,
+        store: ImageStore,
+        source: Source,
+        *,
+        config: Path,
+        landings: Sequence[Landing],
+        raw_manifest: tuple[bytes, str],
+        held: Sequence[str],
+    ) -> None:
+        """The image to the engine as its blobs land: pulled from the agent's loopback
+        registry (`serve`) when the engine reaches it and holds none of the layers (it would
+        ask for those too), each blob fetched when the engine asks for it; else loaded as an
+        archive."""
+
+        async def load() -> None:
+            for landing in landings:
+                landing.wanted.set()
+            members: list[Member | None] = [None] * len(held)
+            members += [FollowingBlob(landing) for landing in landings]
+            await store.load_image(FileMember(config), members, source.name)
+
+        local = self.local
+        if local is None or self._engine_reaches is False:
+            await load()
+            return
+        await local.start()
+        body, kind = raw_manifest
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        blobs: list[tuple[str, Callable[[], ServedBlob]]] = [
+            (landing.blob.digest, landing.follow) for landing in landings
+        ]
+        config_digest = "sha256:" + config.name
+        blobs.append((config_digest, lambda: WholeFile(config)))
+        offer = local.offer(body, kind, digest, blobs, refused=held)
+        try:
+            await store.pull_local(f"{local.address}/{offer.name}:{source.reference}", source.name)
+            self._engine_reaches = True
+            self.served += 1
+        except PullFailedError as error:
+            if offer.refused_one:
+                self._engine_reaches = True
+                log.info(
+                    "image %s: the engine asked for a layer it holds (it does not know that "
+                    "layer's digest): loaded as an archive without that layer",
+                    source.name,
+                )
+                await load()
+                return
+            if offer.touched or self._engine_reaches:
+                raise
+            self._engine_reaches = False
+            log.info(
+                "the engine does not reach the agent's registry on %s (%s): images are "
+                "loaded as archives",
+                local.address,
+                error,
+            )
+            await load()
+        finally:
+            local.withdraw(offer)
 
     async def _preflight(self, store: ImageStore, needed: Sequence[Blob]) -> None:
         to_fetch = sum(max(0, b.size - self._on_disk(b)) for b in needed)
@@ -265,6 +380,20 @@ class AgentDownloader:
     async def _limited(
         self, limit: asyncio.Semaphore, source: Source, landing: Landing, counter: _Counter
     ) -> Path:
+        """Fetch the blob once the engine asks for it (at most `limit` of a pull at once), or
+        before, in a free prefetch slot (`PREFETCH` for all pulls)."""
+        wanted = asyncio.ensure_future(landing.wanted.wait())
+        slot = asyncio.ensure_future(self._prefetch.acquire())
+        try:
+            await asyncio.wait([wanted, slot], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wanted.cancel()
+            slot.cancel()  # one already done keeps its slot
+        if slot.done() and not slot.cancelled():
+            try:
+                return await self._blob(source, landing, counter)
+            finally:
+                self._prefetch.release()
         async with limit:
             return await self._blob(source, landing, counter)
 
@@ -291,7 +420,7 @@ class AgentDownloader:
         delay = self.retry_delay
         for attempt in range(LINK_RETRIES + 1):
             try:
-                await self._fetch(source, landing, counter)
+                hashed = await self._fetch(source, landing, counter)
             except LinkError as error:
                 if attempt == LINK_RETRIES:
                     raise
@@ -305,7 +434,7 @@ class AgentDownloader:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            if self.cache.commit(blob.digest):
+            if self.cache.commit(blob.digest, hashed):
                 return self.cache.path(blob.digest)
             landing.restarted()
             if counter is not None:
@@ -314,7 +443,11 @@ class AgentDownloader:
             f"blob {blob.digest} does not match its digest after {LINK_RETRIES + 1} tries"
         )
 
-    async def _fetch(self, source: Source, landing: Landing, counter: _Counter | None) -> None:
+    async def _fetch(
+        self, source: Source, landing: Landing, counter: _Counter | None
+    ) -> str | None:
+        """Fetch the rest of the blob into its partial file; its digest, hashed on the way
+        (None: the partial file was complete already, it is to be hashed)."""
         blob = landing.blob
         partial = self.cache.partial_path(blob.digest)
         offset = self.cache.partial_size(blob.digest)
@@ -326,25 +459,28 @@ class AgentDownloader:
         landing.written = offset
         landing.changed.set()
         if offset == blob.size and blob.size > 0:
-            return
+            return None
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         answer = await self.client.get(
             source.registry, source.repository, f"blobs/{blob.digest}", headers
         )
         try:
             if answer.status == 416:  # our bytes are already all of it (or garbage: verified)
-                return
+                return None
             if answer.status != 206 and offset:
                 log.info("registry ignored the range for %s: fetching it from byte 0", blob.digest)
                 if counter is not None:
                     counter.done = max(0, counter.done - offset)
                 offset = 0
                 landing.restarted()
+            hasher = hashlib.sha256()
+            feed(hasher.update, partial, offset)
             # unbuffered: the archive member that follows this blob reads what is written
             with partial.open("ab" if offset else "wb", buffering=0) as file:
                 async for chunk in answer.chunks():
                     await self.bucket.take(len(chunk))
                     file.write(chunk)
+                    hasher.update(chunk)
                     offset += len(chunk)
                     landing.wrote(len(chunk))
                     if counter is not None:
@@ -355,6 +491,7 @@ class AgentDownloader:
             answer.close()
         if offset < blob.size:
             raise LinkError(f"blob {blob.digest} ended at byte {offset} of {blob.size}")
+        return "sha256:" + hasher.hexdigest()
 
     def _log_done(self, source: Source, counter: _Counter, started: float, resumed: int) -> None:
         took = time.monotonic() - started

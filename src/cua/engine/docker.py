@@ -152,8 +152,9 @@ class DockerEngine:
     (never logged; a warning when the engine is reached over plain TCP).
     `timeout`: the bound, in seconds, of every engine call (a stop adds its grace period).
     `pull_stall_timeout`: a pull fails when the engine reports nothing for this long.
-    `downloader`: the agent fetches images itself and the engine loads them (README,
-    Downloads); None: the engine pulls. Images pinned by digest are always engine pulls
+    `downloader`: the agent fetches images itself and the engine pulls them from the
+    agent's loopback registry or loads them (README, Downloads); None: the engine pulls
+    from the registry. Images pinned by digest are always engine pulls
     (a loaded image has no repo digest to find it by).
     """
 
@@ -470,6 +471,44 @@ class DockerEngine:
                 if message.get("error"):
                     raise PullFailedError(f"{failure.what}: {message['error']}")
 
+    async def pull_local(self, reference: str, tag: str) -> None:
+        """`POST /images/create` of `reference` (the agent's loopback registry serving the
+        blobs as they land), then the image named `tag` only: the loopback names (tag and
+        repo digest) are removed."""
+        local = ImageReference.parse(reference)
+        failure = _Failure(f"cannot pull image {tag}", PullFailedError)
+        stalled = PullFailedError(
+            f"cannot pull image {tag}: no progress for {self.pull_stall_timeout:g} s"
+        )
+        http = await self._negotiate()
+        digest = ""
+        async with contextlib.AsyncExitStack() as stack:
+            with self._engine_errors(failure):
+                try:
+                    async with asyncio.timeout(self.pull_stall_timeout):
+                        response = await stack.enter_async_context(
+                            http.stream(
+                                "POST", self._path("images/create"), params=pull_params(local)
+                            )
+                        )
+                except TimeoutError:
+                    raise stalled from None
+            with self._engine_errors(_Failure(failure.what, PullFailedError, broken_stream=True)):
+                while line := await _readline(response, self.pull_stall_timeout, stalled):
+                    if not line.strip():
+                        continue
+                    message = json.loads(line)
+                    if message.get("error"):
+                        raise PullFailedError(f"{failure.what}: {message['error']}")
+                    status = str(message.get("status") or "")
+                    if status.startswith("Digest: "):
+                        digest = status.removeprefix("Digest: ").strip()
+        await self._retag(reference, ImageReference.parse(tag), tag)
+        if digest:
+            gone = _Failure(failure.what, PullFailedError, by_status={404: None})
+            pinned = _segment(f"{local.repository}@{digest}")
+            await self._call("DELETE", f"images/{pinned}", gone, params={"noprune": "1"})
+
     async def create_container(
         self, name: str, spec: ContainerSpec, labels: Mapping[str, str]
     ) -> str:
@@ -614,6 +653,8 @@ class DockerEngine:
         return _DockerEventStream(self, time.time_ns())
 
     async def close(self) -> None:
+        if self.downloader is not None:
+            await self.downloader.close()
         if self._http is not None:
             http, self._http = self._http, None
             self.api_version = ""
