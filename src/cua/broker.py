@@ -31,6 +31,7 @@ PLAIN_SCHEMES = frozenset({"tcp", "mqtt"})
 TLS_SCHEMES = frozenset({"ssl", "mqtts", "tls"})
 DEFAULT_PORTS = {False: 1883, True: 8883}
 DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # each of the MQTT queues, in and out
+DEFAULT_SEND_WINDOW = 16  # QoS 1 publishes outstanding at once (MqttConnection)
 
 
 class BrokerUrlError(ValueError):
@@ -130,6 +131,8 @@ class MqttOptions:
     client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     queue_limit: int = 10_000  # outgoing messages queued at most
     queue_bytes: int = DEFAULT_QUEUE_BYTES  # outgoing payload bytes queued at most
+    # QoS 1 messages sent and not yet acknowledged at most (paho's own limit is 20)
+    send_window: int = DEFAULT_SEND_WINDOW
     incoming_bytes: int = DEFAULT_QUEUE_BYTES  # received payload bytes not yet handled
     backoff_initial: float = 0.5
     backoff_max: float = 30.0

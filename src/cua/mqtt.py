@@ -7,6 +7,12 @@ connect and keeps what is published while disconnected in a bounded queue that i
 order, once connected again. A message leaves the queue only when the broker acknowledged
 it (QoS 1 PUBACK), so a connection lost mid-send resends it (at least once, as QoS 1 means).
 
+Up to `MqttOptions.send_window` QoS 1 messages are on the wire unacknowledged at once (a
+window, as MQTT allows): the next ones are written while the broker acknowledges the first,
+instead of one round trip per message. They are written in queue order, they leave the queue
+and their `on_delivered` is called in that order as they are acknowledged, and a connection
+lost mid-window resends every unacknowledged one, in order, on the next connection.
+
 One `aiomqtt.Client` is made per connection attempt: paho's own session state never
 outlives a connection, our queue is the only place where unsent messages live.
 """
@@ -74,6 +80,7 @@ class OutgoingQueue:
         # In order. A dropped message may stay in these deques until it reaches the left
         # end (dropping is O(1)); `_live` has the ids of the messages really queued.
         self._items: deque[OutgoingMessage] = deque()
+        self._base = 0  # position of `_items[0]`: positions count every message ever put
         self._others: deque[OutgoingMessage] = deque()  # the non-feedback ones
         self._live: set[int] = set()
         self._bytes = 0
@@ -146,12 +153,26 @@ class OutgoingQueue:
         """Drop references to messages no longer queued from the left ends."""
         while self._items and id(self._items[0]) not in self._live:
             self._items.popleft()
+            self._base += 1
         while self._others and id(self._others[0]) not in self._live:
             self._others.popleft()
 
     def peek(self) -> OutgoingMessage | None:
         self._trim()
         return self._items[0] if self._items else None
+
+    def next_from(self, position: int) -> tuple[int, OutgoingMessage] | None:
+        """The oldest message queued at `position` or after, with its position (positions
+        count every message ever put: the sender's cursor; 0 is the oldest queued)."""
+        self._trim()
+        items = self._items
+        index = max(position - self._base, 0)
+        while index < len(items):
+            message = items[index]
+            if id(message) in self._live:
+                return self._base + index, message
+            index += 1
+        return None
 
     def pop_sent(self, message: OutgoingMessage) -> None:
         """Remove `message` after the broker acknowledged it (it may have been dropped)."""
@@ -161,8 +182,13 @@ class OutgoingQueue:
         await self._empty.wait()
 
     async def wait_changed(self) -> None:
+        """Until a message is put or `wake()` is called (since the last return)."""
         await self._changed.wait()
         self._changed.clear()
+
+    def wake(self) -> None:
+        """Wake `wait_changed` (the sender: one of its publishes ended)."""
+        self._changed.set()
 
 
 class IncomingQueue(asyncio.Queue["aiomqtt.Message"]):
@@ -379,7 +405,7 @@ class MqttConnection:
     def _client(self) -> aiomqtt.Client:
         o = self.options
         v5 = o.version is MqttVersion.V5
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             o.broker.host,
             o.broker.port,
             username=o.username or None,
@@ -395,7 +421,12 @@ class MqttConnection:
             tls_context=tls_context(o.tls) if o.broker.tls else None,
             logger=logging.getLogger("cua.mqtt.paho"),
             queue_type=incoming_queue_type(o.incoming_bytes),
+            max_inflight_messages=max(o.send_window, 1),
         )
+        # aiomqtt warns above this many calls awaiting their acknowledgement: a full window
+        # (and the subscriptions) is what we mean to have.
+        client.pending_calls_threshold = max(o.send_window, 1) + len(self._subscriptions)
+        return client
 
     async def _session(self) -> None:
         """One connection: connect, subscribe, hook, then send and receive until it drops."""
@@ -513,23 +544,57 @@ class MqttConnection:
                 log.exception("error handling a message on %s", message.topic.value)
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        while True:
-            message = self._queue.peek()
-            if message is None:
-                await self._queue.wait_changed()
-                continue
-            await client.publish(
-                message.topic,
-                message.payload,
-                qos=message.qos,
-                retain=message.retain,
-                timeout=self.options.acknowledge_timeout,
-            )
-            self._queue.pop_sent(message)
-            if message.on_delivered is not None:
-                try:
-                    message.on_delivered()
-                except Exception:  # the caller's bug must not take the connection down
-                    log.exception(
-                        "error in the delivery callback of a message on %s", message.topic
-                    )
+        """Send the queue in order, `send_window` messages unacknowledged at most; raises
+        (ending the session) when a publish fails: what was not acknowledged stays queued."""
+        window = max(self.options.send_window, 1)
+        queue = self._queue
+        in_flight: deque[tuple[OutgoingMessage, asyncio.Task[None]]] = deque()
+        position = 0  # the queue position of the next message to send
+        try:
+            while True:
+                # The acknowledged ones at the head leave the queue, in order.
+                while in_flight and in_flight[0][1].done():
+                    message, publishing = in_flight.popleft()
+                    publishing.result()  # MqttError: not acknowledged (connection lost)
+                    queue.pop_sent(message)
+                    self._delivered(message)
+                while len(in_flight) < window:
+                    found = queue.next_from(position)
+                    if found is None:
+                        break
+                    position, message = found
+                    position += 1
+                    # Tasks start in the order they are made (the loop runs ready callbacks
+                    # first in, first out) and `publish` writes before its first await: the
+                    # messages go on the wire in queue order.
+                    publishing = asyncio.ensure_future(self._publish(client, message))
+                    publishing.add_done_callback(self._publish_ended)
+                    in_flight.append((message, publishing))
+                await queue.wait_changed()
+        finally:
+            for _, publishing in in_flight:
+                publishing.remove_done_callback(self._publish_ended)
+                if publishing.done():
+                    if not publishing.cancelled():
+                        publishing.exception()  # seen: the session's error says it
+                else:
+                    publishing.cancel()
+
+    def _publish_ended(self, _: asyncio.Future[None]) -> None:
+        self._queue.wake()
+
+    async def _publish(self, client: aiomqtt.Client, message: OutgoingMessage) -> None:
+        await client.publish(
+            message.topic,
+            message.payload,
+            qos=message.qos,
+            retain=message.retain,
+            timeout=self.options.acknowledge_timeout,
+        )
+
+    def _delivered(self, message: OutgoingMessage) -> None:
+        if message.on_delivered is not None:
+            try:
+                message.on_delivered()
+            except Exception:  # the caller's bug must not take the connection down
+                log.exception("error in the delivery callback of a message on %s", message.topic)

@@ -335,3 +335,144 @@ async def test_a_broker_that_never_answers_is_named_at_once_then_no_connack(
         "retrying in "
     )
     assert "Operation timed out" not in caplog.text
+
+
+# --- the send window -------------------------------------------------------------------------
+
+
+class WindowClient:
+    """A client whose publishes wait until the test acknowledges (or fails) them."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.acks: dict[str, asyncio.Future[None]] = {}
+
+    async def publish(self, topic: str, payload: bytes, **kwargs: Any) -> None:
+        self.sent.append(topic)
+        acknowledged = asyncio.get_running_loop().create_future()
+        self.acks[topic] = acknowledged
+        await acknowledged
+
+    def ack(self, *topics: str) -> None:
+        for topic in topics:
+            self.acks[topic].set_result(None)
+
+    def lose(self, topic: str) -> None:
+        self.acks[topic].set_exception(MqttError("connection lost"))
+
+
+def windowed(window: int, **more: Any) -> MqttConnection:
+    return MqttConnection(
+        MqttOptions(broker=parse_broker_url("tcp://127.0.0.1:1"), send_window=window, **more),
+        ["t"],
+        on_message=lambda topic, payload: None,
+    )
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_the_window_sends_in_order_and_delivers_in_order() -> None:
+    connection = windowed(4)
+    delivered: list[str] = []
+    for index in range(10):
+        connection.publish(
+            f"m{index}", b"x", on_delivered=lambda i=index: delivered.append(f"m{i}")
+        )
+    client = WindowClient()
+    sender = asyncio.create_task(connection._send(client))  # type: ignore[arg-type]
+    await settle()
+    assert client.sent == ["m0", "m1", "m2", "m3"]  # 4 outstanding at most
+    # Acknowledged out of order: nothing leaves the queue before the oldest.
+    client.ack("m2", "m1")
+    await settle()
+    assert (delivered, connection.pending, client.sent) == ([], 10, ["m0", "m1", "m2", "m3"])
+    client.ack("m0")
+    await settle()
+    assert delivered == ["m0", "m1", "m2"]
+    assert connection.pending == 7
+    assert client.sent == [f"m{i}" for i in range(7)]  # the window refilled, in order
+    assert [m.topic for m in connection._queue.messages()] == [f"m{i}" for i in range(3, 10)]
+    for index in range(3, 10):
+        await settle()
+        client.ack(f"m{index}")
+    await asyncio.wait_for(connection._queue.wait_empty(), 1)
+    assert delivered == [f"m{i}" for i in range(10)]
+    assert client.sent == [f"m{i}" for i in range(10)]  # each once
+    # Messages queued later go out at once.
+    connection.publish("late", b"x")
+    await settle()
+    assert client.sent[-1] == "late"
+    sender.cancel()
+
+
+async def test_a_connection_lost_mid_window_resends_every_unacknowledged_message_in_order() -> None:
+    connection = windowed(4)
+    delivered: list[str] = []
+    for index in range(8):
+        connection.publish(
+            f"m{index}", b"x", on_delivered=lambda i=index: delivered.append(f"m{i}")
+        )
+    first = WindowClient()
+    sender = asyncio.create_task(connection._send(first))  # type: ignore[arg-type]
+    await settle()
+    first.ack("m0", "m2")  # m1 is never acknowledged on this connection
+    await settle()
+    assert first.sent == ["m0", "m1", "m2", "m3", "m4"]
+    first.lose("m1")
+    with pytest.raises(MqttError):
+        await asyncio.wait_for(sender, 1)
+    assert delivered == ["m0"]  # m2 was acknowledged, but after m1: it is sent again
+    assert [m.topic for m in connection._queue.messages()] == [f"m{i}" for i in range(1, 8)]
+    # The publishes still outstanding on the lost connection were cancelled.
+    assert all(first.acks[t].cancelled() for t in ("m3", "m4"))
+    second = WindowClient()
+    sender = asyncio.create_task(connection._send(second))  # type: ignore[arg-type]
+    await settle()
+    assert second.sent == ["m1", "m2", "m3", "m4"]
+    for index in range(1, 8):
+        second.ack(f"m{index}")
+        await settle()
+    await asyncio.wait_for(connection._queue.wait_empty(), 1)
+    assert second.sent == [f"m{i}" for i in range(1, 8)]
+    assert delivered == [f"m{i}" for i in range(8)]
+    sender.cancel()
+
+
+async def test_the_window_keeps_the_queue_bounds() -> None:
+    """Messages in flight stay queued (and counted) until acknowledged: a producer waits for
+    their PUBACKs; the queue may drop one in flight, the others go on in order."""
+    connection = windowed(3, queue_bytes=10_000, queue_limit=6)
+    for index in range(9):
+        connection.publish(f"m{index}", b"x" * 1000, kind=OutgoingKind.FEEDBACK)
+    connection._connected.set()
+    client = WindowClient()
+    sender = asyncio.create_task(connection._send(client))  # type: ignore[arg-type]
+    await settle()
+    assert connection._queue.size == 6000  # m3..m8: the count limit dropped m0..m2
+    assert client.sent == ["m3", "m4", "m5"]
+    waiting = asyncio.create_task(connection.wait_for_room())
+    await settle()
+    assert not waiting.done()  # sent is not acknowledged: still 6000 bytes queued
+    client.ack("m3")
+    await settle()
+    assert waiting.done()  # 5000 bytes: half the byte limit
+    assert client.sent == ["m3", "m4", "m5", "m6"]  # m3 left the window, m6 came in
+    # Full by count: the oldest queued goes, although it is in flight.
+    connection.publish("n0", b"x" * 1000, kind=OutgoingKind.FEEDBACK)
+    connection.publish("n1", b"x" * 1000, kind=OutgoingKind.FEEDBACK)
+    queued = ["m5", "m6", "m7", "m8", "n0", "n1"]
+    assert [m.topic for m in connection._queue.messages()] == queued
+    client.ack("m4")  # the dropped one's PUBACK: nothing else leaves the queue
+    await settle()
+    assert [m.topic for m in connection._queue.messages()] == queued
+    assert client.sent == ["m3", "m4", "m5", "m6", "m7"]
+    for topic in queued:
+        client.ack(topic)
+        await settle()
+    await asyncio.wait_for(connection._queue.wait_empty(), 1)
+    assert client.sent == ["m3", "m4", *queued]
+    assert (connection._queue.size, connection._queue.dropped) == (0, 4)
+    sender.cancel()
