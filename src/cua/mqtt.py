@@ -552,12 +552,7 @@ class MqttConnection:
         position = 0  # the queue position of the next message to send
         try:
             while True:
-                # The acknowledged ones at the head leave the queue, in order.
-                while in_flight and in_flight[0][1].done():
-                    message, publishing = in_flight.popleft()
-                    publishing.result()  # MqttError: not acknowledged (connection lost)
-                    queue.pop_sent(message)
-                    self._delivered(message)
+                self._acknowledged(in_flight)  # raises MqttError: one was not (connection lost)
                 while len(in_flight) < window:
                     found = queue.next_from(position)
                     if found is None:
@@ -572,6 +567,10 @@ class MqttConnection:
                     in_flight.append((message, publishing))
                 await queue.wait_changed()
         finally:
+            # Ending (the connection was lost, the session stops): what was acknowledged
+            # before still leaves the queue rather than being sent again.
+            with contextlib.suppress(Exception):
+                self._acknowledged(in_flight)
             for _, publishing in in_flight:
                 publishing.remove_done_callback(self._publish_ended)
                 if publishing.done():
@@ -579,6 +578,18 @@ class MqttConnection:
                         publishing.exception()  # seen: the session's error says it
                 else:
                     publishing.cancel()
+
+    def _acknowledged(self, in_flight: deque[tuple[OutgoingMessage, asyncio.Task[None]]]) -> None:
+        """The acknowledged ones at the head of the window leave the queue, in order; raises
+        the error of the oldest one that failed."""
+        while in_flight and in_flight[0][1].done():
+            message, publishing = in_flight[0]
+            if publishing.cancelled():
+                return
+            publishing.result()  # MqttError: not acknowledged (connection lost, timeout)
+            in_flight.popleft()
+            self._queue.pop_sent(message)
+            self._delivered(message)
 
     def _publish_ended(self, _: asyncio.Future[None]) -> None:
         self._queue.wake()
