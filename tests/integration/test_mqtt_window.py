@@ -19,6 +19,7 @@ from cua.broker import MqttOptions, parse_broker_url
 from cua.mqtt import MqttConnection
 from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import LocalStack
+from tests.builders import until
 
 pytestmark = pytest.mark.integration
 
@@ -59,10 +60,8 @@ async def test_a_connection_cut_mid_window_loses_and_reorders_nothing(stack: Loc
                         topic, payload, on_delivered=lambda n=number: delivered.append(n)
                     )
                 async with asyncio.timeout(60):
-                    while not proxy.held:  # cut after 10 PUBACKs, more messages sent
-                        await asyncio.sleep(0.01)
-                    while connection.connected:
-                        await asyncio.sleep(0.01)
+                    await until(lambda: proxy.held)  # cut after 10 PUBACKs, more sent
+                    await until(lambda: not connection.connected)
                     # Those whose PUBACK came (and was handled before the loss was seen)
                     # left the queue: the others are sent again.
                     acknowledged = len(delivered)
