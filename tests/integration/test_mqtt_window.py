@@ -10,6 +10,7 @@ every message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 
 import aiomqtt
@@ -57,7 +58,7 @@ async def test_a_connection_cut_mid_window_loses_and_reorders_nothing(stack: Loc
                 for number in range(COUNT):
                     payload = f"{number:08d}".encode() + b"x" * PAYLOAD
                     connection.publish(
-                        topic, payload, on_delivered=lambda n=number: delivered.append(n)
+                        topic, payload, on_delivered=functools.partial(delivered.append, number)
                     )
                 async with asyncio.timeout(60):
                     await until(lambda: proxy.held)  # cut after 10 PUBACKs, more sent
