@@ -60,6 +60,9 @@ CHANGE_DEBOUNCE = 0.5  # seconds: one current state for a burst of container eve
 FLUSH_TIMEOUT = 5.0  # seconds to send owed messages at stop while connected
 # Current state requests waiting for one engine read; more are dropped (logged).
 MAX_PENDING_STATE_REQUESTS = 10_000
+# The engine is read at start while the broker connection is made: that read answers the
+# first connect's current state if the connect came within this many seconds.
+EARLY_STATE_MAX_AGE = 2.0
 
 
 def initial_state_activity_id() -> str:
@@ -147,6 +150,9 @@ class Agent:
         # (the last one published is the retained one).
         self._state_lock = asyncio.Lock()
         self._last_state: dict[str, Any] | None = None
+        # The read started with the agent (`_read_early`), used once, and when it is young.
+        self._early_state: asyncio.Task[Inventory | None] | None = None
+        self._early_started = 0.0
         self._accepting = True
         self._limits = config.update.limits
         self._throttle = Throttle(log)
@@ -189,9 +195,12 @@ class Agent:
             self.config.mqtt.broker,
         )
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.manager.run(), name="update-manager")
             group.create_task(self.connection.run(), name="mqtt")
+            self._early_started = asyncio.get_running_loop().time()
+            self._early_state = group.create_task(self._read_early(), name="early-state")
+            group.create_task(self.manager.run(), name="update-manager")
             helpers = [
+                self._early_state,
                 group.create_task(self._serve_state_requests(), name="current-state"),
                 group.create_task(self._publish_changes(), name="current-state-changes"),
                 group.create_task(self._watch_engine_events(), name="engine-events"),
@@ -351,6 +360,30 @@ class Agent:
     async def _current_state(self) -> Inventory:
         return await self.state_reader.read()
 
+    async def _read_early(self) -> Inventory | None:
+        """The engine read for the first current state, made at start while the broker
+        connection is made: the first connect's reply need not wait for a read after the
+        CONNACK. None if it failed (the reply reads again)."""
+        try:
+            return await self._current_state()
+        except Exception:  # a bug here must not stop the agent
+            log.exception("cannot build the current state at start")
+            return None
+
+    async def _first_or_fresh_state(self) -> Inventory:
+        """The early read, once, if it is still young; else a fresh read of the engine."""
+        early, self._early_state = self._early_state, None
+        if early is not None:
+            age = asyncio.get_running_loop().time() - self._early_started
+            inventory = await early if age <= EARLY_STATE_MAX_AGE else None
+            early.cancel()  # done, or not wanted
+            if inventory is not None:
+                # A container change between that read and the opening of the engine's
+                # event stream would go unseen: check once more (published if different).
+                self._changed.set()
+                return inventory
+        return await self._current_state()
+
     def _publish_state(self, activity_ids: Sequence[str], inventory: Inventory) -> None:
         """One current state, published once for each of `activity_ids` (encoded once)."""
         self._last_state = inventory.to_wire()
@@ -388,7 +421,7 @@ class Agent:
                 activity_ids = list(self._state_pending)
                 self._state_pending.clear()
                 try:
-                    inventory = await self._current_state()
+                    inventory = await self._first_or_fresh_state()
                 except Exception:  # a bug here must not stop the agent; the next request retries
                     log.exception(
                         "cannot build the current state for %d request(s)", len(activity_ids)

@@ -419,3 +419,47 @@ async def test_every_failure_status_logs_its_reason(caplog: pytest.LogCaptureFix
         "[c] feedback INCOMPLETE: stopped by SIGTERM: the operation was interrupted",
     ]
     assert "[a] feedback IDENTIFYING" in caplog.text
+
+
+@pytest.mark.parametrize("age", [0.0, 10.0])
+async def test_the_first_current_state_uses_the_engine_read_made_at_start_when_young(
+    age: float,
+) -> None:
+    """`run` reads the engine at once, while connecting: the first connect's current state
+    is that read (no second read) when it is young, then checked once more for a change
+    made meanwhile; an old one (the broker came late) is read again."""
+    import asyncio
+
+    from cua.containers.labels import LABEL_DOMAIN, LABEL_MANAGED
+    from cua.containers.spec import ContainerSpec
+
+    agent = await make_agent()
+    engine = agent.engine
+    assert isinstance(engine, FakeEngine)
+    labels = {LABEL_MANAGED: "true", LABEL_DOMAIN: "self-update"}  # reported (ours)
+    engine.add_container("a", ContainerSpec(name="a", image="img"), labels)
+    agent._early_started = asyncio.get_running_loop().time() - age
+    agent._early_state = asyncio.create_task(agent._read_early())
+    await agent._early_state
+    engine.add_container("b", ContainerSpec(name="b", image="img"), labels)  # before connect
+    before = engine.call_count("list_containers")
+    agent._request_state("initial-current-state-1")
+    task = asyncio.create_task(agent._serve_state_requests())
+    try:
+        for _ in range(200):
+            if _published_states(agent):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [state] = _published_states(agent)
+    shown = {n["id"] for n in state["payload"]["softwareNodes"][1:]}
+    if age == 0.0:
+        assert shown == {"self-update:a"}
+        assert engine.call_count("list_containers") == before
+        assert agent._changed.is_set()  # the debounced check publishes "b" if it is new
+    else:
+        assert shown == {"self-update:a", "self-update:b"}
+        assert engine.call_count("list_containers") == before + 1
+    assert agent._early_state is None  # used once
