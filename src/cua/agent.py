@@ -7,11 +7,18 @@ out QoS 1 not retained, the current state QoS 1 retained. The current state is p
 every (re)connect (`initial-current-state-<ms>`, spec §5.5), on `currentstate/get` (with the
 request's activityId) and, unlike Kanto (D10), whenever the engine reports a container
 change (debounced, activityId `""`).
+
+At start, the engine is read for the first current state while the broker connection is
+made, and the update manager (crash recovery, then operations) starts once the broker
+acknowledged that state: importing the update machinery and recovery's engine reads do not
+delay it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,14 +52,14 @@ from cua.engine.base import Engine, EngineUnavailableError
 from cua.logtext import Throttle, quoted
 from cua.mqtt import MqttConnection, OutgoingKind
 from cua.systemd import notify
-from cua.update.journal import Journal
-from cua.update.manager import UpdateManager, unexpected_error_message
-from cua.update.publisher import Delivered
 
 __all__ = ["Agent", "initial_state_activity_id"]
 
 if TYPE_CHECKING:
     from cua.download.fetch import AgentDownloader
+    from cua.update.journal import Journal
+    from cua.update.manager import UpdateManager
+    from cua.update.publisher import Delivered
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,9 @@ MAX_PENDING_STATE_REQUESTS = 10_000
 # The engine is read at start while the broker connection is made: that read answers the
 # first connect's current state if the connect came within this many seconds.
 EARLY_STATE_MAX_AGE = 2.0
+# The update manager (crash recovery, then operations) starts once the broker acknowledged
+# the first current state, or after this many seconds (a broker that is down).
+MANAGER_START_DELAY = 2.0
 
 
 def initial_state_activity_id() -> str:
@@ -132,7 +142,7 @@ class Agent:
         self.config = config
         self.engine = engine
         self.topics = Topics.for_domain(config.domain)
-        self.manager = UpdateManager(engine, self, config.update, journal)
+        self._journal = journal
         self.state_reader = CurrentStateReader(engine, config.update)
         self.connection = MqttConnection(
             config.mqtt,
@@ -153,10 +163,21 @@ class Agent:
         # The read started with the agent (`_read_early`), used once, and when it is young.
         self._early_state: asyncio.Task[Inventory | None] | None = None
         self._early_started = 0.0
+        self._manager_may_start = asyncio.Event()  # a current state was acknowledged (or stop)
         self._accepting = True
         self._limits = config.update.limits
         self._throttle = Throttle(log)
         self.stop_reason = ""  # what ended the agent (e.g. SIGTERM), said in INCOMPLETE
+
+    @functools.cached_property
+    def manager(self) -> UpdateManager:
+        """The update manager, made at first use: `run` starts it once the first current
+        state reached the broker, so that importing the update machinery does not delay that
+        state (a message that comes earlier makes it at once; it waits in the manager's
+        queue)."""
+        from cua.update.manager import UpdateManager
+
+        return UpdateManager(self.engine, self, self.config.update, self._journal)
 
     # --- FeedbackPublisher -----------------------------------------------------------------
 
@@ -198,7 +219,7 @@ class Agent:
             group.create_task(self.connection.run(), name="mqtt")
             self._early_started = asyncio.get_running_loop().time()
             self._early_state = group.create_task(self._read_early(), name="early-state")
-            group.create_task(self.manager.run(), name="update-manager")
+            group.create_task(self._run_manager(), name="update-manager")
             helpers = [
                 self._early_state,
                 group.create_task(self._serve_state_requests(), name="current-state"),
@@ -210,12 +231,20 @@ class Agent:
             log.info("stopping: finishing the engine call in progress and owed feedback")
             notify("STOPPING=1")
             self._accepting = False
+            self._manager_may_start.set()
             for task in helpers:
                 task.cancel()
             await self.manager.stop(self.stop_reason)
             await self.connection.stop(FLUSH_TIMEOUT)
         self._throttle.flush()
         log.info("stopped")
+
+    async def _run_manager(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(MANAGER_START_DELAY):
+                await self._manager_may_start.wait()
+        if self._accepting:
+            await self.manager.run()
 
     async def _notify_ready(self) -> None:
         # Ready once the first connect attempt has ended, connected or not: a broker that is
@@ -252,6 +281,8 @@ class Agent:
         activity_id = read_member(payload, ("activityId",))
         if activity_id is None or len(activity_id) > self._limits.max_activity_id_length:
             return
+        from cua.update.manager import unexpected_error_message
+
         message = unexpected_error_message(error)
         if topic == self.topics.desired_state:
             self.manager.report_invalid(activity_id, message)
@@ -395,6 +426,8 @@ class Agent:
                 qos=1,
                 retain=True,
                 kind=OutgoingKind.OTHER,
+                # The update manager starts once the first current state reached the broker.
+                on_delivered=self._manager_may_start.set,
             )
 
     def _request_state(self, activity_id: str) -> None:

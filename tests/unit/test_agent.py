@@ -463,3 +463,38 @@ async def test_the_first_current_state_uses_the_engine_read_made_at_start_when_y
         assert shown == {"self-update:a", "self-update:b"}
         assert engine.call_count("list_containers") == before + 1
     assert agent._early_state is None  # used once
+
+
+async def test_the_update_manager_starts_once_the_first_current_state_is_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Importing the update machinery and crash recovery wait for the first current state's
+    PUBACK (they must not delay it); a stop before that never starts the manager."""
+    import asyncio
+
+    from cua.api.models import Inventory
+
+    agent = await make_agent()
+    started: list[str] = []
+
+    async def run() -> None:
+        started.append("run")
+
+    monkeypatch.setattr(agent.manager, "run", run)
+    task = asyncio.create_task(agent._run_manager())
+    agent._publish_state(["initial-current-state-1"], Inventory())
+    await asyncio.sleep(0.05)
+    assert started == []  # published, not yet acknowledged
+    [message] = agent.connection._queue.messages()
+    assert message.on_delivered is not None
+    message.on_delivered()  # the broker's PUBACK
+    await asyncio.wait_for(task, 1)
+    assert started == ["run"]
+
+    agent = await make_agent()
+    task = asyncio.create_task(agent._run_manager())
+    await asyncio.sleep(0.01)
+    agent._accepting = False  # as `run` does when stopping
+    agent._manager_may_start.set()
+    await asyncio.wait_for(task, 1)
+    assert "manager" not in agent.__dict__  # never made
