@@ -200,3 +200,38 @@ def test_warnings_of_lenient_parsing_are_kept() -> None:
 def test_reserved_transient_suffix_in_desired_name_fails(suffix: str) -> None:
     with pytest.raises(PlanError, match=f"names ending in .*'{suffix}'.* are reserved"):
         plan_of(desired(component("web" + suffix, image="i:1")), [])
+
+
+async def test_settled_containers_are_read_from_the_listing_with_their_labels_decoded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second read of settled containers neither inspects nor decodes their labels
+    again (they never change), and gives the same containers; one that is gone is forgotten."""
+    from cua.containers.labels import encode_labels
+    from cua.testing.fake_engine import FakeEngine
+    from cua.update import identify
+
+    engine = FakeEngine()
+    components = [parse_component(component(name, "1", image="img:1")) for name in "abc"]
+    ids = [engine.add_container(c.id, c.spec, encode_labels(c, DOMAIN)) for c in components]
+    decoded: list[str] = []
+    real = identify.decode_labels
+
+    def counting(labels: dict[str, str]) -> object:
+        decoded.append(labels.get("name", "?"))
+        return real(labels)
+
+    monkeypatch.setattr(identify, "decode_labels", counting)
+    settled = identify.Settled()
+    names = {"a", "b", "c"}
+    first = await identify.current_containers(engine, names, Manage.LABELLED, DOMAIN, settled)
+    assert len(decoded) == 3
+    assert engine.call_count("inspect_container") == 3
+    again = await identify.current_containers(engine, names, Manage.LABELLED, DOMAIN, settled)
+    assert (len(decoded), engine.call_count("inspect_container")) == (3, 3)
+    assert again == first
+    assert all(c.spec is not None for c in again)
+    await engine.remove_container(ids[0])
+    await identify.current_containers(engine, names, Manage.LABELLED, DOMAIN, settled)
+    assert ids[0] not in settled
+    assert ids[1] in settled

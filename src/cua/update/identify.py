@@ -15,7 +15,8 @@ none, is never inspected unless it holds a desired name (to name its owner).
 owner (from its labels and its image's, which never change) when its restart policy and
 limits were as its labels record them. While this agent does not change it (an operation
 with a non-CHECK action on it unsettles it), the listing is all there is to read: a no-op
-needs the listing alone. A `docker update` made behind the agent's back is seen at the
+needs the listing alone, and the labels of a settled container are decoded once (they never
+change; it is forgotten once a listing no longer shows it). A `docker update` made behind the agent's back is seen at the
 agent's next start (Kanto's container manager does not see one either).
 """
 
@@ -66,10 +67,13 @@ async def map_concurrently(
 
 
 class Settled:
-    """Containers whose inspect need not be repeated: container id -> its owner."""
+    """Containers whose inspect need not be repeated: container id -> its owner (and its
+    decoded labels: a container's labels never change, decoding them is most of the cost of
+    reading a listed container of ours)."""
 
     def __init__(self) -> None:
         self._owners: dict[str, str | None] = {}
+        self._labelled: dict[str, LabelledSpec] = {}
 
     def __contains__(self, container_id: object) -> bool:
         return container_id in self._owners
@@ -77,13 +81,28 @@ class Settled:
     def owner(self, container_id: str) -> str | None:
         return self._owners[container_id]
 
-    def add(self, container_id: str, owned_by: str | None) -> None:
+    def labelled(self, container_id: str) -> LabelledSpec | None:
+        """Its labels as decoded when it was settled (None: not kept)."""
+        return self._labelled.get(container_id)
+
+    def add(
+        self, container_id: str, owned_by: str | None, labelled: LabelledSpec | None = None
+    ) -> None:
         self._owners[container_id] = owned_by
+        if labelled is not None:
+            self._labelled[container_id] = labelled
+
+    def keep_only(self, container_ids: Collection[str]) -> None:
+        """Forget the containers that are gone (not in the latest listing)."""
+        for gone in [c for c in self._owners if c not in container_ids]:
+            del self._owners[gone]
+            self._labelled.pop(gone, None)
 
     def discard(self, container_ids: Iterable[str]) -> None:
         """These may be changed (an operation's actions): inspect them again."""
         for container_id in container_ids:
             self._owners.pop(container_id, None)
+            self._labelled.pop(container_id, None)
 
 
 async def current_containers(
@@ -95,6 +114,8 @@ async def current_containers(
 ) -> list[CurrentContainer]:
     """The engine's containers as identification needs them. Raises EngineError."""
     summaries = await engine.list_containers()
+    if settled is not None:
+        settled.keep_only({summary.id for summary in summaries})
 
     async def one(summary: ContainerSummary) -> CurrentContainer | None:
         return await _current(engine, summary, desired_names, manage, domain, settled=settled)
@@ -130,7 +151,11 @@ async def _current(
         owned_by = settled.owner(summary.id)
     else:
         owned_by = claimed
-    labelled = decode_labels(summary.labels) if owned_by is not None else None
+    kept = settled.labelled(summary.id) if known and settled is not None else None
+    if kept is not None:
+        labelled: LabelledSpec | None = kept
+    else:
+        labelled = decode_labels(summary.labels) if owned_by is not None else None
     image = labelled.image_as_given if labelled is not None else summary.image
     spec: ContainerSpec | None = None
     managed = owned_by == domain
@@ -141,7 +166,7 @@ async def _current(
         elif known and labelled is not None:
             spec = labelled.spec  # as created, and not changed since it was inspected
     if settled is not None and labelled is not None and engine_spec == labelled.spec:
-        settled.add(summary.id, owned_by)
+        settled.add(summary.id, owned_by, labelled)
     return CurrentContainer(
         id=summary.id,
         name=summary.name,
