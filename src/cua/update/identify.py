@@ -16,8 +16,9 @@ owner (from its labels and its image's, which never change) when its restart pol
 limits were as its labels record them. While this agent does not change it (an operation
 with a non-CHECK action on it unsettles it), the listing is all there is to read: a no-op
 needs the listing alone, and the labels of a settled container are decoded once (they never
-change; it is forgotten once a listing no longer shows it). A `docker update` made behind the agent's back is seen at the
-agent's next start (Kanto's container manager does not see one either).
+change; it is forgotten once a listing no longer shows it). A `docker update` made behind
+the agent's back is seen at the agent's next start (Kanto's container manager does not see
+one either).
 """
 
 from __future__ import annotations
