@@ -205,8 +205,7 @@ def _settle_and_start(grace_period: float) -> _Undo:
             await engine.stop_container(entry.id, grace_period)
             await engine.start_container(entry.id)
             return "container the operation was stopping stopped and started again"
-        if not await start_unless_running(engine, entry.id, status):
-            return None
+        await engine.start_container(entry.id)  # neither running nor paused: a plain start
         return "container stopped by the operation started again"
 
     return undo
