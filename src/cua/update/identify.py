@@ -11,12 +11,13 @@ domain the container's labels name, unless those labels are its image's own (`ow
 inspect is what shows the image's labels; a container whose labels name another domain, or
 none, is never inspected unless it holds a desired name (to name its owner).
 
-`Settled` remembers, per container, what its inspect showed that the listing cannot: its
-owner (from its labels and its image's, which never change) when its restart policy and
-limits were as its labels record them. While this agent does not change it (an operation
-with a non-CHECK action on it unsettles it), the listing is all there is to read: a no-op
-needs the listing alone, and the labels of a settled container are decoded once (they never
-change; it is forgotten once a listing no longer shows it). A `docker update` made behind
+`Settled` remembers the containers whose inspect showed what the listing cannot: that
+their labels are their own, not their image's (so their owner is the domain the labels
+name; labels never change), and that their restart policy and limits were as those labels
+record them. While this agent does not change one (an operation with a non-CHECK action
+on it unsettles it), the listing is all there is to read: a no-op needs the listing alone,
+and the labels of a settled container are decoded once (it is forgotten once a listing no
+longer shows it). A `docker update` made behind
 the agent's back is seen at the agent's next start (Kanto's container manager does not see
 one either).
 """
@@ -68,41 +69,31 @@ async def map_concurrently(
 
 
 class Settled:
-    """Containers whose inspect need not be repeated: container id -> its owner (and its
-    decoded labels: a container's labels never change, decoding them is most of the cost of
-    reading a listed container of ours)."""
+    """Containers whose inspect need not be repeated (owned by the domain their labels
+    name, as created): container id -> its decoded labels (a container's labels never
+    change; decoding them is most of the cost of reading a listed container of ours)."""
 
     def __init__(self) -> None:
-        self._owners: dict[str, str | None] = {}
         self._labelled: dict[str, LabelledSpec] = {}
 
     def __contains__(self, container_id: object) -> bool:
-        return container_id in self._owners
+        return container_id in self._labelled
 
-    def owner(self, container_id: str) -> str | None:
-        return self._owners[container_id]
+    def labelled(self, container_id: str) -> LabelledSpec:
+        """Its labels as decoded when it was settled."""
+        return self._labelled[container_id]
 
-    def labelled(self, container_id: str) -> LabelledSpec | None:
-        """Its labels as decoded when it was settled (None: not kept)."""
-        return self._labelled.get(container_id)
-
-    def add(
-        self, container_id: str, owned_by: str | None, labelled: LabelledSpec | None = None
-    ) -> None:
-        self._owners[container_id] = owned_by
-        if labelled is not None:
-            self._labelled[container_id] = labelled
+    def add(self, container_id: str, labelled: LabelledSpec) -> None:
+        self._labelled[container_id] = labelled
 
     def keep_only(self, container_ids: Collection[str]) -> None:
         """Forget the containers that are gone (not in the latest listing)."""
-        for gone in [c for c in self._owners if c not in container_ids]:
-            del self._owners[gone]
-            self._labelled.pop(gone, None)
+        for gone in [c for c in self._labelled if c not in container_ids]:
+            del self._labelled[gone]
 
     def discard(self, container_ids: Iterable[str]) -> None:
         """These may be changed (an operation's actions): inspect them again."""
         for container_id in container_ids:
-            self._owners.pop(container_id, None)
             self._labelled.pop(container_id, None)
 
 
@@ -146,15 +137,12 @@ async def _current(
             details = await engine.inspect_container(summary.id)
         except ContainerNotFoundError:
             return None  # removed since it was listed
-    if details is not None:
-        owned_by = owner(details.labels, details.image_labels)
-    elif known and settled is not None:
-        owned_by = settled.owner(summary.id)
-    else:
-        owned_by = claimed
-    kept = settled.labelled(summary.id) if known and settled is not None else None
-    if kept is not None:
-        labelled: LabelledSpec | None = kept
+    # Not inspected: settled (its labels are its own), or not needed (owned by no one or
+    # by another domain, as far as this agent cares).
+    owned_by = claimed if details is None else owner(details.labels, details.image_labels)
+    labelled: LabelledSpec | None
+    if known and settled is not None:
+        labelled = settled.labelled(summary.id)
     else:
         labelled = decode_labels(summary.labels) if owned_by is not None else None
     image = labelled.image_as_given if labelled is not None else summary.image
@@ -164,10 +152,10 @@ async def _current(
     if desired and (managed or manage is Manage.ALL):
         if engine_spec is not None:
             spec = engine_spec
-        elif known and labelled is not None:
-            spec = labelled.spec  # as created, and not changed since it was inspected
+        elif labelled is not None:  # not inspected, so settled: as created
+            spec = labelled.spec
     if settled is not None and labelled is not None and engine_spec == labelled.spec:
-        settled.add(summary.id, owned_by, labelled)
+        settled.add(summary.id, labelled)
     return CurrentContainer(
         id=summary.id,
         name=summary.name,
@@ -230,10 +218,7 @@ def normalize_engine_spec(spec: ContainerSpec) -> ContainerSpec:
     if resources is None or resources.memory is None or resources.memory_swap is None:
         return spec
     if resources.memory_swap.engine_bytes == 2 * resources.memory.engine_bytes:
-        resources = dataclasses.replace(resources, memory_swap=None)
-        if resources == Resources():
-            return dataclasses.replace(spec, resources=None)
-        return dataclasses.replace(spec, resources=resources)
+        return dataclasses.replace(spec, resources=dataclasses.replace(resources, memory_swap=None))
     return spec
 
 
