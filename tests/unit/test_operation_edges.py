@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
 import pytest
 
@@ -36,9 +37,9 @@ from cua.containers.state import ContainerStatus
 from cua.engine.base import EngineError, PullProgress
 from cua.testing.fake_engine import FakeEngine
 from cua.testing.feedback import RecordingPublisher, has_progress
-from cua.update.journal import Journal, JournalError
+from cua.update.journal import Journal, JournalError, journal_path
 from cua.update.manager import UpdateManager
-from cua.update.operation import Operation
+from cua.update.operation import Operation, stopped_message
 from tests.builders import (
     HELLO,
     add_managed,
@@ -47,6 +48,7 @@ from tests.builders import (
     operation,
     settings,
     status_of,
+    until,
 )
 
 pytestmark = pytest.mark.unit
@@ -343,3 +345,84 @@ async def test_the_old_container_is_stopped_with_the_grace_period(
     for command in ("DOWNLOAD", "UPDATE"):
         await op.command(command, "")
     assert [c.args for c in engine.calls if c.method == "stop_container"] == [(old, 7)]
+
+
+@pytest.mark.parametrize(
+    ("reasons", "message"),
+    [
+        ((None,), None),
+        (("",), None),
+        (("SIGTERM", "SIGINT"), stopped_message("SIGTERM")),  # the first reason is said
+    ],
+)
+async def test_a_stop_says_its_reason_in_the_incomplete_message_if_it_has_one(
+    engine: FakeEngine,
+    pub: RecordingPublisher,
+    reasons: tuple[str | None, ...],
+    message: str | None,
+) -> None:
+    op = await operation(engine, pub, desired(component("web", image="img:2")))
+    for reason in reasons:
+        if reason is None:
+            op.request_stop()  # the default: no reason
+        else:
+            op.request_stop(reason)
+    await op.command("DOWNLOAD", "")
+    assert pub.wire("A")[-1]["status"] == "INCOMPLETE"
+    assert pub.wire("A")[-1].get("message") == message
+
+
+async def test_undo_after_a_stop_puts_back_each_changed_container_running(
+    engine: FakeEngine, pub: RecordingPublisher, tmp_path: Path
+) -> None:
+    """As ROLLBACK: the old container ends running even if it was not (Kanto); a container
+    that cannot be put back is named; the operation's journal records go."""
+    add_managed(engine, "aaa", image="img:1")  # CHECK: nothing to undo
+    add_managed(engine, "web", image="img:1", running=False)
+    add_managed(engine, "zzz", image="img:1")
+    state = desired(
+        component("aaa", image="img:1"),
+        component("web", image="img:2"),
+        component("zzz", image="img:2"),
+    )
+    op = await operation(engine, pub, state, state_dir=tmp_path)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    engine.fail_start("zzz", "exec: no such file or directory")
+    assert await op.undo_changes() == (["web"], ["zzz"])
+    assert sorted(engine.container_names()) == ["aaa", "web", "zzz"]
+    assert status_of(engine, "web") is ContainerStatus.RUNNING
+    assert not journal_path(tmp_path, "containers").exists()
+
+
+async def test_a_stop_ends_the_wait_for_a_started_container_to_become_healthy(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    """ACTIVATE starts a stopped container (CHECK) and waits for its healthcheck: an agent
+    stop ends that wait (the watch would otherwise last up to activation_timeout)."""
+    add_managed(engine, "web", image="img:1", running=False)
+    engine.behave_after_start("web", health="starting")  # never healthy
+    state = desired(component("web", image="img:1"))
+    op = await operation(engine, pub, state, activation_timeout=3600.0)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    inspected = engine.call_count("inspect_container")
+    activate = asyncio.create_task(op.command("ACTIVATE", ""))
+    await until(lambda: status_of(engine, "web") is ContainerStatus.RUNNING)
+    await until(lambda: engine.call_count("inspect_container") > inspected)  # watching
+    op.request_stop("SIGTERM")
+    async with asyncio.timeout(5.0):
+        await activate
+    assert pub.statuses("A")[-2:] == ["ACTIVATION_FAILURE", "INCOMPLETE"]
+
+
+async def test_an_extra_host_left_out_is_logged_with_the_container(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = desired(component("app", image="img:1", host="databroker:container_databroker-host"))
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        assert await UpdateManager(engine, pub, settings()).apply("A", state) == "COMPLETED"
+    assert caplog.messages == [
+        "container app: extra host databroker left out: "
+        "no running container has hostname databroker-host"
+    ]
