@@ -4,6 +4,8 @@ Equivalent mutants left alive in `cua.containers.gosyntax`:
 - `duration_string`: `seconds <= 0` or `< 1` for `< 0` in the sign (0 is returned before).
 - `Size.from_bytes`: `format(..., "F")` for `"f"` (they differ only for NaN and infinity).
 - `Size.parse`: `size > INT64_MAX` for `>=` (a float is never exactly 2**63 - 1).
+- `parse_int`: `X` added to the characters stripped (the text is digits and a sign by then),
+  or `>=` for `>` against 20 digits (a number of 20 digits is out of every int64 range).
 """
 
 from __future__ import annotations

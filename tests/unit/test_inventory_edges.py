@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from cua.containers.inventory import InventoryContainer, build_inventory
+from cua.containers.inventory import InventoryContainer, build_inventory, configuration_parameters
+from cua.containers.parse import parse_component
 from cua.containers.spec import ContainerSpec
 from cua.containers.state import ContainerDetails, ContainerState, ContainerStatus
+from tests.builders import component
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +55,19 @@ def test_build_inventory_reports_the_image_as_given() -> None:
     node = inventory.software_nodes[1]
     assert (node.parameters[0].key, node.parameters[0].value) == ("image", "c:2")
     assert node.version == "2"
+
+
+def test_configuration_parameters_name_every_field_even_at_its_default() -> None:
+    """A plan shows a field changed from its default as `false -> true`, not `-> true`."""
+    spec = parse_component(component("web", image="img:1")).spec
+    assert configuration_parameters(spec)[:9] == [
+        ("image", "img:1"),
+        ("domainName", "web-domain"),
+        ("hostName", "web-host"),
+        ("terminal", "false"),
+        ("interactive", "false"),
+        ("privileged", "false"),
+        ("restartPolicy", "unless-stopped"),
+        ("restartMaxRetries", "0"),
+        ("restartTimeout", "0s"),
+    ]

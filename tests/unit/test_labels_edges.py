@@ -3,8 +3,8 @@
 Equivalent mutants left alive in `cua.containers.labels`:
 - The texts of the TypeErrors raised inside `spec_from_json` (`expected a string`, ...):
   only the exception's type is shown (`not a container spec: TypeError`).
-- No length check on a device, port, mount or resources entry: unpacking it raises
-  ValueError (or TypeError) all the same.
+- No length check on a device, port or mount entry: unpacking it raises ValueError all
+  the same.
 - `spec_to_json` with `ensure_ascii=None`: false, as False.
 """
 
@@ -95,3 +95,11 @@ def test_unusable_labels_are_logged(
     with caplog.at_level(logging.WARNING, logger="cua.containers.labels"):
         assert decode_labels(labels) is None
     assert caplog.messages == [f"container labels: {logged}; treated as unlabelled"]
+
+
+@pytest.mark.parametrize("sizes", [["100M", "50M"], ["100M", "50M", "", ""]])
+def test_resources_are_exactly_three_sizes(sizes: list[str]) -> None:
+    data = json.loads(spec_to_json(SPEC))
+    data["resources"] = sizes
+    with pytest.raises(ValueError, match="not a container spec: TypeError"):
+        spec_from_json(json.dumps(data))

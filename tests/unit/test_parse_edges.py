@@ -139,3 +139,11 @@ def test_warnings_quote_text_as_written() -> None:
     assert parse(("größe", "1"), strict=False).warnings == (
         'container c: unknown config key "größe" ignored',
     )
+
+
+def test_strict_parse_of_one_component_fails_on_an_unknown_key_naming_it() -> None:
+    with pytest.raises(SpecError) as raised:
+        parse(("image", "b:1"), ("restartPolcy", "no"))
+    error = raised.value
+    assert str(error) == 'unknown config key "restartPolcy" (did you mean "restartPolicy"?)'
+    assert (error.component, error.key, error.value) == ("c", "restartPolcy", "")
