@@ -21,15 +21,14 @@ __all__ = ["ENVELOPE_KEYS", "desired_state_unknown_keys"]
 ENVELOPE_KEYS = ("activityId", "timestamp", "payload")
 
 
-def _model_of(annotation: Any) -> tuple[type[WireModel] | None, bool]:
-    """The wire model a field holds, and whether it is a list of them."""
-    if isinstance(annotation, type) and issubclass(annotation, WireModel):
-        return annotation, False
+def _item_model(annotation: Any) -> type[WireModel] | None:
+    """The wire model a list field holds (every model nested in a desired state is in a
+    list: domains, baselines, components, config entries)."""
     if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         if isinstance(item, type) and issubclass(item, WireModel):
-            return item, True
-    return None, False
+            return item
+    return None
 
 
 def _walk(data: Any, model: type[WireModel], where: str, out: list[str]) -> None:
@@ -38,15 +37,11 @@ def _walk(data: Any, model: type[WireModel], where: str, out: list[str]) -> None
     fields = {info.encode_name: info for info in msgspec.structs.fields(model)}
     out.extend(unknown_keys(data, fields, where))
     for key, info in fields.items():
-        inner, many = _model_of(info.type)
+        inner = _item_model(info.type)
         value = data.get(key)
-        if inner is None or value is None:
-            continue
-        if many and isinstance(value, list):
+        if inner is not None and isinstance(value, list):
             for index, item in enumerate(value):
                 _walk(item, inner, f"{where}.{key}[{index}]", out)
-        elif not many:
-            _walk(value, inner, f"{where}.{key}", out)
 
 
 def desired_state_unknown_keys(envelope: Any) -> list[str]:
