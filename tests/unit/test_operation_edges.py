@@ -426,3 +426,45 @@ async def test_an_extra_host_left_out_is_logged_with_the_container(
         "container app: extra host databroker left out: "
         "no running container has hostname databroker-host"
     ]
+
+
+async def test_run_ahead_a_dependant_listed_first_starts_after_its_extra_hosts_target(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    """Run ahead (parallel actions), a container whose extra host names another new
+    container's hostname waits for that one to start, and so gets its address; a chain of
+    such dependants starts in its order."""
+    state = desired(
+        component("app", image="img:1", host="databroker:container_databroker-host"),
+        component("logger", image="img:1", host="app:container_app-host"),
+        component("databroker", image="img:1"),
+    )
+    manager = UpdateManager(engine, pub, settings(parallel_actions=4))
+    assert await manager.apply("A", state) == "COMPLETED"
+    broker = (await engine.inspect_container("databroker")).address
+    assert (await engine.inspect_container("app")).spec.extra_hosts == (f"databroker:{broker}",)
+    app = (await engine.inspect_container("app")).address
+    assert (await engine.inspect_container("logger")).spec.extra_hosts == (f"app:{app}",)
+
+
+class FinalStatusFailingJournal(Journal):
+    """The final status cannot be written (a full disk at the end)."""
+
+    def finished(
+        self, activity: str, status: str, message: str = "", *, interrupted: bool = False
+    ) -> None:
+        raise JournalError(NO_SPACE)
+
+
+async def test_a_journal_that_cannot_record_the_final_status_is_logged_and_it_is_published(
+    engine: FakeEngine, pub: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    the_settings = settings()
+    plan = await UpdateManager(engine, pub, the_settings).plan(desired())
+    journal = FinalStatusFailingJournal(None)
+    op = Operation("A", plan, engine, pub, the_settings, journal=journal)
+    with caplog.at_level(logging.WARNING, logger="cua.update.operation"):
+        for command in ("DOWNLOAD", "UPDATE", "ACTIVATE", "CLEANUP"):
+            await op.command(command, "")
+    assert pub.statuses("A")[-1] == "COMPLETED"
+    assert caplog.messages == [f"[A] {NO_SPACE}"]
