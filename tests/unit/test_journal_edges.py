@@ -5,6 +5,8 @@ Equivalent mutants left alive in `cua.update.journal`:
   the line number); `None` or no default for `remove` and `interrupted` (`bool(None)` is
   False, as the default).
 - `prepare_state_dir`: the probe file's prefix (it is removed at once).
+- `Journal.close` rewriting a journal whose records it did not change (`<=` for `<`): the
+  same content.
 """
 
 from __future__ import annotations
@@ -119,3 +121,19 @@ def test_a_state_dir_where_no_file_can_be_created_is_refused() -> None:
     (not even by root)."""
     with pytest.raises(FileNotFoundError):
         prepare_state_dir(Path(f"/proc/{os.getpid()}"))
+
+
+def test_closing_a_journal_of_unreadable_lines_only_removes_it(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(b'{"v":1,"activity":"A","step":"upd')  # a torn write, nothing else
+    Journal(path).close("A")
+    assert not path.exists()
+
+
+def test_closing_keeps_the_records_of_another_activity_as_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.stopped("B", "c1", "web")
+    journal.finished("A", "COMPLETED")
+    journal.close("A")
+    assert path.read_bytes() == STOPPED.replace(b'"A"', b'"B"')

@@ -19,6 +19,8 @@ the device ends with:
 - Lookahead (`parallel_actions - 1` as `+ 1` or `- 2`, `early=None`, `image_ready` always
   false): how much engine work runs ahead; the feedback is the same by design
   (test_lookahead checks one at a time against parallel).
+- `_start_order`: `<=` for `<` between positions (the same position is the action itself,
+  left out just before).
 - The progress throttle of `_await_image` (`>` for `>=`, `percent > 1`, the wait time):
   timing, which tests do not assert (DEVELOPERS.md); the wait already spaces messages.
 """
@@ -468,3 +470,27 @@ async def test_a_journal_that_cannot_record_the_final_status_is_logged_and_it_is
             await op.command(command, "")
     assert pub.statuses("A")[-1] == "COMPLETED"
     assert caplog.messages == [f"[A] {NO_SPACE}"]
+
+
+async def test_one_at_a_time_a_dependant_listed_before_its_target_is_left_out(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    """As Kanto, which starts the containers in their order: the target has no address yet
+    when the dependant starts (the warning says so)."""
+    state = desired(
+        component("app", image="img:1", host="databroker:container_databroker-host"),
+        component("databroker", image="img:1"),
+    )
+    manager = UpdateManager(engine, pub, settings(parallel_actions=1))
+    async with asyncio.timeout(5.0):  # it does not wait for a target that starts after it
+        assert await manager.apply("A", state) == "COMPLETED"
+    assert (await engine.inspect_container("app")).spec.extra_hosts == ()
+
+
+async def test_run_ahead_a_container_naming_its_own_hostname_does_not_wait_for_itself(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    state = desired(component("app", image="img:1", host="me:container_app-host"))
+    manager = UpdateManager(engine, pub, settings(parallel_actions=4))
+    async with asyncio.timeout(5.0):
+        assert await manager.apply("A", state) == "COMPLETED"
