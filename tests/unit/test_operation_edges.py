@@ -494,3 +494,57 @@ async def test_run_ahead_a_container_naming_its_own_hostname_does_not_wait_for_i
     manager = UpdateManager(engine, pub, settings(parallel_actions=4))
     async with asyncio.timeout(5.0):
         assert await manager.apply("A", state) == "COMPLETED"
+
+
+DB_HOST = "databroker:container_databroker-host"
+
+
+async def _replaced_dependant(
+    engine: FakeEngine, pub: RecordingPublisher, **overrides: float
+) -> Operation:
+    """`app` names `databroker` by hostname; a new `databroker` makes ACTIVATE replace the
+    unchanged `app` (a CHECK) with the new address."""
+    first = desired(
+        component("databroker", image="img:1"), component("app", image=HELLO, host=DB_HOST)
+    )
+    assert await UpdateManager(engine, pub, settings()).apply("first", first) == "COMPLETED"
+    second = desired(
+        component("databroker", image="img:2"), component("app", image=HELLO, host=DB_HOST)
+    )
+    op = await operation(engine, pub, second, **overrides)
+    for command in ("DOWNLOAD", "UPDATE"):
+        await op.command(command, "")
+    return op
+
+
+async def test_a_replaced_dependant_that_fails_to_run_is_named(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    op = await _replaced_dependant(engine, pub)
+    engine.behave_after_start(HELLO, exit_code=3)
+    await op.command("ACTIVATE", "")
+    failed = [a for a in pub.wire("A")[-1]["actions"] if a["status"] == "ACTIVATION_FAILURE"]
+    assert [a["message"].split(" exited")[0] for a in failed] == ["container app"]
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+async def test_a_stop_ends_the_wait_for_a_new_container_to_become_healthy(
+    engine: FakeEngine, pub: RecordingPublisher, replaced: bool
+) -> None:
+    """A new container (CREATE), or a dependant replaced for its extra hosts, never healthy:
+    an agent stop ends the wait."""
+    if replaced:
+        op = await _replaced_dependant(engine, pub, activation_timeout=3600.0)
+    else:
+        state = desired(component("app", image=HELLO))
+        op = await operation(engine, pub, state, activation_timeout=3600.0)
+        for command in ("DOWNLOAD", "UPDATE"):
+            await op.command(command, "")
+    engine.behave_after_start(HELLO, health="starting")
+    inspected = engine.call_count("inspect_container")
+    activate = asyncio.create_task(op.command("ACTIVATE", ""))
+    await until(lambda: engine.call_count("inspect_container") > inspected)  # watching
+    op.request_stop("SIGTERM")
+    async with asyncio.timeout(5.0):
+        await activate
+    assert pub.statuses("A")[-1] == "INCOMPLETE"
