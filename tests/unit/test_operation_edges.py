@@ -430,8 +430,9 @@ async def test_an_extra_host_left_out_is_logged_with_the_container(
     ]
 
 
+@pytest.mark.parametrize("parallel", [2, 4])
 async def test_run_ahead_a_dependant_listed_first_starts_after_its_extra_hosts_target(
-    engine: FakeEngine, pub: RecordingPublisher
+    engine: FakeEngine, pub: RecordingPublisher, parallel: int
 ) -> None:
     """Run ahead (parallel actions), a container whose extra host names another new
     container's hostname waits for that one to start, and so gets its address; a chain of
@@ -441,7 +442,7 @@ async def test_run_ahead_a_dependant_listed_first_starts_after_its_extra_hosts_t
         component("logger", image="img:1", host="app:container_app-host"),
         component("databroker", image="img:1"),
     )
-    manager = UpdateManager(engine, pub, settings(parallel_actions=4))
+    manager = UpdateManager(engine, pub, settings(parallel_actions=parallel))
     assert await manager.apply("A", state) == "COMPLETED"
     broker = (await engine.inspect_container("databroker")).address
     assert (await engine.inspect_container("app")).spec.extra_hosts == (f"databroker:{broker}",)
