@@ -38,3 +38,8 @@ def test_a_cmd_given_where_there_was_none_is_a_recreate() -> None:
     desired = replace(BASE, config=ProcessConfig(env=("A=1",), cmd=("run",)))
     assert compare(desired, current) == Comparison(ActionKind.RECREATE, ("cmd",))
     assert compare(current, desired) == Comparison(ActionKind.RECREATE, ("cmd",))
+
+
+def test_the_same_log_max_buffer_size_on_both_sides_is_no_difference() -> None:
+    log = log_config(mode=LogMode.NON_BLOCKING, max_buffer_size="1M")
+    assert compare(replace(BASE, log=log), replace(BASE, log=log)).kind is ActionKind.CHECK

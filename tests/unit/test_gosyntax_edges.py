@@ -55,3 +55,8 @@ def test_a_size_error_names_the_value(text: str) -> None:
     with pytest.raises(SizeError) as caught:
         Size.parse(text)
     assert str(caught.value) == f"invalid size {text!r}: expected a number and a unit k, m or g"
+
+
+def test_a_duration_of_several_parts_adds_each_once() -> None:
+    assert parse_go_duration("1h2m3.5s") == 3723.5
+    assert parse_go_duration("1s1s") == 2.0

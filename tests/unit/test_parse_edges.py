@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from cua.containers.errors import SpecError
-from cua.containers.parse import ParsedComponent, parse_component
+from cua.containers.errors import DesiredStateError, SpecError
+from cua.containers.parse import ParsedComponent, parse_component, parse_desired_state
 from cua.containers.spec import NetworkMode, PortMapping
-from tests.builders import component, memory_limits
+from tests.builders import component, desired, memory_limits
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +147,22 @@ def test_strict_parse_of_one_component_fails_on_an_unknown_key_naming_it() -> No
     error = raised.value
     assert str(error) == 'unknown config key "restartPolcy" (did you mean "restartPolicy"?)'
     assert (error.component, error.key, error.value) == ("c", "restartPolcy", "")
+
+
+def test_an_invalid_image_is_shown_cut_at_200_characters_and_kept_whole_as_the_value() -> None:
+    image = "A" * 201
+    with pytest.raises(SpecError) as raised:
+        parse(("image", image))
+    assert str(raised.value) == (
+        f'invalid image reference "{"A" * 200}…": the repository name must be lowercase'
+    )
+    assert (raised.value.key, raised.value.value) == ("image", image)
+    with pytest.raises(SpecError, match=f'"{"A" * 200}": the repository'):
+        parse(("image", "A" * 200))
+
+
+def test_strict_mode_names_every_unknown_key() -> None:
+    state = desired(component("web", image="img:1"))
+    with pytest.raises(DesiredStateError) as raised:
+        parse_desired_state(state, "containers", strict=True, unknown_keys=["one", "two"])
+    assert str(raised.value) == "strict mode: one; two"
