@@ -5,6 +5,8 @@ Equivalent mutants left alive in `cua.update.identify`:
 - `inventory_entry`: `managed=None` for a configured system container (read as False), and
   no `managed=` (True) for an unlabelled or unreadable one: `managed` is only read with
   manage: labelled, where that branch is only reached by this domain's containers.
+- `inventory_entry`: no `image=` (or None) for one of ours: the reported spec is then the
+  recorded one, whose image is the image as given (`parse_component` sets both alike).
 """
 
 from __future__ import annotations
