@@ -20,7 +20,8 @@ the device ends with:
   false): how much engine work runs ahead; the feedback is the same by design
   (test_lookahead checks one at a time against parallel).
 - `_start_order`: `<=` for `<` between positions (the same position is the action itself,
-  left out just before).
+  left out just before). `_activate`'s `max(2, parallel_actions)` slots: slots only matter
+  when running ahead, which takes 2 parallel actions or more.
 - The progress throttle of `_await_image` (`>` for `>=`, `percent > 1`, the wait time):
   timing, which tests do not assert (DEVELOPERS.md); the wait already spaces messages.
 """
@@ -488,13 +489,21 @@ async def test_one_at_a_time_a_dependant_listed_before_its_target_is_left_out(
     assert (await engine.inspect_container("app")).spec.extra_hosts == ()
 
 
-async def test_run_ahead_a_container_naming_its_own_hostname_does_not_wait_for_itself(
+async def test_run_ahead_containers_naming_each_other_or_themselves_do_not_wait_in_a_cycle(
     engine: FakeEngine, pub: RecordingPublisher
 ) -> None:
-    state = desired(component("app", image="img:1", host="me:container_app-host"))
+    """The later of two containers that name each other waits for the earlier one, which
+    does not wait; one naming its own hostname does not wait for itself."""
+    state = desired(
+        component("one", image="img:1", host="two:container_two-host"),
+        component("two", image="img:1", host="one:container_one-host"),
+        component("me", image="img:1", host="me:container_me-host"),
+    )
     manager = UpdateManager(engine, pub, settings(parallel_actions=4))
     async with asyncio.timeout(5.0):
         assert await manager.apply("A", state) == "COMPLETED"
+    one = (await engine.inspect_container("one")).address
+    assert (await engine.inspect_container("two")).spec.extra_hosts == (f"one:{one}",)
 
 
 DB_HOST = "databroker:container_databroker-host"
