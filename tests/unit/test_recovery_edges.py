@@ -5,6 +5,7 @@ Each test pins what recovery does, or logs, in one state a crash can leave.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from cua.containers.labels import encode_labels
 from cua.containers.parse import parse_component
 from cua.containers.state import ContainerStatus
+from cua.engine.base import EngineError
 from cua.testing.fake_engine import EngineCall, FakeEngine
 from cua.testing.feedback import RecordingPublisher
 from cua.update.journal import Journal, journal_for, journal_path
@@ -146,3 +148,72 @@ async def test_an_old_container_started_by_names_is_not_started_again_for_its_re
     ]
     assert [c.method for c in engine.calls[before:]].count("stop_container") == 0
     assert status_of(engine, "web") is ContainerStatus.RUNNING
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _finished(activity: str, status: str, message: str, interrupted: bool) -> dict[str, object]:
+    return {
+        "v": 1,
+        "activity": activity,
+        "step": "finished",
+        "id": "",
+        "name": "",
+        "status": status,
+        "message": message,
+        "interrupted": interrupted,
+    }
+
+
+async def test_recovery_leaves_every_owed_final_status_and_says_what_it_did(
+    engine: FakeEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two finished activities not acknowledged yet, and an interrupted one: each owes its
+    final status; the interrupted one's INCOMPLETE says every step of the recovery."""
+    gone_id = add_managed(engine, "gone", image="img:1", running=False)
+    run_id = add_managed(engine, "run", image="img:1")  # its stop may be in flight
+    path = journal_path(tmp_path, DOMAIN)
+    journal = Journal(path)
+    journal.finished("A", "COMPLETED")
+    journal.finished("B", "INCOMPLETE", "stopped by SIGTERM: the operation was interrupted")
+    journal.stopped("C", gone_id, "gone")
+    journal.stopped("C", run_id, "run")
+    with caplog.at_level(logging.WARNING, logger="cua.update.recovery"):
+        done = await recover(engine, journal)  # the default grace period: the agent's
+    assert done == [
+        "run: container the operation was stopping stopped and started again",
+        "gone: container stopped by the operation started again",
+    ]
+    assert EngineCall("stop_container", (run_id, 30.0)) in engine.calls
+    assert caplog.messages == [
+        "recovery: 2 journal record(s) of an interrupted operation",
+        f"recovery: {done[0]}",
+        f"recovery: {done[1]}",
+    ]
+    assert _records(path) == [
+        _finished("A", "COMPLETED", "", False),
+        _finished("B", "INCOMPLETE", "stopped by SIGTERM: the operation was interrupted", False),
+        _finished(
+            "C",
+            "INCOMPLETE",
+            f"the agent restarted during this operation; recovery did: {done[0]}; {done[1]}",
+            True,
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("names", "logged"),
+    [(("web.cua-removed",), "web.cua-removed"), (("web", "web.cua-new"), "web")],
+)
+async def test_a_container_recovery_cannot_change_is_logged_by_its_name(
+    engine: FakeEngine, caplog: pytest.LogCaptureFixture, names: tuple[str, ...], logged: str
+) -> None:
+    for name in names:
+        _ours(engine, name, operation_labels("old-op", True), running=False)
+    engine.fail_next("remove_container", EngineError("device or resource busy"))
+    with caplog.at_level(logging.ERROR, logger="cua.update.recovery"):
+        await recover(engine)
+    assert caplog.messages == [f"recovery: {logged}: device or resource busy"]
