@@ -7,12 +7,15 @@ Equivalent mutants left alive in `cua.update.journal`:
 - `prepare_state_dir`: the probe file's prefix (it is removed at once).
 - `Journal.close` rewriting a journal whose records it did not change (`<=` for `<`): the
   same content.
+- The prefix of `replace`'s temporary file (it is renamed or removed at once).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,10 +78,10 @@ def test_records_of_another_version_or_not_objects_are_skipped(
         b"\xff\xfe not UTF-8\n" + STOPPED
     )
     assert Journal(path).read() == [Entry("A", Step.STOPPED, "c1", "web")]
-    assert [r.getMessage().split(": ")[1] for r in caplog.records] == [
-        "line 1 unreadable, ignored",
-        "line 2 unreadable, ignored",
-        "line 3 unreadable, ignored",
+    assert caplog.messages == [
+        f"journal {path}: line 1 unreadable, ignored",
+        f"journal {path}: line 2 unreadable, ignored",
+        f"journal {path}: line 3 unreadable, ignored",
     ]
 
 
@@ -137,3 +140,46 @@ def test_closing_keeps_the_records_of_another_activity_as_they_are(tmp_path: Pat
     journal.finished("A", "COMPLETED")
     journal.close("A")
     assert path.read_bytes() == STOPPED.replace(b'"A"', b'"B"')
+
+
+def test_blank_lines_are_skipped_not_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(STOPPED + b"\n  \n" + STOPPED.replace(b"c1", b"c2"))
+    assert [e.id for e in Journal(path).read()] == ["c1", "c2"]
+
+
+def test_a_journal_that_cannot_be_read_is_logged_with_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.mkdir()
+    assert Journal(path).read() == []
+    assert caplog.messages == [f"cannot read the journal {path}: Is a directory"]
+
+
+def test_replacing_a_journal_that_is_gone_by_nothing_is_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Journal(tmp_path / "journal.jsonl").replace([])
+    assert caplog.records == []
+
+
+def test_a_journal_that_cannot_be_rewritten_is_logged_and_leaves_no_temporary_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.mkdir()  # a directory cannot be replaced by a file
+    with caplog.at_level(logging.ERROR):
+        Journal(path).replace([Entry("A", Step.STOPPED, "c1", "web")])
+    assert caplog.messages == [f"cannot rewrite the journal {path}: Is a directory"]
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_the_new_content_is_written_next_to_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renamed into place, so made on the journal's own file system (not the temp dir)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    path = tmp_path / "journal.jsonl"
+    Journal(path).replace([Entry("A", Step.STOPPED, "c1", "web")])
+    assert path.read_bytes() == STOPPED
