@@ -2,7 +2,7 @@
 
 Docker names are unique, but Kanto keeps the old and the new container of a RECREATE side
 by side until CLEANUP. So the new container is created under a temporary name and takes the
-real name only when it is activated (in standalone mode: while UPDATE stops the old one);
+real name only when it is activated (in standalone mode: in UPDATE);
 the old one is then renamed out of the way until it is removed. The names say which is
 which after a crash (labels cannot change after create).
 """

@@ -446,6 +446,9 @@ class Operation:
             action.status = phase.action_running
             state.status = phase.running
             await self._publish(phase.running, baseline)
+            # A turn for the other tasks (a stop request, the MQTT connection sending this
+            # message): with the work done ahead, the loop need not wait for anything.
+            await asyncio.sleep(0)
             try:
                 self._checkpoint()
                 last_message = await step(action, baseline)
@@ -531,10 +534,11 @@ class Operation:
             await self._steps.update_runtime(action)
             return MSG_UPDATED
         if self._straight_on and action.kind is ActionKind.RECREATE and not action.host_targets:
-            # ACTIVATE follows at once: its renames are done while the engine stops the old
-            # container. (Not with `container_<hostname>` hosts: the new container may be
-            # created again at its start, under its temporary name; not orchestrated: the
-            # old container keeps its name until the update manager says ACTIVATE.)
+            # ACTIVATE follows at once: its renames are done here, one of them while the
+            # engine stops the old container. (Not with `container_<hostname>` hosts: the
+            # new container may be created again at its start, under its temporary name;
+            # not orchestrated: the old container keeps its name until the update manager
+            # says ACTIVATE.)
             await self._steps.stop_old_taking_name(action)
         else:
             await self._steps.stop_old(action)
