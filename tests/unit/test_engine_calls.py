@@ -95,10 +95,9 @@ async def test_recreate_of_one_of_three_makes_exactly_these_engine_calls(
     assert found[:2] + found[3:6] == [
         ("list_containers", ()),  # identification (the others are settled)
         ("image_present", ("img:2",)),
-        # UPDATE: the renames of ACTIVATE, the second one while the engine stops the old
-        # container
-        ("rename_container", (old_id, "web.cua-old")),
+        # UPDATE: the renames of ACTIVATE done while the engine stops the old container
         ("stop_container", (old_id, 0.0)),
+        ("rename_container", (old_id, "web.cua-old")),
         ("rename_container", (new_id, "web")),
     ]
     # ACTIVATE: the start, and the state of the two checked containers (one listing, in

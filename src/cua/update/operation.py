@@ -534,8 +534,8 @@ class Operation:
             await self._steps.update_runtime(action)
             return MSG_UPDATED
         if self._straight_on and action.kind is ActionKind.RECREATE and not action.host_targets:
-            # ACTIVATE follows at once: its renames are done here, one of them while the
-            # engine stops the old container. (Not with `container_<hostname>` hosts: the
+            # ACTIVATE follows at once: its renames are done here, while the engine stops
+            # the old container. (Not with `container_<hostname>` hosts: the
             # new container may be created again at its start, under its temporary name;
             # not orchestrated: the old container keeps its name until the update manager
             # says ACTIVATE.)
