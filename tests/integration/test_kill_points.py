@@ -186,6 +186,11 @@ async def test_killed_after_every_feedback_message_the_device_is_old_or_new_and_
         agents.append(start(stack, tmp_path, domain, mode, 0))
         try:
             for point, (kill_at, delay) in enumerate(KILL_POINTS):
+                # The agent started after the last kill recovers at its start (a `.cua-new`
+                # of its domain is removed): let it start before `reset` creates the old
+                # state's containers (when the killed agent had published COMPLETED,
+                # nothing above waited for the new one).
+                await connected(probe, len(agents))
                 await device.reset()
                 await connected(probe, len(agents))
                 activity = f"k-{point}"
