@@ -54,7 +54,12 @@ class UpdateSettings:
     verbose_inventory: bool = False
     pull_always: bool = False  # default: pull only when the image is missing (Kanto)
     stop_grace_period: float = 30.0  # seconds, SIGTERM -> SIGKILL (Kanto's default)
-    download_concurrency: int = 4  # parallel pulls at the start of DOWNLOAD
+    # Pulls in flight at once in DOWNLOAD. The engine bounds its layer downloads itself
+    # (dockerd's max-concurrent-downloads, 3 by default): a bound here only delays a pull's
+    # start (manifest, and the create that waits for it). 16: more images than an update of
+    # a device names, so the engine's pulls all start at once; with `download: agent`, at
+    # most 16 images are fetched at once (each 3 blobs at a time).
+    download_concurrency: int = 16
     progress_interval: float = 1.0  # min seconds between progress-only DOWNLOADING feedback
     # Actions whose engine work (create, start, state read) may be in flight at once;
     # 1 = one after the other, as Kanto. The feedback is the same either way.

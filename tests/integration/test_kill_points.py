@@ -186,6 +186,14 @@ async def test_killed_after_every_feedback_message_the_device_is_old_or_new_and_
         agents.append(start(stack, tmp_path, domain, mode, 0))
         try:
             for point, (kill_at, delay) in enumerate(KILL_POINTS):
+                # The agent started after the last kill recovers at its start (a `.cua-new`
+                # of its domain is removed): it must be done before `reset` creates the old
+                # state's containers (when the killed agent had published COMPLETED,
+                # nothing above waited for the new one). Its update manager answers a bad
+                # desired state only once its recovery is done.
+                await connected(probe, len(agents))
+                probe.desired(f"recovered-{point}", {"domains": 5})
+                await wait_for(probe, f"recovered-{point}", 0, "IDENTIFICATION_FAILED")
                 await device.reset()
                 await connected(probe, len(agents))
                 activity = f"k-{point}"

@@ -478,3 +478,42 @@ async def test_host_network_shares_the_namespaces_interfaces(
     code, links = docker_exec(stack.docker_host, "hostweb", ["ip", "link"])
     assert code == 0
     assert "docker0" in links
+
+
+async def test_recreate_renames_while_the_engine_stops_the_old_container(
+    engine: DockerEngine, image_factory: ImageFactory, tmp_path: Path
+) -> None:
+    """Standalone RECREATE of a container that ignores SIGTERM (its stop takes the whole
+    grace period): the engine renames both containers while it stops the old one, the new
+    one starts under the name, and with the journal's commit record the old one is removed
+    without a `.cua-removed` rename first."""
+    slow = {
+        tag: image_factory("e2e/slow", tag, cmd=("sleep", "3600"), marker=f"slow {tag}")
+        for tag in ("v1", "v2")
+    }
+    setup = UpdateManager(engine, RecordingPublisher(), settings())
+    assert await setup.apply("setup", desired(component("sloth", image=slow["v1"]))) == (
+        "COMPLETED"
+    )
+    old_id = (await engine.inspect_container("sloth")).id
+    events = engine.events()
+    manager = UpdateManager(
+        engine, RecordingPublisher(), settings(), journal_for(tmp_path, "containers")
+    )
+    assert await manager.apply("A", desired(component("sloth", image=slow["v2"]))) == ("COMPLETED")
+    seen: list[tuple[str, str, str]] = []
+    async with asyncio.timeout(10):
+        async for event in events:
+            seen.append((event.raw_action, event.container_id, event.name))
+            if (event.raw_action, event.container_id) == ("destroy", old_id):
+                break
+    await events.aclose()  # type: ignore[attr-defined]
+    new = await engine.inspect_container("sloth")
+    assert (new.spec.image, new.state.status) == (slow["v2"], ContainerStatus.RUNNING)
+    order = [(action, name) for action, cid, name in seen if cid in (old_id, new.id)]
+    renames = [(a, n) for a, n in order if a == "rename"]
+    assert renames == [("rename", "sloth.cua-old"), ("rename", "sloth")]
+    died = order.index(("die", "sloth.cua-old"))  # killed after the grace period
+    assert order.index(("rename", "sloth")) < died < order.index(("start", "sloth"))
+    assert await by_name(engine) == {"sloth": ContainerStatus.RUNNING}
+    assert not (tmp_path / "journal-containers.jsonl").exists()

@@ -371,6 +371,25 @@ class SlowPullEngine(FakeEngine):
             self.concurrent -= 1
 
 
+async def test_every_pull_of_an_update_starts_at_once_by_default(pub: RecordingPublisher) -> None:
+    """The engine bounds its own layer downloads: the agent does not hold the 5th pull back
+    (`download_concurrency` 16)."""
+    slow = SlowPullEngine()
+    images = [f"img:{i}" for i in range(5)]
+    for ref in images:
+        slow.add_registry_image(ref)
+    manager = UpdateManager(slow, pub, settings(progress_interval=0.02))
+    state = desired(*(component(f"c{i}-x", image=ref) for i, ref in enumerate(images)))
+    async with asyncio.TaskGroup() as group:
+        applying = group.create_task(manager.apply("A", state))
+        await until(lambda: slow.concurrent == len(images))
+        while not applying.done():
+            slow.step.set()
+            await asyncio.sleep(0.01)
+    assert applying.result() == "COMPLETED"
+    assert slow.max_concurrent == len(images)
+
+
 async def test_parallel_downloads_with_progress_collapse_to_kantos_sequence(
     pub: RecordingPublisher,
 ) -> None:

@@ -163,6 +163,11 @@ class Journal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
 
+    @property
+    def durable(self) -> bool:
+        """Whether records are written (to disk, fsync'd) at all."""
+        return self.path is not None
+
     # --- writing -------------------------------------------------------------------------
 
     def started(self, activity: str) -> None:

@@ -2,8 +2,9 @@
 
 Docker names are unique, but Kanto keeps the old and the new container of a RECREATE side
 by side until CLEANUP. So the new container is created under a temporary name and takes the
-real name only when it is activated; the old one is then renamed out of the way until it is
-removed. The names say which is which after a crash (labels cannot change after create).
+real name only when it is activated (in standalone mode: in UPDATE);
+the old one is then renamed out of the way until it is removed. The names say which is
+which after a crash (labels cannot change after create).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Mapping
 
 NEW_SUFFIX = ".cua-new"  # a new container, created in DOWNLOAD, not yet activated
 OLD_SUFFIX = ".cua-old"  # an old container, renamed at ACTIVATE, removed at CLEANUP
-# An old container that CLEANUP committed to removing: renamed first, so that if the removal
-# fails (or the agent dies) recovery finishes the removal instead of undoing the update.
+# An old container that CLEANUP committed to removing, so that recovery finishes the removal
+# instead of undoing the update: renamed before the removal when no journal record says so
+# (a crash in between), else only when the removal failed (`steps.DeviceSteps.remove_old`).
 REMOVED_SUFFIX = ".cua-removed"
 _SUFFIXES = (NEW_SUFFIX, OLD_SUFFIX, REMOVED_SUFFIX)
 

@@ -203,6 +203,7 @@ class Operation:
         self._clean = True  # every cleaned baseline was activated and cleaned up (D6)
         self._stopping = False
         self._stop_reason = ""
+        self._straight_on = False  # standalone: the phases run one after the other at once
         self._last_progress = 0.0
         self.final_status: StatusType | None = None
         self._wire_actions: dict[int, tuple[tuple[Any, ...], Action]] = {}
@@ -323,6 +324,7 @@ class Operation:
 
     async def run_standalone(self) -> StatusType:
         """DOWNLOAD, UPDATE, ACTIVATE, CLEANUP on all actions; on a failure ROLLBACK first."""
+        self._straight_on = True
         try:
             ok = await self._download(self._all, "")
             if ok:
@@ -444,6 +446,9 @@ class Operation:
             action.status = phase.action_running
             state.status = phase.running
             await self._publish(phase.running, baseline)
+            # A turn for the other tasks (a stop request, the MQTT connection sending this
+            # message): with the work done ahead, the loop need not wait for anything.
+            await asyncio.sleep(0)
             try:
                 self._checkpoint()
                 last_message = await step(action, baseline)
@@ -528,7 +533,15 @@ class Operation:
         if action.kind is ActionKind.UPDATE:
             await self._steps.update_runtime(action)
             return MSG_UPDATED
-        await self._steps.stop_old(action)
+        if self._straight_on and action.kind is ActionKind.RECREATE and not action.host_targets:
+            # ACTIVATE follows at once: its renames are done here, while the engine stops
+            # the old container. (Not with `container_<hostname>` hosts: the
+            # new container may be created again at its start, under its temporary name;
+            # not orchestrated: the old container keeps its name until the update manager
+            # says ACTIVATE.)
+            await self._steps.stop_old_taking_name(action)
+        else:
+            await self._steps.stop_old(action)
         return MSG_STOPPED
 
     async def _activate(self, state: BaselineState, baseline: str) -> bool:

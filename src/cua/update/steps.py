@@ -9,9 +9,10 @@ journal (`journal`), for crash recovery.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from cua.api.models import ActionStatusType
@@ -20,7 +21,13 @@ from cua.containers.labels import encode_labels
 from cua.containers.mounts import missing_source_message
 from cua.containers.spec import Resources, RestartPolicy
 from cua.containers.state import ContainerStatus
-from cua.engine.base import ContainerNotFoundError, CreateFailedError, Engine, NameConflictError
+from cua.engine.base import (
+    ContainerNotFoundError,
+    CreateFailedError,
+    Engine,
+    EngineError,
+    NameConflictError,
+)
 from cua.update.hosts import (
     HostResolution,
     addresses_of,
@@ -117,6 +124,7 @@ class DeviceSteps:
         self._activity_id = activity_id
         self._grace = grace_period
         self._journal = journal
+        self._committed = False  # `journal_commit` wrote its record to a journal on disk
 
     # --- DOWNLOAD -------------------------------------------------------------------------
 
@@ -215,6 +223,32 @@ class DeviceSteps:
             action.old_stopped = True  # set first: a failed stop may still have stopped it
             await self._engine.stop_container(current.id, self._grace)
 
+    async def stop_old_taking_name(self, action: ActionState) -> None:
+        """RECREATE run straight on (standalone): while the engine stops the old container,
+        the old one steps aside and the new one takes the name (`take_name`, which ACTIVATE
+        would do first). Measured on dockerd (README, Performance): from UPDATING to the
+        start, about 5 ms more than the stop itself, against about 20 ms with the renames
+        after the stop and 25 ms with the old one renamed before it (a rename of a running
+        container is the dearest). Both calls run to their end (none is cancelled: what each
+        did is recorded for the undo); the stop's error is raised first, else the renames'.
+
+        The states this passes through are those of an ACTIVATE interrupted after its
+        renames: undone by ROLLBACK and CLEANUP (`undo`) and by crash recovery alike."""
+        errors: list[Exception | None] = [None, None]
+
+        async def keep(position: int, call: Awaitable[None]) -> None:
+            try:
+                await call
+            except Exception as error:  # raised below, once both calls ended
+                errors[position] = error
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(keep(0, self.stop_old(action)))
+            group.create_task(keep(1, self.take_name(action)))
+        for error in errors:
+            if error is not None:
+                raise error
+
     async def update_runtime(self, action: ActionState) -> None:
         """UPDATE: restart policy and memory limits to the desired values."""
         current, desired = action.planned.current, action.planned.desired
@@ -247,8 +281,10 @@ class DeviceSteps:
         details = await self._engine.inspect_container(container)
         return await start_unless_running(self._engine, container, details.state.status)
 
-    async def activate_new(self, action: ActionState) -> None:
-        """CREATE, RECREATE: the old container steps aside, the new one takes the name, starts."""
+    async def take_name(self, action: ActionState) -> None:
+        """CREATE, RECREATE: the old container steps aside, the new one takes the name (not
+        started). Each rename is recorded on the action as soon as it is done (for the undo);
+        one done already is not done again."""
         assert action.new_id is not None
         current = action.planned.current
         if current is not None and not action.old_renamed:
@@ -257,6 +293,11 @@ class DeviceSteps:
         if not action.new_active:
             await self._engine.rename_container(action.new_id, action.name)
             action.new_active = True
+
+    async def activate_new(self, action: ActionState) -> None:
+        """CREATE, RECREATE: the new container takes the name (unless it did already), starts."""
+        assert action.new_id is not None
+        await self.take_name(action)
         await self._engine.start_container(action.new_id)
 
     # --- CLEANUP after activation ---------------------------------------------------------
@@ -272,15 +313,33 @@ class DeviceSteps:
                 records.append((current.id, action.name, remove))
             if action.new_id is not None:
                 records.append((action.new_id, action.name, False))
+        self._committed = False
         self._journal.committed(self._activity_id, records)
+        self._committed = self._journal.durable
 
     async def remove_old(self, action: ActionState) -> None:
+        """CLEANUP after activation: the old container goes. From here on recovery must
+        finish this removal, not undo the update: the journal's commit record says so; where
+        there is none (no journal, or its write failed) the `.cua-removed` name does, given
+        first. With the record, that name is given only if the removal fails (the container
+        stays, and the journal goes once the final status is out)."""
         current = action.planned.current
         assert current is not None
-        if action.old_renamed:
-            # Committed: from here on recovery finishes this removal rather than undo it.
+        if not action.old_renamed:
+            await self._engine.remove_container(current.id)
+            return
+        if not self._committed:
             await self._engine.rename_container(current.id, removed_name(action.name))
-        await self._engine.remove_container(current.id)
+            await self._engine.remove_container(current.id)
+            return
+        try:
+            await self._engine.remove_container(current.id)
+        except EngineError as error:
+            try:
+                await self._engine.rename_container(current.id, removed_name(action.name))
+            except EngineError as rename_error:
+                log.warning("container %s: %s", old_name(action.name), rename_error)
+            raise error from None
 
     # --- undo -----------------------------------------------------------------------------
 
