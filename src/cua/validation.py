@@ -30,9 +30,6 @@ __all__ = ["Invalid", "Location", "convert", "problems"]
 T = TypeVar("T")
 Location = tuple[str | int, ...]
 
-# The names of a union's member types, in a problem's location (`stop_timeout.str`).
-_TAGS = {str: "str", int: "int", float: "float", bool: "bool"}
-
 
 class Invalid(ValueError):
     """An input that does not fit its type: every problem, `(location, text)`, in order."""
@@ -142,8 +139,8 @@ def _check_union(
     found: list[tuple[Location, str]] = []
     for member in kinds:
         of_member: list[tuple[Location, str]] = []
-        tag = _TAGS.get(member) or str(getattr(member, "__name__", member))
-        _check(value, member, (*loc, tag), strict, of_member)
+        # a member's type names it in the place of its problems (`stop_timeout.str`)
+        _check(value, member, (*loc, member.__name__), strict, of_member)
         if not of_member:
             return
         found += of_member
