@@ -58,8 +58,9 @@ def problems(data: Any, type_: Any, *, strict: bool) -> list[tuple[Location, str
 
 
 def _from_msgspec(error: msgspec.ValidationError) -> tuple[Location, str]:
-    """A problem the walk does not see (none is known): the place msgspec names
-    (`... - at `$.a[0].b``), and a text of ours (msgspec's may quote the value)."""
+    """A problem the walk does not see (a missing required field; the agent's models have
+    none): the place msgspec names (`... - at `$.a[0].b``), and a text of ours (msgspec's may
+    quote the value)."""
     _, _, path = str(error).rpartition(" - at `$")
     location = tuple(
         int(index) if index.isdigit() else (key or index)
