@@ -30,9 +30,6 @@ __all__ = ["Invalid", "Location", "convert", "problems"]
 T = TypeVar("T")
 Location = tuple[str | int, ...]
 
-# The names of a union's member types, in a problem's location (`stop_timeout.str`).
-_TAGS = {str: "str", int: "int", float: "float", bool: "bool"}
-
 
 class Invalid(ValueError):
     """An input that does not fit its type: every problem, `(location, text)`, in order."""
@@ -61,8 +58,9 @@ def problems(data: Any, type_: Any, *, strict: bool) -> list[tuple[Location, str
 
 
 def _from_msgspec(error: msgspec.ValidationError) -> tuple[Location, str]:
-    """A problem the walk does not see (none is known): the place msgspec names
-    (`... - at `$.a[0].b``), and a text of ours (msgspec's may quote the value)."""
+    """A problem the walk does not see (a missing required field; the agent's models have
+    none): the place msgspec names (`... - at `$.a[0].b``), and a text of ours (msgspec's may
+    quote the value)."""
     _, _, path = str(error).rpartition(" - at `$")
     location = tuple(
         int(index) if index.isdigit() else (key or index)
@@ -142,8 +140,8 @@ def _check_union(
     found: list[tuple[Location, str]] = []
     for member in kinds:
         of_member: list[tuple[Location, str]] = []
-        tag = _TAGS.get(member) or str(getattr(member, "__name__", member))
-        _check(value, member, (*loc, tag), strict, of_member)
+        # a member's type names it in the place of its problems (`stop_timeout.str`)
+        _check(value, member, (*loc, member.__name__), strict, of_member)
         if not of_member:
             return
         found += of_member

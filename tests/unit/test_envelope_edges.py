@@ -1,7 +1,7 @@
 """Envelope edge cases that `make mutation` found untested (spec §1.4; docs/testing.md).
 
 Equivalent mutants left alive in `cua.api.envelope`:
-- `go_json`: `ensure_ascii=None` (false, as False).
+- `go_json` and `_component_context`: `ensure_ascii=None` (false, as False).
 - `describe_validation_error`: `include_input`/`include_url` changed or dropped (only `loc`
   and `msg` are read).
 - `decode`: `data.get("timestamp", None)` or no default (None reads as 0 just after);
@@ -11,11 +11,10 @@ Equivalent mutants left alive in `cua.api.envelope`:
   for an empty object (`{}` then fails as "expected a key": None all the same), `>= 1` for
   `> 1` before a nested object (an empty rest of the path fails: None all the same), and
   `_after_whitespace`'s None branch (its pattern always matches).
+- `_skip_value` matching its scalar from the text's start, not `pos`: it loops for ever on
+  most messages (mutmut reports a timeout, not a kill); the whitespace test fails at once.
 - `_bounded_int` with `<` for `<=`: a number of exactly 400 digits is out of every range as
   an int or as a float.
-
-And in `cua.api.models`: `to_wire` without `mode="json"` (or with a mode pydantic does not
-know): every wire value is a str, an int or a StrEnum, which json.dumps writes the same.
 """
 
 from __future__ import annotations
@@ -27,12 +26,14 @@ from cua.api.envelope import (
     MessageError,
     decode,
     decode_object,
+    describe_validation_error,
     encode,
     encode_feedback,
     now_ms,
     read_member,
 )
 from cua.api.models import Action, ActionStatusType, Component, DesiredState, DesiredStateFeedback
+from cua.validation import Invalid
 
 pytestmark = pytest.mark.unit
 
@@ -158,3 +159,65 @@ def test_an_unknown_key_is_not_named_but_the_component_is() -> None:
         decode(raw, DesiredState, "desired state")
     assert '(component "web"): Input should be a valid string' in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def _component_error(component: str, entry: str) -> str:
+    raw = (
+        '{"activityId":"a","payload":{"domains":[{"id":"containers","components":'
+        f'[{{{component}"config":[{entry}]}}]}}]}}}}'
+    )
+    with pytest.raises(MessageError) as caught:
+        decode(raw, DesiredState, "desired state")
+    return str(caught.value).removeprefix("invalid desired state: payload.domains[0].components[0]")
+
+
+def test_a_config_entry_that_is_not_an_object_names_nothing_more() -> None:
+    assert _component_error('"id":"web",', '"image"') == (
+        ".config[0]: Input should be a valid dictionary or instance of KeyValuePair"
+    )
+
+
+def test_a_component_without_an_id_and_an_unknown_key_name_nothing() -> None:
+    assert _component_error("", '{"key":"custom","value":5}') == (
+        ".config[0].value: Input should be a valid string"
+    )
+
+
+def test_a_component_id_that_is_not_text_is_not_named_but_the_key_is() -> None:
+    assert _component_error('"id":5,', '{"key":"image","value":5}') == (
+        ".id: Input should be a valid string; payload.domains[0].components[0]"
+        '.config[0].value (key "image"): Input should be a valid string'
+    )
+
+
+def test_a_component_id_of_exactly_the_limit_is_named_whole() -> None:
+    named = "c" * 64
+    assert _component_error(f'"id":"{named}",', '{"key":"env","value":5}') == (
+        f'.config[0].value (component "{named}", key "env"): Input should be a valid string'
+    )
+
+
+_DATA = {"domains": [{"components": [{"id": "web", "config": [{"key": "image"}]}]}]}
+
+
+@pytest.mark.parametrize(
+    ("location", "context"),
+    [
+        (("domains", 0, "components", 0, "config", 0), ' (component "web", key "image")'),
+        (("domains", 0, "components", 0, "config", 0, "value"), ' (component "web", key "image")'),
+        (("domains", 0, "components", 0, "other", 0, "value"), ""),
+        (("other", 0, "components", 0, "config", 0, "value"), ""),
+        (("domains", 0, "other", 0, "config", 0, "value"), ""),
+        (("domains", 0, "components", 0, "config"), ""),
+    ],
+)
+def test_only_a_place_in_a_config_entry_names_its_component(
+    location: tuple[str | int, ...], context: str
+) -> None:
+    where = "payload" + "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in location)
+    error = Invalid([(location, "bad")])
+    assert describe_validation_error(error, data=_DATA) == f"{where}{context}: bad"
+
+
+def test_whitespace_around_a_skipped_number_is_read_past() -> None:
+    assert read_member('{"a": 1 , "activityId": "x"}', ("activityId",)) == "x"

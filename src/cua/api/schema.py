@@ -51,12 +51,12 @@ def envelope_model(payload: type[WireModel], *, outgoing: bool) -> type[msgspec.
             ("payload", payload | None, None),
         ]
     )
-    return msgspec.defstruct(f"{payload.__name__}Envelope", fields, kw_only=True)
+    return msgspec.defstruct(f"{payload.__name__}Envelope", fields)
 
 
 def _json_schema(model: type[msgspec.Struct], description: str) -> dict[str, Any]:
     """The schema of `model`, the schemas of the types it holds under `$defs`."""
-    _, components = msgspec.json.schema_components([model], ref_template="#/$defs/{name}")
+    _, components = msgspec.json.schema_components([model])  # refs: #/$defs/{name}
     for name, component in components.items():
         if component.get("required") == []:
             del component["required"]
