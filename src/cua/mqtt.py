@@ -157,10 +157,6 @@ class OutgoingQueue:
         while self._others and id(self._others[0]) not in self._live:
             self._others.popleft()
 
-    def peek(self) -> OutgoingMessage | None:
-        self._trim()
-        return self._items[0] if self._items else None
-
     def next_from(self, position: int) -> tuple[int, OutgoingMessage] | None:
         """The oldest message queued at `position` or after, with its position (positions
         count every message ever put: the sender's cursor; 0 is the oldest queued)."""

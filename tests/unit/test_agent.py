@@ -130,8 +130,7 @@ async def test_feedback_is_queued_as_feedback() -> None:
 
     agent = await make_agent()
     await agent.publish_feedback("a", DesiredStateFeedback(status=StatusType.IDENTIFYING))
-    queued = agent.connection._queue.peek()
-    assert queued is not None
+    [queued] = agent.connection._queue.messages()
     assert queued.topic == "selfupdate/desiredstatefeedback"
     assert (queued.qos, queued.retain, queued.kind) == (1, False, OutgoingKind.FEEDBACK)
     envelope = json.loads(queued.payload)

@@ -139,7 +139,7 @@ async def test_queue_is_bounded_by_bytes_and_drops_are_summarised(
     assert (queue.dropped, queue.dropped_bytes) == (4991, 4_991_000)
     drops = [r for r in caplog.records if "outgoing queue full" in r.getMessage()]
     assert 1 <= len(drops) <= 5  # rate-limited, not one line per drop
-    assert queue.peek() is feedback
+    assert queue.messages()[0] is feedback
     queue.pop_sent(feedback)
     assert queue.size == 9000
 
@@ -177,8 +177,7 @@ async def test_a_producer_waits_for_room_while_connected() -> None:
     assert not waiting.done()
     queue = connection._queue
     for _ in range(4):
-        message = queue.peek()
-        assert message is not None
+        message = queue.messages()[0]
         queue.pop_sent(message)  # the broker acknowledged it
     await asyncio.wait_for(waiting, 1)
     assert queue.size == 5000
@@ -191,12 +190,12 @@ async def test_queue_pop_sent_by_identity() -> None:
     b = message("x", OutgoingKind.OTHER)  # equal, not the same
     queue.put(a)
     queue.put(b)
-    assert queue.peek() is a
+    assert queue.messages()[0] is a
     queue.pop_sent(b)
-    assert queue.peek() is a
+    assert queue.messages()[0] is a
     assert len(queue) == 1
     queue.pop_sent(a)
-    assert queue.peek() is None
+    assert queue.messages() == []
     await queue.wait_empty()
 
 
