@@ -47,7 +47,7 @@ from cua.api.models import (
 from cua.api.topics import Topics
 from cua.backoff import Backoff
 from cua.config import AgentConfig
-from cua.current_state import CurrentStateReader
+from cua.current_state import CurrentStateReader, EarlyRead
 from cua.engine.base import Engine, EngineUnavailableError
 from cua.logtext import Throttle, quoted
 from cua.mqtt import MqttConnection, OutgoingKind
@@ -56,7 +56,6 @@ from cua.systemd import notify
 __all__ = ["Agent", "initial_state_activity_id"]
 
 if TYPE_CHECKING:
-    from cua.download.fetch import AgentDownloader
     from cua.update.journal import Journal
     from cua.update.manager import UpdateManager
     from cua.update.publisher import Delivered
@@ -67,9 +66,6 @@ CHANGE_DEBOUNCE = 0.5  # seconds: one current state for a burst of container eve
 FLUSH_TIMEOUT = 5.0  # seconds to send owed messages at stop while connected
 # Current state requests waiting for one engine read; more are dropped (logged).
 MAX_PENDING_STATE_REQUESTS = 10_000
-# The engine is read at start while the broker connection is made: that read answers the
-# first connect's current state if the connect came within this many seconds.
-EARLY_STATE_MAX_AGE = 2.0
 # The update manager (crash recovery, then operations) starts once the broker acknowledged
 # the first current state, or after this many seconds (a broker that is down).
 MANAGER_START_DELAY = 2.0
@@ -136,9 +132,12 @@ class Agent:
         engine: Engine,
         *,
         journal: Journal | None = None,
+        early_read: EarlyRead | None = None,
         change_debounce: float = CHANGE_DEBOUNCE,
     ) -> None:
-        """`journal`: the operation journal in the state directory (`cua run` passes it)."""
+        """`journal`: the operation journal in the state directory (`cua run` passes it).
+        `early_read`: the engine read for the first current state, when the caller started
+        it already (`cua run` does, before importing this module); else `run` starts it."""
         self.config = config
         self.engine = engine
         self.topics = Topics.for_domain(config.domain)
@@ -160,9 +159,7 @@ class Agent:
         # (the last one published is the retained one).
         self._state_lock = asyncio.Lock()
         self._last_state: dict[str, Any] | None = None
-        # The read started with the agent (`_read_early`), used once, and when it is young.
-        self._early_state: asyncio.Task[Inventory | None] | None = None
-        self._early_started = 0.0
+        self._early_read = early_read
         self._manager_may_start = asyncio.Event()  # a current state was acknowledged (or stop)
         self._accepting = True
         self._limits = config.update.limits
@@ -217,11 +214,10 @@ class Agent:
         )
         async with asyncio.TaskGroup() as group:
             group.create_task(self.connection.run(), name="mqtt")
-            self._early_started = asyncio.get_running_loop().time()
-            self._early_state = group.create_task(self._read_early(), name="early-state")
+            if self._early_read is None:
+                self._early_read = EarlyRead(self.state_reader, group)
             group.create_task(self._run_manager(), name="update-manager")
             helpers = [
-                self._early_state,
                 group.create_task(self._serve_state_requests(), name="current-state"),
                 group.create_task(self._publish_changes(), name="current-state-changes"),
                 group.create_task(self._watch_engine_events(), name="engine-events"),
@@ -234,6 +230,7 @@ class Agent:
             self._manager_may_start.set()
             for task in helpers:
                 task.cancel()
+            self._early_read.cancel()
             await self.manager.stop(self.stop_reason)
             await self.connection.stop(FLUSH_TIMEOUT)
         self._throttle.flush()
@@ -391,28 +388,14 @@ class Agent:
     async def _current_state(self) -> Inventory:
         return await self.state_reader.read()
 
-    async def _read_early(self) -> Inventory | None:
-        """The engine read for the first current state, made at start while the broker
-        connection is made: the first connect's reply need not wait for a read after the
-        CONNACK. None if it failed (the reply reads again)."""
-        try:
-            return await self._current_state()
-        except Exception:  # a bug here must not stop the agent
-            log.exception("cannot build the current state at start")
-            return None
-
     async def _first_or_fresh_state(self) -> Inventory:
         """The early read, once, if it is still young; else a fresh read of the engine."""
-        early, self._early_state = self._early_state, None
-        if early is not None:
-            age = asyncio.get_running_loop().time() - self._early_started
-            inventory = await early if age <= EARLY_STATE_MAX_AGE else None
-            early.cancel()  # done, or not wanted
-            if inventory is not None:
-                # A container change between that read and the opening of the engine's
-                # event stream would go unseen: check once more (published if different).
-                self._changed.set()
-                return inventory
+        inventory = await self._early_read.take() if self._early_read is not None else None
+        if inventory is not None:
+            # A container change between that read and the opening of the engine's event
+            # stream would go unseen: check once more (published if different).
+            self._changed.set()
+            return inventory
         return await self._current_state()
 
     def _publish_state(self, activity_ids: Sequence[str], inventory: Inventory) -> None:
@@ -519,32 +502,6 @@ class Agent:
             await asyncio.sleep(backoff.next_delay())
             # Changes may have happened while the stream was down.
             self._changed.set()
-
-
-def open_engine(config: AgentConfig) -> Engine:
-    """The real engine for this configuration (Docker Engine API)."""
-    from cua.engine.docker import DockerEngine
-
-    return DockerEngine(
-        config.engine_url or None,
-        mirrors=config.registry_mirrors,
-        credentials=config.registries,
-        downloader=agent_downloader(config) if config.download.by_agent else None,
-    )
-
-
-def agent_downloader(config: AgentConfig) -> AgentDownloader:
-    """The agent's own image downloads: its cache is `<state_dir>/images`."""
-    from cua.download.fetch import AgentDownloader
-    from cua.download.registry import Login, RegistryClient
-
-    logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
-    return AgentDownloader(
-        config.state_dir / "images",
-        RegistryClient(logins),
-        rate=config.download.rate_limit,
-        cache_cap=config.download.cache_max,
-    )
 
 
 def _readable_command(raw: bytes) -> CommandType | None:

@@ -23,10 +23,13 @@ from cua import __version__
 if TYPE_CHECKING:
     import signal
 
+    from cua.agent import Agent
     from cua.api.models import DesiredState, DesiredStateFeedback
     from cua.config import AgentConfig, Overrides
+    from cua.download.fetch import AgentDownloader
     from cua.engine.base import Engine
     from cua.settings import Limits
+    from cua.update.journal import Journal
 
 __all__ = ["main"]
 
@@ -339,31 +342,69 @@ def decode_desired_state(raw: bytes, limits: Limits | None = None) -> tuple[str,
 
 
 def _make_engine(config: AgentConfig) -> Engine:
-    from cua.agent import open_engine
+    """The real engine for this configuration (Docker Engine API)."""
+    from cua.engine.docker import DockerEngine
 
-    return open_engine(config)
+    return DockerEngine(
+        config.engine_url or None,
+        mirrors=config.registry_mirrors,
+        credentials=config.registries,
+        downloader=_agent_downloader(config) if config.download.by_agent else None,
+    )
+
+
+def _agent_downloader(config: AgentConfig) -> AgentDownloader:
+    """The agent's own image downloads: its cache is `<state_dir>/images`."""
+    from cua.download.fetch import AgentDownloader
+    from cua.download.registry import Login, RegistryClient
+
+    logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
+    return AgentDownloader(
+        config.state_dir / "images",
+        RegistryClient(logins),
+        rate=config.download.rate_limit,
+        cache_cap=config.download.cache_max,
+    )
+
+
+def _import_agent() -> tuple[type[Agent], Callable[[Path | None, str], Journal]]:
+    from cua.agent import Agent
+    from cua.update.journal import journal_for
+
+    return Agent, journal_for
 
 
 async def _run_agent(config: AgentConfig, state_dir: Path) -> int:
     import asyncio
     import signal
 
-    from cua.agent import Agent
-    from cua.update.journal import journal_for
+    from cua.current_state import CurrentStateReader, EarlyRead
 
     stop = asyncio.Event()
     engine = _make_engine(config)
-    agent = Agent(config, engine, journal=journal_for(state_dir, config.domain))
-
-    def on_signal(signum: signal.Signals) -> None:
-        agent.stop_reason = agent.stop_reason or signum.name
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await agent.run(stop)
+        async with asyncio.TaskGroup() as group:
+            # Start-up (README Performance): the engine is read for the first current state
+            # while the MQTT side and the agent are imported (about a quarter of the start
+            # on a small device): in a thread, so that the event loop makes the read's
+            # engine calls meanwhile, and dockerd answers them.
+            early_read = EarlyRead(CurrentStateReader(engine, config.update), group)
+            agent_type, journal_for = await asyncio.to_thread(_import_agent)
+            agent = agent_type(
+                config,
+                engine,
+                journal=journal_for(state_dir, config.domain),
+                early_read=early_read,
+            )
+
+            def on_signal(signum: signal.Signals) -> None:
+                agent.stop_reason = agent.stop_reason or signum.name
+                stop.set()
+
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, on_signal, signum)
+            await agent.run(stop)
     finally:
         await engine.close()
     return EXIT_OK

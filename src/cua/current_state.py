@@ -12,6 +12,7 @@ the agent owns": the others' env may hold secrets); manage: all every one, as Ka
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from cua import __version__
@@ -22,9 +23,13 @@ from cua.engine.base import ContainerNotFoundError, Engine, EngineError, EngineU
 from cua.settings import Manage, UpdateSettings
 from cua.update.identify import inventory_entry, map_concurrently, reported
 
-__all__ = ["CurrentStateReader"]
+__all__ = ["EARLY_STATE_MAX_AGE", "CurrentStateReader", "EarlyRead"]
 
 log = logging.getLogger(__name__)
+
+# The engine is read at start while the broker connection is made: that read answers the
+# first connect's current state if the connect came within this many seconds.
+EARLY_STATE_MAX_AGE = 2.0
 
 
 class CurrentStateReader:
@@ -66,3 +71,38 @@ class CurrentStateReader:
             return inventory_entry(details, self._settings)
 
         return [entry for entry in await map_concurrently(summaries, one) if entry is not None]
+
+
+class EarlyRead:
+    """The current state read made as the agent starts, before its broker connection is up:
+    the first connect's reply need not wait for a read after the CONNACK. `cua run` starts
+    it before importing the MQTT side (README Performance, start-up), in `group`."""
+
+    def __init__(self, reader: CurrentStateReader, group: asyncio.TaskGroup) -> None:
+        self.started = asyncio.get_running_loop().time()
+        self._task: asyncio.Task[Inventory | None] | None = group.create_task(
+            self._read(reader), name="early-state"
+        )
+
+    @staticmethod
+    async def _read(reader: CurrentStateReader) -> Inventory | None:
+        try:
+            return await reader.read()
+        except Exception:  # a bug here must not stop the agent
+            log.exception("cannot build the current state at start")
+            return None
+
+    async def take(self) -> Inventory | None:
+        """The read, once, if it is still young (EARLY_STATE_MAX_AGE) and did not fail;
+        None otherwise (the caller reads again)."""
+        task, self._task = self._task, None
+        if task is None:
+            return None
+        age = asyncio.get_running_loop().time() - self.started
+        inventory = await task if age <= EARLY_STATE_MAX_AGE else None
+        task.cancel()  # done, or not wanted
+        return inventory
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -13,6 +14,7 @@ import pytest
 from cua.agent import Agent, _readable_activity_id, initial_state_activity_id
 from cua.api.envelope import go_json
 from cua.config import Overrides, load_config
+from cua.containers.state import ContainerSummary
 from cua.mqtt import OutgoingKind
 from cua.systemd import notify
 from cua.testing.fake_engine import FakeEngine
@@ -431,15 +433,17 @@ async def test_the_first_current_state_uses_the_engine_read_made_at_start_when_y
 
     from cua.containers.labels import LABEL_DOMAIN, LABEL_MANAGED
     from cua.containers.spec import ContainerSpec
+    from cua.current_state import EarlyRead
 
     agent = await make_agent()
     engine = agent.engine
     assert isinstance(engine, FakeEngine)
     labels = {LABEL_MANAGED: "true", LABEL_DOMAIN: "self-update"}  # reported (ours)
     engine.add_container("a", ContainerSpec(name="a", image="img"), labels)
-    agent._early_started = asyncio.get_running_loop().time() - age
-    agent._early_state = asyncio.create_task(agent._read_early())
-    await agent._early_state
+    async with asyncio.TaskGroup() as group:
+        early = EarlyRead(agent.state_reader, group)
+    early.started -= age
+    agent._early_read = early
     engine.add_container("b", ContainerSpec(name="b", image="img"), labels)  # before connect
     before = engine.call_count("list_containers")
     agent._request_state("initial-current-state-1")
@@ -461,7 +465,7 @@ async def test_the_first_current_state_uses_the_engine_read_made_at_start_when_y
     else:
         assert shown == {"self-update:a", "self-update:b"}
         assert engine.call_count("list_containers") == before + 1
-    assert agent._early_state is None  # used once
+    assert await early.take() is None  # used once
 
 
 async def test_the_update_manager_starts_once_the_first_current_state_is_acknowledged(
@@ -497,3 +501,45 @@ async def test_the_update_manager_starts_once_the_first_current_state_is_acknowl
     agent._manager_may_start.set()
     await asyncio.wait_for(task, 1)
     assert "manager" not in agent.__dict__  # never made
+
+
+async def test_cua_run_reads_the_engine_while_the_agent_modules_are_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Start-up: `cua run` starts the first current state's engine read, then imports the
+    MQTT side and the agent in a thread; the event loop makes the read meanwhile. Had the
+    import blocked the loop, the engine would not be listed before the import ends."""
+    import threading
+
+    from cua import cli
+    from cua.current_state import EarlyRead
+
+    listed = threading.Event()
+
+    class ListingEngine(FakeEngine):
+        async def list_containers(self) -> list[ContainerSummary]:
+            listed.set()
+            return await super().list_containers()
+
+    seen: dict[str, object] = {}
+
+    class RecordingAgent:
+        def __init__(self, config: object, engine: object, **kwargs: object) -> None:
+            seen.update(kwargs)
+            self.stop_reason = ""
+
+        async def run(self, stop: asyncio.Event) -> None:
+            early = seen["early_read"]
+            assert isinstance(early, EarlyRead)
+            seen["inventory"] = await early.take()
+
+    def import_agent() -> tuple[object, object]:
+        seen["listed during import"] = listed.wait(timeout=10)
+        return RecordingAgent, lambda state_dir, domain: None
+
+    config = load_config(None, Overrides(domain="self-update"))
+    monkeypatch.setattr(cli, "_make_engine", lambda config: ListingEngine())
+    monkeypatch.setattr(cli, "_import_agent", import_agent)
+    assert await cli._run_agent(config, Path("/nonexistent")) == cli.EXIT_OK
+    assert seen["listed during import"] is True
+    assert seen["inventory"] is not None  # the early read, handed to the agent
