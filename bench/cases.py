@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
 import ssl
 import time
@@ -65,7 +66,7 @@ N_NOOP = 100
 N_IDENTIFY = 1000
 N_BIG = 5
 BIG_MB = 20
-IDLE_OPS = 1000
+IDLE_OPS = int(os.environ.get("BENCH_IDLE_OPS", "1000"))  # the RSS growth row
 RSS_TARGET_MIB = 32
 _NO_SYS: dict[str, tuple[str, ...]] = {"system_containers": ()}
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "leda-desired-state.json"
@@ -692,7 +693,7 @@ class Bench:
             await self._via_agent("idle", desired)
             await broker.drain(0)
             if i % 100 == 99:
-                progress(f"idle: {i + 1} operations")
+                progress(f"idle: {i + 1} operations, RSS {mb(rss_kib(self.agent.pid))}")
         await asyncio.sleep(2 * SETTLE)
         rss[IDLE_OPS] = rss_kib(self.agent.pid)
         second_half = rss[IDLE_OPS] - rss[half]

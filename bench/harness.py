@@ -209,7 +209,7 @@ class AgentProcess:
             "--state-dir",
             str(state_dir),
             "--log-level",
-            "WARNING",
+            os.environ.get("BENCH_AGENT_LOG", "WARNING"),
         ]
         state_dir.mkdir(parents=True, exist_ok=True)
         self.argv += config_args(state_dir, window)

@@ -341,7 +341,9 @@ async def test_the_agent_process_downloads_itself_with_kantos_feedback(
 ) -> None:
     from tests.integration.test_agent import agent_for, desired_state, probe_for, statuses
 
-    image_factory("download/e2e", "1", marker="e2e", size_mb=4.0)
+    # ~3.5 s at 2 MB/s: progress feedback is throttled to 1/s, so at least 2 DOWNLOADING
+    # messages whatever the timing (4 MB, 1.5 s, gave 1 in some runs)
+    image_factory("download/e2e", "1", marker="e2e", size_mb=8.0)
     raw.forget(f"{clean_engine.registry}/download/e2e:1")
     settings = {
         "download": "agent",

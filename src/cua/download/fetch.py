@@ -9,7 +9,7 @@ engine under its reference. Order of work:
    `rootfs.diff_ids` that a local image's layers start with (`manifests.present_prefix`);
 3. the disk-space preflight (`preflight.check`): a shortage fails the pull before any
    layer byte moves (the manifest and the small config are read first: their sizes are
-   what the preflight needs);
+   what the preflight needs; the engine's layers and data root are read meanwhile);
 4. the missing blobs, each resumed from its partial bytes with `Range`, retried on a
    broken link with backoff, verified against its digest (hashed as written), under the
    shared bandwidth limit;
@@ -54,7 +54,7 @@ from cua.download.ratelimit import TokenBucket
 from cua.download.registry import LinkError, RegistryClient, RegistryError
 from cua.download.serve import Blob as ServedBlob
 from cua.download.serve import Listen, LocalRegistry, WholeFile, loopback_socket
-from cua.engine.base import PullFailedError, PullProgress
+from cua.engine.base import EngineError, PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
 log = logging.getLogger(__name__)
@@ -224,9 +224,13 @@ class AgentDownloader:
             blobs = [manifest.config, *manifest.layers]
             self._hold(blobs)
             try:
-                config = await self._blob(source, Landing(self.cache, manifest.config), None)
+                # The engine's reads go while the config blob comes: none needs another.
+                async with asyncio.TaskGroup() as group:
+                    chains = group.create_task(store.layer_chains())
+                    root = group.create_task(store.data_root())
+                    config = await self._blob(source, Landing(self.cache, manifest.config), None)
                 ids = diff_ids(config.read_bytes(), len(manifest.layers))
-                present = present_prefix(ids, await store.layer_chains())
+                present = present_prefix(ids, chains.result())
                 needed = list(manifest.layers[present:])
                 if present:
                     log.info(
@@ -235,7 +239,7 @@ class AgentDownloader:
                         present,
                         len(ids),
                     )
-                await self._preflight(store, needed)
+                self._preflight(root.result(), needed)
                 counter = _Counter(
                     total=sum(b.size for b in needed),
                     done=sum(min(self._on_disk(b), b.size) for b in needed),
@@ -267,7 +271,7 @@ class AgentDownloader:
             finally:
                 self._release(blobs)
             self._tidy(blobs)
-        except* PullFailedError as group:
+        except* EngineError as group:  # the engine's own (a PullFailedError, unreachable)
             raise group.exceptions[0] from None
         except* (RegistryError, ManifestError, OSError, ValueError) as group:
             error = group.exceptions[0]
@@ -357,12 +361,12 @@ class AgentDownloader:
         finally:
             local.withdraw(offer)
 
-    async def _preflight(self, store: ImageStore, needed: Sequence[Blob]) -> None:
+    def _preflight(self, root_path: str, needed: Sequence[Blob]) -> None:
+        """`root_path`: the engine's data root (`ImageStore.data_root`)."""
         to_fetch = sum(max(0, b.size - self._on_disk(b)) for b in needed)
         cache = free_bytes(str(self.cache.root))
         if cache is None:
             raise OSError(f"cache directory {self.cache.root} is not readable")
-        root_path = await store.data_root()
         root: Disk | None = free_bytes(root_path) if root_path else None
         if root is None:
             log.info(

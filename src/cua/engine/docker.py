@@ -177,6 +177,8 @@ class DockerEngine:
         self._http: EngineHTTP | None = None
         self._version_lock = asyncio.Lock()
         self.api_version = ""
+        # The engine's (Os, Arch), read by the API version negotiation's /version.
+        self._os_arch = ("linux", "")
         self._plain_tcp_warned = False
         # Image inspects by ID, for `inspect_container`: an image ID is the digest of its
         # config, so what we read from it (the config) never changes. Saves one engine call
@@ -235,6 +237,7 @@ class DockerEngine:
             with self._engine_errors(None):
                 async with asyncio.timeout(self.timeout):
                     version = (await http.request("GET", "/version")).json()
+            self._os_arch = _os_arch(version)
             server = tuple(int(p) for p in str(version["ApiVersion"]).split("."))
             chosen = min(server, MAX_API_VERSION)
             minimum = str(version.get("MinAPIVersion") or "1.12")
@@ -425,11 +428,11 @@ class DockerEngine:
     # --- the engine's side of agent downloads (`cua.download.fetch.ImageStore`) ------------
 
     async def engine_platform(self) -> Platform:
-        failure = _Failure("cannot read the engine's platform")
-        version = await self._call("GET", "version", failure)
+        """From the API version negotiation's /version: no call of its own."""
+        await self._negotiate()
         from cua.download.manifests import Platform
 
-        return Platform(str(version.get("Os", "linux")), str(version.get("Arch", "")))
+        return Platform(*self._os_arch)
 
     async def data_root(self) -> str:
         info = await self._call("GET", "info", _Failure("cannot read the engine's data root"))
@@ -659,6 +662,10 @@ class DockerEngine:
             http, self._http = self._http, None
             self.api_version = ""
             await http.aclose()
+
+
+def _os_arch(version: Mapping[str, Any]) -> tuple[str, str]:
+    return str(version.get("Os", "linux")), str(version.get("Arch", ""))
 
 
 async def _readline(response: StreamedResponse, seconds: float, stalled: EngineError) -> bytes:
