@@ -7,7 +7,8 @@ Progress goes to stderr, the table (markdown) to stdout.
 
 Environment: BENCH_REPEAT (default 5) runs per figure, BENCH_CASES (comma-separated case
 names, default all: cli, identify, apply, start, change, noop, download, agent_download,
-idle), BENCH_IDLE_OPS (operations of the RSS growth row, default 1000),
+idle), BENCH_IDLE_OPS (operations of the RSS growth row, default 1000) and BENCH_IDLE_WARMUP
+(operations before them, default 1000),
 BENCH_ACTIVATION_WINDOW (seconds: measure only with that activation window; default: window
 0 for every row, and the change and apply rows again with the agent's default).
 """
