@@ -16,6 +16,7 @@ from cua.api.envelope import (
     encode,
     encode_feedback,
     go_json,
+    load_json,
     read_member,
 )
 from cua.api.models import (
@@ -471,3 +472,36 @@ def test_encode_feedback_writes_the_bytes_of_encode(
     feedback: DesiredStateFeedback, activity_id: str
 ) -> None:
     assert encode_feedback(activity_id, feedback, 17) == encode(activity_id, feedback, 17)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (rb'{"\ud800": "a\udfff"}', {"\ufffd": "a\ufffd"}),
+        (rb'{"k": ["\uD83D\uDE00", "\udc00x"]}', {"k": ["\U0001f600", "\ufffdx"]}),
+        ('{"k": "\\ud800"}'.encode("utf-16"), {"k": "\ufffd"}),
+        ('{"\\ud800": 1}', {"\ufffd": 1}),
+    ],
+)
+def test_a_lone_surrogate_escape_decodes_to_the_replacement_character_as_in_go(
+    raw: bytes | str, expected: Any
+) -> None:
+    assert load_json(raw) == expected
+
+
+def test_a_command_with_a_lone_surrogate_key_decodes_its_unknown_key_ignored() -> None:
+    """Found by the hostile-input property: msgspec cannot look a lone surrogate key up
+    (UnicodeEncodeError); Kanto reads it as U+FFFD, an unknown key."""
+    raw = b'{"activityId": "a", "timestamp": 0, "payload": {"\\ud800": false}}'
+    envelope = decode(raw, DesiredStateCommand, "desired state command")
+    assert envelope.activity_id == "a"
+    assert envelope.payload == DesiredStateCommand()
+
+
+def test_an_activity_id_read_from_a_broken_message_has_its_lone_surrogate_replaced() -> None:
+    """The same text as the decoder's (U+FFFD), so a failure answers the same activityId."""
+    raw = b'{"activityId": "a\\ud800", "timestamp": NaN}'
+    assert read_member(raw, ("activityId",)) == "a\ufffd"
+    with pytest.raises(MessageError) as caught:
+        decode(b'{"activityId": "a\\ud800", "timestamp": "x"}', DesiredStateCommand, "c")
+    assert caught.value.activity_id == "a\ufffd"

@@ -211,9 +211,14 @@ def _bounded_int(text: str) -> int | float:
 
 
 def load_json(raw: bytes | str) -> Any:
-    """`json.loads` that raises only ValueError (with a reason) on any input."""
+    """`json.loads` that raises only ValueError (with a reason) on any input. A lone
+    surrogate escape (`"\\ud800"`) decodes to U+FFFD, as Go's decoder does: such text could
+    not be encoded again (as a key, msgspec fails on it)."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+        data = json.loads(raw, parse_constant=_reject_constant, parse_int=_bounded_int)
+        if _may_hold_lone_surrogates(raw):
+            data = _without_lone_surrogates(data)
+        return data
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -222,6 +227,29 @@ def load_json(raw: bytes | str) -> Any:
         raise ValueError(f"not valid JSON ({exc})") from None
     except ValueError:  # bytes that are not UTF-8
         raise ValueError("not valid JSON (not UTF-8)") from None
+
+
+# Where a lone surrogate may come from: a `\uD800`-`\uDFFF` escape (a pair makes one
+# character, which `_LONE_SURROGATE` does not match).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _may_hold_lone_surrogates(raw: bytes | str) -> bool:
+    if isinstance(raw, str):
+        return _SURROGATE_ESCAPE.search(raw) is not None
+    # UTF-16 and UTF-32 JSON (json.loads reads them too) hold NULs: looked at as text
+    return b"\0" in raw or _SURROGATE_ESCAPE_BYTES.search(raw) is not None
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    return value
 
 
 def _check_activity_id(activity_id: str, what: str, max_length: int | None) -> None:
@@ -372,12 +400,13 @@ def read_member(raw: bytes | str, path: Sequence[str]) -> str | None:
     """The string at `path` (e.g. `("payload", "command")`) of a JSON object, read even when
     the rest of the message is not valid (too deep, NaN, huge numbers, wrong types): the
     objects on the path must be well formed, the other values are skipped unread. None when
-    it cannot be read."""
+    it cannot be read. A lone surrogate in it is U+FFFD, as `load_json` reads it."""
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw
         pos = _after_whitespace(text, 0)
         if text[pos : pos + 1] != "{":
             return None
-        return _read_object(text, pos, path)
+        found = _read_object(text, pos, path)
+        return None if found is None else _LONE_SURROGATE.sub("\ufffd", found)
     except (ValueError, IndexError):  # UnicodeDecodeError and JSONDecodeError too
         return None
