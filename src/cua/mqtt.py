@@ -274,6 +274,10 @@ def _ignore_closed_socket_registration(
     loop.default_exception_handler(context)
 
 
+# A message being published, and its publish (its error, or None once acknowledged).
+_InFlight = tuple[OutgoingMessage, "asyncio.Task[aiomqtt.MqttError | None]"]
+
+
 class MqttConnection:
     """Keeps one MQTT session alive until `stop()`; owns its tasks in a TaskGroup.
 
@@ -544,60 +548,66 @@ class MqttConnection:
         (ending the session) when a publish fails: what was not acknowledged stays queued."""
         window = max(self.options.send_window, 1)
         queue = self._queue
-        in_flight: deque[tuple[OutgoingMessage, asyncio.Task[None]]] = deque()
+        in_flight: deque[_InFlight] = deque()
         position = 0  # the queue position of the next message to send
         try:
-            while True:
-                self._acknowledged(in_flight)  # raises MqttError: one was not (connection lost)
-                while len(in_flight) < window:
-                    found = queue.next_from(position)
-                    if found is None:
-                        break
-                    position, message = found
-                    position += 1
-                    # Tasks start in the order they are made (the loop runs ready callbacks
-                    # first in, first out) and `publish` writes before its first await: the
-                    # messages go on the wire in queue order.
-                    publishing = asyncio.ensure_future(self._publish(client, message))
-                    publishing.add_done_callback(self._publish_ended)
-                    in_flight.append((message, publishing))
-                await queue.wait_changed()
+            async with asyncio.TaskGroup() as group:  # the publishes in flight
+                while True:
+                    self._acknowledged(in_flight)  # raises MqttError: one was not
+                    while len(in_flight) < window:
+                        found = queue.next_from(position)
+                        if found is None:
+                            break
+                        position, message = found
+                        position += 1
+                        # Tasks start in the order they are made (the loop runs ready
+                        # callbacks first in, first out) and `publish` writes before its
+                        # first await: the messages go on the wire in queue order.
+                        publishing = group.create_task(self._publish(client, message))
+                        publishing.add_done_callback(self._publish_ended)
+                        in_flight.append((message, publishing))
+                    await queue.wait_changed()
+        except* aiomqtt.MqttError as failed:
+            raise failed.exceptions[0] from None
         finally:
             # Ending (the connection was lost, the session stops): what was acknowledged
             # before still leaves the queue rather than being sent again.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(aiomqtt.MqttError):
                 self._acknowledged(in_flight)
-            for _, publishing in in_flight:
-                publishing.remove_done_callback(self._publish_ended)
-                if publishing.done():
-                    if not publishing.cancelled():
-                        publishing.exception()  # seen: the session's error says it
-                else:
-                    publishing.cancel()
 
-    def _acknowledged(self, in_flight: deque[tuple[OutgoingMessage, asyncio.Task[None]]]) -> None:
+    def _acknowledged(self, in_flight: deque[_InFlight]) -> None:
         """The acknowledged ones at the head of the window leave the queue, in order; raises
         the error of the oldest one that failed."""
         while in_flight and in_flight[0][1].done():
             message, publishing = in_flight[0]
             if publishing.cancelled():
                 return
-            publishing.result()  # MqttError: not acknowledged (connection lost, timeout)
+            error = publishing.result()
+            if error is not None:  # not acknowledged (connection lost, timeout)
+                raise error
             in_flight.popleft()
             self._queue.pop_sent(message)
             self._delivered(message)
 
-    def _publish_ended(self, _: asyncio.Future[None]) -> None:
+    def _publish_ended(self, _: asyncio.Future[aiomqtt.MqttError | None]) -> None:
         self._queue.wake()
 
-    async def _publish(self, client: aiomqtt.Client, message: OutgoingMessage) -> None:
-        await client.publish(
-            message.topic,
-            message.payload,
-            qos=message.qos,
-            retain=message.retain,
-            timeout=self.options.acknowledge_timeout,
-        )
+    async def _publish(
+        self, client: aiomqtt.Client, message: OutgoingMessage
+    ) -> aiomqtt.MqttError | None:
+        """The publish's error is returned, not raised: the window raises the oldest one, in
+        queue order (`_acknowledged`), once those before it were acknowledged."""
+        try:
+            await client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                timeout=self.options.acknowledge_timeout,
+            )
+        except aiomqtt.MqttError as error:
+            return error
+        return None
 
     def _delivered(self, message: OutgoingMessage) -> None:
         if message.on_delivered is not None:
