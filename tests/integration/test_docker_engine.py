@@ -454,6 +454,22 @@ async def test_api_version_is_negotiated(engine: DockerEngine) -> None:
     assert engine.api_version == "1.41"  # min(dockerd 20.10's 1.41, ours)
 
 
+async def test_the_engine_platform_is_read_by_the_negotiation_without_a_call_of_its_own(
+    engine: DockerEngine, raw: RawEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's downloads ask for the platform once per image: the negotiation's
+    /version answers it (the README's agent-download figures count on that)."""
+    version = raw.json("GET", "/version")
+
+    async def no_call(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"an engine call: {args}")
+
+    await engine.list_containers()  # negotiates
+    monkeypatch.setattr(engine, "_call", no_call)
+    platform = await engine.engine_platform()
+    assert (platform.os, platform.architecture) == (version["Os"], version["Arch"])
+
+
 # --- pulls ----------------------------------------------------------------------------------
 
 

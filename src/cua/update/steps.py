@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cua.api.models import ActionStatusType
@@ -234,20 +234,12 @@ class DeviceSteps:
 
         The states this passes through are those of an ACTIVATE interrupted after its
         renames: undone by ROLLBACK and CLEANUP (`undo`) and by crash recovery alike."""
-        errors: list[Exception | None] = [None, None]
-
-        async def keep(position: int, call: Awaitable[None]) -> None:
-            try:
-                await call
-            except Exception as error:  # raised below, once both calls ended
-                errors[position] = error
-
-        async with asyncio.TaskGroup() as group:
-            group.create_task(keep(0, self.stop_old(action)))
-            group.create_task(keep(1, self.take_name(action)))
-        for error in errors:
-            if error is not None:
-                raise error
+        ended = await asyncio.gather(
+            self.stop_old(action), self.take_name(action), return_exceptions=True
+        )
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def update_runtime(self, action: ActionState) -> None:
         """UPDATE: restart policy and memory limits to the desired values."""
