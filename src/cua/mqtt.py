@@ -24,6 +24,7 @@ import contextlib
 import enum
 import errno
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -597,13 +598,20 @@ class MqttConnection:
     ) -> aiomqtt.MqttError | None:
         """The publish's error is returned, not raised: the window raises the oldest one, in
         queue order (`_acknowledged`), once those before it were acknowledged."""
+        limit = self.options.acknowledge_timeout
         try:
-            await client.publish(
-                message.topic,
-                message.payload,
-                qos=message.qos,
-                retain=message.retain,
-                timeout=self.options.acknowledge_timeout,
+            # asyncio.timeout, not aiomqtt's own (asyncio.wait_for: a task per message).
+            async with asyncio.timeout(limit):
+                await client.publish(
+                    message.topic,
+                    message.payload,
+                    qos=message.qos,
+                    retain=message.retain,
+                    timeout=math.inf,
+                )
+        except TimeoutError:
+            return aiomqtt.MqttError(
+                f"no acknowledgement within {limit:g} s (connection.acknowledge_timeout)"
             )
         except aiomqtt.MqttError as error:
             return error

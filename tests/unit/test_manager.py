@@ -691,3 +691,56 @@ async def test_unknown_keys_are_in_the_identified_message_and_fail_strict(
     status = await strict.apply("B", desired(component("web", image="img:1")), [typo])
     assert status == "IDENTIFICATION_FAILED"
     assert pub.wire("B")[-1]["message"] == f"strict mode: {typo}"
+
+
+# --- a no-op is settled from identification's listing (#13) ------------------------------------
+
+
+async def test_a_no_op_reads_the_engine_with_one_listing(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    for name in ("a", "b", "c"):
+        add_managed(engine, name, image="img:1")
+    manager = UpdateManager(engine, pub, settings())
+    state = desired(*(component(name, image="img:1") for name in ("a", "b", "c")))
+    await manager.apply("A", state)  # settles the containers (their inspects)
+    engine.calls.clear()
+    status = await manager.apply("B", state)
+    assert status == "COMPLETED"
+    assert pub.statuses("B")[-6:] == [
+        "ACTIVATING", "ACTIVATING", "ACTIVATING", "ACTIVATION_SUCCESS", "CLEANUP_SUCCESS",
+        "COMPLETED",
+    ]  # fmt: skip
+    # `apply` (the tools' flow) runs recovery first, which lists; then ACTIVATE takes the
+    # states identification listed: one listing, no other engine call
+    assert [call.method for call in engine.calls] == ["list_containers"] * 2
+
+
+async def test_a_stopped_container_of_a_no_op_is_still_started(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1", running=False)
+    status = await UpdateManager(engine, pub, settings()).apply(
+        "A", desired(component("web", image="img:1"))
+    )
+    assert status == "COMPLETED"
+    assert (await engine.inspect_container("web")).state.status is ContainerStatus.RUNNING
+
+
+async def test_a_plan_with_a_change_lists_again_at_activate(
+    engine: FakeEngine, pub: RecordingPublisher
+) -> None:
+    add_managed(engine, "web", image="img:1")
+    add_managed(engine, "db", image="img:1")
+    manager = UpdateManager(engine, pub, settings())
+    await manager.apply(
+        "A", desired(component("web", image="img:1"), component("db", image="img:1"))
+    )
+    engine.calls.clear()  # the first apply's recovery and settling reads
+    status = await manager.apply(
+        "B", desired(component("web", image="img:2"), component("db", image="img:1"))
+    )
+    assert status == "COMPLETED"
+    # recovery's, identification's, then ACTIVATE's own for the unchanged db (the device
+    # changed since)
+    assert engine.call_count("list_containers") == 3

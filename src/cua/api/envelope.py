@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any, Generic, TypeVar
 
-import msgspec
-
-from cua.api.models import Action, ActionStatusType, Component, DesiredStateFeedback, WireModel
+from cua.api.models import Action, DesiredStateFeedback, StatusType, WireModel
 from cua.validation import Invalid
 
 PayloadT = TypeVar("PayloadT", bound=WireModel)
@@ -92,34 +90,34 @@ def encode_feedback(
 ) -> bytes:
     """`encode()` of a feedback message, the same bytes, faster: every feedback message
     carries every action (its bytes grow with the square of the component count), and most
-    actions are the same as in the previous message, so each action's JSON is cached."""
-    head = msgspec.structs.replace(feedback, actions=[]).to_wire()
-    if not feedback.actions:
-        return encode_with_payload(activity_id, go_json(head), timestamp)
-    actions = b",".join(
-        _action_json(
-            action.component.id if action.component else None,
-            action.component.version if action.component else None,
-            action.status,
-            action.progress,
-            action.message,
-        )
-        for action in feedback.actions
+    actions are the same as in the previous message, so each action's JSON is cached, as
+    are the parts that repeat from one message to the next."""
+    stamp = now_ms() if timestamp is None else timestamp
+    head = _feedback_head(feedback.baseline, feedback.status, feedback.message)
+    if feedback.actions:
+        actions = b",".join([_action_json(action) for action in feedback.actions])
+        payload = b"".join((head[:-1], b',"actions":[' if len(head) > 2 else b'"actions":[',
+                            actions, b"]}"))  # fmt: skip
+    else:
+        payload = head
+    return b"".join((_envelope_opening(activity_id), b"%d" % stamp, b',"payload":', payload, b"}"))
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_opening(activity_id: str) -> bytes:
+    return b'{"activityId":' + go_json(activity_id) + b',"timestamp":'
+
+
+@functools.lru_cache(maxsize=256)
+def _feedback_head(baseline: str, status: StatusType | None, message: str) -> bytes:
+    """A feedback message's JSON without its actions."""
+    return go_json(
+        DesiredStateFeedback(baseline=baseline, status=status, message=message).to_wire()
     )
-    opening = go_json(head)[:-1] + (b',"actions":[' if head else b'"actions":[')
-    return encode_with_payload(activity_id, b"".join((opening, actions, b"]}")), timestamp)
 
 
 @functools.lru_cache(maxsize=8192)
-def _action_json(
-    component_id: str | None,
-    version: str | None,
-    status: ActionStatusType | None,
-    progress: int,
-    message: str,
-) -> bytes:
-    component = None if component_id is None else Component(id=component_id, version=version or "")
-    action = Action(component=component, status=status, progress=progress, message=message)
+def _action_json(action: Action) -> bytes:
     return go_json(action.to_wire())
 
 

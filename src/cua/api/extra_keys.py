@@ -8,6 +8,7 @@ The known keys are the wire models' own (their JSON names), so the two never dis
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Any
 
@@ -31,13 +32,19 @@ def _item_model(annotation: Any) -> type[WireModel] | None:
     return None
 
 
+@functools.cache
+def _model_keys(model: type[WireModel]) -> dict[str, type[WireModel] | None]:
+    """A model's JSON keys, each with the model its list holds (None: not a list of models).
+    Cached: msgspec resolves a model's annotations anew at each `fields()` call."""
+    return {info.encode_name: _item_model(info.type) for info in msgspec.structs.fields(model)}
+
+
 def _walk(data: Any, model: type[WireModel], where: str, out: list[str]) -> None:
     if not isinstance(data, dict):
         return
-    fields = {info.encode_name: info for info in msgspec.structs.fields(model)}
-    out.extend(unknown_keys(data, fields, where))
-    for key, info in fields.items():
-        inner = _item_model(info.type)
+    keys = _model_keys(model)
+    out.extend(unknown_keys(data, keys, where))
+    for key, inner in keys.items():
         value = data.get(key)
         if inner is not None and isinstance(value, list):
             for index, item in enumerate(value):

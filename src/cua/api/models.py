@@ -125,12 +125,14 @@ class ActionStatusType(StrEnum):
     ACTIVATION_SUCCESS = "ACTIVATION_SUCCESS"
 
 
-class Component(WireModel, frozen=True):
+class Component(WireModel, frozen=True, cache_hash=True):
     id: str = ""
     version: str = ""
 
 
-class Action(WireModel, frozen=True):
+# Hashed once: `cua.api.envelope` caches each action's JSON by the Action (a feedback
+# message carries every action).
+class Action(WireModel, frozen=True, cache_hash=True):
     component: Component | None = None
     status: ActionStatusType | None = None
     progress: Annotated[int, msgspec.Meta(ge=0, le=255)] = 0  # Go uint8; 0 is omitted

@@ -48,6 +48,7 @@ class Lookahead(Generic[_A, _R]):
         self._tasks: dict[int, asyncio.Task[_Outcome[_R]]] = {}
         self._group = asyncio.TaskGroup()
         self._index = -1  # where the loop is (the last `advance`)
+        self._started = 0  # every action before this position has its work started
         self._open = False
 
     async def __aenter__(self) -> Lookahead[_A, _R]:
@@ -71,18 +72,21 @@ class Lookahead(Generic[_A, _R]):
 
     def start(self, actions: Sequence[_A]) -> None:
         self._actions = actions
+        self._started = 0
 
     def advance(self, index: int) -> None:
         """The loop is at `actions[index]`: start its work and the next ones, if ready
         (one not ready is done by `wait` when the loop gets to it)."""
         self._index = index
         last = min(len(self._actions) - 1, index + self._ahead)
-        for position in range(index, last + 1):
+        # Those before `_started` all have their work: not looked at again (with every
+        # action ahead, the loop would otherwise go over all of them at each step).
+        for position in range(max(index, self._started), last + 1):
             action = self._actions[position]
-            if id(action) in self._tasks:
-                continue
-            if self._ready is None or self._ready(action):
+            if id(action) not in self._tasks and (self._ready is None or self._ready(action)):
                 self._tasks[id(action)] = self._group.create_task(self._run(action))
+            if position == self._started and id(action) in self._tasks:
+                self._started += 1
 
     def refresh(self) -> None:
         """What `ready` says may have changed (an image arrived): start the work that is

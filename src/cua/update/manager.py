@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cua.api.models import (
     CommandType,
@@ -449,16 +451,23 @@ class UpdateManager:
         this desired state fails identification or has nothing to do; one with actions
         replaces it: its changes are undone, it gets SUPERSEDED (D9), and identification
         runs again on the restored device."""
-        await self._publish(activity_id, DesiredStateFeedback(status=StatusType.IDENTIFYING))
-        try:
+        listed_at = time.monotonic()  # the plan's listing is this new, or newer
+        async with asyncio.TaskGroup() as group:
             # From here on a restart owes this activity an answer (our-behaviour "After a
-            # crash"): written before the IDENTIFYING above can reach anyone.
-            self._journal.started(activity_id)
-        except JournalError as error:
-            await self._publish_failed(activity_id, str(error))
+            # crash"): the IDENTIFYING waits for that record, so no one sees it before. The
+            # engine reads of identification change nothing: they go on meanwhile.
+            planning = group.create_task(_caught(self._make_plan(parsed)))
+            recorded = await _caught(asyncio.to_thread(self._journal.started, activity_id))
+            if recorded is not None:
+                planning.cancel()
+            await self._publish(activity_id, DesiredStateFeedback(status=StatusType.IDENTIFYING))
+        if recorded is not None:
+            await self._publish_failed(activity_id, str(recorded))
             return StatusType.IDENTIFICATION_FAILED
         try:
-            plan = await self._make_plan(parsed)
+            plan = planning.result()
+            if isinstance(plan, Exception):
+                raise plan
             if replacing is not None and plan.actions:
                 self._pending = None
                 changed = replacing.changed_device
@@ -472,7 +481,13 @@ class UpdateManager:
             await self._publish_failed(activity_id, str(error))
             return StatusType.IDENTIFICATION_FAILED
         operation = Operation(
-            activity_id, plan, self._engine, self._publisher, self._settings, journal=self._journal
+            activity_id,
+            plan,
+            self._engine,
+            self._publisher,
+            self._settings,
+            journal=self._journal,
+            listed_at=listed_at,
         )
         if not plan.actions:
             self._identification_ended(activity_id)
@@ -526,3 +541,14 @@ class UpdateManager:
         if operation is None:
             return [], []
         return await operation.undo_changes()
+
+
+_T = TypeVar("_T")
+
+
+async def _caught(awaitable: Awaitable[_T]) -> _T | EngineError | PlanError | JournalError:
+    """The result, or the error identification answers with IDENTIFICATION_FAILED."""
+    try:
+        return await awaitable
+    except (EngineError, PlanError, JournalError) as error:
+        return error

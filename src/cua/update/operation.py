@@ -64,6 +64,10 @@ MSG_ROLLBACK_CREATE = (
 )
 MSG_STOPPING = "the agent is stopping: the operation was interrupted"
 
+# Seconds for which identification's container listing stands for the containers' states
+# at ACTIVATE of a plan that changes nothing (`Operation._identification_statuses`).
+LISTING_FRESH = 1.0
+
 
 def wrong_state_message(command: CommandType, allowed: Sequence[StatusType]) -> str:
     """`UPDATE is possible only after status DOWNLOAD_SUCCESS is reported` (§3.4)."""
@@ -184,9 +188,13 @@ class Operation:
         settings: UpdateSettings,
         *,
         journal: Journal,
+        listed_at: float | None = None,
     ) -> None:
         self.activity_id = activity_id
         self.plan = plan
+        # time.monotonic() when identification's listing began (None: unknown): a plan that
+        # changes nothing may take the containers' states from it at ACTIVATE (`_activate`).
+        self._listed_at = listed_at
         self.actions = [ActionState(planned) for planned in plan.actions]
         self._engine = engine
         self._publisher = publisher
@@ -206,7 +214,7 @@ class Operation:
         self._straight_on = False  # standalone: the phases run one after the other at once
         self._last_progress = 0.0
         self.final_status: StatusType | None = None
-        self._wire_actions: dict[int, tuple[tuple[Any, ...], Action]] = {}
+        self._wire_actions: list[Action] = [Action() for _ in self.actions]  # see feedback
 
     # --- state ------------------------------------------------------------------------------
 
@@ -231,29 +239,22 @@ class Operation:
     def feedback(
         self, status: StatusType, baseline: str = "", message: str = ""
     ) -> DesiredStateFeedback:
-        """A feedback message carrying every action, as it is now."""
+        """A feedback message carrying every action, as it is now. An action's wire model
+        is rebuilt only when it changed (with many components most of them did not)."""
+        for index, action in enumerate(self.actions):
+            if action.wire_changed:
+                action.wire_changed = False
+                self._wire_actions[index] = Action(
+                    component=Component(
+                        id=action.planned.component_id, version=action.planned.version
+                    ),
+                    status=action.status,
+                    progress=action.progress,
+                    message=action.message,
+                )
         return DesiredStateFeedback(
-            baseline=baseline,
-            status=status,
-            message=message,
-            actions=[self._wire_action(index, action) for index, action in enumerate(self.actions)],
+            baseline=baseline, status=status, message=message, actions=list(self._wire_actions)
         )
-
-    def _wire_action(self, index: int, action: ActionState) -> Action:
-        """The action as sent; rebuilt only when it changed (every message carries every
-        action, so with many components most of them are unchanged)."""
-        key = (action.status, action.progress, action.message)
-        cached = self._wire_actions.get(index)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        model = Action(
-            component=Component(id=action.planned.component_id, version=action.planned.version),
-            status=action.status,
-            progress=action.progress,
-            message=action.message,
-        )
-        self._wire_actions[index] = (key, model)
-        return model
 
     async def _publish(self, status: StatusType, baseline: str = "", message: str = "") -> None:
         await self._publisher.publish_feedback(
@@ -562,7 +563,7 @@ class Operation:
         ahead = len(self.actions) if self._settings.parallel_actions > 1 else 0
         relevant = [a for a in self._members(state) if a.kind in _ACTIVATE.kinds]
         started, waits = _start_order(relevant) if ahead else ({}, {})
-        statuses: dict[str, ContainerStatus] | None = None
+        statuses = self._identification_statuses()
         listing = asyncio.Lock()
 
         async def status_of(container_id: str) -> ContainerStatus | None:
@@ -610,6 +611,22 @@ class Operation:
             return await self._activate_step(action, await early.wait(action))
 
         return await self._phase(_ACTIVATE, state, baseline, step, early)
+
+    def _identification_statuses(self) -> dict[str, ContainerStatus] | None:
+        """The containers' states as identification listed them, when ACTIVATE may take
+        them instead of listing again: the plan changes nothing (every action is CHECK) and
+        that listing began at most `LISTING_FRESH` seconds ago (a no-op in standalone mode;
+        in orchestrated mode ACTIVATE comes later and lists). A container that stops in that
+        time is as missed as one that stops just after a new listing would be."""
+        if self._listed_at is None or time.monotonic() - self._listed_at > LISTING_FRESH:
+            return None
+        if any(action.kind is not ActionKind.CHECK for action in self.actions):
+            return None
+        return {
+            action.planned.current.id: action.planned.current.status
+            for action in self.actions
+            if action.planned.current is not None
+        }
 
     async def _activate_step(self, action: ActionState, status: ContainerStatus | None) -> str:
         """After the work done ahead: `status` is the container's state as listed then.

@@ -42,6 +42,9 @@ from cua.update.plan import PlannedAction
 log = logging.getLogger(__name__)
 
 
+_WIRE_FIELDS = frozenset({"status", "message", "progress"})
+
+
 @dataclass(slots=True)
 class ActionState:
     """One action of a running operation: its wire status and what it changed so far."""
@@ -60,10 +63,18 @@ class ActionState:
     # --- extra hosts `container_<hostname>` (`hosts`) ---
     host_entries: tuple[str, ...] = ()  # what they resolved to when new_id was created
     host_warnings: tuple[str, ...] = ()  # left out at start: said in the feedback message
+    # status, message or progress changed since the operation last made its wire Action
+    wire_changed: bool = True
 
     def __post_init__(self) -> None:
         if not self.message:
             self.message = IDENTIFIED_MESSAGES[self.planned.kind]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Every feedback message carries every action: only those marked are rebuilt.
+        object.__setattr__(self, name, value)
+        if name in _WIRE_FIELDS:
+            object.__setattr__(self, "wire_changed", True)
 
     @property
     def kind(self) -> ActionKind:
@@ -296,12 +307,15 @@ class DeviceSteps:
 
     def journal_commit(self, actions: Sequence[ActionState]) -> None:
         """CLEANUP after activation: these actions' changes are final, for crash recovery
-        too (the old containers of RECREATE and DESTROY are then removed). One write."""
+        too (the old containers of RECREATE and DESTROY are then removed). One write, none
+        when they changed nothing."""
         records: list[tuple[str, str, bool]] = []
         for action in actions:
             current = action.planned.current
-            if current is not None:
-                remove = action.kind in (ActionKind.RECREATE, ActionKind.DESTROY) or action.replaced
+            remove = action.kind in (ActionKind.RECREATE, ActionKind.DESTROY) or action.replaced
+            # One that changed nothing has no record for recovery to undo: none to commit
+            # (a no-op writes nothing here).
+            if current is not None and (remove or action.changed):
                 records.append((current.id, action.name, remove))
             if action.new_id is not None:
                 records.append((action.new_id, action.name, False))
