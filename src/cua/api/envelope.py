@@ -79,10 +79,12 @@ def encode_with_payload(activity_id: str, payload: bytes, timestamp: int | None 
     """`encode()` for a payload already encoded with `go_json` (one payload, many replies):
     the same bytes."""
     stamp = now_ms() if timestamp is None else timestamp
-    return b"".join(
-        (b'{"activityId":', go_json(activity_id), b',"timestamp":', b"%d" % stamp, b',"payload":',
-         payload, b"}")
-    )  # fmt: skip
+    return b"".join((_envelope_opening(activity_id), b"%d" % stamp, b',"payload":', payload, b"}"))
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_opening(activity_id: str) -> bytes:
+    return b'{"activityId":' + go_json(activity_id) + b',"timestamp":'
 
 
 def encode_feedback(
@@ -92,20 +94,13 @@ def encode_feedback(
     carries every action (its bytes grow with the square of the component count), and most
     actions are the same as in the previous message, so each action's JSON is cached, as
     are the parts that repeat from one message to the next."""
-    stamp = now_ms() if timestamp is None else timestamp
     head = _feedback_head(feedback.baseline, feedback.status, feedback.message)
-    if feedback.actions:
-        actions = b",".join([_action_json(action) for action in feedback.actions])
-        payload = b"".join((head[:-1], b',"actions":[' if len(head) > 2 else b'"actions":[',
-                            actions, b"]}"))  # fmt: skip
-    else:
-        payload = head
-    return b"".join((_envelope_opening(activity_id), b"%d" % stamp, b',"payload":', payload, b"}"))
-
-
-@functools.lru_cache(maxsize=64)
-def _envelope_opening(activity_id: str) -> bytes:
-    return b'{"activityId":' + go_json(activity_id) + b',"timestamp":'
+    if not feedback.actions:
+        return encode_with_payload(activity_id, head, timestamp)
+    actions = b",".join([_action_json(action) for action in feedback.actions])
+    payload = b"".join((head[:-1], b',"actions":[' if len(head) > 2 else b'"actions":[',
+                        actions, b"]}"))  # fmt: skip
+    return encode_with_payload(activity_id, payload, timestamp)
 
 
 @functools.lru_cache(maxsize=256)
