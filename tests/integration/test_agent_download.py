@@ -206,15 +206,21 @@ def small_cache(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(cache)], check=True)
 
 
+@pytest.mark.parametrize("way", ["served", "archive"])
 async def test_a_shortage_of_disk_space_fails_before_any_layer_byte(
+    way: str,
+    *,
     clean_engine: LocalStack,
     proxy: RegistryProxy,
     image_factory: ImageFactory,
     raw: RawEngine,
     small_cache: Path,
 ) -> None:
-    image, _built = _fresh(image_factory, raw, "too-big", 20.0)
-    engine = _engine(clean_engine, proxy, small_cache / "images")
+    """Also when the engine's pull from the agent's registry started with the agent's (it
+    waits for the manifest and the blobs): it is stopped, the image not there."""
+    image, _built = _fresh(image_factory, raw, f"too-big-{way}", 20.0)
+    serve = in_engine_netns(clean_engine) if way == "served" else None
+    engine = _engine(clean_engine, proxy, small_cache / "images", serve=serve)
     try:
         with pytest.raises(PullFailedError, match="not enough disk space") as failure:
             await _pull(engine, image)

@@ -164,3 +164,54 @@ async def test_https_with_the_registrys_ca_and_client_certificate_from_certs_d(
             )
     finally:
         server.close()
+
+
+async def _raw_server(send: dict[str, list[bytes]]) -> tuple[asyncio.Server, str]:
+    """Answers each target with its pieces, written one by one, then closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for piece in send[head.split(b" ")[1].decode()]:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_bodies_are_read_whole_counted_or_chunked_and_a_short_one_is_a_link_error() -> None:
+    body = bytes(range(256)) * 1024  # 256 KiB: more than one read
+    counted = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:1000], body[1000:]))
+    server, address = await _raw_server(
+        {
+            # the head and the body's first bytes in one piece: h11 reads them together
+            "/v2/r/blobs/counted": [counted + body[:100], body[100:70000], body[70000:]],
+            "/v2/r/blobs/chunked": [chunked, chunks, b"0\r\n\r\n"],
+            "/v2/r/blobs/short": [counted + body[:5000]],
+        }
+    )
+    client = RegistryClient()
+    try:
+        for path in ("blobs/counted", "blobs/chunked"):
+            answer = await client.get(address, "r", path)
+            try:
+                assert b"".join([chunk async for chunk in answer.chunks()]) == body
+            finally:
+                answer.close()
+        answer = await client.get(address, "r", "blobs/short")
+        received = bytearray()
+
+        async def read_short() -> None:
+            async for chunk in answer.chunks():
+                received.extend(chunk)
+
+        with pytest.raises(LinkError, match="closed the connection in the middle of a body"):
+            await read_short()
+        answer.close()
+        assert bytes(received) == body[:5000]
+    finally:
+        server.close()

@@ -2,14 +2,16 @@
 
 `AgentDownloader.pull` yields `PullProgress` (bytes in the cache against bytes needed, the
 bytes of an earlier, interrupted attempt counting as done) and ends with the image in the
-engine under its reference. Order of work:
+engine under its reference. Order of work (the engine's pull of step 5 starts with step 1:
+its first requests wait for what the agent learns; the engine's layers and data root are
+read from the start too):
 
 1. the manifest (an index resolved to the engine's platform), then the config blob;
 2. the layers the engine already holds are skipped: the longest prefix of the config's
    `rootfs.diff_ids` that a local image's layers start with (`manifests.present_prefix`);
 3. the disk-space preflight (`preflight.check`): a shortage fails the pull before any
    layer byte moves (the manifest and the small config are read first: their sizes are
-   what the preflight needs; the engine's layers and data root are read meanwhile);
+   what the preflight needs);
 4. the missing blobs, each resumed from its partial bytes with `Range`, retried on a
    broken link with backoff, verified against its digest (hashed as written), under the
    shared bandwidth limit;
@@ -53,7 +55,7 @@ from cua.download.preflight import Disk, check, free_bytes
 from cua.download.ratelimit import TokenBucket
 from cua.download.registry import LinkError, RegistryClient, RegistryError
 from cua.download.serve import Blob as ServedBlob
-from cua.download.serve import Listen, LocalRegistry, WholeFile, loopback_socket
+from cua.download.serve import Listen, LocalRegistry, Offer, WholeFile, loopback_socket
 from cua.engine.base import EngineError, PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
@@ -93,6 +95,16 @@ class Source:
     repository: str  # path in that registry
     reference: str  # tag or digest
     name: str  # the reference the image gets on the engine
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What goes to the engine, once the pull knows it: the config blob, the blobs to fetch
+    and the layers the engine holds (`held`, their digests)."""
+
+    config: Path
+    landings: list[Landing]
+    held: list[str]
 
 
 class _Counter:
@@ -217,50 +229,58 @@ class AgentDownloader:
 
     async def pull(self, store: ImageStore, source: Source) -> AsyncIterator[PullProgress]:
         what = f"cannot pull image {source.name}"
+        blobs: list[Blob] = []
+        offer = None
         try:
             self.cache.ensure()
             platform = await store.engine_platform()
-            manifest, raw_manifest = await self._manifest(source, platform)
-            blobs = [manifest.config, *manifest.layers]
-            self._hold(blobs)
+            if self.local is not None and self._engine_reaches is not False:
+                await self.local.start()
+                offer = self.local.offer()  # named now, described as the pull learns
+            planned: asyncio.Future[_Plan] = asyncio.get_running_loop().create_future()
             try:
-                # The engine's reads go while the config blob comes: none needs another.
                 async with asyncio.TaskGroup() as group:
+                    # The engine starts its pull at once (it waits for what the agent has
+                    # not learnt yet); its layers and data root are read meanwhile too.
+                    loading = group.create_task(self._hand_over(store, source, offer, planned))
                     chains = group.create_task(store.layer_chains())
                     root = group.create_task(store.data_root())
+                    manifest, (body, kind) = await self._manifest(source, platform)
+                    if offer is not None:
+                        offer.describe(body, kind, "sha256:" + hashlib.sha256(body).hexdigest())
+                    blobs = [manifest.config, *manifest.layers]
+                    self._hold(blobs)
                     config = await self._blob(source, Landing(self.cache, manifest.config), None)
-                ids = diff_ids(config.read_bytes(), len(manifest.layers))
-                present = present_prefix(ids, chains.result())
-                needed = list(manifest.layers[present:])
-                if present:
-                    log.info(
-                        "image %s: %d of %d layers already in the engine, not fetched",
-                        source.name,
-                        present,
-                        len(ids),
+                    ids = diff_ids(config.read_bytes(), len(manifest.layers))
+                    present = present_prefix(ids, await chains)
+                    needed = list(manifest.layers[present:])
+                    if present:
+                        log.info(
+                            "image %s: %d of %d layers already in the engine, not fetched",
+                            source.name,
+                            present,
+                            len(ids),
+                        )
+                    self._preflight(await root, needed)
+                    counter = _Counter(
+                        total=sum(b.size for b in needed),
+                        done=sum(min(self._on_disk(b), b.size) for b in needed),
                     )
-                self._preflight(root.result(), needed)
-                counter = _Counter(
-                    total=sum(b.size for b in needed),
-                    done=sum(min(self._on_disk(b), b.size) for b in needed),
-                )
-                started, resumed = time.monotonic(), counter.done
-                landings = [Landing(self.cache, blob) for blob in needed]
-                async with asyncio.TaskGroup() as group:
+                    started, resumed = time.monotonic(), counter.done
+                    landings = [Landing(self.cache, blob) for blob in needed]
+                    held = [blob.digest for blob in manifest.layers[:present]]
+                    planned.set_result(_Plan(config, landings, held))
+                    if offer is not None:
+                        served: list[tuple[str, Callable[[], ServedBlob]]] = [
+                            (landing.blob.digest, landing.follow) for landing in landings
+                        ]
+                        served.append((manifest.config.digest, lambda: WholeFile(config)))
+                        offer.fill(served, refused=held)
                     limit = asyncio.Semaphore(PARALLEL_BLOBS)
                     fetches = [
                         group.create_task(self._limited(limit, source, landing, counter))
                         for landing in landings
                     ]
-                    handing = self._hand_over(
-                        store,
-                        source,
-                        config=config,
-                        landings=landings,
-                        raw_manifest=raw_manifest,
-                        held=[blob.digest for blob in manifest.layers[:present]],
-                    )
-                    loading = group.create_task(handing)
                     while not loading.done():
                         yield PullProgress(source.name, counter.done, counter.total)
                         await asyncio.wait([loading], timeout=PROGRESS_INTERVAL)
@@ -269,6 +289,8 @@ class AgentDownloader:
                             fetch.cancel()
                 self._log_done(source, counter, started, resumed)
             finally:
+                if offer is not None and self.local is not None:
+                    self.local.withdraw(offer)
                 self._release(blobs)
             self._tidy(blobs)
         except* EngineError as group:  # the engine's own (a PullFailedError, unreachable)
@@ -303,37 +325,26 @@ class AgentDownloader:
         self,
         store: ImageStore,
         source: Source,
-        *,
-        config: Path,
-        landings: Sequence[Landing],
-        raw_manifest: tuple[bytes, str],
-        held: Sequence[str],
+        offer: Offer | None,
+        planned: asyncio.Future[_Plan],
     ) -> None:
         """The image to the engine as its blobs land: pulled from the agent's loopback
-        registry (`serve`) when the engine reaches it and holds none of the layers (it would
-        ask for those too), each blob fetched when the engine asks for it; else loaded as an
-        archive."""
+        registry (`offer`, described and filled as the pull learns the image) when the
+        engine reaches it, each blob fetched when the engine asks for it; else loaded as an
+        archive once the pull knows what to load (`planned`)."""
 
         async def load() -> None:
-            for landing in landings:
+            plan = await planned
+            for landing in plan.landings:
                 landing.wanted.set()
-            members: list[Member | None] = [None] * len(held)
-            members += [FollowingBlob(landing) for landing in landings]
-            await store.load_image(FileMember(config), members, source.name)
+            members: list[Member | None] = [None] * len(plan.held)
+            members += [FollowingBlob(landing) for landing in plan.landings]
+            await store.load_image(FileMember(plan.config), members, source.name)
 
         local = self.local
-        if local is None or self._engine_reaches is False:
+        if local is None or offer is None:
             await load()
             return
-        await local.start()
-        body, kind = raw_manifest
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        blobs: list[tuple[str, Callable[[], ServedBlob]]] = [
-            (landing.blob.digest, landing.follow) for landing in landings
-        ]
-        config_digest = "sha256:" + config.name
-        blobs.append((config_digest, lambda: WholeFile(config)))
-        offer = local.offer(body, kind, digest, blobs, refused=held)
         try:
             await store.pull_local(f"{local.address}/{offer.name}:{source.reference}", source.name)
             self._engine_reaches = True
@@ -358,8 +369,6 @@ class AgentDownloader:
                 error,
             )
             await load()
-        finally:
-            local.withdraw(offer)
 
     def _preflight(self, root_path: str, needed: Sequence[Blob]) -> None:
         """`root_path`: the engine's data root (`ImageStore.data_root`)."""

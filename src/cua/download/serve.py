@@ -5,8 +5,11 @@ With `download: "agent"`, the engine pulls an image the agent is fetching from t
 by default), then the agent names the result with the desired reference: the engine pulls
 and unpacks each layer as it does from any registry, while the agent fetches it. Only the
 images of running pulls are served (`offer` → `withdraw`), under names no one can guess,
-read-only: the manifest as the registry sent it and each blob as it lands in the cache,
-its last byte held back until the blob matched its digest (`fetch.FollowingBlob`).
+read-only. An offer is made when the pull starts, so the engine's own start (its ping, its
+manifest request) overlaps the agent's manifest and config requests; what it asks for
+waits until the pull knows it: the manifest as the registry sent it and each blob as it
+lands in the cache, its last byte held back until the blob matched its digest
+(`fetch.FollowingBlob`).
 
 HTTP/1.1 on h11 (the library the rest of the agent uses), keep-alive; GET and HEAD of
 `/v2/`, `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>`; anything else 404.
@@ -25,7 +28,6 @@ import logging
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -59,16 +61,35 @@ class WholeFile:
             yield file, 0, self.size
 
 
-@dataclass
 class Offer:
-    name: str
-    manifest: bytes
-    media_type: str
-    manifest_digest: str
-    blobs: dict[str, Callable[[], Blob]]  # digest -> a fresh reader of its bytes
-    refused: frozenset[str]  # blobs of layers the engine holds: not fetched, not served
-    touched: bool = False  # the engine asked for something of this offer
-    refused_one: bool = False  # ... for a refused blob (404)
+    """One image served while its pull runs. Named at once, so that the engine can start
+    pulling before the agent knows the image: its requests wait until the pull `describe`s
+    the manifest, then `fill`s the blobs (what the engine asks for before that waits, and
+    gets a 404 if the offer is withdrawn first)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.manifest = b""
+        self.media_type = ""
+        self.manifest_digest = ""
+        self.blobs: dict[str, Callable[[], Blob]] = {}  # digest -> a fresh reader of its bytes
+        self.refused: frozenset[str] = frozenset()  # layers the engine holds: not served
+        self.touched = False  # the engine asked for something of this offer
+        self.refused_one = False  # ... for a refused blob (404)
+        self.withdrawn = False
+        self.described = asyncio.Event()  # the manifest is known (or the offer withdrawn)
+        self.filled = asyncio.Event()  # the blobs are known (or the offer withdrawn)
+
+    def describe(self, manifest: bytes, media_type: str, manifest_digest: str) -> None:
+        self.manifest = manifest
+        self.media_type = media_type
+        self.manifest_digest = manifest_digest
+        self.described.set()
+
+    def fill(self, blobs: Iterable[tuple[str, Callable[[], Blob]]], refused: Iterable[str]) -> None:
+        self.blobs = dict(blobs)
+        self.refused = frozenset(refused)
+        self.filled.set()
 
 
 Listen = Callable[[], socket.socket]
@@ -112,21 +133,17 @@ class LocalRegistry:
             self._server.close()
             self._server = None
 
-    def offer(
-        self,
-        manifest: bytes,
-        media_type: str,
-        manifest_digest: str,
-        blobs: Iterable[tuple[str, Callable[[], Blob]]],
-        refused: Iterable[str] = (),
-    ) -> Offer:
-        name = f"cua-{secrets.token_hex(8)}"
-        offer = Offer(name, manifest, media_type, manifest_digest, dict(blobs), frozenset(refused))
-        self._offers[name] = offer
+    def offer(self) -> Offer:
+        """A new offer under a name no one can guess, served until `withdraw`n."""
+        offer = Offer(f"cua-{secrets.token_hex(8)}")
+        self._offers[offer.name] = offer
         return offer
 
     def withdraw(self, offer: Offer) -> None:
         self._offers.pop(offer.name, None)
+        offer.withdrawn = True
+        offer.described.set()
+        offer.filled.set()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -186,6 +203,10 @@ class LocalRegistry:
             await _send(connection, writer, 404, b"")
             return
         offer.touched = True
+        await (offer.described if kind == "manifests" else offer.filled).wait()
+        if offer.withdrawn:
+            await _send(connection, writer, 404, b"")
+            return
         if kind == "manifests":
             headers = [
                 ("Content-Type", offer.media_type),
