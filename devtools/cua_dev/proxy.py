@@ -6,6 +6,8 @@ subprocesses alike. `down_bytes` counts what went from the registry to clients (
 device pays for). `cut_at(n)`: once `n` bytes went down, every open connection is closed and
 new ones are `held` (accepted, never answered) until `release()`: a lost link that stays
 lost. `rate`: bytes/s from the registry, for all connections together (0: none).
+`corrupt_at(n)`: the byte that goes down as the n-th (counted as `down_bytes`) is flipped,
+once: bytes garbled on the way.
 
 The registry is reached through `connect` (`LocalStack.registry_connect`), so the proxy
 works wherever the stack runs its registry.
@@ -32,6 +34,7 @@ class RegistryProxy:
         self.connections = 0
         self.rate = 0.0
         self._cut_at: int | None = None
+        self._corrupt_at: int | None = None
         self._held = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -85,6 +88,9 @@ class RegistryProxy:
     def cut_at(self, count: int) -> None:
         self._cut_at = count
 
+    def corrupt_at(self, count: int) -> None:
+        self._corrupt_at = count
+
     @property
     def held(self) -> bool:
         return self._held
@@ -135,6 +141,7 @@ class RegistryProxy:
             if count:
                 data = data[: self._room(len(data))]
                 await self._throttle(len(data))
+                data = self._garbled(data)
                 self.down_bytes += len(data)
             writer.write(data)
             await writer.drain()
@@ -143,6 +150,14 @@ class RegistryProxy:
                 return
         with contextlib.suppress(OSError):
             writer.write_eof()
+
+    def _garbled(self, data: bytes) -> bytes:
+        at = self._corrupt_at
+        if at is None or not self.down_bytes <= at < self.down_bytes + len(data):
+            return data
+        self._corrupt_at = None
+        index = at - self.down_bytes
+        return data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
 
     def _room(self, size: int) -> int:
         if self._cut_at is None:

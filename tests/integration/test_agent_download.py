@@ -192,6 +192,30 @@ async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(
     assert proxy.down_bytes >= len(top.gz)
 
 
+async def test_bytes_garbled_on_the_way_fail_the_pull_and_the_next_pull_fetches_them_again(
+    request: pytest.FixtureRequest,
+    agent_engine: DockerEngine,
+    *,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+) -> None:
+    """Checked by their user: the engine pulling from the agent (as from any registry), or
+    the archive member (the engine's load checks only unpacked layers)."""
+    image, built = _fresh(image_factory, raw, "garbled", 3.0)
+    proxy.corrupt_at(len(built.layers[1].gz) // 2)  # past the answers' heads: in a layer
+    served = request.node.callspec.params["agent_engine"] == "served"
+    # the engine's own words when it pulls; the agent's when it loads
+    checked = "layer verification failed" if served else "does not match its digest"
+    with pytest.raises(PullFailedError, match=checked):
+        await _pull(agent_engine, image)
+    assert raw.status("GET", f"/images/{image}/json") == 404
+    proxy.reset()
+    await _pull(agent_engine, image)
+    assert raw.image(image)["Id"] == built.image_id
+    assert proxy.down_bytes >= len(built.layers[1].gz) // 2  # the garbled blob came again
+
+
 @pytest.fixture
 def small_cache(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs (mounted for the test, unmounted after)."""

@@ -231,7 +231,7 @@ async def test_the_load_archive_is_a_docker_save_tar_without_the_held_layers(
     ]
 
 
-async def test_a_following_member_holds_back_the_last_byte_until_the_blob_is_verified(
+async def test_a_following_member_holds_back_the_last_byte_until_the_blob_is_complete(
     tmp_path: Path,
 ) -> None:
 
@@ -255,12 +255,37 @@ async def test_a_following_member_holds_back_the_last_byte_until_the_blob_is_ver
         file.write(data[4:])
     landing.wrote(6)
     await asyncio.sleep(0.01)
-    assert b"".join(received) == data[:9]  # complete, not yet verified: the last byte waits
-    assert cache.commit(blob.digest)
-    landing.verified = True
+    assert b"".join(received) == data[:9]  # all written, not yet in the cache: the last waits
+    cache.complete(blob.digest)
+    landing.complete = True
     landing.changed.set()
     await asyncio.wait_for(reader, 1)
     assert b"".join(received) == data
+
+
+async def test_an_archive_member_does_not_send_the_last_byte_of_a_blob_not_matching_its_digest(
+    tmp_path: Path,
+) -> None:
+    """The engine's load does not check a layer's digest: the member does, and the blob
+    leaves the cache (the next pull fetches it again)."""
+    cache = BlobCache(tmp_path)
+    cache.ensure()
+    blob = Blob(_digest(b"0123456789"), 10)
+    cache.partial_path(blob.digest).write_bytes(b"0123456780")  # one byte wrong
+    path = cache.complete(blob.digest)
+    landing = Landing(cache, blob)
+    landing.wrote(10)
+    landing.complete = True
+    received = bytearray()
+
+    async def follow() -> None:
+        async for chunk in FollowingBlob(landing).chunks():
+            received.extend(chunk)
+
+    with pytest.raises(RegistryError, match="does not match its digest: discarded"):
+        await follow()
+    assert len(received) < 10
+    assert not path.exists()
 
 
 async def test_a_following_member_fails_when_its_blob_starts_over(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
 """The content-addressed blob cache under the state directory (`<state_dir>/images`).
 
-`blobs/sha256/<hex>` holds complete blobs that matched their digest when written;
-`partial/sha256/<hex>` holds the bytes received so far of a blob being fetched: a download
-interrupted by a lost link, a registry restart, an agent SIGKILL or a reboot continues from
-there. A blob is verified again whenever it is used (hashing is far cheaper than fetching):
-an entry that fails is discarded, so the blob is fetched again.
+`blobs/sha256/<hex>` holds complete blobs; `partial/sha256/<hex>` holds the bytes received
+so far of a blob being fetched: a download interrupted by a lost link, a registry restart,
+an agent SIGKILL or a reboot continues from there. A complete blob is checked against its
+digest by whoever uses it first (the engine pulling it from the agent, the archive member
+sending it, `commit` for a blob the agent reads itself), and again whenever it is taken
+from the cache (`verified`; hashing is far cheaper than fetching): an entry that fails is
+discarded, so the blob is fetched again.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ class BlobCache:
             log.warning("cached blob %s does not match its digest; discarded", digest)
             path.unlink(missing_ok=True)
             return None
+        return path
+
+    def complete(self, digest: str) -> Path:
+        """Move a fully received blob into the cache, unchecked (its user checks it)."""
+        path = self.path(digest)
+        os.replace(self.partial_path(digest), path)
         return path
 
     def commit(self, digest: str, hashed: str | None = None) -> bool:

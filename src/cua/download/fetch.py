@@ -13,8 +13,11 @@ read from the start too):
    layer byte moves (the manifest and the small config are read first: their sizes are
    what the preflight needs);
 4. the missing blobs, each resumed from its partial bytes with `Range`, retried on a
-   broken link with backoff, verified against its digest (hashed as written), under the
-   shared bandwidth limit;
+   broken link with backoff, under the shared bandwidth limit; each is checked against its
+   digest once, by its user: the engine as it pulls it from the agent (as from any
+   registry: a mismatch fails its pull), the archive member as it sends it
+   (`FollowingBlob.chunks`), the agent as it reads the config; a cached blob is checked
+   again when it is taken from the cache (a mismatch: discarded, fetched again);
 5. the image goes to the engine while its blobs land (`_hand_over`): the engine pulls it
    from the agent's loopback registry (`serve`; `ImageStore.pull_local`), each blob
    fetched when the engine asks for it (`PREFETCH` more fetched ahead, all pulls
@@ -32,11 +35,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 from cua.download.cache import BlobCache, feed
 from cua.download.manifests import (
@@ -60,12 +64,14 @@ from cua.engine.base import EngineError, PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 PARALLEL_BLOBS = 3
 PREFETCH = 2  # blobs fetched before the engine asks for them, all pulls together
 LINK_RETRIES = 5
 READ_CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.5  # s between progress items (feedback throttles to 1/s itself)
+SHARED_READ = 1.0  # s an engine read (its layers) serves the pulls that start after it
 
 
 class ImageStore(Protocol):
@@ -114,16 +120,17 @@ class _Counter:
 
 
 class Landing:
-    """How far one pull's blob has landed in the cache, for the archive member that follows
-    it (`FollowingBlob`). `written`: bytes in the partial file; `generation` changes when that
-    file starts over from byte 0; `verified`: the blob is complete and matched its digest."""
+    """How far one pull's blob has landed in the cache, for the engine that follows it
+    (`FollowingBlob`). `written`: bytes in the partial file; `generation` changes when that
+    file starts over from byte 0; `complete`: all of it is in the cache (not yet checked
+    against its digest: that is the engine's pull's, or `FollowingBlob.chunks`')."""
 
     def __init__(self, cache: BlobCache, blob: Blob) -> None:
         self.cache = cache
         self.blob = blob
         self.written = 0
         self.generation = 0
-        self.verified = False
+        self.complete = False
         self.changed = asyncio.Event()
         self.wanted = asyncio.Event()  # the engine asked for it: fetch it
 
@@ -143,10 +150,12 @@ class Landing:
 
 
 class FollowingBlob:
-    """An archive member that sends a blob's bytes as they land, holding back its last
-    byte until the whole blob matched its digest: the engine cannot finish loading a blob
-    that was not verified. A blob that starts over from byte 0 once bytes were sent (a
-    registry ignoring `Range`, a digest mismatch) fails the load: the pull fails, the next
+    """A blob's bytes for the engine as they land, its last byte held back until all of it
+    is in the cache. Served to the engine's pull (`regions`), the engine checks the blob
+    against its digest, as it does with any registry's; as an archive member (`chunks`,
+    `docker load` checks only the unpacked layers), the bytes are hashed as they are sent
+    and the last one goes only if they match. A blob that starts over from byte 0 once
+    bytes were sent (a registry ignoring `Range`) fails the load: the pull fails, the next
     one loads from the cache."""
 
     def __init__(self, landing: Landing) -> None:
@@ -170,11 +179,11 @@ class FollowingBlob:
                     if file is not None:
                         file.close()
                         file = None
-                limit = self.size if landing.verified else min(landing.written, self.size - 1)
+                limit = self.size if landing.complete else min(landing.written, self.size - 1)
                 if limit > sent:
                     if file is None:
                         path = landing.cache.path(landing.blob.digest)
-                        if not landing.verified:
+                        if not landing.complete:
                             path = landing.cache.partial_path(landing.blob.digest)
                         file = path.open("rb")  # stays valid when the file is renamed
                     count = limit - sent
@@ -187,14 +196,24 @@ class FollowingBlob:
                 file.close()
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The bytes, checked against the blob's digest before the last one goes; one that
+        does not match is discarded from the cache (the next pull fetches it again)."""
+        digest = self.landing.blob.digest
+        hasher = hashlib.sha256()
+        sent = 0
         async for file, offset, count in self.regions():
             file.seek(offset)
             left = count
             while left > 0:
                 chunk = file.read(min(left, READ_CHUNK))
                 if not chunk:
-                    raise RegistryError(f"blob {self.landing.blob.digest} shrank")
+                    raise RegistryError(f"blob {digest} shrank")
                 left -= len(chunk)
+                hasher.update(chunk)
+                sent += len(chunk)
+                if sent == self.size and "sha256:" + hasher.hexdigest() != digest:
+                    self.landing.cache.remove([digest])
+                    raise RegistryError(f"blob {digest} does not match its digest: discarded")
                 yield chunk
 
 
@@ -226,6 +245,8 @@ class AgentDownloader:
         self.retry_delay = retry_delay
         self._in_use: dict[str, int] = {}  # digest -> running pulls that need it
         self._fetching: dict[str, asyncio.Lock] = {}  # digest -> its one fetch at a time
+        self._reads: dict[str, tuple[float, object]] = {}  # `_shared`: name -> (began, value)
+        self._reading: dict[str, asyncio.Lock] = {}
 
     async def pull(self, store: ImageStore, source: Source) -> AsyncIterator[PullProgress]:
         what = f"cannot pull image {source.name}"
@@ -243,14 +264,15 @@ class AgentDownloader:
                     # The engine starts its pull at once (it waits for what the agent has
                     # not learnt yet); its layers and data root are read meanwhile too.
                     loading = group.create_task(self._hand_over(store, source, offer, planned))
-                    chains = group.create_task(store.layer_chains())
+                    chains = group.create_task(self._shared("layers", store.layer_chains))
                     root = group.create_task(store.data_root())
                     manifest, (body, kind) = await self._manifest(source, platform)
                     if offer is not None:
                         offer.describe(body, kind, "sha256:" + hashlib.sha256(body).hexdigest())
                     blobs = [manifest.config, *manifest.layers]
                     self._hold(blobs)
-                    config = await self._blob(source, Landing(self.cache, manifest.config), None)
+                    config_landing = Landing(self.cache, manifest.config)
+                    config = await self._blob(source, config_landing, None, check=True)
                     ids = diff_ids(config.read_bytes(), len(manifest.layers))
                     present = present_prefix(ids, await chains)
                     needed = list(manifest.layers[present:])
@@ -303,6 +325,18 @@ class AgentDownloader:
     async def close(self) -> None:
         if self.local is not None:
             await self.local.close()
+
+    async def _shared(self, name: str, read: Callable[[], Awaitable[_T]]) -> _T:
+        """The engine's answer to `read`, one read for the pulls that start together (the
+        images of one update): an answer from a read that began at most `SHARED_READ` s
+        ago is taken again (the engine's calls slow the start of its own pulls)."""
+        async with self._reading.setdefault(name, asyncio.Lock()):
+            began, value = self._reads.get(name, (-math.inf, None))
+            if time.monotonic() - began > SHARED_READ:
+                began = time.monotonic()
+                value = await read()
+                self._reads[name] = (began, value)
+        return cast(_T, value)  # what `read` returned, for this name
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -410,22 +444,26 @@ class AgentDownloader:
         async with limit:
             return await self._blob(source, landing, counter)
 
-    async def _blob(self, source: Source, landing: Landing, counter: _Counter | None) -> Path:
-        """The verified blob in the cache: the cached one, else fetched (resumed). Pulls
-        that need the same blob (a shared base layer) fetch it once, one after the other."""
+    async def _blob(
+        self, source: Source, landing: Landing, counter: _Counter | None, *, check: bool = False
+    ) -> Path:
+        """The blob in the cache: the cached one (checked against its digest), else fetched
+        (resumed). Fetched bytes are checked by whoever uses them (`FollowingBlob`), or
+        here when `check` (a blob the agent reads itself: the config). Pulls that need the
+        same blob (a shared base layer) fetch it once, one after the other."""
         blob = landing.blob
         async with self._fetching.setdefault(blob.digest, asyncio.Lock()):
-            path = await self._blob_locked(source, landing, counter)
-        landing.verified = True
+            path = await self._blob_locked(source, landing, counter, check)
+        landing.complete = True
         landing.changed.set()
         return path
 
     async def _blob_locked(
-        self, source: Source, landing: Landing, counter: _Counter | None
+        self, source: Source, landing: Landing, counter: _Counter | None, check: bool
     ) -> Path:
         blob = landing.blob
         cached = self.cache.path(blob.digest).exists()
-        path = self.cache.verified(blob.digest)
+        path = await asyncio.to_thread(self.cache.verified, blob.digest) if cached else None
         if path is not None:
             return path
         if cached and counter is not None:  # a discarded entry: its bytes are to fetch again
@@ -433,7 +471,7 @@ class AgentDownloader:
         delay = self.retry_delay
         for attempt in range(LINK_RETRIES + 1):
             try:
-                hashed = await self._fetch(source, landing, counter)
+                hashed = await self._fetch(source, landing, counter, check)
             except LinkError as error:
                 if attempt == LINK_RETRIES:
                     raise
@@ -447,6 +485,8 @@ class AgentDownloader:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
+            if not check:
+                return self.cache.complete(blob.digest)
             if self.cache.commit(blob.digest, hashed):
                 return self.cache.path(blob.digest)
             landing.restarted()
@@ -457,10 +497,10 @@ class AgentDownloader:
         )
 
     async def _fetch(
-        self, source: Source, landing: Landing, counter: _Counter | None
+        self, source: Source, landing: Landing, counter: _Counter | None, check: bool
     ) -> str | None:
-        """Fetch the rest of the blob into its partial file; its digest, hashed on the way
-        (None: the partial file was complete already, it is to be hashed)."""
+        """Fetch the rest of the blob into its partial file; when `check`, its digest,
+        hashed on the way (None: not hashed, or the partial file was complete already)."""
         blob = landing.blob
         partial = self.cache.partial_path(blob.digest)
         offset = self.cache.partial_size(blob.digest)
@@ -478,7 +518,7 @@ class AgentDownloader:
             source.registry, source.repository, f"blobs/{blob.digest}", headers
         )
         try:
-            if answer.status == 416:  # our bytes are already all of it (or garbage: verified)
+            if answer.status == 416:  # our bytes are already all of it (or garbage: checked)
                 return None
             if answer.status != 206 and offset:
                 log.info("registry ignored the range for %s: fetching it from byte 0", blob.digest)
@@ -486,14 +526,16 @@ class AgentDownloader:
                     counter.done = max(0, counter.done - offset)
                 offset = 0
                 landing.restarted()
-            hasher = hashlib.sha256()
-            feed(hasher.update, partial, offset)
+            hasher = hashlib.sha256() if check else None
+            if hasher is not None:
+                feed(hasher.update, partial, offset)
             # unbuffered: the archive member that follows this blob reads what is written
             with partial.open("ab" if offset else "wb", buffering=0) as file:
                 async for chunk in answer.chunks():
                     await self.bucket.take(len(chunk))
                     file.write(chunk)
-                    hasher.update(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
                     offset += len(chunk)
                     landing.wrote(len(chunk))
                     if counter is not None:
@@ -504,7 +546,7 @@ class AgentDownloader:
             answer.close()
         if offset < blob.size:
             raise LinkError(f"blob {blob.digest} ended at byte {offset} of {blob.size}")
-        return "sha256:" + hasher.hexdigest()
+        return None if hasher is None else "sha256:" + hasher.hexdigest()
 
     def _log_done(self, source: Source, counter: _Counter, started: float, resumed: int) -> None:
         took = time.monotonic() - started

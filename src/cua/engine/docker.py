@@ -179,6 +179,7 @@ class DockerEngine:
         self.api_version = ""
         # The engine's (Os, Arch), read by the API version negotiation's /version.
         self._os_arch = ("linux", "")
+        self._data_root: str | None = None
         self._plain_tcp_warned = False
         # Image inspects by ID, for `inspect_container`: an image ID is the digest of its
         # config, so what we read from it (the config) never changes. Saves one engine call
@@ -435,8 +436,13 @@ class DockerEngine:
         return Platform(*self._os_arch)
 
     async def data_root(self) -> str:
-        info = await self._call("GET", "info", _Failure("cannot read the engine's data root"))
-        return str(info.get("DockerRootDir") or "")
+        """Read once, as the platform is (`GET /info` is a costly call for the engine, and
+        the data root changes only with a restart of the engine with other options)."""
+        if self._data_root is None:
+            failure = _Failure("cannot read the engine's data root")
+            info = await self._call("GET", "info", failure)
+            self._data_root = str(info.get("DockerRootDir") or "")
+        return self._data_root
 
     async def layer_chains(self) -> list[list[str]]:
         failure = _Failure("cannot list images", by_status={404: None})
@@ -506,11 +512,25 @@ class DockerEngine:
                     status = str(message.get("status") or "")
                     if status.startswith("Digest: "):
                         digest = status.removeprefix("Digest: ").strip()
-        await self._retag(reference, ImageReference.parse(tag), tag)
-        if digest:
-            gone = _Failure(failure.what, PullFailedError, by_status={404: None})
-            pinned = _segment(f"{local.repository}@{digest}")
-            await self._call("DELETE", f"images/{pinned}", gone, params={"noprune": "1"})
+        wanted = ImageReference.parse(tag)
+        tagging = _Failure(
+            f"{failure.what}: pulled as {reference} but tagging failed", PullFailedError
+        )
+        named = {"repo": wanted.repository, "tag": wanted.tag or "latest"}
+        await self._call("POST", f"images/{_segment(reference)}/tag", tagging, params=named)
+        # The loopback names go together (a name each: the tag, and the digest the pull
+        # recorded), the image keeping the desired one.
+        gone = _Failure(failure.what, PullFailedError, by_status={404: None})
+        loopback = [reference] + ([f"{local.repository}@{digest}"] if digest else [])
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name in loopback:
+                    drop = self._call(
+                        "DELETE", f"images/{_segment(name)}", gone, params={"noprune": "1"}
+                    )
+                    group.create_task(drop)
+        except* EngineError as errors:
+            raise errors.exceptions[0] from None
 
     async def create_container(
         self, name: str, spec: ContainerSpec, labels: Mapping[str, str]
