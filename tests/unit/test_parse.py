@@ -859,3 +859,12 @@ def test_an_invalid_reference_fails_the_desired_state_naming_the_component() -> 
         ' configuration for container web: invalid image reference "x/../get?names=y": it does'
         " not follow the reference format [host[:port]/]path[:tag][@digest]"
     )
+
+
+def test_a_component_sent_again_is_not_parsed_again_and_a_changed_one_is() -> None:
+    first = parse_component(component("app", env=["A=1"]))
+    assert parse_component(component("app", env=["A=1"])) is first  # kept from the first
+    changed = parse_component(component("app", env=["A=2"]))
+    assert changed is not first
+    assert changed.spec.env == ("A=2",)
+    assert parse_component(component("app", env=["A=1"]), strict=True) is not first

@@ -11,6 +11,7 @@ engine names containers).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -535,6 +536,16 @@ def parse_component(component: ComponentWithConfig, *, strict: bool = False) -> 
     `strict`: a malformed port/device/mount entry raises SpecError instead of being
     ignored with a warning (our-behaviour D7/D8).
     """
+    return _parsed(component.id, component.version, tuple(component.config), strict)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(
+    component_id: str, version: str, config: tuple[KeyValuePair, ...], strict: bool
+) -> ParsedComponent:
+    """Parsing is pure, and a device is sent the same components again and again (a no-op
+    of 100 parses each of them again): a component is parsed once. (Failures are not kept.)"""
+    component = ComponentWithConfig(id=component_id, version=version, config=list(config))
     return _ComponentParser(component, strict).parse()
 
 
