@@ -192,6 +192,21 @@ async def test_a_corrupted_cached_blob_is_detected_and_fetched_again(
     assert proxy.down_bytes >= len(top.gz)
 
 
+async def test_an_image_the_registry_does_not_have_fails_with_the_registrys_answer(
+    agent_engine: DockerEngine,
+    clean_engine: LocalStack,
+    raw: RawEngine,
+) -> None:
+    """Served: the engine's pull, started with the agent's, is stopped (it waited for the
+    manifest); the failure is the registry's answer to the agent."""
+    image = f"{clean_engine.registry}/download/never-pushed:1"
+    with pytest.raises(PullFailedError, match=r"never-pushed/manifests: 404 .*unknown"):
+        await _pull(agent_engine, image)
+    assert raw.status("GET", f"/images/{image}/json") == 404
+    assert agent_engine.downloader is not None
+    assert agent_engine.downloader.served == 0
+
+
 async def test_bytes_garbled_on_the_way_fail_the_pull_and_the_next_pull_fetches_them_again(
     request: pytest.FixtureRequest,
     agent_engine: DockerEngine,
