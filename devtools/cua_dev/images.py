@@ -76,6 +76,9 @@ class ImageSpec:
     exposed_ports: Sequence[str] = ()  # "8080/tcp", "53/udp"
     healthcheck: Healthcheck | None = None
     marker: str = ""  # written to /marker: makes v1 and v2 of an image really differ
+    # written to /base in the base layer: a base layer no other image has (one the engine
+    # cannot know from an earlier pull)
+    base: str = ""
     workdir: str = ""
     stop_signal: str = ""
     # Adds /padding of incompressible bytes so the unpacked image (the engine's `Size`) is
@@ -169,8 +172,9 @@ def _tar(
 
 
 @functools.cache
-def _busybox_layer() -> Layer:
-    """The base layer: busybox with a symlink per applet. Built once per process (~2 MB)."""
+def _base_layer(base: str) -> Layer:
+    """The base layer: busybox with a symlink per applet, and `/base` if `base` is given.
+    Built once per process (~2 MB)."""
     with open(BUSYBOX, "rb") as f:
         binary = f.read()
     listing = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True)
@@ -183,6 +187,8 @@ def _busybox_layer() -> Layer:
         ("etc/passwd", passwd, 0o644),
         ("etc/group", b"root:x:0:\nnobody:x:65534:\n", 0o644),
     ]
+    if base:
+        files.append(("base", base.encode(), 0o644))
     links = [(f"bin/{applet}", "busybox") for applet in applets]
     return _make_layer(_tar(dirs, files, links))
 
@@ -191,7 +197,7 @@ def _spec_layer(spec: ImageSpec) -> Layer:
     files = [("marker", spec.marker.encode(), 0o644)]
     level = 6
     if spec.size_mb > 0:
-        base = len(_busybox_layer().tar)
+        base = len(_base_layer(spec.base).tar)
         size = max(0, int(spec.size_mb * _MB) - base)
         seed = hashlib.sha256(f"{spec.marker}/{size}".encode()).digest()
         files.append(("padding", random.Random(seed).randbytes(size), 0o644))
@@ -210,7 +216,7 @@ def _architecture() -> str:
 
 def build_image(spec: ImageSpec) -> BuiltImage:
     """The image's layers and config JSON."""
-    layers = (_busybox_layer(), _spec_layer(spec))
+    layers = (_base_layer(spec.base), _spec_layer(spec))
     env = {"PATH": "/usr/bin:/bin", **spec.env}
     config: dict[str, object] = {
         "Env": [f"{key}={value}" for key, value in env.items()],

@@ -139,6 +139,39 @@ async def test_layers_the_engine_holds_are_not_fetched(
     assert len(top.gz) <= proxy.down_bytes < len(top.gz) + len(base.gz) // 2
 
 
+async def test_pulls_at_once_of_images_on_a_loaded_base_all_end_loaded_without_it(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    """Five at once. The engine shares one download of a layer among its pulls: its request
+    for the loaded base (refused) fails every pull from the agent's registry that needs it,
+    not only the one it came through; each is loaded as an archive, and a later pull on
+    that base goes straight to the archive."""
+    base = "loaded-only"  # a base layer the engine knows from no pull
+    image_factory("download/loaded-base", "1", load=True, marker="loaded-base", base=base)
+    fresh = []
+    for i in range(6):
+        image = image_factory(f"download/on-loaded-{i}", "1", marker=f"on-loaded-{i}", base=base)
+        raw.forget(image)
+        fresh.append((image, image_factory.images[image]))
+    engine = _engine(clean_engine, proxy, tmp_path / "images", serve=in_engine_netns(clean_engine))
+    try:
+        await asyncio.gather(*(_pull(engine, image) for image, _ in fresh[:5]))
+        downloader = engine.downloader
+        assert downloader is not None
+        assert downloader.local is not None
+        assert downloader.local.unknown_to_engine == {fresh[0][1].layers[0].digest}
+        await _pull(engine, fresh[5][0])
+        assert downloader.served == 0
+    finally:
+        await engine.close()
+    for image, built in fresh:
+        assert raw.image(image)["Id"] == built.image_id
+
+
 async def test_layers_the_engine_pulled_itself_are_not_asked_for(
     clean_engine: LocalStack,
     proxy: RegistryProxy,

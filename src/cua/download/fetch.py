@@ -379,30 +379,45 @@ class AgentDownloader:
         if local is None or offer is None:
             await load()
             return
-        try:
-            await store.pull_local(f"{local.address}/{offer.name}:{source.reference}", source.name)
-            self._engine_reaches = True
-            self.served += 1
-        except PullFailedError as error:
-            if offer.refused_one:
+
+        def holds_unknown() -> bool:
+            """The image has layers the engine holds without knowing their digest."""
+            return planned.done() and not local.unknown_to_engine.isdisjoint(planned.result().held)
+
+        if local.unknown_to_engine:  # seen before: the held layers decide the way
+            await asyncio.wait([planned])
+        error: PullFailedError | None = None
+        if not holds_unknown():
+            try:
+                reference = f"{local.address}/{offer.name}:{source.reference}"
+                await store.pull_local(reference, source.name)
+            except PullFailedError as failed:
+                error = failed
+            else:
                 self._engine_reaches = True
-                log.info(
-                    "image %s: the engine asked for a layer it holds (it does not know that "
-                    "layer's digest): loaded as an archive without that layer",
-                    source.name,
-                )
-                await load()
+                self.served += 1
                 return
-            if offer.touched or self._engine_reaches:
-                raise
-            self._engine_reaches = False
+        if error is None or offer.refused_one or holds_unknown():
+            # It asked for such a layer (through this pull or another that needs it), or
+            # did for another image before.
+            self._engine_reaches = True
             log.info(
-                "the engine does not reach the agent's registry on %s (%s): images are "
-                "loaded as archives",
-                local.address,
-                error,
+                "image %s: the engine holds a layer of it without knowing that layer's digest "
+                "(a loaded one): loaded as an archive without that layer",
+                source.name,
             )
             await load()
+            return
+        if offer.touched or self._engine_reaches:
+            raise error
+        self._engine_reaches = False
+        log.info(
+            "the engine does not reach the agent's registry on %s (%s): images are "
+            "loaded as archives",
+            local.address,
+            error,
+        )
+        await load()
 
     def _preflight(self, root_path: str, needed: Sequence[Blob]) -> None:
         """`root_path`: the engine's data root (`ImageStore.data_root`)."""

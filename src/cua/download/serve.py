@@ -15,8 +15,9 @@ HTTP/1.1 on h11 (the library the rest of the agent uses), keep-alive; GET and HE
 `/v2/`, `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>`; anything else 404.
 `touched` tells whether the engine reached an offer at all: an engine that cannot reach
 the port (another network namespace, another host) makes the agent load an archive instead.
-Blobs of layers the engine holds are `refused` (404, `refused_one`): an engine that asks
-for one does not know that layer by its digest, and gets an archive without it.
+Blobs of layers the engine holds are `refused` (404, `refused_one`, `unknown_to_engine`):
+an engine that asks for one does not know that layer by its digest, and gets an archive
+without it.
 Bodies go out with `sendfile` (`loop.sendfile`), from the cache's files.
 """
 
@@ -110,6 +111,10 @@ class LocalRegistry:
         self._listen = listen
         self._server: asyncio.Server | None = None
         self._offers: dict[str, Offer] = {}
+        # Layers the engine asked for though it holds them: it does not know them by their
+        # digest (loaded ones). It shares one download of a blob among its pulls: such a
+        # request fails every pull that needs that layer, whichever offer it came through.
+        self.unknown_to_engine: set[str] = set()
         self._lock = asyncio.Lock()
         self.port = 0
 
@@ -217,6 +222,7 @@ class LocalRegistry:
         opener = offer.blobs.get(reference) if kind == "blobs" else None
         if kind == "blobs" and reference in offer.refused:
             offer.refused_one = True
+            self.unknown_to_engine.add(reference)
         if opener is None:
             await _send(connection, writer, 404, b"")
             return
