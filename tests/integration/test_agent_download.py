@@ -82,10 +82,10 @@ async def agent_engine(
 
 
 def _fresh(
-    factory: ImageFactory, raw: RawEngine, name: str, size_mb: float
+    factory: ImageFactory, raw: RawEngine, name: str, size_mb: float, base: str = ""
 ) -> tuple[str, BuiltImage]:
     """Image `download/<name>:1` pushed to the registry and absent from the engine."""
-    image = factory(f"download/{name}", "1", marker=name, size_mb=size_mb)
+    image = factory(f"download/{name}", "1", marker=name, size_mb=size_mb, base=base)
     raw.forget(image)
     return image, factory.images[image]
 
@@ -152,11 +152,7 @@ async def test_pulls_at_once_of_images_on_a_loaded_base_all_end_loaded_without_i
     that base goes straight to the archive."""
     base = "loaded-only"  # a base layer the engine knows from no pull
     image_factory("download/loaded-base", "1", load=True, marker="loaded-base", base=base)
-    fresh = []
-    for i in range(6):
-        image = image_factory(f"download/on-loaded-{i}", "1", marker=f"on-loaded-{i}", base=base)
-        raw.forget(image)
-        fresh.append((image, image_factory.images[image]))
+    fresh = [_fresh(image_factory, raw, f"on-loaded-{i}", 0.0, base) for i in range(6)]
     engine = _engine(clean_engine, proxy, tmp_path / "images", serve=in_engine_netns(clean_engine))
     try:
         await asyncio.gather(*(_pull(engine, image) for image, _ in fresh[:5]))

@@ -37,10 +37,10 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar, cast
+from typing import BinaryIO, Protocol
 
 from cua.download.cache import BlobCache, feed
 from cua.download.manifests import (
@@ -64,14 +64,13 @@ from cua.engine.base import EngineError, PullFailedError, PullProgress
 from cua.engine.docker_archive import FileMember, Member
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 PARALLEL_BLOBS = 3
 PREFETCH = 2  # blobs fetched before the engine asks for them, all pulls together
 LINK_RETRIES = 5
 READ_CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.5  # s between progress items (feedback throttles to 1/s itself)
-SHARED_READ = 1.0  # s an engine read (its layers) serves the pulls that start after it
+SHARED_READ = 1.0  # s the engine's layers, as read, serve the pulls that start after it
 
 
 class ImageStore(Protocol):
@@ -245,8 +244,8 @@ class AgentDownloader:
         self.retry_delay = retry_delay
         self._in_use: dict[str, int] = {}  # digest -> running pulls that need it
         self._fetching: dict[str, asyncio.Lock] = {}  # digest -> its one fetch at a time
-        self._reads: dict[str, tuple[float, object]] = {}  # `_shared`: name -> (began, value)
-        self._reading: dict[str, asyncio.Lock] = {}
+        self._chains: tuple[float, list[list[str]]] = (-math.inf, [])  # (read began, chains)
+        self._chains_lock = asyncio.Lock()
 
     async def pull(self, store: ImageStore, source: Source) -> AsyncIterator[PullProgress]:
         what = f"cannot pull image {source.name}"
@@ -264,7 +263,7 @@ class AgentDownloader:
                     # The engine starts its pull at once (it waits for what the agent has
                     # not learnt yet); its layers and data root are read meanwhile too.
                     loading = group.create_task(self._hand_over(store, source, offer, planned))
-                    chains = group.create_task(self._shared("layers", store.layer_chains))
+                    chains = group.create_task(self._layer_chains(store))
                     root = group.create_task(store.data_root())
                     manifest, (body, kind) = await self._manifest(source, platform)
                     if offer is not None:
@@ -326,17 +325,15 @@ class AgentDownloader:
         if self.local is not None:
             await self.local.close()
 
-    async def _shared(self, name: str, read: Callable[[], Awaitable[_T]]) -> _T:
-        """The engine's answer to `read`, one read for the pulls that start together (the
-        images of one update): an answer from a read that began at most `SHARED_READ` s
-        ago is taken again (the engine's calls slow the start of its own pulls)."""
-        async with self._reading.setdefault(name, asyncio.Lock()):
-            began, value = self._reads.get(name, (-math.inf, None))
-            if time.monotonic() - began > SHARED_READ:
+    async def _layer_chains(self, store: ImageStore) -> list[list[str]]:
+        """The engine's layers, one read for the pulls that start together (the images of
+        one update): a read that began at most `SHARED_READ` s ago is taken again (the
+        engine's calls slow the start of its own pulls)."""
+        async with self._chains_lock:
+            if time.monotonic() - self._chains[0] > SHARED_READ:
                 began = time.monotonic()
-                value = await read()
-                self._reads[name] = (began, value)
-        return cast(_T, value)  # what `read` returned, for this name
+                self._chains = (began, await store.layer_chains())
+            return self._chains[1]
 
     # --- steps ---------------------------------------------------------------------------
 

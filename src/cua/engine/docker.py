@@ -414,8 +414,12 @@ class DockerEngine:
         total = sum(t for _, t in layers.values())
         yield PullProgress(image=image, done=total, total=total, complete=True)
 
-    async def _retag(self, pulled: str, wanted: ImageReference, image: str) -> None:
-        """Tag the mirror's image with the desired reference, then drop the mirror's name."""
+    async def _retag(
+        self, pulled: str, wanted: ImageReference, image: str, recorded: str = ""
+    ) -> None:
+        """Tag the pulled image with the desired reference, then drop the name it was pulled
+        as and, if given, the repo digest the pull `recorded` (`name@sha256:...`; gone
+        already is fine), both at once."""
         if wanted.digest:
             log.warning("image %s is pinned by digest; it stays named %s", image, pulled)
             return
@@ -424,7 +428,19 @@ class DockerEngine:
         )
         tag = {"repo": wanted.repository, "tag": wanted.tag or "latest"}
         await self._call("POST", f"images/{_segment(pulled)}/tag", failure, params=tag)
-        await self._call("DELETE", f"images/{_segment(pulled)}", failure, params={"noprune": "1"})
+        drops = [(pulled, failure)]
+        if recorded:
+            gone = _Failure(f"cannot pull image {image}", PullFailedError, by_status={404: None})
+            drops.append((recorded, gone))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, dropping in drops:
+                    call = self._call(
+                        "DELETE", f"images/{_segment(name)}", dropping, params={"noprune": "1"}
+                    )
+                    group.create_task(call)
+        except* EngineError as errors:
+            raise errors.exceptions[0] from None
 
     # --- the engine's side of agent downloads (`cua.download.fetch.ImageStore`) ------------
 
@@ -512,25 +528,8 @@ class DockerEngine:
                     status = str(message.get("status") or "")
                     if status.startswith("Digest: "):
                         digest = status.removeprefix("Digest: ").strip()
-        wanted = ImageReference.parse(tag)
-        tagging = _Failure(
-            f"{failure.what}: pulled as {reference} but tagging failed", PullFailedError
-        )
-        named = {"repo": wanted.repository, "tag": wanted.tag or "latest"}
-        await self._call("POST", f"images/{_segment(reference)}/tag", tagging, params=named)
-        # The loopback names go together (a name each: the tag, and the digest the pull
-        # recorded), the image keeping the desired one.
-        gone = _Failure(failure.what, PullFailedError, by_status={404: None})
-        loopback = [reference] + ([f"{local.repository}@{digest}"] if digest else [])
-        try:
-            async with asyncio.TaskGroup() as group:
-                for name in loopback:
-                    drop = self._call(
-                        "DELETE", f"images/{_segment(name)}", gone, params={"noprune": "1"}
-                    )
-                    group.create_task(drop)
-        except* EngineError as errors:
-            raise errors.exceptions[0] from None
+        recorded = f"{local.repository}@{digest}" if digest else ""
+        await self._retag(reference, ImageReference.parse(tag), tag, recorded)
 
     async def create_container(
         self, name: str, spec: ContainerSpec, labels: Mapping[str, str]
