@@ -550,6 +550,35 @@ async def test_an_image_pinned_by_digest_is_usable_after_a_pull_through_a_mirror
         await engine.close()
 
 
+@pytest.mark.parametrize("other_tag", [False, True], ids=["only-tag", "other-tag-stays"])
+async def test_a_local_pull_leaves_only_the_wanted_name(
+    engine: DockerEngine,
+    registry: str,
+    raw: RawEngine,
+    image_factory: ImageFactory,
+    *,
+    other_tag: bool,
+) -> None:
+    # `pull_local` (what the agent's downloads hand to the engine): the pulled name and the
+    # repo digest its pull recorded go. The engine drops the digest with the repository's
+    # last tag; with another tag of that repository left, the agent drops it itself.
+    pushed = image_factory("engine/local-pull", "1", marker=f"local-pull-{other_tag}")
+    repository = pushed.rpartition(":")[0]
+    wanted = f"{registry}/engine/wanted-{secrets.token_hex(4)}:1"
+    raw.forget(pushed, f"{repository}:2")
+    if other_tag:
+        raw.pull(pushed)
+        raw.json("POST", f"/images/{pushed}/tag", repo=repository, tag="2")
+    try:
+        await engine.pull_local(pushed, wanted)
+        image = raw.image(wanted)
+        kept = [f"{repository}:2"] if other_tag else []
+        assert sorted(image["RepoTags"]) == sorted([wanted, *kept])
+        assert not [d for d in image["RepoDigests"] or [] if d.startswith(f"{repository}@")]
+    finally:
+        raw.forget(wanted, f"{repository}:2")
+
+
 async def test_pull_of_a_missing_image_is_a_clear_pull_failure(
     engine: DockerEngine, registry: str
 ) -> None:

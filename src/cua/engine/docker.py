@@ -418,8 +418,12 @@ class DockerEngine:
         self, pulled: str, wanted: ImageReference, image: str, recorded: str = ""
     ) -> None:
         """Tag the pulled image with the desired reference, then drop the name it was pulled
-        as and, if given, the repo digest the pull `recorded` (`name@sha256:...`; gone
-        already is fine), both at once."""
+        as and, if given, the repo digest the pull `recorded` (`name@sha256:...`).
+
+        The engine drops a repository's digests with its last tag (and lists them as
+        untagged): the digest is dropped by a call of its own only when it was not. Never
+        both at once: the engine's removal of the tag's digests fails ("reference does not
+        exist") when another call removed one of them meanwhile."""
         if wanted.digest:
             log.warning("image %s is pinned by digest; it stays named %s", image, pulled)
             return
@@ -428,19 +432,18 @@ class DockerEngine:
         )
         tag = {"repo": wanted.repository, "tag": wanted.tag or "latest"}
         await self._call("POST", f"images/{_segment(pulled)}/tag", failure, params=tag)
-        drops = [(pulled, failure)]
-        if recorded:
-            gone = _Failure(f"cannot pull image {image}", PullFailedError, by_status={404: None})
-            drops.append((recorded, gone))
-        try:
-            async with asyncio.TaskGroup() as group:
-                for name, dropping in drops:
-                    call = self._call(
-                        "DELETE", f"images/{_segment(name)}", dropping, params={"noprune": "1"}
-                    )
-                    group.create_task(call)
-        except* EngineError as errors:
-            raise errors.exceptions[0] from None
+        dropping = _Failure(
+            f"cannot pull image {image}: pulled as {pulled}, but that name could not be removed",
+            PullFailedError,
+        )
+        untagged = await self._call(
+            "DELETE", f"images/{_segment(pulled)}", dropping, params={"noprune": "1"}
+        )
+        if recorded and recorded not in {item.get("Untagged") for item in untagged or []}:
+            gone = _Failure(dropping.what, PullFailedError, by_status={404: None})
+            await self._call(
+                "DELETE", f"images/{_segment(recorded)}", gone, params={"noprune": "1"}
+            )
 
     # --- the engine's side of agent downloads (`cua.download.fetch.ImageStore`) ------------
 
