@@ -215,3 +215,117 @@ async def test_bodies_are_read_whole_counted_or_chunked_and_a_short_one_is_a_lin
         assert bytes(received) == body[:5000]
     finally:
         server.close()
+
+
+class KeepAliveRegistry:
+    """Answers requests one after the other on each connection, as registries do.
+    `mode`: "keep" answers all; "close-header" says `Connection: close` (and closes);
+    "drop-second" closes a connection when its second request comes, unanswered (the
+    registry's idle timeout striking as the request arrives)."""
+
+    def __init__(self, mode: str = "keep") -> None:
+        self.mode = mode
+        self.connections = 0
+        self.requests: list[tuple[int, str]] = []  # (connection number, target)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ")[1].decode()
+                self.requests.append((number, target))
+                if self.mode == "drop-second" and served == 1:
+                    return
+                body = b"x" * 70000 if target.endswith("big") else b'{"n": %d}' % number
+                extra = "Connection: close\r\n" if self.mode == "close-header" else ""
+                head_out = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+                writer.write(head_out.encode() + body)
+                await writer.drain()
+                served += 1
+                if self.mode == "close-header":
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+async def _keep_alive_server(mode: str) -> tuple[KeepAliveRegistry, asyncio.Server, str]:
+    fake = KeepAliveRegistry(mode)
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    return fake, server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_requests_to_one_registry_share_a_kept_connection() -> None:
+    fake, server, address = await _keep_alive_server("keep")
+    client = RegistryClient()
+    try:
+        for _ in range(3):
+            assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+        answer = await client.get(address, "r", "blobs/big")
+        assert len(b"".join([chunk async for chunk in answer.chunks()])) == 70000
+        answer.close()
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+        assert fake.connections == 1
+        assert len(fake.requests) == 5
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_a_body_left_unread_closes_its_connection() -> None:
+    fake, server, address = await _keep_alive_server("keep")
+    client = RegistryClient()
+    try:
+        answer = await client.get(address, "r", "blobs/big")
+        async for _ in answer.chunks():
+            break  # a fetch given up in the middle
+        answer.close()
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 2}'
+        assert fake.connections == 2
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_connection_close_and_a_connection_kept_too_long_are_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake, server, address = await _keep_alive_server("close-header")
+    client = RegistryClient()
+    try:
+        for expected in (b'{"n": 1}', b'{"n": 2}'):
+            assert (await client.manifest(address, "r", "1"))[0] == expected
+        assert fake.connections == 2
+    finally:
+        server.close()
+    fake, server, address = await _keep_alive_server("keep")
+    monkeypatch.setattr("cua.download.registry.IDLE_KEEP", 0.0)
+    try:
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+        await asyncio.sleep(0.01)
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 2}'
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_a_kept_connection_the_registry_dropped_is_replaced_at_once() -> None:
+    fake, server, address = await _keep_alive_server("drop-second")
+    client = RegistryClient()
+    try:
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+        # the second request goes on the kept connection, which the registry closes
+        # unanswered: it is sent again on a new one
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 2}'
+        assert fake.requests == [
+            (1, "/v2/r/manifests/1"),
+            (1, "/v2/r/manifests/1"),
+            (2, "/v2/r/manifests/1"),
+        ]
+    finally:
+        await client.close()
+        server.close()

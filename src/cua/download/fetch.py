@@ -322,6 +322,7 @@ class AgentDownloader:
         yield PullProgress(source.name, counter.total, counter.total, complete=True)
 
     async def close(self) -> None:
+        await self.client.close()
         if self.local is not None:
             await self.local.close()
 

@@ -1,10 +1,13 @@
 """The OCI distribution API, the agent's side: manifests and blobs, with the registry's auth.
 
 HTTP/1.1 on h11 over asyncio streams (the library the engine adapter uses; no second HTTP
-stack). One connection per request: a pull makes a handful of requests, each blob a long
-one. HTTPS (verified against the system's CAs) for every registry except loopback ones
-(`localhost`, `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default;
-a registry's own CA or client certificate is read where Docker reads it,
+stack). Connections are kept alive: a request goes on an idle connection to the same host
+when there is one (one TLS handshake for the manifest, the config and the blobs of a pull on
+a slow link, not one each), kept at most `IDLE_KEEP` s; a kept connection the registry
+closed meanwhile is replaced once, on the spot (every request is a GET). HTTPS (verified
+against the system's CAs) for every registry except loopback ones (`localhost`,
+`127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default; a registry's
+own CA or client certificate is read where Docker reads it,
 `/etc/docker/certs.d/<host[:port]>/` (`*.crt`, `*.cert` + `*.key`).
 
 Auth as the distribution spec describes it: a 401 with `WWW-Authenticate: Bearer realm=..,
@@ -22,6 +25,7 @@ import ipaddress
 import json
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,8 @@ import h11
 from cua.download.manifests import ACCEPT
 
 READ_SIZE = 65536
+IDLE_KEEP = 30.0  # seconds an idle connection is kept for the next request to its host
+IDLE_PER_HOST = 8  # idle connections kept per host at most
 DOCKER_CERTS_DIR = "/etc/docker/certs.d"
 MAX_REDIRECTS = 5
 
@@ -93,8 +99,27 @@ async def _open_connection(
     return await asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE)
 
 
+@dataclass(slots=True)
+class _Link:
+    """One connection to a registry host."""
+
+    reader: Any
+    writer: Any
+    idle_since: float = 0.0
+
+    def usable(self) -> bool:
+        """Not closed by either side (as far as the event loop has seen)."""
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+
+class _StaleLink(LinkError):
+    """A kept connection failed before any answer: the registry closed it while idle."""
+
+
 class Answer:
-    """A response whose body is read as it comes; `close()` drops the connection.
+    """A response whose body is read as it comes; `close()` ends it: the connection goes
+    back to the client for the next request when the body was read to its end (and the
+    registry keeps it open), else it is closed.
 
     A body of known length (`Content-Length`, no chunked encoding: what registries send for
     blobs) is read straight from the stream, past h11: a blob's bytes are not copied into
@@ -104,16 +129,21 @@ class Answer:
         self,
         head: h11.Response,
         connection: h11.Connection,
-        reader: Any,
-        writer: Any,
+        link: _Link,
         timeout: float,
+        keep: Callable[[_Link], None] | None = None,
     ) -> None:
         self.status: int = head.status_code
         self._timeout = timeout
         self.headers = {k.decode().lower(): v.decode() for k, v in head.headers}
         self._h11 = connection
-        self._reader = reader
-        self._writer = writer
+        self._link = link
+        self._reader = link.reader
+        self._keep = keep
+        if head.http_version != b"1.1" or "close" in self.headers.get("connection", "").lower():
+            self._keep = None
+        self._ended = False  # the whole body was read, nothing after it
+        self._closed = False
         self._length: int | None = None
         length = self.headers.get("content-length", "")
         if "transfer-encoding" not in self.headers and length.isdigit():
@@ -135,16 +165,20 @@ class Answer:
             if isinstance(event, h11.Data):
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
+                self._ended = not self._h11.trailing_data[0]
                 return
             elif isinstance(event, h11.ConnectionClosed):
                 raise LinkError("the registry closed the connection in the middle of a body")
 
     async def _counted(self, left: int) -> AsyncIterator[bytes]:
         """`left` bytes of body: those h11 read past the head, then the stream's."""
-        ahead = self._h11.trailing_data[0][:left]
+        buffered = self._h11.trailing_data[0]
+        ahead = buffered[:left]
         if ahead:
             left -= len(ahead)
             yield ahead
+        if len(buffered) > len(ahead):  # bytes past the body: the connection is not reused
+            self._keep = None
         while left > 0:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -157,6 +191,7 @@ class Answer:
                 raise LinkError("the registry closed the connection in the middle of a body")
             left -= len(chunk)
             yield chunk
+        self._ended = True
 
     async def read(self, limit: int = 16 << 20) -> bytes:
         data = bytearray()
@@ -167,7 +202,13 @@ class Answer:
         return bytes(data)
 
     def close(self) -> None:
-        self._writer.close()
+        if self._closed:
+            return
+        self._closed = True
+        if self._ended and self._keep is not None and self._link.usable():
+            self._keep(self._link)
+        else:
+            self._link.writer.close()
 
 
 async def _next_event(connection: h11.Connection, reader: Any) -> Any:
@@ -202,6 +243,7 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], str] = {}
         self.certs_dir = Path(certs_dir)
         self._tls: dict[str, ssl.SSLContext] = {}
+        self._idle: dict[tuple[str, str], list[_Link]] = {}  # (scheme, host[:port]) -> links
 
     def _context(self, netloc: str) -> ssl.SSLContext:
         """The system's CAs, plus what `<certs_dir>/<host[:port]>/` holds as Docker reads
@@ -220,39 +262,87 @@ class RegistryClient:
     async def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Answer:
         parts = urlsplit(url)
         https = parts.scheme == "https"
-        host = parts.hostname or ""
-        port = parts.port or (443 if https else 80)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
+        fields = [("Host", parts.netloc), ("User-Agent", "cua"), *headers.items()]
+        request = h11.Request(method=method, target=target, headers=fields)
+        host = (parts.scheme, parts.netloc)
+        kept = self._take_idle(host)
+        if kept is not None:
+            try:
+                return await self._exchange(kept, request, host)
+            except _StaleLink:
+                pass  # closed by the registry while idle: a new connection
         try:
             async with asyncio.timeout(self.timeout):
                 tls = self._context(parts.netloc) if https else None
-                reader, writer = await self._connect(host, port, tls)
+                port = parts.port or (443 if https else 80)
+                reader, writer = await self._connect(parts.hostname or "", port, tls)
         except TimeoutError:
             raise LinkError(f"{parts.netloc}: no connection within {self.timeout:g} s") from None
         except OSError as error:
             raise LinkError(f"{parts.netloc}: {error}") from None
+        return await self._exchange(_Link(reader, writer), request, host, fresh=True)
+
+    async def _exchange(
+        self, link: _Link, request: h11.Request, host: tuple[str, str], *, fresh: bool = False
+    ) -> Answer:
+        """`request` on `link`, to the answer's head. On a kept link, a failure before any
+        answer is `_StaleLink` (worth one new connection)."""
+        netloc = host[1]
         connection = h11.Connection(our_role=h11.CLIENT)
-        fields = [("Host", parts.netloc), ("User-Agent", "cua"), *headers.items()]
         try:
-            writer.write(connection.send(h11.Request(method=method, target=target, headers=fields)))
-            writer.write(connection.send(h11.EndOfMessage()))
+            link.writer.write(connection.send(request))
+            link.writer.write(connection.send(h11.EndOfMessage()))
             async with asyncio.timeout(self.timeout):
-                await writer.drain()
+                await link.writer.drain()
                 while True:
-                    event = await _next_event(connection, reader)
+                    event = await _next_event(connection, link.reader)
                     if isinstance(event, h11.Response):
-                        return Answer(event, connection, reader, writer, self.timeout)
+
+                        def keep(link: _Link) -> None:
+                            self._keep_idle(host, link)
+
+                        return Answer(event, connection, link, self.timeout, keep)
                     if isinstance(event, h11.ConnectionClosed):
-                        raise LinkError(f"{parts.netloc} closed the connection")
+                        raise LinkError(f"{netloc} closed the connection")
         except TimeoutError:
-            writer.close()
-            raise LinkError(f"{parts.netloc}: no answer within {self.timeout:g} s") from None
-        except OSError as error:
-            writer.close()
-            raise LinkError(f"{parts.netloc}: {error}") from None
+            link.writer.close()
+            raise LinkError(f"{netloc}: no answer within {self.timeout:g} s") from None
+        except (OSError, LinkError) as error:
+            link.writer.close()
+            if not fresh:
+                raise _StaleLink(f"{netloc}: {error}") from None
+            if isinstance(error, LinkError):
+                raise
+            raise LinkError(f"{netloc}: {error}") from None
         except BaseException:
-            writer.close()
+            link.writer.close()
             raise
+
+    def _take_idle(self, host: tuple[str, str]) -> _Link | None:
+        """The most recently kept connection to `host` still open and young enough."""
+        links = self._idle.get(host, [])
+        while links:
+            link = links.pop()
+            if link.usable() and time.monotonic() - link.idle_since <= IDLE_KEEP:
+                return link
+            link.writer.close()
+        return None
+
+    def _keep_idle(self, host: tuple[str, str], link: _Link) -> None:
+        links = self._idle.setdefault(host, [])
+        if len(links) >= IDLE_PER_HOST:
+            link.writer.close()
+            return
+        link.idle_since = time.monotonic()
+        links.append(link)
+
+    async def close(self) -> None:
+        """Close the idle connections."""
+        for links in self._idle.values():
+            for link in links:
+                link.writer.close()
+        self._idle.clear()
 
     async def _token(self, registry: str, params: Mapping[str, str], scope: str) -> str:
         realm = params.get("realm", "")
