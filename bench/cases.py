@@ -9,7 +9,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from harness import (
@@ -143,7 +143,7 @@ class Bench:
 
     async def _interleaved(
         self,
-        variants: dict[str, Callable[[], Awaitable[float]]],
+        variants: Mapping[str, Callable[[], Awaitable[float]]],
         prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, float]:
         """Median seconds per variant; variants alternate within each round."""
