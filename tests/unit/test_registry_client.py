@@ -219,7 +219,8 @@ async def test_bodies_are_read_whole_counted_or_chunked_and_a_short_one_is_a_lin
 
 class KeepAliveRegistry:
     """Answers requests one after the other on each connection, as registries do.
-    `mode`: "keep" answers all; "close-header" says `Connection: close` (and closes);
+    `mode`: "keep" answers all; "challenge" answers 401 (Basic) to a request without
+    credentials; "close-header" says `Connection: close` (and closes);
     "drop-second" closes a connection when its second request comes, unanswered (the
     registry's idle timeout striking as the request arrives)."""
 
@@ -241,7 +242,11 @@ class KeepAliveRegistry:
                     return
                 body = b"x" * 70000 if target.endswith("big") else b'{"n": %d}' % number
                 extra = "Connection: close\r\n" if self.mode == "close-header" else ""
-                head_out = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+                status = "200 OK"
+                if self.mode == "challenge" and b"Authorization: Basic" not in head:
+                    status, body = "401 Unauthorized", b'{"errors": []}'
+                    extra = 'WWW-Authenticate: Basic realm="fake"\r\n'
+                head_out = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
                 writer.write(head_out.encode() + body)
                 await writer.drain()
                 served += 1
@@ -326,6 +331,17 @@ async def test_a_kept_connection_the_registry_dropped_is_replaced_at_once() -> N
             (1, "/v2/r/manifests/1"),
             (2, "/v2/r/manifests/1"),
         ]
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_an_auth_challenge_and_the_request_again_share_a_connection() -> None:
+    fake, server, address = await _keep_alive_server("challenge")
+    client = RegistryClient({address: Login("me", "secret")})
+    try:
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+        assert fake.requests == [(1, "/v2/r/manifests/1"), (1, "/v2/r/manifests/1")]
     finally:
         await client.close()
         server.close()

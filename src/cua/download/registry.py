@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import ipaddress
 import json
 import re
@@ -39,6 +41,7 @@ from cua.download.manifests import ACCEPT
 READ_SIZE = 65536
 IDLE_KEEP = 30.0  # seconds an idle connection is kept for the next request to its host
 IDLE_PER_HOST = 8  # idle connections kept per host at most
+DISCARD_LIMIT = 65536  # bytes of an unused body read to keep its connection
 DOCKER_CERTS_DIR = "/etc/docker/certs.d"
 MAX_REDIRECTS = 5
 
@@ -201,6 +204,14 @@ class Answer:
                 raise RegistryError(f"answer larger than {limit} bytes")
         return bytes(data)
 
+    async def discard(self) -> None:
+        """Read a small body of known length (an auth challenge's, a redirect's) so that
+        its connection is kept for the request that follows; any other closes it."""
+        if self._length is not None and self._length <= DISCARD_LIMIT:
+            with contextlib.suppress(RegistryError):
+                await self.read(DISCARD_LIMIT)
+        self.close()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -298,10 +309,7 @@ class RegistryClient:
                 while True:
                     event = await _next_event(connection, link.reader)
                     if isinstance(event, h11.Response):
-
-                        def keep(link: _Link) -> None:
-                            self._keep_idle(host, link)
-
+                        keep = functools.partial(self._keep_idle, host)
                         return Answer(event, connection, link, self.timeout, keep)
                     if isinstance(event, h11.ConnectionClosed):
                         raise LinkError(f"{netloc} closed the connection")
@@ -388,7 +396,7 @@ class RegistryClient:
                 sending["Authorization"] = self._tokens[key]
             answer = await self._send("GET", url, sending)
             if answer.status == 401 and same_host and not authorized:
-                answer.close()
+                await answer.discard()
                 scheme, params = parse_challenge(answer.headers.get("www-authenticate", ""))
                 if scheme == "bearer":
                     scope = params.get("scope") or f"repository:{repository}:pull"
@@ -400,7 +408,7 @@ class RegistryClient:
                 authorized = True
                 continue
             if answer.status in (301, 302, 303, 307, 308) and "location" in answer.headers:
-                answer.close()
+                await answer.discard()
                 url = urljoin(url, answer.headers["location"])
                 continue
             if answer.status >= 400 and answer.status != 416:
