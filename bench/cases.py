@@ -610,9 +610,10 @@ class Bench:
                 notes=[
                     "DOWNLOAD_SUCCESS also includes creating the 5 containers (Kanto's "
                     "DOWNLOAD phase creates them); this baseline creates none. On dockerd 20.10 "
-                    "a create mounts and unmounts the container's overlay, and the unmount "
-                    "writes the file system's dirty data to disk: the first create after the "
-                    "pulls flushes their layers (the next row's baseline pays it too)"
+                    "a create mounts and unmounts overlays of the container's layers, and the "
+                    "first unmount writes the file system's dirty data to disk: the first "
+                    "create after the pulls writes their layers (the next row's baseline pays "
+                    "it too)"
                 ],
             ),
             Row(
