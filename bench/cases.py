@@ -470,7 +470,12 @@ class Bench:
             raise RuntimeError(f"{name}: the agent ended with {status}: {broker.last_failure}")
         return seconds
 
-    async def _settle(self) -> None:
+    async def _settle(self, *, write_back: bool = False) -> None:
+        """A pause for the engine's work after the last call to end; `write_back`: the disk
+        is written back first (`sync`), or what a run left in the page cache would be
+        written during the next (a create right after big pulls writes it: README)."""
+        if write_back:
+            await asyncio.to_thread(os.sync)
         await asyncio.sleep(SETTLE)
         if self.broker is not None:
             await self.broker.drain(0)
@@ -567,10 +572,7 @@ class Bench:
         async def clean() -> None:
             await self.docker.remove_all()
             await self.docker.remove_images(self.big)
-            # The disk written back too: a run's first create would otherwise also write
-            # what the run before it left in the page cache.
-            await asyncio.to_thread(os.sync)
-            await self._settle()
+            await self._settle(write_back=True)
 
         async def agent() -> float:
             return await self._via_agent("download", desired, until="DOWNLOAD_SUCCESS")
@@ -582,8 +584,7 @@ class Bench:
 
         async def pull_create(index: int, image: str) -> None:
             await self.docker.pull(image)
-            body = {"Image": image}
-            await self.docker.call("POST", "/containers/create", body, name=f"raw-big-{index}")
+            await self.docker.create(f"raw-big-{index}", image)
 
         async def same_work() -> float:
             elapsed = _timer()
@@ -673,14 +674,12 @@ class Bench:
         # a run left in the page cache, would otherwise fall into the next run.
         async def clean() -> None:
             await self.docker.remove_images(self.big)
-            await asyncio.to_thread(os.sync)
-            await self._settle()
+            await self._settle(write_back=True)
 
         async def clean_all() -> None:  # the shared base layer goes too
             images = await self.docker.call("GET", "/images/json")
             await self.docker.remove_images(image["Id"] for image in images)
-            await asyncio.to_thread(os.sync)
-            await self._settle()
+            await self._settle(write_back=True)
 
         rows = []
         try:

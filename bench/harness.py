@@ -136,10 +136,14 @@ class RawAPI:
         response = await self.http.request(method, path, params=params or None, body=data)
         return response.json()
 
-    async def create_start(self, name: str, image: str) -> str:
+    async def create(self, name: str, image: str) -> str:
         created = await self.call("POST", "/containers/create", {"Image": image}, name=name)
-        await self.call("POST", f"/containers/{created['Id']}/start")
         return str(created["Id"])
+
+    async def create_start(self, name: str, image: str) -> str:
+        container = await self.create(name, image)
+        await self.call("POST", f"/containers/{container}/start")
+        return container
 
     async def remove(self, container: str) -> None:
         await self.call("DELETE", f"/containers/{container}", force="1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import ssl
@@ -220,7 +221,8 @@ async def test_bodies_are_read_whole_counted_or_chunked_and_a_short_one_is_a_lin
 class KeepAliveRegistry:
     """Answers requests one after the other on each connection, as registries do.
     `mode`: "keep" answers all; "challenge" answers 401 (Basic) to a request without
-    credentials; "close-header" says `Connection: close` (and closes);
+    credentials; "close-header" says `Connection: close` (and would still answer
+    on that connection: the client must not use it again);
     "drop-second" closes a connection when its second request comes, unanswered (the
     registry's idle timeout striking as the request arrives)."""
 
@@ -250,24 +252,31 @@ class KeepAliveRegistry:
                 writer.write(head_out.encode() + body)
                 await writer.drain()
                 served += 1
-                if self.mode == "close-header":
-                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
             writer.close()
 
 
-async def _keep_alive_server(mode: str) -> tuple[KeepAliveRegistry, asyncio.Server, str]:
+@contextlib.asynccontextmanager
+async def _keep_alive(
+    mode: str, *, login: bool = False
+) -> AsyncIterator[tuple[KeepAliveRegistry, str, RegistryClient]]:
+    """A `KeepAliveRegistry` serving while inside, and a client of it (with a login for
+    it if `login`) whose kept connections are closed at the end."""
     fake = KeepAliveRegistry(mode)
     server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    return fake, server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = RegistryClient({address: Login("me", "secret")} if login else {})
+    try:
+        yield fake, address, client
+    finally:
+        await client.close()
+        server.close()
 
 
 async def test_requests_to_one_registry_share_a_kept_connection() -> None:
-    fake, server, address = await _keep_alive_server("keep")
-    client = RegistryClient()
-    try:
+    async with _keep_alive("keep") as (fake, address, client):
         for _ in range(3):
             assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
         answer = await client.get(address, "r", "blobs/big")
@@ -276,52 +285,35 @@ async def test_requests_to_one_registry_share_a_kept_connection() -> None:
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
         assert fake.connections == 1
         assert len(fake.requests) == 5
-    finally:
-        await client.close()
-        server.close()
 
 
 async def test_a_body_left_unread_closes_its_connection() -> None:
-    fake, server, address = await _keep_alive_server("keep")
-    client = RegistryClient()
-    try:
+    async with _keep_alive("keep") as (fake, address, client):
         answer = await client.get(address, "r", "blobs/big")
         async for _ in answer.chunks():
             break  # a fetch given up in the middle
         answer.close()
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 2}'
-        assert fake.connections == 2
-    finally:
-        await client.close()
-        server.close()
+        # not even tried on the first connection (the rest of the blob is still coming there)
+        assert fake.requests == [(1, "/v2/r/blobs/big"), (2, "/v2/r/manifests/1")]
 
 
 async def test_connection_close_and_a_connection_kept_too_long_are_not_reused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake, server, address = await _keep_alive_server("close-header")
-    client = RegistryClient()
-    try:
+    async with _keep_alive("close-header") as (fake, address, client):
         for expected in (b'{"n": 1}', b'{"n": 2}'):
             assert (await client.manifest(address, "r", "1"))[0] == expected
         assert fake.connections == 2
-    finally:
-        server.close()
-    fake, server, address = await _keep_alive_server("keep")
     monkeypatch.setattr("cua.download.registry.IDLE_KEEP", 0.0)
-    try:
+    async with _keep_alive("keep") as (fake, address, client):
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
         await asyncio.sleep(0.01)
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 2}'
-    finally:
-        await client.close()
-        server.close()
 
 
 async def test_a_kept_connection_the_registry_dropped_is_replaced_at_once() -> None:
-    fake, server, address = await _keep_alive_server("drop-second")
-    client = RegistryClient()
-    try:
+    async with _keep_alive("drop-second") as (fake, address, client):
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
         # the second request goes on the kept connection, which the registry closes
         # unanswered: it is sent again on a new one
@@ -331,17 +323,9 @@ async def test_a_kept_connection_the_registry_dropped_is_replaced_at_once() -> N
             (1, "/v2/r/manifests/1"),
             (2, "/v2/r/manifests/1"),
         ]
-    finally:
-        await client.close()
-        server.close()
 
 
 async def test_an_auth_challenge_and_the_request_again_share_a_connection() -> None:
-    fake, server, address = await _keep_alive_server("challenge")
-    client = RegistryClient({address: Login("me", "secret")})
-    try:
+    async with _keep_alive("challenge", login=True) as (fake, address, client):
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
         assert fake.requests == [(1, "/v2/r/manifests/1"), (1, "/v2/r/manifests/1")]
-    finally:
-        await client.close()
-        server.close()

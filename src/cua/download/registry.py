@@ -141,7 +141,6 @@ class Answer:
         self.headers = {k.decode().lower(): v.decode() for k, v in head.headers}
         self._h11 = connection
         self._link = link
-        self._reader = link.reader
         self._keep = keep
         if head.http_version != b"1.1" or "close" in self.headers.get("connection", "").lower():
             self._keep = None
@@ -162,7 +161,7 @@ class Answer:
         while True:
             try:
                 async with asyncio.timeout(self._timeout):
-                    event = await _next_event(self._h11, self._reader)
+                    event = await _next_event(self._h11, self._link.reader)
             except TimeoutError:
                 raise LinkError(f"no data for {self._timeout:g} s") from None
             if isinstance(event, h11.Data):
@@ -185,7 +184,7 @@ class Answer:
         while left > 0:
             try:
                 async with asyncio.timeout(self._timeout):
-                    chunk = await self._reader.read(min(left, READ_SIZE))
+                    chunk = await self._link.reader.read(min(left, READ_SIZE))
             except TimeoutError:
                 raise LinkError(f"no data for {self._timeout:g} s") from None
             except OSError as error:
