@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import os
 import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -68,6 +67,7 @@ N_BIG = 5
 BIG_MB = 20
 IDLE_OPS = int(os.environ.get("BENCH_IDLE_OPS", "1000"))  # the RSS growth row
 IDLE_WARMUP = int(os.environ.get("BENCH_IDLE_WARMUP", "1000"))  # operations before it
+SHOW_RUNS = os.environ.get("BENCH_RUNS") == "1"  # each run's figure in the progress
 RSS_TARGET_MIB = 32
 _NO_SYS: dict[str, tuple[str, ...]] = {"system_containers": ()}
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "leda-desired-state.json"
@@ -153,6 +153,8 @@ class Bench:
                 if prepare is not None:
                     await prepare()
                 results[name].append(await measure())
+                if SHOW_RUNS:
+                    progress(f"  {name}: {ms(results[name][-1])}")
         return {name: median(values) for name, values in results.items()}
 
     async def _apply_in_process(
@@ -636,10 +638,8 @@ class Bench:
         await self.docker.remove_all()
         stack = self.stack
 
-        async def to_registry(
-            _host: str, _port: int, _tls: ssl.SSLContext | None
-        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-            return await stack.registry_connect()  # wherever the stack runs its registry
+        async def to_registry(_host: str, _port: int) -> socket.socket:
+            return await stack.registry_socket()  # wherever the stack runs its registry
 
         def in_engine_netns() -> socket.socket:
             # dockerd's 127.0.0.1 is in the stack's network namespace: the agent's loopback

@@ -10,7 +10,8 @@ names, default all: cli, identify, apply, start, change, noop, download, agent_d
 idle), BENCH_IDLE_OPS (operations of the RSS growth row, default 1000) and BENCH_IDLE_WARMUP
 (operations before them, default 1000),
 BENCH_ACTIVATION_WINDOW (seconds: measure only with that activation window; default: window
-0 for every row, and the change and apply rows again with the agent's default).
+0 for every row, and the change and apply rows again with the agent's default), BENCH_RUNS=1
+(each run's figure in the progress, not only the medians).
 """
 
 from __future__ import annotations

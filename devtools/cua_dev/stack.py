@@ -247,10 +247,15 @@ class LocalStack:
 
     async def registry_connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A TCP connection to the registry, made inside the stack's network namespace (for
-        `cua_dev.proxy` and the bench: the agent's own downloads reach it this way)."""
+        `cua_dev.proxy`)."""
+        return await asyncio.open_connection(sock=await self.registry_socket(), limit=1 << 20)
+
+    async def registry_socket(self) -> socket.socket:
+        """A connected (non-blocking) TCP socket to the registry, made inside the stack's
+        network namespace (the bench's agent downloads reach it this way)."""
         sock = await asyncio.to_thread(self.netns.connect, "127.0.0.1", self._registry_port)
         sock.setblocking(False)
-        return await asyncio.open_connection(sock=sock, limit=1 << 20)
+        return sock
 
     @property
     def mqtt_port(self) -> int:

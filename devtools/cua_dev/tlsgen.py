@@ -27,7 +27,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:reg.test
 authorityKeyIdentifier = keyid
 [client]
 basicConstraints = critical, CA:FALSE
@@ -68,8 +68,8 @@ def _issue(directory: Path, name: str, cn: str, conf: Path, ca: tuple[Path, Path
 
 
 def generate_tls(directory: Path) -> PkiFiles:
-    """Create `ca.crt`, `server.{crt,key}` (SAN IP:127.0.0.1, DNS:localhost) and
-    `client.{crt,key}` in `directory`."""
+    """Create `ca.crt`, `server.{crt,key}` (SAN IP:127.0.0.1, DNS:localhost, DNS:reg.test:
+    the unit tests' HTTPS registry) and `client.{crt,key}` in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "openssl.cnf"
     conf.write_text(_CONFIG)

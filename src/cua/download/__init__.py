@@ -4,9 +4,11 @@ The agent fetches an image's manifest, config and layers from the registry (OCI
 distribution API) into a content-addressed cache under the state directory, verifying
 every blob against its digest, resuming interrupted blobs from the bytes on disk (HTTP
 `Range`), under a bandwidth limit shared by all downloads, after a disk-space preflight;
-then the engine loads the image from the cache (`cua.engine.docker`, `POST /images/load`).
+the engine pulls the image from the agent's loopback registry as the blobs land, or loads
+it as an archive (`cua.engine.docker`, `POST /images/load`) when it cannot.
 
-Modules: `registry` (HTTP + auth), `manifests` (pure: media types, platform choice),
-`cache` (the blob store), `ratelimit` (token bucket), `preflight` (pure space check),
-`fetch` (the whole pull of one image).
+Modules: `registry` (HTTP + auth), `link` (its connection, read into one buffer),
+`manifests` (pure: media types, platform choice), `cache` (the blob store), `ratelimit`
+(token bucket), `preflight` (pure space check), `fetch` (the whole pull of one image),
+`serve` (the loopback registry).
 """

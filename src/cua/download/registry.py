@@ -1,10 +1,11 @@
 """The OCI distribution API, the agent's side: manifests and blobs, with the registry's auth.
 
-HTTP/1.1 on h11 over asyncio streams (the library the engine adapter uses; no second HTTP
-stack). Connections are kept alive: a request goes on an idle connection to the same host
-when there is one (one TLS handshake for the manifest, the config and the blobs of a pull on
-a slow link, not one each), kept at most `IDLE_KEEP` s; a kept connection the registry
-closed meanwhile is replaced once, on the spot (every request is a GET). HTTPS (verified
+HTTP/1.1 on h11 (the library the engine adapter uses; no second HTTP stack) over
+`link.Link`s, which hand a blob's bytes over without copying them. Connections are kept
+alive: a request goes on an idle connection to the same host when there is one (one TLS
+handshake for the manifest, the config and the blobs of a pull on a slow link, not one
+each), kept at most `IDLE_KEEP` s; a kept connection the registry closed meanwhile is
+replaced once, on the spot (every request is a GET). HTTPS (verified
 against the system's CAs) for every registry except loopback ones (`localhost`,
 `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default; a registry's
 own CA or client certificate is read where Docker reads it,
@@ -28,24 +29,21 @@ import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import h11
 
+from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
 
-READ_SIZE = 65536
 IDLE_KEEP = 30.0  # seconds an idle connection is kept for the next request to its host
 IDLE_PER_HOST = 8  # idle connections kept per host at most
 DISCARD_LIMIT = 65536  # bytes of an unused body read to keep its connection
 DOCKER_CERTS_DIR = "/etc/docker/certs.d"
 MAX_REDIRECTS = 5
-
-Connector = Callable[[str, int, ssl.SSLContext | None], Awaitable[tuple[Any, Any]]]
 
 
 class RegistryError(Exception):
@@ -96,25 +94,6 @@ def _basic(login: Login) -> str:
     return f"Basic {token}"
 
 
-async def _open_connection(
-    host: str, port: int, tls: ssl.SSLContext | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE)
-
-
-@dataclass(slots=True)
-class _Link:
-    """One connection to a registry host."""
-
-    reader: Any
-    writer: Any
-    idle_since: float = 0.0
-
-    def usable(self) -> bool:
-        """Not closed by either side (as far as the event loop has seen)."""
-        return not self.writer.is_closing() and not self.reader.at_eof()
-
-
 class _StaleLink(LinkError):
     """A kept connection failed before any answer: the registry closed it while idle."""
 
@@ -125,16 +104,16 @@ class Answer:
     registry keeps it open), else it is closed.
 
     A body of known length (`Content-Length`, no chunked encoding: what registries send for
-    blobs) is read straight from the stream, past h11: a blob's bytes are not copied into
-    h11's buffer and out again (most of the agent's work per byte, with the digest)."""
+    blobs) is read straight from the link, past h11: a blob's bytes are not copied into
+    h11's buffer and out again."""
 
     def __init__(
         self,
         head: h11.Response,
         connection: h11.Connection,
-        link: _Link,
+        link: Link,
         timeout: float,
-        keep: Callable[[_Link], None] | None = None,
+        keep: Callable[[Link], None] | None = None,
     ) -> None:
         self.status: int = head.status_code
         self._timeout = timeout
@@ -151,48 +130,43 @@ class Answer:
         if "transfer-encoding" not in self.headers and length.isdigit():
             self._length = int(length)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it comes; a silence longer than the timeout is a lost link (a link
-        that drops without a reset never says so otherwise)."""
+    async def chunks(self) -> AsyncIterator[memoryview]:
+        """The body as it comes, each chunk valid until the next is asked for (a view of the
+        link's buffer); a silence longer than the timeout is a lost link (a link that drops
+        without a reset never says so otherwise)."""
         if self._length is not None:
             async for chunk in self._counted(self._length):
                 yield chunk
             return
         while True:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    event = await _next_event(self._h11, self._link.reader)
-            except TimeoutError:
-                raise LinkError(f"no data for {self._timeout:g} s") from None
+            event = await _next_event(self._h11, self._link, self._timeout)
             if isinstance(event, h11.Data):
-                yield bytes(event.data)
+                yield memoryview(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 self._ended = not self._h11.trailing_data[0]
                 return
             elif isinstance(event, h11.ConnectionClosed):
                 raise LinkError("the registry closed the connection in the middle of a body")
 
-    async def _counted(self, left: int) -> AsyncIterator[bytes]:
-        """`left` bytes of body: those h11 read past the head, then the stream's."""
+    async def _counted(self, left: int) -> AsyncIterator[memoryview]:
+        """`left` bytes of body: those h11 read past the head, then the link's."""
         buffered = self._h11.trailing_data[0]
         ahead = buffered[:left]
         if ahead:
             left -= len(ahead)
-            yield ahead
-        if len(buffered) > len(ahead):  # bytes past the body: the connection is not reused
-            self._keep = None
+            yield memoryview(ahead)
+        past = len(buffered) > len(ahead)
         while left > 0:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    chunk = await self._link.reader.read(min(left, READ_SIZE))
-            except TimeoutError:
-                raise LinkError(f"no data for {self._timeout:g} s") from None
-            except OSError as error:
-                raise LinkError(str(error) or type(error).__name__) from None
+            chunk = await _take(self._link, self._timeout)
             if not chunk:
                 raise LinkError("the registry closed the connection in the middle of a body")
+            if len(chunk) > left:
+                past = True
+                chunk = chunk[:left]
             left -= len(chunk)
             yield chunk
+        if past:  # bytes past the body: the connection is not reused
+            self._keep = None
         self._ended = True
 
     async def read(self, limit: int = 16 << 20) -> bytes:
@@ -218,32 +192,42 @@ class Answer:
         if self._ended and self._keep is not None and self._link.usable():
             self._keep(self._link)
         else:
-            self._link.writer.close()
+            self._link.close()
 
 
-async def _next_event(connection: h11.Connection, reader: Any) -> Any:
+async def _take(link: Link, silence: float) -> memoryview:
+    """What the link received next; `silence`: seconds without data that make a lost link."""
+    try:
+        async with asyncio.timeout(silence):
+            return await link.take()
+    except TimeoutError:
+        raise LinkError(f"no data for {silence:g} s") from None
+    except OSError as error:
+        raise LinkError(str(error) or type(error).__name__) from None
+
+
+async def _next_event(connection: h11.Connection, link: Link, silence: float) -> object:
     try:
         while True:
             event = connection.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            connection.receive_data(await reader.read(READ_SIZE))
+            connection.receive_data(bytes(await _take(link, silence)))
     except h11.ProtocolError as error:
         raise LinkError(f"not an HTTP answer: {error}") from None
-    except (OSError, asyncio.IncompleteReadError) as error:
-        raise LinkError(str(error) or type(error).__name__) from None
 
 
 class RegistryClient:
-    """Requests to registries. `logins`: registry host -> Login. `connect`: how a TCP
-    connection to (host, port) is opened (tests put a proxy there). `certs_dir`: per-registry
+    """Requests to registries. `logins`: registry host -> Login. `connect`: how the TCP
+    connection to (host, port) is made (None: the event loop's, with name resolution; tests
+    and the bench reach their registry through their own). `certs_dir`: per-registry
     CAs and client certificates, Docker's layout (`/etc/docker/certs.d/<host[:port]>/`)."""
 
     def __init__(
         self,
         logins: Mapping[str, Login] | None = None,
         *,
-        connect: Connector = _open_connection,
+        connect: SocketConnector | None = None,
         timeout: float = 60.0,
         certs_dir: str | Path = DOCKER_CERTS_DIR,
     ) -> None:
@@ -253,7 +237,7 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], str] = {}
         self.certs_dir = Path(certs_dir)
         self._tls: dict[str, ssl.SSLContext] = {}
-        self._idle: dict[tuple[str, str], list[_Link]] = {}  # (scheme, host[:port]) -> links
+        self._idle: dict[tuple[str, str], list[Link]] = {}  # (scheme, host[:port]) -> links
 
     def _context(self, netloc: str) -> ssl.SSLContext:
         """The system's CAs, plus what `<certs_dir>/<host[:port]>/` holds as Docker reads
@@ -286,60 +270,62 @@ class RegistryClient:
             async with asyncio.timeout(self.timeout):
                 tls = self._context(parts.netloc) if https else None
                 port = parts.port or (443 if https else 80)
-                reader, writer = await self._connect(parts.hostname or "", port, tls)
+                link = await open_link(parts.hostname or "", port, tls, self._connect)
         except TimeoutError:
             raise LinkError(f"{parts.netloc}: no connection within {self.timeout:g} s") from None
         except OSError as error:
             raise LinkError(f"{parts.netloc}: {error}") from None
-        return await self._exchange(_Link(reader, writer), request, host, fresh=True)
+        return await self._exchange(link, request, host, fresh=True)
 
     async def _exchange(
-        self, link: _Link, request: h11.Request, host: tuple[str, str], *, fresh: bool = False
+        self, link: Link, request: h11.Request, host: tuple[str, str], *, fresh: bool = False
     ) -> Answer:
         """`request` on `link`, to the answer's head. On a kept link, a failure before any
         answer is `_StaleLink` (worth one new connection)."""
         netloc = host[1]
         connection = h11.Connection(our_role=h11.CLIENT)
         try:
-            link.writer.write(connection.send(request))
-            link.writer.write(connection.send(h11.EndOfMessage()))
+            link.write(
+                b"".join(
+                    filter(None, (connection.send(request), connection.send(h11.EndOfMessage())))
+                )
+            )
             async with asyncio.timeout(self.timeout):
-                await link.writer.drain()
                 while True:
-                    event = await _next_event(connection, link.reader)
+                    event = await _next_event(connection, link, self.timeout)
                     if isinstance(event, h11.Response):
                         keep = functools.partial(self._keep_idle, host)
                         return Answer(event, connection, link, self.timeout, keep)
                     if isinstance(event, h11.ConnectionClosed):
                         raise LinkError(f"{netloc} closed the connection")
         except TimeoutError:
-            link.writer.close()
+            link.close()
             raise LinkError(f"{netloc}: no answer within {self.timeout:g} s") from None
         except (OSError, LinkError) as error:
-            link.writer.close()
+            link.close()
             if not fresh:
                 raise _StaleLink(f"{netloc}: {error}") from None
             if isinstance(error, LinkError):
                 raise
             raise LinkError(f"{netloc}: {error}") from None
         except BaseException:
-            link.writer.close()
+            link.close()
             raise
 
-    def _take_idle(self, host: tuple[str, str]) -> _Link | None:
+    def _take_idle(self, host: tuple[str, str]) -> Link | None:
         """The most recently kept connection to `host` still open and young enough."""
         links = self._idle.get(host, [])
         while links:
             link = links.pop()
             if link.usable() and time.monotonic() - link.idle_since <= IDLE_KEEP:
                 return link
-            link.writer.close()
+            link.close()
         return None
 
-    def _keep_idle(self, host: tuple[str, str], link: _Link) -> None:
+    def _keep_idle(self, host: tuple[str, str], link: Link) -> None:
         links = self._idle.setdefault(host, [])
         if len(links) >= IDLE_PER_HOST:
-            link.writer.close()
+            link.close()
             return
         link.idle_since = time.monotonic()
         links.append(link)
@@ -348,7 +334,7 @@ class RegistryClient:
         """Close the idle connections."""
         for links in self._idle.values():
             for link in links:
-                link.writer.close()
+                link.close()
         self._idle.clear()
 
     async def _token(self, registry: str, params: Mapping[str, str], scope: str) -> str:
