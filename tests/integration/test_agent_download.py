@@ -18,7 +18,7 @@ import pytest
 
 from cua.download.fetch import AgentDownloader
 from cua.download.registry import RegistryClient
-from cua.download.serve import Listen
+from cua.download.serve import Listen, loopback_socket
 from cua.engine.base import PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.images import BuiltImage, ImageFactory
@@ -162,6 +162,66 @@ async def test_pulls_at_once_of_images_on_a_loaded_base_all_end_loaded_without_i
         assert downloader.local.unknown_to_engine == {fresh[0][1].layers[0].digest}
         await _pull(engine, fresh[5][0])
         assert downloader.served == 0
+    finally:
+        await engine.close()
+    for image, built in fresh:
+        assert raw.image(image)["Id"] == built.image_id
+
+
+class EngineAskingOnce(DockerEngine):
+    """The real engine, its pulls from the agent's registry played: the first asks for
+    `asks_for` (as dockerd does for a layer it holds without knowing its digest) and fails
+    on the 404; the others wait for their turn (dockerd pulls a few layers at a time), which
+    never comes here: only the agent giving them up ends them."""
+
+    def __init__(self, stack: LocalStack, proxy: RegistryProxy, cache: Path, asks_for: str):
+        downloader = AgentDownloader(cache, RegistryClient(), serve=loopback_socket)
+        super().__init__(
+            stack.docker_host, mirrors={stack.registry: proxy.address}, downloader=downloader
+        )
+        self.asks_for = asks_for
+        self.pulls = 0
+        self.given_up = 0
+
+    async def pull_local(self, reference: str, tag: str) -> None:
+        self.pulls += 1
+        if self.pulls > 1:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.given_up += 1
+        address, _, rest = reference.partition("/")
+        host, _, port = address.partition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        name = rest.rpartition(":")[0]
+        writer.write(f"GET /v2/{name}/blobs/{self.asks_for} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status = (await reader.readline()).decode().split()[1]
+        writer.close()
+        raise PullFailedError(f"cannot pull image {tag}: layer answered {status}")
+
+
+async def test_a_refused_layer_gives_up_at_once_every_pull_from_the_agent_that_holds_it(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    """A pull still waiting for its turn would ask for the loaded base only later, and fail
+    only then: as soon as any pull is refused that layer, the agent gives up every pull
+    from its registry that holds it and sends each image as an archive."""
+    base = "loaded-wait"
+    image_factory("download/loaded-wait", "1", load=True, marker="loaded-wait", base=base)
+    fresh = [_fresh(image_factory, raw, f"on-wait-{i}", 0.0, base) for i in range(3)]
+    engine = EngineAskingOnce(
+        clean_engine, proxy, tmp_path / "images", fresh[0][1].layers[0].digest
+    )
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(_pull(engine, image) for image, _ in fresh))
+        assert (engine.pulls, engine.given_up) == (3, 2)
+        assert engine.downloader is not None
+        assert engine.downloader.served == 0
     finally:
         await engine.close()
     for image, built in fresh:

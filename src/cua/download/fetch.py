@@ -216,6 +216,35 @@ class FollowingBlob:
                 yield chunk
 
 
+async def _served_pull(
+    store: ImageStore, reference: str, name: str, offer: Offer
+) -> PullFailedError | None:
+    """The engine's pull of `reference` from the agent's loopback registry (None: done).
+    Given up as soon as the engine asks, through any pull, for a layer this image holds
+    (`Offer.refused_one`): it does not know that layer by its digest, and this pull would
+    fail on it too, later (an engine pulls a few layers at a time: a pull waiting for its
+    turn would ask for it only then); its archive is sent at once instead."""
+    failed: list[PullFailedError] = []
+
+    async def pull() -> None:
+        try:
+            await store.pull_local(reference, name)
+        except PullFailedError as error:
+            failed.append(error)
+        watching.cancel()
+
+    async def watch() -> None:
+        await offer.refused_one.wait()
+        pulling.cancel()  # the engine gives its pull up when the request's connection closes
+        holds = "the engine holds a layer of it without knowing that layer's digest"
+        failed.append(PullFailedError(f"cannot pull image {name}: {holds}"))
+
+    async with asyncio.TaskGroup() as group:
+        pulling = group.create_task(pull())
+        watching = group.create_task(watch())
+    return failed[0] if failed else None
+
+
 class AgentDownloader:
     """Pulls for one agent: one cache, one bandwidth limit for all pulls together.
 
@@ -386,16 +415,13 @@ class AgentDownloader:
             await asyncio.wait([planned])
         error: PullFailedError | None = None
         if not holds_unknown():
-            try:
-                reference = f"{local.address}/{offer.name}:{source.reference}"
-                await store.pull_local(reference, source.name)
-            except PullFailedError as failed:
-                error = failed
-            else:
+            reference = f"{local.address}/{offer.name}:{source.reference}"
+            error = await _served_pull(store, reference, source.name, offer)
+            if error is None:
                 self._engine_reaches = True
                 self.served += 1
                 return
-        if error is None or offer.refused_one or holds_unknown():
+        if error is None or offer.refused_one.is_set() or holds_unknown():
             # It asked for such a layer (through this pull or another that needs it), or
             # did for another image before.
             self._engine_reaches = True

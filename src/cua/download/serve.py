@@ -15,9 +15,10 @@ HTTP/1.1 on h11 (the library the rest of the agent uses), keep-alive; GET and HE
 `/v2/`, `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>`; anything else 404.
 `touched` tells whether the engine reached an offer at all: an engine that cannot reach
 the port (another network namespace, another host) makes the agent load an archive instead.
-Blobs of layers the engine holds are `refused` (404, `refused_one`, `unknown_to_engine`):
-an engine that asks for one does not know that layer by its digest, and gets an archive
-without it.
+Blobs of layers the engine holds are `refused` (404, `unknown_to_engine`): an engine that
+asks for one does not know that layer by its digest, and gets an archive without it; every
+offer holding that layer is told at once (`Offer.refused_one`), as its pull would fail on
+the same layer.
 Bodies go out with `sendfile` (`loop.sendfile`), from the cache's files.
 """
 
@@ -68,15 +69,18 @@ class Offer:
     the manifest, then `fill`s the blobs (what the engine asks for before that waits, and
     gets a 404 if the offer is withdrawn first)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, unknown_to_engine: set[str] | None = None) -> None:
         self.name = name
+        self._unknown_to_engine = unknown_to_engine if unknown_to_engine is not None else set()
         self.manifest = b""
         self.media_type = ""
         self.manifest_digest = ""
         self.blobs: dict[str, Callable[[], Blob]] = {}  # digest -> a fresh reader of its bytes
         self.refused: frozenset[str] = frozenset()  # layers the engine holds: not served
         self.touched = False  # the engine asked for something of this offer
-        self.refused_one = False  # ... for a refused blob (404)
+        # The engine asked (through any offer) for a blob this offer refuses: this offer's
+        # pull fails on it too.
+        self.refused_one = asyncio.Event()
         self.withdrawn = False
         self.described = asyncio.Event()  # the manifest is known (or the offer withdrawn)
         self.filled = asyncio.Event()  # the blobs are known (or the offer withdrawn)
@@ -90,6 +94,8 @@ class Offer:
     def fill(self, blobs: Iterable[tuple[str, Callable[[], Blob]]], refused: Iterable[str]) -> None:
         self.blobs = dict(blobs)
         self.refused = frozenset(refused)
+        if not self.refused.isdisjoint(self._unknown_to_engine):  # asked for before
+            self.refused_one.set()
         self.filled.set()
 
 
@@ -140,7 +146,7 @@ class LocalRegistry:
 
     def offer(self) -> Offer:
         """A new offer under a name no one can guess, served until `withdraw`n."""
-        offer = Offer(f"cua-{secrets.token_hex(8)}")
+        offer = Offer(f"cua-{secrets.token_hex(8)}", self.unknown_to_engine)
         self._offers[offer.name] = offer
         return offer
 
@@ -221,8 +227,10 @@ class LocalRegistry:
             return
         opener = offer.blobs.get(reference) if kind == "blobs" else None
         if kind == "blobs" and reference in offer.refused:
-            offer.refused_one = True
             self.unknown_to_engine.add(reference)
+            for holding in self._offers.values():
+                if reference in holding.refused:
+                    holding.refused_one.set()
         if opener is None:
             await _send(connection, writer, 404, b"")
             return
