@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from cua.download.link import Link, open_link
+from cua_dev.tlsgen import generate_tls
 
 pytestmark = pytest.mark.unit
 
@@ -19,8 +22,8 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 @contextlib.asynccontextmanager
-async def _serving(handle: Handler) -> AsyncIterator[int]:
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+async def _serving(handle: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -58,6 +61,32 @@ async def test_a_body_larger_than_the_buffer_taken_slowly_comes_whole_as_views_o
         assert sent.is_set()
         assert bytes(received) == data
         assert len(buffers) == 1  # every chunk a view of the one buffer: nothing copied
+
+
+async def test_over_tls_too_a_slow_reader_gets_every_byte_in_order(tmp_path: Path) -> None:
+    pki = generate_tls(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    client_tls = ssl.create_default_context(cafile=str(pki.ca_cert))
+    data = bytes(range(251)) * 4096  # ~1 MiB, not a multiple of any record or buffer size
+
+    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+    async with _serving(handle, server_tls) as port:
+        _, link = await asyncio.get_running_loop().create_connection(
+            lambda: Link(4096), "127.0.0.1", port, ssl=client_tls, server_hostname="localhost"
+        )
+        received = bytearray()
+        while chunk := await link.take():
+            assert len(chunk) <= 4096
+            received += chunk
+            if len(received) < 64 * 1024:
+                await asyncio.sleep(0.001)
+        link.close()
+        assert bytes(received) == data
 
 
 async def test_the_peer_closing_ends_the_bytes_and_a_reset_is_an_error() -> None:
