@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import ssl
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -291,6 +292,19 @@ async def test_requests_to_one_registry_share_a_kept_connection() -> None:
         assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
         assert fake.connections == 1
         assert len(fake.requests) == 5
+
+
+async def test_a_kept_connection_holds_no_read_buffer() -> None:
+    """Each connection reads into a 256 KiB buffer: an idle agent keeps none of them."""
+    async with _keep_alive("keep") as (fake, address, client):
+        tracemalloc.start()
+        try:
+            assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+            held, _peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert fake.connections == 1
+        assert held < 64 * 1024
 
 
 async def test_a_body_left_unread_closes_its_connection() -> None:

@@ -28,7 +28,8 @@ class Link(asyncio.BufferedProtocol):
     """A connection: `write` a request, `take` what comes back."""
 
     def __init__(self, size: int = BUFFER_SIZE) -> None:
-        self._buffer = memoryview(bytearray(size))
+        self._size = size
+        self._buffer = memoryview(bytearray())  # made when bytes come (`idle` gives it back)
         self._start = 0  # the first byte not taken yet
         self._end = 0  # the end of the bytes received
         self._transport: asyncio.Transport | None = None
@@ -45,6 +46,8 @@ class Link(asyncio.BufferedProtocol):
         self._transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if not self._buffer:
+            self._buffer = memoryview(bytearray(self._size))
         return self._buffer[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -83,6 +86,13 @@ class Link(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def idle(self) -> None:
+        """The link waits for its next request, all it received taken: its buffer is given
+        back (an idle agent keeps no 256 KiB per kept connection)."""
+        if self._start == self._end:
+            self._buffer = memoryview(bytearray())
+            self._start = self._end = 0
 
     async def take(self) -> memoryview:
         """The bytes received since the last `take` (waiting for some), as a view of the

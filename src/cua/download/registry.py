@@ -328,6 +328,7 @@ class RegistryClient:
             link.close()
             return
         link.idle_since = time.monotonic()
+        link.idle()
         links.append(link)
 
     async def close(self) -> None:
