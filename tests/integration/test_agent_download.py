@@ -19,7 +19,7 @@ import pytest
 from cua.download.fetch import AgentDownloader
 from cua.download.registry import RegistryClient
 from cua.download.serve import Listen, loopback_socket
-from cua.engine.base import PullFailedError
+from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
@@ -226,6 +226,30 @@ async def test_a_refused_layer_gives_up_at_once_every_pull_from_the_agent_that_h
         await engine.close()
     for image, built in fresh:
         assert raw.image(image)["Id"] == built.image_id
+
+
+class EngineGoneDuringPull(EngineAskingOnce):
+    """The real engine, gone (as when dockerd stops) when its pull from the agent starts."""
+
+    async def pull_local(self, reference: str, tag: str) -> None:
+        raise EngineUnavailableError("cannot reach the engine: connection refused")
+
+
+async def test_the_engine_gone_during_a_pull_from_the_agent_is_its_own_error(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    """Not a group of errors: the update's handling of an unreachable engine needs the type."""
+    image, _ = _fresh(image_factory, raw, "engine-gone", 0.0)
+    engine = EngineGoneDuringPull(clean_engine, proxy, tmp_path / "images", "")
+    try:
+        with pytest.raises(EngineUnavailableError, match="connection refused"):
+            await _pull(engine, image)
+    finally:
+        await engine.close()
 
 
 async def test_layers_the_engine_pulled_itself_are_not_asked_for(

@@ -239,9 +239,12 @@ async def _served_pull(
         holds = "the engine holds a layer of it without knowing that layer's digest"
         failed.append(PullFailedError(f"cannot pull image {name}: {holds}"))
 
-    async with asyncio.TaskGroup() as group:
-        pulling = group.create_task(pull())
-        watching = group.create_task(watch())
+    try:
+        async with asyncio.TaskGroup() as group:
+            pulling = group.create_task(pull())
+            watching = group.create_task(watch())
+    except* Exception as errors:  # the engine's own (unreachable...): its type, not a group
+        raise errors.exceptions[0] from None
     return failed[0] if failed else None
 
 
