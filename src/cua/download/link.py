@@ -5,9 +5,10 @@ to their reader (the cache file's write, the digest) with no copy in Python betw
 event loop receives into the buffer (`asyncio.BufferedProtocol`), `take` hands the bytes
 received so far over as a view of it. A stream reader copies every byte twice more and
 moves what is left of its buffer at each read: on 100 MB that was most of the agent's CPU
-per downloaded byte (measured: about 300 ms of CPU for five 20 MB blobs over loopback,
-against about 100 ms here, most of that the file writes). When the reader falls behind
-(a bandwidth limit), the buffer fills up and the link stops reading: TCP slows the sender.
+per downloaded byte (measured: about 300 ms of CPU to fetch five 20 MB blobs over
+loopback into files, against about 140 ms here, 100 of them the file writes). When the
+reader falls behind (a bandwidth limit), the buffer fills up and the link stops reading:
+TCP slows the sender.
 """
 
 from __future__ import annotations
