@@ -37,6 +37,7 @@ class RegistryProxy:
         self._corrupt_at: int | None = None
         self._held = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task[None]] = set()  # the connections' handlers
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -78,6 +79,10 @@ class RegistryProxy:
             writer.close()
         if self._server is not None:
             self._server.close()
+        # The handlers end before the loop stops: one left pending would run its cleanup
+        # when collected, on a closed loop (an error in whatever test runs then).
+        if self._serving:
+            await asyncio.wait(self._serving, timeout=5)
 
     # --- controls (from any thread) ---------------------------------------------------------
 
@@ -116,6 +121,9 @@ class RegistryProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
         try:
             if self._held and self._release is not None:
                 await self._release.wait()
@@ -133,6 +141,7 @@ class RegistryProxy:
         finally:
             writer.close()
             self._writers.discard(writer)
+            self._serving.discard(task)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool
