@@ -168,17 +168,25 @@ async def test_pulls_at_once_of_images_on_a_loaded_base_all_end_loaded_without_i
         assert raw.image(image)["Id"] == built.image_id
 
 
-class EngineAskingOnce(DockerEngine):
-    """The real engine, its pulls from the agent's registry played: the first asks for
-    `asks_for` (as dockerd does for a layer it holds without knowing its digest) and fails
-    on the 404; the others wait for their turn (dockerd pulls a few layers at a time), which
-    never comes here: only the agent giving them up ends them."""
+class PlayedPulls(DockerEngine):
+    """The real engine with the agent's downloads, whose pulls from the agent's registry
+    (`pull_local`) a subclass plays."""
 
-    def __init__(self, stack: LocalStack, proxy: RegistryProxy, cache: Path, asks_for: str):
+    def __init__(self, stack: LocalStack, proxy: RegistryProxy, cache: Path):
         downloader = AgentDownloader(cache, RegistryClient(), serve=loopback_socket)
         super().__init__(
             stack.docker_host, mirrors={stack.registry: proxy.address}, downloader=downloader
         )
+
+
+class EngineAskingOnce(PlayedPulls):
+    """The first pull asks for `asks_for` (as dockerd does for a layer it holds without
+    knowing its digest) and fails on the 404; the others wait for their turn (dockerd pulls
+    a few layers at a time), which never comes here: only the agent giving them up ends
+    them."""
+
+    def __init__(self, stack: LocalStack, proxy: RegistryProxy, cache: Path, asks_for: str):
+        super().__init__(stack, proxy, cache)
         self.asks_for = asks_for
         self.pulls = 0
         self.given_up = 0
@@ -228,8 +236,8 @@ async def test_a_refused_layer_gives_up_at_once_every_pull_from_the_agent_that_h
         assert raw.image(image)["Id"] == built.image_id
 
 
-class EngineGoneDuringPull(EngineAskingOnce):
-    """The real engine, gone (as when dockerd stops) when its pull from the agent starts."""
+class EngineGoneDuringPull(PlayedPulls):
+    """The engine gone (as when dockerd stops) when its pull from the agent starts."""
 
     async def pull_local(self, reference: str, tag: str) -> None:
         raise EngineUnavailableError("cannot reach the engine: connection refused")
@@ -244,7 +252,7 @@ async def test_the_engine_gone_during_a_pull_from_the_agent_is_its_own_error(
 ) -> None:
     """Not a group of errors: the update's handling of an unreachable engine needs the type."""
     image, _ = _fresh(image_factory, raw, "engine-gone", 0.0)
-    engine = EngineGoneDuringPull(clean_engine, proxy, tmp_path / "images", "")
+    engine = EngineGoneDuringPull(clean_engine, proxy, tmp_path / "images")
     try:
         with pytest.raises(EngineUnavailableError, match="connection refused"):
             await _pull(engine, image)

@@ -37,6 +37,21 @@ async def _connect(port: int, size: int) -> Link:
     return link
 
 
+async def _take_slowly(link: Link, size: int) -> tuple[bytes, set[int]]:
+    """All the link brings, the first 64 KiB taken slowly (the buffer fills up, reading
+    stops); and the ids of the buffers the chunks were views of."""
+    received = bytearray()
+    buffers = set()
+    while chunk := await link.take():
+        assert len(chunk) <= size
+        buffers.add(id(chunk.obj))
+        received += chunk
+        if len(received) < 64 * 1024:
+            await asyncio.sleep(0.001)
+    link.close()
+    return bytes(received), buffers
+
+
 async def test_a_body_larger_than_the_buffer_taken_slowly_comes_whole_as_views_of_it() -> None:
     data = bytes(range(256)) * 4096  # 1 MiB through a 4 KiB buffer
     sent = asyncio.Event()
@@ -48,18 +63,9 @@ async def test_a_body_larger_than_the_buffer_taken_slowly_comes_whole_as_views_o
         writer.close()
 
     async with _serving(handle) as port:
-        link = await _connect(port, 4096)
-        received = bytearray()
-        buffers = set()
-        while chunk := await link.take():
-            assert len(chunk) <= 4096
-            buffers.add(id(chunk.obj))
-            received += chunk
-            if len(received) < 64 * 1024:
-                await asyncio.sleep(0.001)  # a slow reader: the buffer fills up, reading stops
-        link.close()
+        received, buffers = await _take_slowly(await _connect(port, 4096), 4096)
         assert sent.is_set()
-        assert bytes(received) == data
+        assert received == data
         assert len(buffers) == 1  # every chunk a view of the one buffer: nothing copied
 
 
@@ -79,14 +85,8 @@ async def test_over_tls_too_a_slow_reader_gets_every_byte_in_order(tmp_path: Pat
         _, link = await asyncio.get_running_loop().create_connection(
             lambda: Link(4096), "127.0.0.1", port, ssl=client_tls, server_hostname="localhost"
         )
-        received = bytearray()
-        while chunk := await link.take():
-            assert len(chunk) <= 4096
-            received += chunk
-            if len(received) < 64 * 1024:
-                await asyncio.sleep(0.001)
-        link.close()
-        assert bytes(received) == data
+        received, _ = await _take_slowly(link, 4096)
+        assert received == data
 
 
 async def test_the_peer_closing_ends_the_bytes_and_a_reset_is_an_error() -> None:

@@ -424,7 +424,7 @@ class AgentDownloader:
                 self._engine_reaches = True
                 self.served += 1
                 return
-        if error is None or offer.refused_one.is_set() or holds_unknown():
+        if error is None or holds_unknown():
             # It asked for such a layer (through this pull or another that needs it), or
             # did for another image before.
             self._engine_reaches = True
