@@ -13,6 +13,9 @@ lands in the cache, its last byte held back until all of it is there
 
 HTTP/1.1 on h11 (the library the rest of the agent uses), keep-alive; GET and HEAD of
 `/v2/`, `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>`; anything else 404.
+The engine tries HTTPS first: a TLS hello gets at once the 400 a plain HTTP server sends
+(Go's "server gave HTTP response to HTTPS client"), and the engine moves to HTTP; closing
+the connection instead cost each pull 15 to 45 ms on a 2-CPU machine (dockerd's log).
 `touched` tells whether the engine reached an offer at all: an engine that cannot reach
 the port (another network namespace, another host) makes the agent load an archive instead.
 Blobs of layers the engine holds are `refused` (404, `unknown_to_engine`): an engine that
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 MAX_REQUEST_HEAD = 16384
+TLS_HANDSHAKE = b"\x16"
+NOT_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 
 
 class Blob(Protocol):
@@ -161,8 +166,11 @@ class LocalRegistry:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Requests one after the other on the connection (keep-alive), each parsed by a
         fresh h11 connection: bodies go out with `sendfile`, past h11."""
-        pending = b""
         try:
+            pending = await reader.read(READ_SIZE)
+            if pending.startswith(TLS_HANDSHAKE):
+                writer.write(NOT_TLS)
+                return
             while True:
                 connection = h11.Connection(
                     our_role=h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD
