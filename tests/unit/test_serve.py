@@ -53,7 +53,8 @@ async def test_a_tls_hello_is_answered_at_once_as_by_a_plain_http_server() -> No
     cost each pull tens of milliseconds."""
     async with _registry() as registry:
         reply = await _exchange(registry.port, CLIENT_HELLO_START)
-        assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+        assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"Connection: close\r\n" in reply
 
         context = ssl.create_default_context()
         context.check_hostname = False

@@ -43,7 +43,12 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 MAX_REQUEST_HEAD = 16384
 TLS_HANDSHAKE = b"\x16"
-NOT_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+# What Go's HTTP server (the registry's) answers to a TLS hello: the engine's TLS client sees
+# "HTTP/" and gives up on TLS at once ("server gave HTTP response to HTTPS client").
+NOT_TLS = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\n400 Bad Request"
+)
 
 
 class Blob(Protocol):
