@@ -180,6 +180,7 @@ class DockerEngine:
         # The engine's (Os, Arch), read by the API version negotiation's /version.
         self._os_arch = ("linux", "")
         self._data_root: str | None = None
+        self._data_root_lock = asyncio.Lock()
         self._plain_tcp_warned = False
         # Image inspects by ID, for `inspect_container`: an image ID is the digest of its
         # config, so what we read from it (the config) never changes. Saves one engine call
@@ -456,12 +457,14 @@ class DockerEngine:
 
     async def data_root(self) -> str:
         """Read once, as the platform is (`GET /info` is a costly call for the engine, and
-        the data root changes only with a restart of the engine with other options)."""
-        if self._data_root is None:
-            failure = _Failure("cannot read the engine's data root")
-            info = await self._call("GET", "info", failure)
-            self._data_root = str(info.get("DockerRootDir") or "")
-        return self._data_root
+        the data root changes only with a restart of the engine with other options); the
+        pulls of one update that start together share that one read."""
+        async with self._data_root_lock:
+            if self._data_root is None:
+                failure = _Failure("cannot read the engine's data root")
+                info = await self._call("GET", "info", failure)
+                self._data_root = str(info.get("DockerRootDir") or "")
+            return self._data_root
 
     async def layer_chains(self) -> list[list[str]]:
         failure = _Failure("cannot list images", by_status={404: None})
