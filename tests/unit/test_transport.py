@@ -1,15 +1,18 @@
 """The Engine API's HTTP client (`cua.engine.transport`) against an in-process HTTP server on
-a unix socket: keep-alive reuse, a connection the server closed, statuses, streams."""
+a unix socket: keep-alive reuse, a connection the server closed, statuses, streams; and the
+reads `DockerEngine` shares."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from cua.engine.docker import DockerEngine
 from cua.engine.transport import APIError, EngineHTTP, TransportError, engine_address
 
 pytestmark = pytest.mark.unit
@@ -104,3 +107,26 @@ async def test_streamed_lines_and_a_missing_socket(tmp_path: Path) -> None:
     missing = EngineHTTP(engine_address(f"unix://{tmp_path}/none.sock"), connect_timeout=2)
     with pytest.raises(TransportError, match=r"^no such socket \(is the engine installed"):
         await missing.request("GET", "/version")
+
+
+async def test_pulls_starting_together_share_one_read_of_the_data_root(tmp_path: Path) -> None:
+    """`GET /info` is costly for dockerd, and the first pulls after the agent's start used
+    to make one each."""
+    paths: list[str] = []
+
+    def answer(head: bytes) -> bytes:
+        path = head.split(b" ", 2)[1].decode().split("?")[0]
+        paths.append(path)
+        version = {"ApiVersion": "1.41", "Os": "linux", "Arch": "amd64"}
+        body = version if path == "/version" else {"DockerRootDir": "/data/docker"}
+        return _json("200 OK", json.dumps(body).encode())
+
+    async with _server(tmp_path, answer):
+        engine = DockerEngine(f"unix://{tmp_path / 'engine.sock'}")
+        try:
+            roots = await asyncio.gather(*(engine.data_root() for _ in range(5)))
+            assert roots == ["/data/docker"] * 5
+            assert await engine.data_root() == "/data/docker"
+        finally:
+            await engine.close()
+    assert [p for p in paths if p.endswith("/info")] == ["/v1.41/info"]
