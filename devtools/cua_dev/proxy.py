@@ -75,14 +75,22 @@ class RegistryProxy:
     async def _stop(self) -> None:
         if self._release is not None:
             self._release.set()
-        for writer in list(self._writers):
-            writer.close()
         if self._server is not None:
             self._server.close()
-        # The handlers end before the loop stops: one left pending would run its cleanup
-        # when collected, on a closed loop (an error in whatever test runs then).
+        for writer in list(self._writers):
+            writer.close()
+        # Every task of the loop ends before it stops: one left pending would run its
+        # cleanup when collected, on a closed loop (an error in whatever test runs then).
+        # The closed connections end their handlers; what is left after a second (a
+        # handler that opened its registry connection after the closes above, one whose
+        # registry keeps a half-closed connection open, one accepted just before the server
+        # closed and not started yet) is cancelled, as `asyncio.run` does at its end.
         if self._serving:
-            await asyncio.wait(self._serving, timeout=5)
+            await asyncio.wait(self._serving, timeout=1)
+        left = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     # --- controls (from any thread) ---------------------------------------------------------
 
