@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cua.download.cache import BlobCache
-from cua.download.fetch import FollowingBlob, Landing
+from cua.download.landing import FollowingBlob, Landing
 from cua.download.manifests import (
     DOCKER_LIST,
     DOCKER_MANIFEST,

@@ -9,7 +9,7 @@ read-only. An offer is made when the pull starts, so the engine's own start (its
 manifest request) overlaps the agent's manifest and config requests; what it asks for
 waits until the pull knows it: the manifest as the registry sent it and each blob as it
 lands in the cache, its last byte held back until all of it is there
-(`fetch.FollowingBlob`); the engine checks each blob against its digest.
+(`landing.FollowingBlob`); the engine checks each blob against its digest.
 
 HTTP/1.1 on h11 (the library the rest of the agent uses), keep-alive; GET and HEAD of
 `/v2/`, `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>`; anything else 404.
