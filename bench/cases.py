@@ -106,6 +106,7 @@ class Bench:
         self.agent: AgentProcess | None = None
         self.broker: Broker | None = None
         self.rss_after_start = 0
+        self.last_runs: dict[str, list[float]] = {}  # each run of the last `_interleaved`
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -164,6 +165,7 @@ class Bench:
                 results[name].append(await measure())
                 if SHOW_RUNS:
                     progress(f"  {name}: {ms(results[name][-1])}")
+        self.last_runs = results
         return {name: median(values) for name, values in results.items()}
 
     async def _apply_in_process(
@@ -694,6 +696,15 @@ class Bench:
 
         def row(situation: str, result: Mapping[str, float], notes: list[str]) -> Row:
             ratio = result["agent"] / result["baseline"]
+            rounds = sorted(
+                a / b
+                for a, b in zip(self.last_runs["agent"], self.last_runs["baseline"], strict=True)
+            )
+            notes = [
+                *notes,
+                f"agent/engine round by round {rounds[0]:.2f}x to {rounds[-1]:.2f}x "
+                f"(median {median(rounds):.2f}x)",
+            ]
             return Row(
                 f"agent download: {N_BIG} images of ~{BIG_MB} MB fetched by the agent "
                 f"(cache, digest check, engine pull/load), in parallel; {situation}",
@@ -780,6 +791,7 @@ class Bench:
                 await self.docker.remove_images([f"{factory.registry}/bench/loaded-base:{base}"])
         finally:
             self.big = pushed
+        self.last_runs = results
         return {name: median(values) for name, values in results.items()}
 
     def _reload_app_images(self) -> None:
