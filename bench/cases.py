@@ -106,7 +106,6 @@ class Bench:
         self.agent: AgentProcess | None = None
         self.broker: Broker | None = None
         self.rss_after_start = 0
-        self.last_runs: dict[str, list[float]] = {}  # each run of the last `_interleaved`
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -146,12 +145,22 @@ class Bench:
         self,
         variants: Mapping[str, Callable[[], Awaitable[float]]],
         prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, float]:
+        """Median seconds per variant; variants alternate within each round."""
+        runs = await self._interleaved_runs(variants, prepare)
+        return {name: median(values) for name, values in runs.items()}
+
+    async def _interleaved_runs(
+        self,
+        variants: Mapping[str, Callable[[], Awaitable[float]]],
+        prepare: Callable[[], Awaitable[None]] | None = None,
         *,
         warm_up: bool = False,
-    ) -> dict[str, float]:
-        """Median seconds per variant; variants alternate within each round. `warm_up`: a
-        first round, not counted (what a long-running agent does once, at its first
-        download: start its loopback registry, the engine's first contact with it)."""
+    ) -> dict[str, list[float]]:
+        """Seconds of each run per variant, round by round; variants alternate within each
+        round. `warm_up`: a first round, not counted (what a long-running agent does once,
+        at its first download: start its loopback registry, the engine's first contact with
+        it)."""
         results: dict[str, list[float]] = {name: [] for name in variants}
         if warm_up:
             for measure in variants.values():
@@ -165,8 +174,7 @@ class Bench:
                 results[name].append(await measure())
                 if SHOW_RUNS:
                     progress(f"  {name}: {ms(results[name][-1])}")
-        self.last_runs = results
-        return {name: median(values) for name, values in results.items()}
+        return results
 
     async def _apply_in_process(
         self, desired: DesiredState, activity_id: str, window: str = ENGINE_WINDOW
@@ -694,12 +702,10 @@ class Bench:
             await self.docker.remove_images(image["Id"] for image in listed)
             await self._settle(write_back=True)
 
-        def row(situation: str, result: Mapping[str, float], notes: list[str]) -> Row:
+        def row(situation: str, runs: Mapping[str, list[float]], notes: list[str]) -> Row:
+            result = {name: median(values) for name, values in runs.items()}
             ratio = result["agent"] / result["baseline"]
-            rounds = sorted(
-                a / b
-                for a, b in zip(self.last_runs["agent"], self.last_runs["baseline"], strict=True)
-            )
+            rounds = sorted(a / b for a, b in zip(runs["agent"], runs["baseline"], strict=True))
             notes = [
                 *notes,
                 f"agent/engine round by round {rounds[0]:.2f}x to {rounds[-1]:.2f}x "
@@ -719,25 +725,25 @@ class Bench:
         rows = []
         try:
             variants = {"agent": agent, "baseline": baseline}
-            result = await self._interleaved(variants, clean_all, warm_up=True)
-            rows.append(row("no layer present", result, []))
+            runs = await self._interleaved_runs(variants, clean_all, warm_up=True)
+            rows.append(row("no layer present", runs, []))
             self._reload_app_images()  # their base layer: the engine knows it by its digest
-            result = await self._interleaved(variants, clean)
+            runs = await self._interleaved_runs(variants, clean)
             rows.append(
                 row(
                     "base present (pulled before)",
-                    result,
+                    runs,
                     [
                         "the engine knows the base layer by its digest: it asks the agent only for "
                         "the other layer, as it would the registry"
                     ],
                 )
             )
-            result = await self._loaded_base(agent, baseline, clean)
+            runs = await self._loaded_base(agent, baseline, clean)
             rows.append(
                 row(
                     "base present (loaded)",
-                    result,
+                    runs,
                     [
                         f"a new base layer each run, loaded (`docker load`), so the engine does "
                         f"not know its digest: the agent sends the images as archives without it "
@@ -757,10 +763,10 @@ class Bench:
         agent: Callable[[], Awaitable[float]],
         baseline: Callable[[], Awaitable[float]],
         clean: Callable[[], Awaitable[None]],
-    ) -> dict[str, float]:
-        """The agent download's third situation: each round new images on a new base
-        layer, that base loaded into the engine; the agent's run first (once the engine
-        has pulled a layer, it knows its digest for good), then the engine's."""
+    ) -> dict[str, list[float]]:
+        """The agent download's third situation, each run's seconds: each round new images
+        on a new base layer, that base loaded into the engine; the agent's run first (once
+        the engine has pulled a layer, it knows its digest for good), then the engine's."""
         assert self.factory is not None
         factory = self.factory
         pushed = self.big
@@ -791,8 +797,7 @@ class Bench:
                 await self.docker.remove_images([f"{factory.registry}/bench/loaded-base:{base}"])
         finally:
             self.big = pushed
-        self.last_runs = results
-        return {name: median(values) for name, values in results.items()}
+        return results
 
     def _reload_app_images(self) -> None:
         """v1 and v2 back in the engine (loaded, as `prepare` made them)."""

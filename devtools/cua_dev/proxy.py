@@ -37,7 +37,6 @@ class RegistryProxy:
         self._corrupt_at: int | None = None
         self._held = False
         self._writers: set[asyncio.StreamWriter] = set()
-        self._serving: set[asyncio.Task[None]] = set()  # the connections' handlers
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -79,15 +78,15 @@ class RegistryProxy:
             self._server.close()
         for writer in list(self._writers):
             writer.close()
-        # Every task of the loop ends before it stops: one left pending would run its
-        # cleanup when collected, on a closed loop (an error in whatever test runs then).
-        # The closed connections end their handlers; what is left after a second (a
+        # Every task of the loop (its own) ends before it stops: one left pending would run
+        # its cleanup when collected, on a closed loop (an error in whatever test runs
+        # then). The closed connections end their handlers; what is left after a second (a
         # handler that opened its registry connection after the closes above, one whose
         # registry keeps a half-closed connection open, one accepted just before the server
         # closed and not started yet) is cancelled, as `asyncio.run` does at its end.
-        if self._serving:
-            await asyncio.wait(self._serving, timeout=1)
         left = asyncio.all_tasks() - {asyncio.current_task()}
+        if left:
+            _, left = await asyncio.wait(left, timeout=1)
         for task in left:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
@@ -129,9 +128,6 @@ class RegistryProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        self._serving.add(task)
         try:
             if self._held and self._release is not None:
                 await self._release.wait()
@@ -149,7 +145,6 @@ class RegistryProxy:
         finally:
             writer.close()
             self._writers.discard(writer)
-            self._serving.discard(task)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, count: bool

@@ -10,5 +10,5 @@ it as an archive (`cua.engine.docker`, `POST /images/load`) when it cannot.
 Modules: `registry` (HTTP + auth), `link` (its connection, read into one buffer),
 `manifests` (pure: media types, platform choice), `cache` (the blob store), `ratelimit`
 (token bucket), `preflight` (pure space check), `fetch` (the whole pull of one image),
-`serve` (the loopback registry).
+`landing` (a blob's bytes followed as they land), `serve` (the loopback registry).
 """
