@@ -149,6 +149,15 @@ def test_the_token_bucket_spreads_bytes_at_its_rate() -> None:
     assert TokenBucket(0).delay_for(10**9) == 0.0
 
 
+def test_a_large_read_passes_the_bucket_a_burst_at_a_time() -> None:
+    data = memoryview(bytes(range(256)) * 1024)  # 256 KiB read at once
+    limited = list(TokenBucket(1 << 20).portions(data))  # burst: 104,857 bytes
+    assert [len(p) for p in limited] == [104857, 104857, 52430]
+    assert b"".join(limited) == data
+    assert [len(p) for p in TokenBucket(1000).portions(data)] == [16384] * 16  # not tinier
+    assert list(TokenBucket(0).portions(data)) == [data]  # no limit: whole
+
+
 def test_preflight_separate_filesystems() -> None:
     cache = Disk("/cache", free=100 * MIB, device=1)
     root = Disk("/root", free=100 * MIB, device=2)

@@ -295,7 +295,7 @@ async def test_requests_to_one_registry_share_a_kept_connection() -> None:
 
 
 async def test_a_kept_connection_holds_no_read_buffer() -> None:
-    """Each connection reads into a 256 KiB buffer: an idle agent keeps none of them."""
+    """Each connection reads into a 1 MiB buffer: an idle agent keeps none of them."""
     async with _keep_alive("keep") as (fake, address, client):
         tracemalloc.start()
         try:

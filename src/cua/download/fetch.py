@@ -476,14 +476,15 @@ class AgentDownloader:
             # unbuffered: the archive member that follows this blob reads what is written
             with partial.open("ab" if offset else "wb", buffering=0) as file:
                 async for chunk in answer.chunks():
-                    await self.bucket.take(len(chunk))
-                    file.write(chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    offset += len(chunk)
-                    landing.wrote(len(chunk))
-                    if counter is not None:
-                        counter.done += len(chunk)
+                    for portion in self.bucket.portions(chunk):
+                        await self.bucket.take(len(portion))
+                        file.write(portion)
+                        if hasher is not None:
+                            hasher.update(portion)
+                        offset += len(portion)
+                        landing.wrote(len(portion))
+                        if counter is not None:
+                            counter.done += len(portion)
                     if offset > blob.size:
                         raise RegistryError(f"blob {blob.digest} is larger than its manifest says")
         finally:

@@ -2,14 +2,17 @@
 
 Bytes are taken after they were read from the network: a reader that waits for tokens
 reads no more, so TCP flow control slows the sender. The bucket holds at most `burst`
-tokens (a tenth of a second's worth by default), which keeps the rate smooth.
+tokens (a tenth of a second's worth by default), which keeps the rate smooth; what a reader
+got at once (up to a link's 1 MiB) passes a burst at a time (`portions`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+MIN_PORTION = 16 * 1024  # no system call per handful of bytes under a tiny limit
 
 
 class TokenBucket:
@@ -31,6 +34,16 @@ class TokenBucket:
     @property
     def limited(self) -> bool:
         return self.rate > 0
+
+    def portions(self, data: memoryview) -> Iterator[memoryview]:
+        """`data` a burst at a time (whole when there is no limit), each to `take` before it
+        is used: a large read waits for its tokens in steps, not in one long wait."""
+        if not self.limited:
+            yield data
+            return
+        step = max(int(self.burst), MIN_PORTION)
+        for start in range(0, len(data), step):
+            yield data[start : start + step]
 
     def _refill(self) -> None:
         now = self._clock()
