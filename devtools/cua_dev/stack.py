@@ -70,6 +70,11 @@ def _tcp_open(port: int) -> bool:
         return True
 
 
+# A registry name dockerd lists as insecure (never resolved: the agent download tests that
+# use it reach the stack's registry through their own connection hook).
+INSECURE_REGISTRY = "cua-insecure.test:5000"
+
+
 class LocalStack:
     """A private dockerd + docker registry + mosquitto (plain, TLS and password listeners)."""
 
@@ -338,6 +343,7 @@ class LocalStack:
             "--ip-masq=false",
             "--ip-forward=false",
             "--insecure-registry=127.0.0.0/8",
+            f"--insecure-registry={INSECURE_REGISTRY}",
         ]
         svc = self._service("dockerd", self.netns.nsenter(argv))
         svc.start(self._dockerd_ready, timeout=self._start_timeout)

@@ -23,7 +23,7 @@ from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
-from cua_dev.stack import LocalStack
+from cua_dev.stack import INSECURE_REGISTRY, LocalStack
 from cua_dev.unixhttp import RawEngine
 from tests.builders import component, standalone_statuses
 
@@ -565,3 +565,36 @@ async def test_the_agent_process_fails_the_download_when_space_is_short(
     failure = next(m for m in messages if m.get("status") == "DOWNLOAD_FAILURE")
     assert "not enough disk space" in json.dumps(failure)
     assert proxy.down_bytes < 64 * 1024
+
+
+async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
+    clean_engine: LocalStack, image_factory: ImageFactory, raw: RawEngine, tmp_path: Path
+) -> None:
+    """A registry that dockerd lists as insecure (by name) is spoken to in plain HTTP once
+    it answers so (the stack's registry, reached under that name); one it does not list is
+    refused at its first plain answer, with no retries."""
+    _image, built = _fresh(image_factory, raw, "insecure", 1.0)
+    reached: list[tuple[str, int]] = []
+
+    async def to_registry(host: str, port: int) -> socket.socket:
+        reached.append((host, port))
+        return await clean_engine.registry_socket()
+
+    downloader = AgentDownloader(
+        tmp_path / "images",
+        RegistryClient(connect=to_registry),
+        serve=in_engine_netns(clean_engine),
+    )
+    engine = DockerEngine(clean_engine.docker_host, downloader=downloader)
+    remote = f"{INSECURE_REGISTRY}/download/insecure:1"
+    try:
+        await _pull(engine, remote)
+        assert raw.image(remote)["Id"] == built.image_id
+        assert set(reached) == {("cua-insecure.test", 5000)}
+        reached.clear()
+        with pytest.raises(PullFailedError, match=r"cua-secure\.test:5000 answers in plain HTTP"):
+            await _pull(engine, "cua-secure.test:5000/download/insecure:1")
+        assert reached == [("cua-secure.test", 5000)]  # refused at once: no retries
+    finally:
+        await engine.close()
+        raw.forget(remote)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import shutil
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cua.download.insecure import InsecureRegistries
 from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
 from cua_dev.tlsgen import generate_tls
 
@@ -158,12 +160,123 @@ async def test_https_with_the_registrys_ca_and_client_certificate_from_certs_d(
     )
     try:
         assert await client.manifest("reg.test", "r", "1") == (b'{"ok": 1}', "application/json")
-        with pytest.raises(LinkError, match="CERTIFICATE_VERIFY_FAILED"):
-            await RegistryClient(connect=to_fake, certs_dir=tmp_path / "none").manifest(
-                "reg.test", "r", "1"
-            )
+        no_ca = tmp_path / "no-ca" / "reg.test"  # the client certificate only
+        no_ca.mkdir(parents=True)
+        shutil.copy(pki.client_cert, no_ca / "client.cert")
+        shutil.copy(pki.client_key, no_ca / "client.key")
+        untrusting = RegistryClient(
+            {"reg.test": Login("me", "secret")}, connect=to_fake, certs_dir=no_ca.parent
+        )
+        with pytest.raises(RegistryError, match=r"reg\.test: its certificate is not trusted") as e:
+            await untrusting.manifest("reg.test", "r", "1")
+        assert not isinstance(e.value, LinkError)  # not retried: it cannot get better
+        assert f"{no_ca}/" in str(e.value)
+        # an insecure registry of the engine's: its certificate is not checked
+        untrusting.trust(InsecureRegistries({"reg.test": False}))
+        assert await untrusting.manifest("reg.test", "r", "1") == (
+            b'{"ok": 1}',
+            "application/json",
+        )
+        await untrusting.close()
     finally:
         server.close()
+
+
+class PlainRegistry:
+    """A registry in plain HTTP that answers a TLS hello as Go's HTTP servers do (400)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.tls_hellos = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        first = await reader.readexactly(1)
+        if first == b"\x16":
+            self.tls_hellos += 1
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+        else:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"n": 1}')
+        await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _plain_registry() -> AsyncIterator[tuple[PlainRegistry, RegistryClient]]:
+    """A `PlainRegistry` reached as `reg.test:5000` (not loopback: HTTPS by default)."""
+    fake = PlainRegistry()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def to_fake(host: str, _port: int) -> socket.socket:
+        assert (host, _port) == ("reg.test", 5000)
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        return sock
+
+    client = RegistryClient(connect=to_fake)
+    try:
+        yield fake, client
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_a_plain_http_answer_is_refused_at_once_unless_the_engine_lists_it_insecure() -> None:
+    async with _plain_registry() as (fake, client):
+        with pytest.raises(RegistryError, match=r"reg\.test:5000 answers in plain HTTP") as e:
+            await client.manifest("reg.test:5000", "r", "1")
+        assert not isinstance(e.value, LinkError)  # no retries for it
+        assert "insecure-registries" in str(e.value)
+        assert (fake.connections, fake.tls_hellos) == (1, 1)
+
+        client.trust(InsecureRegistries({"reg.test:5000": False, "docker.io": True}))
+        assert (await client.manifest("reg.test:5000", "r", "1"))[0] == b'{"n": 1}'
+        assert (fake.connections, fake.tls_hellos) == (3, 2)  # HTTPS tried, then HTTP
+        assert (await client.manifest("reg.test:5000", "r", "1"))[0] == b'{"n": 1}'
+        assert (fake.connections, fake.tls_hellos) == (4, 2)  # plain HTTP from then on
+
+
+async def test_a_registry_in_the_engines_insecure_networks_gets_plain_http() -> None:
+    async with _plain_registry() as (_fake, client):
+        client.trust(InsecureRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),)))
+        with pytest.raises(RegistryError, match="answers in plain HTTP"):
+            await client.manifest("reg.test:5000", "r", "1")  # names are not resolved here
+    resolved: list[str] = []
+
+    async def resolver(name: str) -> list[str]:
+        resolved.append(name)
+        return ["10.1.2.3"]
+
+    networks = InsecureRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),))
+    assert await networks.includes("reg.test:5000", resolver)
+    assert await networks.includes("10.9.9.9:5000", None)
+    assert not await networks.includes("192.168.1.1", None)
+    assert resolved == ["reg.test"]
+    assert not await InsecureRegistries({"reg.test:5000": True}, networks.networks).includes(
+        "reg.test:5000", resolver
+    )  # listed by name as secure: its address does not matter
+    assert resolved == ["reg.test"]
+
+
+def test_the_engines_insecure_registries_from_its_info() -> None:
+    info = {
+        "RegistryConfig": {
+            "InsecureRegistryCIDRs": ["127.0.0.0/8", "10.0.0.0/8", "not a network"],
+            "IndexConfigs": {
+                "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True},
+                "lan.example:5000": {"Name": "lan.example:5000", "Secure": False},
+                "broken": "not an entry",
+            },
+            "Mirrors": [],
+        }
+    }
+    found = InsecureRegistries.from_engine_info(info)
+    assert found.listed == {"docker.io": True, "lan.example:5000": False}
+    assert [str(n) for n in found.networks] == ["127.0.0.0/8", "10.0.0.0/8"]
+    assert InsecureRegistries.from_engine_info({}) == InsecureRegistries({})
+    assert InsecureRegistries.from_engine_info({"RegistryConfig": None}).networks == ()
 
 
 async def _raw_server(send: dict[str, list[bytes]]) -> tuple[asyncio.Server, str]:

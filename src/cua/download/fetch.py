@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cua.download.cache import BlobCache, feed
+from cua.download.insecure import InsecureRegistries
 from cua.download.landing import FollowingBlob, Landing
 from cua.download.manifests import (
     Blob,
@@ -58,7 +59,13 @@ from cua.download.manifests import (
 )
 from cua.download.preflight import Disk, check, free_bytes
 from cua.download.ratelimit import TokenBucket
-from cua.download.registry import LinkError, RegistryClient, RegistryError
+from cua.download.registry import (
+    LinkError,
+    RegistryClient,
+    RegistryError,
+    api_host,
+    is_loopback,
+)
 from cua.download.serve import Blob as ServedBlob
 from cua.download.serve import Listen, LocalRegistry, Offer, WholeFile, loopback_socket
 from cua.engine.base import EngineError, PullFailedError, PullProgress
@@ -79,6 +86,8 @@ class ImageStore(Protocol):
     async def engine_platform(self) -> Platform: ...
 
     async def data_root(self) -> str: ...
+
+    async def insecure_registries(self) -> InsecureRegistries: ...
 
     async def layer_chains(self) -> list[list[str]]: ...
 
@@ -188,6 +197,8 @@ class AgentDownloader:
         try:
             self.cache.ensure()
             platform = await store.engine_platform()
+            if not is_loopback(api_host(source.registry)):
+                self.client.trust(await store.insecure_registries())
             if self.local is not None and self._engine_reaches is not False:
                 await self.local.start()
                 offer = self.local.offer()  # named now, described as the pull learns

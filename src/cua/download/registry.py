@@ -9,7 +9,11 @@ replaced once, on the spot (every request is a GET). HTTPS (verified
 against the system's CAs) for every registry except loopback ones (`localhost`,
 `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default; a registry's
 own CA or client certificate is read where Docker reads it,
-`/etc/docker/certs.d/<host[:port]>/` (`*.crt`, `*.cert` + `*.key`).
+`/etc/docker/certs.d/<host[:port]>/` (`*.crt`, `*.cert` + `*.key`). The engine's insecure
+registries (`insecure.InsecureRegistries`, set by the downloader) get HTTPS without a
+certificate check, and plain HTTP from the moment one answers in plain HTTP, as the
+engine's pulls do. A certificate refused, or a plain HTTP answer from a registry that is
+not insecure, is a `RegistryError` naming it (not a lost link: trying again cannot help).
 
 Auth as the distribution spec describes it: a 401 with `WWW-Authenticate: Bearer realm=..,
 service=.., scope=..` → a token from the realm (with the configured login as Basic auth if
@@ -36,6 +40,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import h11
 
+from cua.download.insecure import NONE, InsecureRegistries, Resolver, resolve
 from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
 
@@ -44,6 +49,8 @@ IDLE_PER_HOST = 8  # idle connections kept per host at most
 DISCARD_LIMIT = 65536  # bytes of an unused body read to keep its connection
 DOCKER_CERTS_DIR = "/etc/docker/certs.d"
 MAX_REDIRECTS = 5
+# OpenSSL's reasons when the peer's first bytes are not TLS (an HTTP answer: "HTTP/1.1 400")
+NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
 
 
 class RegistryError(Exception):
@@ -220,8 +227,9 @@ async def _next_event(connection: h11.Connection, link: Link, silence: float) ->
 class RegistryClient:
     """Requests to registries. `logins`: registry host -> Login. `connect`: how the TCP
     connection to (host, port) is made (None: the event loop's, with name resolution; tests
-    and the bench reach their registry through their own). `certs_dir`: per-registry
-    CAs and client certificates, Docker's layout (`/etc/docker/certs.d/<host[:port]>/`)."""
+    and the bench reach their registry through their own, and resolve no names: `resolver`).
+    `certs_dir`: per-registry CAs and client certificates, Docker's layout
+    (`/etc/docker/certs.d/<host[:port]>/`). The engine's insecure registries: `trust`."""
 
     def __init__(
         self,
@@ -230,31 +238,56 @@ class RegistryClient:
         connect: SocketConnector | None = None,
         timeout: float = 60.0,
         certs_dir: str | Path = DOCKER_CERTS_DIR,
+        resolver: Resolver | None = None,
     ) -> None:
         self._logins = dict(logins or {})
         self._connect = connect
+        self._resolver = resolver if resolver is not None or connect is not None else resolve
         self.timeout = timeout
         self._tokens: dict[tuple[str, str], str] = {}
         self.certs_dir = Path(certs_dir)
-        self._tls: dict[str, ssl.SSLContext] = {}
+        self._tls: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._idle: dict[tuple[str, str], list[Link]] = {}  # (scheme, host[:port]) -> links
+        self._insecure = NONE
+        self._insecure_hosts: dict[str, bool] = {}  # host[:port] -> insecure, as decided
+        self._plain: set[str] = set()  # insecure hosts that answered in plain HTTP
 
-    def _context(self, netloc: str) -> ssl.SSLContext:
+    def _context(self, netloc: str, *, verify: bool) -> ssl.SSLContext:
         """The system's CAs, plus what `<certs_dir>/<host[:port]>/` holds as Docker reads
-        it: `*.crt` extra CAs, `*.cert` + `*.key` a client certificate."""
-        if netloc not in self._tls:
+        it: `*.crt` extra CAs, `*.cert` + `*.key` a client certificate; no check of the
+        registry's certificate unless `verify`."""
+        key = (netloc, verify)
+        if key not in self._tls:
             context = ssl.create_default_context()
+            if not verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
             folder = self.certs_dir / netloc
             if folder.is_dir():
                 for ca in sorted(folder.glob("*.crt")):
                     context.load_verify_locations(cafile=str(ca))
                 for cert in sorted(folder.glob("*.cert")):
                     context.load_cert_chain(str(cert), str(cert.with_suffix(".key")))
-            self._tls[netloc] = context
-        return self._tls[netloc]
+            self._tls[key] = context
+        return self._tls[key]
+
+    async def _is_insecure(self, netloc: str) -> bool:
+        if netloc not in self._insecure_hosts:
+            self._insecure_hosts[netloc] = await self._insecure.includes(netloc, self._resolver)
+        return self._insecure_hosts[netloc]
+
+    def trust(self, insecure: InsecureRegistries) -> None:
+        """Follow the engine's insecure registries from now on."""
+        if insecure != self._insecure:
+            self._insecure = insecure
+            self._insecure_hosts.clear()
+            self._plain.clear()
 
     async def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Answer:
         parts = urlsplit(url)
+        if parts.scheme == "https" and parts.netloc in self._plain:
+            parts = parts._replace(scheme="http")
+            url = parts.geturl()
         https = parts.scheme == "https"
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         fields = [("Host", parts.netloc), ("User-Agent", "cua"), *headers.items()]
@@ -266,13 +299,30 @@ class RegistryClient:
                 return await self._exchange(kept, request, host)
             except _StaleLink:
                 pass  # closed by the registry while idle: a new connection
+        insecure = https and await self._is_insecure(parts.netloc)
         try:
             async with asyncio.timeout(self.timeout):
-                tls = self._context(parts.netloc) if https else None
+                tls = self._context(parts.netloc, verify=not insecure) if https else None
                 port = parts.port or (443 if https else 80)
                 link = await open_link(parts.hostname or "", port, tls, self._connect)
         except TimeoutError:
             raise LinkError(f"{parts.netloc}: no connection within {self.timeout:g} s") from None
+        except ssl.SSLCertVerificationError as error:
+            raise RegistryError(
+                f"{parts.netloc}: its certificate is not trusted ({error.verify_message}); "
+                f"trusted are the system's CAs and those in {self.certs_dir / parts.netloc}/"
+            ) from None
+        except ssl.SSLError as error:
+            if error.reason not in NOT_TLS:
+                raise LinkError(f"{parts.netloc}: {error}") from None
+            if not insecure:
+                raise RegistryError(
+                    f"{parts.netloc} answers in plain HTTP, not HTTPS: only the engine's "
+                    "insecure registries (its insecure-registries) and loopback ones are "
+                    "spoken to in plain HTTP"
+                ) from None
+            self._plain.add(parts.netloc)  # as the engine's pulls fall back to HTTP
+            return await self._send(method, url, headers)
         except OSError as error:
             raise LinkError(f"{parts.netloc}: {error}") from None
         return await self._exchange(link, request, host, fresh=True)

@@ -65,6 +65,7 @@ from cua.settings import RegistryCredentials
 
 if TYPE_CHECKING:  # imported when used: an agent whose engine pulls never loads them
     from cua.download.fetch import AgentDownloader
+    from cua.download.insecure import InsecureRegistries
     from cua.download.manifests import Platform
     from cua.engine.docker_archive import Member
 
@@ -179,8 +180,8 @@ class DockerEngine:
         self.api_version = ""
         # The engine's (Os, Arch), read by the API version negotiation's /version.
         self._os_arch = ("linux", "")
-        self._data_root: str | None = None
-        self._data_root_lock = asyncio.Lock()
+        self._info_read: Mapping[str, Any] | None = None
+        self._info_lock = asyncio.Lock()
         self._plain_tcp_warned = False
         # Image inspects by ID, for `inspect_container`: an image ID is the digest of its
         # config, so what we read from it (the config) never changes. Saves one engine call
@@ -456,15 +457,24 @@ class DockerEngine:
         return Platform(*self._os_arch)
 
     async def data_root(self) -> str:
-        """Read once, as the platform is (`GET /info` is a costly call for the engine, and
-        the data root changes only with a restart of the engine with other options); the
-        pulls of one update that start together share that one read."""
-        async with self._data_root_lock:
-            if self._data_root is None:
-                failure = _Failure("cannot read the engine's data root")
+        return str((await self._info()).get("DockerRootDir") or "")
+
+    async def insecure_registries(self) -> InsecureRegistries:
+        from cua.download.insecure import InsecureRegistries
+
+        return InsecureRegistries.from_engine_info(await self._info())
+
+    async def _info(self) -> Mapping[str, Any]:
+        """`GET /info`, read once, as the platform is (a costly call for the engine; the
+        data root and the registry settings change only with a restart or a reload of the
+        engine: the agent sees a reload's at its own restart); the pulls of one update
+        that start together share that one read."""
+        async with self._info_lock:
+            if self._info_read is None:
+                failure = _Failure("cannot read the engine's data root and registry settings")
                 info = await self._call("GET", "info", failure)
-                self._data_root = str(info.get("DockerRootDir") or "")
-            return self._data_root
+                self._info_read = info if isinstance(info, Mapping) else {}
+            return self._info_read
 
     async def layer_chains(self) -> list[list[str]]:
         failure = _Failure("cannot list images", by_status={404: None})

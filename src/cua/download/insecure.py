@@ -1,0 +1,88 @@
+"""The engine's insecure registries, which the agent's downloads follow as the engine's own
+pulls do (Docker's `insecure-registries`, read from `GET /info` `RegistryConfig`).
+
+A registry is insecure when the engine lists it by name (`IndexConfigs["<host[:port]>"]`
+with `Secure` false: a `host[:port]` entry of `insecure-registries`) or, not listed by
+name, when its host is an address in one of `InsecureRegistryCIDRs` (a CIDR entry;
+127.0.0.0/8 by default) or a name that resolves to one. As Docker does, the agent speaks
+HTTPS to an insecure registry without checking its certificate, and plain HTTP once it
+answers in plain HTTP (`registry.RegistryClient`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+Resolver = Callable[[str], Awaitable[list[str]]]
+"""A host name's addresses (none when it does not resolve)."""
+
+
+async def resolve(name: str) -> list[str]:
+    """The addresses the system resolves `name` to (none on failure)."""
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return [str(entry[4][0]) for entry in found]
+
+
+@dataclass(frozen=True, slots=True)
+class InsecureRegistries:
+    """`listed`: `host[:port]` -> secure, as the engine lists registries by name;
+    `networks`: the insecure address ranges."""
+
+    listed: Mapping[str, bool]
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_engine_info(cls, info: Mapping[str, Any]) -> InsecureRegistries:
+        """From `GET /info`; a missing or malformed part lists nothing."""
+        config = info.get("RegistryConfig")
+        if not isinstance(config, Mapping):
+            return cls({})
+        indexes = config.get("IndexConfigs")
+        listed = {
+            str(name): bool(entry.get("Secure", True))
+            for name, entry in (indexes.items() if isinstance(indexes, Mapping) else ())
+            if isinstance(entry, Mapping)
+        }
+        networks = []
+        for cidr in config.get("InsecureRegistryCIDRs") or ():
+            try:
+                networks.append(ipaddress.ip_network(str(cidr), strict=False))
+            except ValueError:
+                continue
+        return cls(listed, tuple(networks))
+
+    async def includes(self, netloc: str, resolver: Resolver | None) -> bool:
+        """Whether the registry at `netloc` (`host[:port]`) is insecure; `resolver`: how a
+        host name becomes addresses (None: names match by name only)."""
+        if netloc in self.listed:
+            return not self.listed[netloc]
+        if not self.networks:
+            return False
+        host = urlsplit(f"//{netloc}").hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            addresses = [host]
+        except ValueError:
+            addresses = await resolver(host) if resolver is not None else []
+        return any(self._in_networks(address) for address in addresses)
+
+    def _in_networks(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+
+NONE = InsecureRegistries({})
