@@ -73,6 +73,9 @@ def _tcp_open(port: int) -> bool:
 # A registry name dockerd lists as insecure (never resolved: the agent download tests that
 # use it reach the stack's registry through their own connection hook).
 INSECURE_REGISTRY = "cua-insecure.test:5000"
+# dockerd's mirrors of Docker Hub, in its order (never resolved either: the first one is
+# down, the second reached as the stack's registry, by the same tests).
+HUB_MIRRORS = ("https://cua-down-mirror.test", "http://cua-mirror.test:5000")
 
 
 class LocalStack:
@@ -344,6 +347,7 @@ class LocalStack:
             "--ip-forward=false",
             "--insecure-registry=127.0.0.0/8",
             f"--insecure-registry={INSECURE_REGISTRY}",
+            *(f"--registry-mirror={mirror}" for mirror in HUB_MIRRORS),
         ]
         svc = self._service("dockerd", self.netns.nsenter(argv))
         svc.start(self._dockerd_ready, timeout=self._start_timeout)

@@ -23,7 +23,7 @@ from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
-from cua_dev.stack import INSECURE_REGISTRY, LocalStack
+from cua_dev.stack import HUB_MIRRORS, INSECURE_REGISTRY, LocalStack
 from cua_dev.unixhttp import RawEngine
 from tests.builders import component, standalone_statuses
 
@@ -598,3 +598,35 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
     finally:
         await engine.close()
         raw.forget(remote)
+
+
+async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answers(
+    clean_engine: LocalStack, image_factory: ImageFactory, raw: RawEngine, tmp_path: Path
+) -> None:
+    """dockerd's mirrors of Docker Hub, in its order: the first is down, the second (plain
+    HTTP, the stack's registry under that name) gives the image; Docker Hub is not tried."""
+    image_factory("library/mirrored", "1", marker="mirrored", size_mb=1.0)
+    built = image_factory.images[f"{clean_engine.registry}/library/mirrored:1"]
+    down, up = (mirror.split("://", 1)[1] for mirror in HUB_MIRRORS)
+    reached: list[tuple[str, int]] = []
+
+    async def to_registry(host: str, port: int) -> socket.socket:
+        reached.append((host, port))
+        if f"{host}:{port}" == up:
+            return await clean_engine.registry_socket()
+        raise ConnectionRefusedError(f"{host}:{port} is down")
+
+    downloader = AgentDownloader(
+        tmp_path / "images",
+        RegistryClient(connect=to_registry),
+        serve=in_engine_netns(clean_engine),
+    )
+    engine = DockerEngine(clean_engine.docker_host, downloader=downloader)
+    try:
+        await _pull(engine, "docker.io/library/mirrored:1")
+        assert raw.image("mirrored:1")["Id"] == built.image_id
+        assert reached[0] == (down, 443)
+        assert set(reached[1:]) == {("cua-mirror.test", 5000)}
+    finally:
+        await engine.close()
+        raw.forget("mirrored:1")

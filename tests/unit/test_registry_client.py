@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cua.download.insecure import InsecureRegistries
+from cua.download.engine_registries import EngineRegistries, Mirror
 from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
 from cua_dev.tlsgen import generate_tls
 
@@ -172,7 +172,7 @@ async def test_https_with_the_registrys_ca_and_client_certificate_from_certs_d(
         assert not isinstance(e.value, LinkError)  # not retried: it cannot get better
         assert f"{no_ca}/" in str(e.value)
         # an insecure registry of the engine's: its certificate is not checked
-        untrusting.trust(InsecureRegistries({"reg.test": False}))
+        untrusting.trust(EngineRegistries({"reg.test": False}))
         assert await untrusting.manifest("reg.test", "r", "1") == (
             b'{"ok": 1}',
             "application/json",
@@ -231,16 +231,23 @@ async def test_a_plain_http_answer_is_refused_at_once_unless_the_engine_lists_it
         assert "insecure-registries" in str(e.value)
         assert (fake.connections, fake.tls_hellos) == (1, 1)
 
-        client.trust(InsecureRegistries({"reg.test:5000": False, "docker.io": True}))
+        client.trust(EngineRegistries({"reg.test:5000": False, "docker.io": True}))
         assert (await client.manifest("reg.test:5000", "r", "1"))[0] == b'{"n": 1}'
         assert (fake.connections, fake.tls_hellos) == (3, 2)  # HTTPS tried, then HTTP
         assert (await client.manifest("reg.test:5000", "r", "1"))[0] == b'{"n": 1}'
         assert (fake.connections, fake.tls_hellos) == (4, 2)  # plain HTTP from then on
 
 
+async def test_a_mirror_the_engine_names_with_http_gets_plain_http_at_once() -> None:
+    async with _plain_registry() as (fake, client):
+        client.trust(EngineRegistries({}, mirrors=(Mirror("reg.test:5000", plain=True),)))
+        assert (await client.manifest("reg.test:5000", "r", "1"))[0] == b'{"n": 1}'
+        assert (fake.connections, fake.tls_hellos) == (1, 0)
+
+
 async def test_a_registry_in_the_engines_insecure_networks_gets_plain_http() -> None:
     async with _plain_registry() as (_fake, client):
-        client.trust(InsecureRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),)))
+        client.trust(EngineRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),)))
         with pytest.raises(RegistryError, match="answers in plain HTTP"):
             await client.manifest("reg.test:5000", "r", "1")  # names are not resolved here
     resolved: list[str] = []
@@ -249,18 +256,18 @@ async def test_a_registry_in_the_engines_insecure_networks_gets_plain_http() -> 
         resolved.append(name)
         return ["10.1.2.3"]
 
-    networks = InsecureRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),))
-    assert await networks.includes("reg.test:5000", resolver)
-    assert await networks.includes("10.9.9.9:5000", None)
-    assert not await networks.includes("192.168.1.1", None)
+    networks = EngineRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),))
+    assert await networks.is_insecure("reg.test:5000", resolver)
+    assert await networks.is_insecure("10.9.9.9:5000", None)
+    assert not await networks.is_insecure("192.168.1.1", None)
     assert resolved == ["reg.test"]
-    assert not await InsecureRegistries({"reg.test:5000": True}, networks.networks).includes(
+    assert not await EngineRegistries({"reg.test:5000": True}, networks.networks).is_insecure(
         "reg.test:5000", resolver
     )  # listed by name as secure: its address does not matter
     assert resolved == ["reg.test"]
 
 
-def test_the_engines_insecure_registries_from_its_info() -> None:
+def test_the_engines_engine_registries_from_its_info() -> None:
     info = {
         "RegistryConfig": {
             "InsecureRegistryCIDRs": ["127.0.0.0/8", "10.0.0.0/8", "not a network"],
@@ -269,14 +276,18 @@ def test_the_engines_insecure_registries_from_its_info() -> None:
                 "lan.example:5000": {"Name": "lan.example:5000", "Secure": False},
                 "broken": "not an entry",
             },
-            "Mirrors": [],
+            "Mirrors": ["https://mirror.example/", "http://10.0.0.5:5000", "ftp://x", "x"],
         }
     }
-    found = InsecureRegistries.from_engine_info(info)
+    found = EngineRegistries.from_engine_info(info)
     assert found.listed == {"docker.io": True, "lan.example:5000": False}
     assert [str(n) for n in found.networks] == ["127.0.0.0/8", "10.0.0.0/8"]
-    assert InsecureRegistries.from_engine_info({}) == InsecureRegistries({})
-    assert InsecureRegistries.from_engine_info({"RegistryConfig": None}).networks == ()
+    assert found.mirrors == (Mirror("mirror.example", False), Mirror("10.0.0.5:5000", True))
+    assert found.mirrors_of("docker.io") == ["mirror.example", "10.0.0.5:5000"]
+    assert found.mirrors_of("ghcr.io") == []  # the engine mirrors Docker Hub only
+    assert found.plain_hosts == {"10.0.0.5:5000"}
+    assert EngineRegistries.from_engine_info({}) == EngineRegistries({})
+    assert EngineRegistries.from_engine_info({"RegistryConfig": None}).networks == ()
 
 
 async def _raw_server(send: dict[str, list[bytes]]) -> tuple[asyncio.Server, str]:

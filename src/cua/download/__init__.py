@@ -8,7 +8,7 @@ the engine pulls the image from the agent's loopback registry as the blobs land,
 it as an archive (`cua.engine.docker`, `POST /images/load`) when it cannot.
 
 Modules: `registry` (HTTP + auth), `link` (its connection, read into one buffer),
-`insecure` (the engine's insecure registries, which the agent follows),
+`engine_registries` (the engine's insecure registries and mirrors, which it follows),
 `manifests` (pure: media types, platform choice), `cache` (the blob store), `ratelimit`
 (token bucket), `preflight` (pure space check), `fetch` (the whole pull of one image),
 `landing` (a blob's bytes followed as they land), `serve` (the loopback registry).

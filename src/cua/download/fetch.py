@@ -38,12 +38,12 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from cua.download.cache import BlobCache, feed
-from cua.download.insecure import InsecureRegistries
+from cua.download.engine_registries import EngineRegistries
 from cua.download.landing import FollowingBlob, Landing
 from cua.download.manifests import (
     Blob,
@@ -87,7 +87,7 @@ class ImageStore(Protocol):
 
     async def data_root(self) -> str: ...
 
-    async def insecure_registries(self) -> InsecureRegistries: ...
+    async def engine_registries(self) -> EngineRegistries: ...
 
     async def layer_chains(self) -> list[list[str]]: ...
 
@@ -197,8 +197,11 @@ class AgentDownloader:
         try:
             self.cache.ensure()
             platform = await store.engine_platform()
+            mirrors: list[str] = []
             if not is_loopback(api_host(source.registry)):
-                self.client.trust(await store.insecure_registries())
+                registries = await store.engine_registries()
+                self.client.trust(registries)
+                mirrors = registries.mirrors_of(source.registry)
             if self.local is not None and self._engine_reaches is not False:
                 await self.local.start()
                 offer = self.local.offer()  # named now, described as the pull learns
@@ -210,7 +213,9 @@ class AgentDownloader:
                     loading = group.create_task(self._hand_over(store, source, offer, planned))
                     chains = group.create_task(self._layer_chains(store))
                     root = group.create_task(store.data_root())
-                    manifest, (body, kind) = await self._manifest(source, platform)
+                    source, manifest, (body, kind) = await self._first_manifest(
+                        source, mirrors, platform
+                    )
                     if offer is not None:
                         offer.describe(body, kind, "sha256:" + hashlib.sha256(body).hexdigest())
                     blobs = [manifest.config, *manifest.layers]
@@ -282,6 +287,22 @@ class AgentDownloader:
             return self._chains[1]
 
     # --- steps ---------------------------------------------------------------------------
+
+    async def _first_manifest(
+        self, source: Source, mirrors: Sequence[str], platform: Platform
+    ) -> tuple[Source, ImageManifest, tuple[bytes, str]]:
+        """The manifest from the first of `mirrors` that gives it, else from the source's
+        registry (the engine's mirrors of Docker Hub, tried as the engine tries them): the
+        source the pull then fetches its blobs from, the manifest, its bytes and type."""
+        for mirror in mirrors:
+            tried = replace(source, registry=mirror)
+            try:
+                return tried, *await self._manifest(tried, platform)
+            except (RegistryError, ManifestError) as error:
+                log.warning(
+                    "image %s: mirror %s failed (%s); trying the next", source.name, mirror, error
+                )
+        return source, *await self._manifest(source, platform)
 
     async def _manifest(
         self, source: Source, platform: Platform

@@ -10,10 +10,11 @@ against the system's CAs) for every registry except loopback ones (`localhost`,
 `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default; a registry's
 own CA or client certificate is read where Docker reads it,
 `/etc/docker/certs.d/<host[:port]>/` (`*.crt`, `*.cert` + `*.key`). The engine's insecure
-registries (`insecure.InsecureRegistries`, set by the downloader) get HTTPS without a
-certificate check, and plain HTTP from the moment one answers in plain HTTP, as the
-engine's pulls do. A certificate refused, or a plain HTTP answer from a registry that is
-not insecure, is a `RegistryError` naming it (not a lost link: trying again cannot help).
+registries (`engine_registries.EngineRegistries`, given by the downloader: `trust`) get
+HTTPS without a certificate check, and plain HTTP from the moment one answers in plain
+HTTP, as the engine's pulls do; its mirrors named `http://` get plain HTTP. A certificate
+refused, or a plain HTTP answer from a registry that is not insecure, is a `RegistryError`
+naming it (not a lost link: trying again cannot help).
 
 Auth as the distribution spec describes it: a 401 with `WWW-Authenticate: Bearer realm=..,
 service=.., scope=..` → a token from the realm (with the configured login as Basic auth if
@@ -40,7 +41,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import h11
 
-from cua.download.insecure import NONE, InsecureRegistries, Resolver, resolve
+from cua.download.engine_registries import NONE, EngineRegistries, Resolver, resolve
 from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
 
@@ -248,9 +249,9 @@ class RegistryClient:
         self.certs_dir = Path(certs_dir)
         self._tls: dict[tuple[str, bool], ssl.SSLContext] = {}
         self._idle: dict[tuple[str, str], list[Link]] = {}  # (scheme, host[:port]) -> links
-        self._insecure = NONE
+        self._engine = NONE  # the engine's registry settings
         self._insecure_hosts: dict[str, bool] = {}  # host[:port] -> insecure, as decided
-        self._plain: set[str] = set()  # insecure hosts that answered in plain HTTP
+        self._plain: set[str] = set()  # hosts spoken to in plain HTTP (not loopback ones)
 
     def _context(self, netloc: str, *, verify: bool) -> ssl.SSLContext:
         """The system's CAs, plus what `<certs_dir>/<host[:port]>/` holds as Docker reads
@@ -273,15 +274,15 @@ class RegistryClient:
 
     async def _is_insecure(self, netloc: str) -> bool:
         if netloc not in self._insecure_hosts:
-            self._insecure_hosts[netloc] = await self._insecure.includes(netloc, self._resolver)
+            self._insecure_hosts[netloc] = await self._engine.is_insecure(netloc, self._resolver)
         return self._insecure_hosts[netloc]
 
-    def trust(self, insecure: InsecureRegistries) -> None:
-        """Follow the engine's insecure registries from now on."""
-        if insecure != self._insecure:
-            self._insecure = insecure
+    def trust(self, registries: EngineRegistries) -> None:
+        """Follow the engine's registry settings from now on."""
+        if registries != self._engine:
+            self._engine = registries
             self._insecure_hosts.clear()
-            self._plain.clear()
+            self._plain = set(registries.plain_hosts)
 
     async def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Answer:
         parts = urlsplit(url)

@@ -64,8 +64,8 @@ from cua.engine.transport import (
 from cua.settings import RegistryCredentials
 
 if TYPE_CHECKING:  # imported when used: an agent whose engine pulls never loads them
+    from cua.download.engine_registries import EngineRegistries
     from cua.download.fetch import AgentDownloader
-    from cua.download.insecure import InsecureRegistries
     from cua.download.manifests import Platform
     from cua.engine.docker_archive import Member
 
@@ -459,10 +459,10 @@ class DockerEngine:
     async def data_root(self) -> str:
         return str((await self._info()).get("DockerRootDir") or "")
 
-    async def insecure_registries(self) -> InsecureRegistries:
-        from cua.download.insecure import InsecureRegistries
+    async def engine_registries(self) -> EngineRegistries:
+        from cua.download.engine_registries import EngineRegistries
 
-        return InsecureRegistries.from_engine_info(await self._info())
+        return EngineRegistries.from_engine_info(await self._info())
 
     async def _info(self) -> Mapping[str, Any]:
         """`GET /info`, read once, as the platform is (a costly call for the engine; the

@@ -1,5 +1,6 @@
-"""The engine's insecure registries, which the agent's downloads follow as the engine's own
-pulls do (Docker's `insecure-registries`, read from `GET /info` `RegistryConfig`).
+"""The engine's registry settings, which the agent's downloads follow as the engine's own
+pulls do: its insecure registries (Docker's `insecure-registries`) and its mirrors of
+Docker Hub (`registry-mirrors`), read from `GET /info` `RegistryConfig`.
 
 A registry is insecure when the engine lists it by name (`IndexConfigs["<host[:port]>"]`
 with `Secure` false: a `host[:port]` entry of `insecure-registries`) or, not listed by
@@ -7,6 +8,11 @@ name, when its host is an address in one of `InsecureRegistryCIDRs` (a CIDR entr
 127.0.0.0/8 by default) or a name that resolves to one. As Docker does, the agent speaks
 HTTPS to an insecure registry without checking its certificate, and plain HTTP once it
 answers in plain HTTP (`registry.RegistryClient`).
+
+The mirrors (`RegistryConfig.Mirrors`, URLs) stand in for Docker Hub only, as the engine
+uses them: an image of `docker.io` is fetched from the first mirror that has it, then from
+Docker Hub itself (`fetch.AgentDownloader`); an `http://` mirror is spoken to in plain HTTP.
+The agent's own `registry_mirrors` entry for `docker.io`, when there is one, comes instead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], Awaitable[list[str]]]
 """A host name's addresses (none when it does not resolve)."""
 
+DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
 
 async def resolve(name: str) -> list[str]:
     """The addresses the system resolves `name` to (none on failure)."""
@@ -35,15 +43,24 @@ async def resolve(name: str) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class InsecureRegistries:
+class Mirror:
+    """A mirror of Docker Hub: where it is (`host[:port]`) and whether in plain HTTP."""
+
+    host: str
+    plain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRegistries:
     """`listed`: `host[:port]` -> secure, as the engine lists registries by name;
-    `networks`: the insecure address ranges."""
+    `networks`: the insecure address ranges; `mirrors`: Docker Hub's, in order."""
 
     listed: Mapping[str, bool]
     networks: tuple[Network, ...] = ()
+    mirrors: tuple[Mirror, ...] = ()
 
     @classmethod
-    def from_engine_info(cls, info: Mapping[str, Any]) -> InsecureRegistries:
+    def from_engine_info(cls, info: Mapping[str, Any]) -> EngineRegistries:
         """From `GET /info`; a missing or malformed part lists nothing."""
         config = info.get("RegistryConfig")
         if not isinstance(config, Mapping):
@@ -60,9 +77,24 @@ class InsecureRegistries:
                 networks.append(ipaddress.ip_network(str(cidr), strict=False))
             except ValueError:
                 continue
-        return cls(listed, tuple(networks))
+        mirrors = []
+        for url in config.get("Mirrors") or ():
+            parts = urlsplit(str(url))
+            if parts.scheme in ("http", "https") and parts.netloc:
+                mirrors.append(Mirror(parts.netloc, plain=parts.scheme == "http"))
+        return cls(listed, tuple(networks), tuple(mirrors))
 
-    async def includes(self, netloc: str, resolver: Resolver | None) -> bool:
+    def mirrors_of(self, registry: str) -> list[str]:
+        """The hosts to try before `registry`, in order: the mirrors for Docker Hub, none
+        for any other registry."""
+        return [m.host for m in self.mirrors] if registry in DOCKER_HUB else []
+
+    @property
+    def plain_hosts(self) -> frozenset[str]:
+        """The mirrors named with `http://`."""
+        return frozenset(m.host for m in self.mirrors if m.plain)
+
+    async def is_insecure(self, netloc: str, resolver: Resolver | None) -> bool:
         """Whether the registry at `netloc` (`host[:port]`) is insecure; `resolver`: how a
         host name becomes addresses (None: names match by name only)."""
         if netloc in self.listed:
@@ -85,4 +117,4 @@ class InsecureRegistries:
         return any(ip in network for network in self.networks)
 
 
-NONE = InsecureRegistries({})
+NONE = EngineRegistries({})
