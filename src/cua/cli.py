@@ -354,14 +354,23 @@ def _make_engine(config: AgentConfig) -> Engine:
 
 
 def _agent_downloader(config: AgentConfig) -> AgentDownloader:
-    """The agent's own image downloads: its cache is `<state_dir>/images`."""
+    """The agent's own image downloads: its cache is `<state_dir>/images`, its proxy the
+    environment's (`HTTPS_PROXY`...: ConfigError naming a malformed one)."""
+    import os
+
+    from cua.config import ConfigError
     from cua.download.fetch import AgentDownloader
+    from cua.download.proxy import Proxies
     from cua.download.registry import Login, RegistryClient
 
+    try:
+        proxies = Proxies.from_environment(os.environ)
+    except ValueError as error:
+        raise ConfigError(f'update_agent.download "agent": {error}') from None
     logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
     return AgentDownloader(
         config.state_dir / "images",
-        RegistryClient(logins),
+        RegistryClient(logins, proxies=proxies),
         rate=config.download.rate_limit,
         cache_cap=config.download.cache_max,
     )
@@ -680,6 +689,7 @@ def _on_event_loop(command: Coroutine[Any, Any, int]) -> int:
     needs neither). An engine error is one line on stderr and exit code 1."""
     import asyncio
 
+    from cua.config import ConfigError
     from cua.engine.base import EngineError
 
     try:
@@ -687,3 +697,6 @@ def _on_event_loop(command: Coroutine[Any, Any, int]) -> int:
     except EngineError as exc:
         print(f"cua: engine error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ConfigError as exc:  # found as the command set itself up (the environment's)
+        print(f"cua: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 
 from cua.download.fetch import AgentDownloader
+from cua.download.proxy import Proxies
 from cua.download.registry import RegistryClient
 from cua.download.serve import Listen, loopback_socket
 from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
+from cua_dev.connect_proxy import ConnectProxy
 from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import HUB_MIRRORS, INSECURE_REGISTRY, LocalStack
@@ -630,3 +632,38 @@ async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answe
     finally:
         await engine.close()
         raw.forget("mirrored:1")
+
+
+async def test_downloads_go_through_the_environments_proxy(
+    clean_engine: LocalStack, image_factory: ImageFactory, raw: RawEngine, tmp_path: Path
+) -> None:
+    """`HTTPS_PROXY`/`HTTP_PROXY`: every connection of the agent to the registry is a
+    CONNECT tunnel of the proxy (here to the stack's registry, under the name the engine
+    lists as insecure: HTTPS tried through one tunnel, then plain HTTP through others)."""
+    _image, built = _fresh(image_factory, raw, "proxied", 1.0)
+
+    async def route(host: str, port: int) -> socket.socket:
+        assert (host, port) == ("cua-insecure.test", 5000)
+        return await clean_engine.registry_socket()
+
+    async def only_the_proxy(host: str, port: int) -> socket.socket:
+        assert host == "127.0.0.1", f"{host}:{port} reached without the proxy"
+        sock = socket.create_connection((host, port))
+        sock.setblocking(False)
+        return sock
+
+    async with ConnectProxy(route) as proxy:
+        proxies = Proxies.from_environment({"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url})
+        client = RegistryClient(connect=only_the_proxy, proxies=proxies)
+        downloader = AgentDownloader(
+            tmp_path / "images", client, serve=in_engine_netns(clean_engine)
+        )
+        engine = DockerEngine(clean_engine.docker_host, downloader=downloader)
+        remote = f"{INSECURE_REGISTRY}/download/proxied:1"
+        try:
+            await _pull(engine, remote)
+            assert raw.image(remote)["Id"] == built.image_id
+            assert {target for target, _ in proxy.tunnels} == {INSECURE_REGISTRY}
+        finally:
+            await engine.close()
+            raw.forget(remote)

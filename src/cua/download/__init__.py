@@ -9,6 +9,7 @@ it as an archive (`cua.engine.docker`, `POST /images/load`) when it cannot.
 
 Modules: `registry` (HTTP + auth), `link` (its connection, read into one buffer),
 `engine_registries` (the engine's insecure registries and mirrors, which it follows),
+`proxy` (the environment's HTTP proxy, its CONNECT tunnels),
 `manifests` (pure: media types, platform choice), `cache` (the blob store), `ratelimit`
 (token bucket), `preflight` (pure space check), `fetch` (the whole pull of one image),
 `landing` (a blob's bytes followed as they land), `serve` (the loopback registry).

@@ -44,6 +44,7 @@ import h11
 from cua.download.engine_registries import NONE, EngineRegistries, Resolver, resolve
 from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
+from cua.download.proxy import DIRECT, Proxies, ProxyError, tunnel
 
 IDLE_KEEP = 30.0  # seconds an idle connection is kept for the next request to its host
 IDLE_PER_HOST = 8  # idle connections kept per host at most
@@ -230,7 +231,8 @@ class RegistryClient:
     connection to (host, port) is made (None: the event loop's, with name resolution; tests
     and the bench reach their registry through their own, and resolve no names: `resolver`).
     `certs_dir`: per-registry CAs and client certificates, Docker's layout
-    (`/etc/docker/certs.d/<host[:port]>/`). The engine's insecure registries: `trust`."""
+    (`/etc/docker/certs.d/<host[:port]>/`). `proxies`: the HTTP proxy to go through (the
+    agent's environment's). The engine's insecure registries and mirrors: `trust`."""
 
     def __init__(
         self,
@@ -240,9 +242,11 @@ class RegistryClient:
         timeout: float = 60.0,
         certs_dir: str | Path = DOCKER_CERTS_DIR,
         resolver: Resolver | None = None,
+        proxies: Proxies = DIRECT,
     ) -> None:
         self._logins = dict(logins or {})
         self._connect = connect
+        self._proxies = proxies
         self._resolver = resolver if resolver is not None or connect is not None else resolve
         self.timeout = timeout
         self._tokens: dict[tuple[str, str], str] = {}
@@ -301,13 +305,20 @@ class RegistryClient:
             except _StaleLink:
                 pass  # closed by the registry while idle: a new connection
         insecure = https and await self._is_insecure(parts.netloc)
+        hostname = parts.hostname or ""
+        proxy = None if is_loopback(parts.netloc) else self._proxies.for_url(parts.scheme, hostname)
+        connect = tunnel(proxy, self._connect) if proxy is not None else self._connect
         try:
             async with asyncio.timeout(self.timeout):
                 tls = self._context(parts.netloc, verify=not insecure) if https else None
                 port = parts.port or (443 if https else 80)
-                link = await open_link(parts.hostname or "", port, tls, self._connect)
+                link = await open_link(hostname, port, tls, connect)
         except TimeoutError:
             raise LinkError(f"{parts.netloc}: no connection within {self.timeout:g} s") from None
+        except ProxyError as error:
+            if error.status in (401, 403, 407):  # the proxy's refusal: it will not change
+                raise RegistryError(f"{parts.netloc}: {error}") from None
+            raise LinkError(f"{parts.netloc}: {error}") from None
         except ssl.SSLCertVerificationError as error:
             raise RegistryError(
                 f"{parts.netloc}: its certificate is not trusted ({error.verify_message}); "
