@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from cua.download.engine_registries import EngineRegistries, Mirror
+from cua.download.link import SocketConnector
 from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
 from cua_dev.tlsgen import generate_tls
 
@@ -133,6 +134,19 @@ async def test_a_refused_connection_is_a_link_error() -> None:
         await RegistryClient().get("127.0.0.1:1", "r", "manifests/1")
 
 
+def _as(address: tuple[str, int], server: asyncio.Server) -> SocketConnector:
+    """Connections to `address` (the only one asked for) made to the loopback `server`."""
+    port = server.sockets[0].getsockname()[1]
+
+    async def connect(host: str, host_port: int) -> socket.socket:
+        assert (host, host_port) == address
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setblocking(False)
+        return sock
+
+    return connect
+
+
 async def test_https_with_the_registrys_ca_and_client_certificate_from_certs_d(
     tmp_path: Path,
 ) -> None:
@@ -147,14 +161,7 @@ async def test_https_with_the_registrys_ca_and_client_certificate_from_certs_d(
     server_tls.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no answer
     fake = FakeRegistry("basic")
     server = await asyncio.start_server(fake._handle, "127.0.0.1", 0, ssl=server_tls)
-    port = server.sockets[0].getsockname()[1]
-
-    async def to_fake(host: str, _port: int) -> socket.socket:
-        assert (host, _port) == ("reg.test", 443)
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setblocking(False)
-        return sock
-
+    to_fake = _as(("reg.test", 443), server)
     client = RegistryClient(
         {"reg.test": Login("me", "secret")}, connect=to_fake, certs_dir=tmp_path / "certs.d"
     )
@@ -207,15 +214,7 @@ async def _plain_registry() -> AsyncIterator[tuple[PlainRegistry, RegistryClient
     """A `PlainRegistry` reached as `reg.test:5000` (not loopback: HTTPS by default)."""
     fake = PlainRegistry()
     server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-
-    async def to_fake(host: str, _port: int) -> socket.socket:
-        assert (host, _port) == ("reg.test", 5000)
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setblocking(False)
-        return sock
-
-    client = RegistryClient(connect=to_fake)
+    client = RegistryClient(connect=_as(("reg.test", 5000), server))
     try:
         yield fake, client
     finally:
