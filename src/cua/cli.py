@@ -367,6 +367,8 @@ def _agent_downloader(config: AgentConfig) -> AgentDownloader:
         proxies = Proxies.from_environment(os.environ)
     except ValueError as error:
         raise ConfigError(f'update_agent.download "agent": {error}') from None
+    if proxies.https is not None or proxies.http is not None:
+        log.info("registries are reached through %s", proxies.describe())
     logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
     return AgentDownloader(
         config.state_dir / "images",

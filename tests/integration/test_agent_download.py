@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -666,4 +667,43 @@ async def test_downloads_go_through_the_environments_proxy(
             assert {target for target, _ in proxy.tunnels} == {INSECURE_REGISTRY}
         finally:
             await engine.close()
+            raw.forget(remote)
+
+
+async def test_the_agent_process_takes_its_proxy_from_its_environment(
+    clean_engine: LocalStack, image_factory: ImageFactory, raw: RawEngine, tmp_path: Path
+) -> None:
+    """`cua run` with `download: "agent"` and `HTTPS_PROXY`/`HTTP_PROXY` in its environment:
+    the image comes through the proxy's tunnels (to the stack's registry, under the name the
+    engine lists as insecure)."""
+    from tests.integration.test_agent import agent_for, desired_state, probe_for, statuses
+
+    _image, built = _fresh(image_factory, raw, "viaproxy", 1.0)
+    remote = f"{INSECURE_REGISTRY}/download/viaproxy:1"
+
+    async def route(host: str, port: int) -> socket.socket:
+        assert (host, port) == ("cua-insecure.test", 5000)
+        return await clean_engine.registry_socket()
+
+    async with ConnectProxy(route) as proxy:
+        names = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
+        env = {n: proxy.url if n != "NO_PROXY" else "" for n in names}
+        env |= {name.lower(): value for name, value in env.items()}  # lower-case would win
+        port = proxy.url.rsplit(":", 1)[1]
+        try:
+            with agent_for(
+                clean_engine, tmp_path, "dl-proxy", download="agent", registry_mirrors={}, env=env
+            ) as agent:
+                # before any pull (a name of the tests' must never reach the DNS resolver)
+                await agent.wait_log(re.escape(f"reached through proxy 127.0.0.1:{port} for"))
+                async with probe_for(clean_engine, "dl-proxy") as probe:
+                    await probe.state("initial")
+                    app = component("app", "1", image=remote)
+                    probe.desired("d1", desired_state("dl-proxy", app))
+                    messages = await probe.until("d1", {"COMPLETED", "INCOMPLETE"}, wait=60)
+            assert statuses(messages) == standalone_statuses()
+            assert raw.image(remote)["Id"] == built.image_id
+            assert proxy.tunnels
+            assert {target for target, _ in proxy.tunnels} == {INSECURE_REGISTRY}
+        finally:
             raw.forget(remote)

@@ -35,6 +35,10 @@ def test_the_environments_proxies_lower_case_winning() -> None:
     assert "bWU6" not in repr(proxies.https)  # the login never shows
     assert proxies.http == Proxy("proxy.lan", 80)
     assert proxies.direct == ("lan.example", "10.0.0.0/8", ".corp")
+    assert proxies.describe() == (
+        "proxy proxy.lan:3128 for https:// registries, proxy proxy.lan:80 for http:// "
+        "registries, not for lan.example, 10.0.0.0/8, .corp"
+    )
     assert Proxies.from_environment({}) == Proxies()
 
 

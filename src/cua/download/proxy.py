@@ -84,6 +84,17 @@ class Proxies:
         direct = tuple(e.strip() for e in found.get("no_proxy", "").split(",") if e.strip())
         return cls(proxies["https"], proxies["http"], direct)
 
+    def describe(self) -> str:
+        """Which proxy for which registries, in words (no login)."""
+        parts = [
+            f"proxy {proxy.address} for {scheme}:// registries"
+            for scheme, proxy in (("https", self.https), ("http", self.http))
+            if proxy is not None
+        ]
+        if self.direct:
+            parts.append(f"not for {', '.join(self.direct)}")
+        return ", ".join(parts) or "no proxy"
+
     def for_url(self, scheme: str, host: str) -> Proxy | None:
         """The proxy for a registry at `host` (no port) spoken to in `scheme`."""
         proxy = self.https if scheme == "https" else self.http
