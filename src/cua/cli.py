@@ -688,7 +688,8 @@ def _dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
 
 def _on_event_loop(command: Coroutine[Any, Any, int]) -> int:
     """Run an async command (asyncio and the engine are imported only then: `cua validate`
-    needs neither). An engine error is one line on stderr and exit code 1."""
+    needs neither). An engine error is one line on stderr and exit code 1; a configuration
+    error found as the command sets itself up (the environment's proxy), exit code 2."""
     import asyncio
 
     from cua.config import ConfigError
