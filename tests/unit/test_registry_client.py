@@ -6,19 +6,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import ipaddress
 import json
 import shutil
 import socket
 import ssl
-import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from cua.download.engine_registries import EngineRegistries, Mirror
-from cua.download.link import SocketConnector
+from cua.download.link import BUFFER_SIZE, Link, SocketConnector
 from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
 from cua_dev.tlsgen import generate_tls
 
@@ -419,15 +419,16 @@ async def test_requests_to_one_registry_share_a_kept_connection() -> None:
 
 async def test_a_kept_connection_holds_no_read_buffer() -> None:
     """Each connection reads into a 1 MiB buffer: an idle agent keeps none of them."""
+    before = {id(o) for o in gc.get_objects() if isinstance(o, Link)}  # other tests'
     async with _keep_alive("keep") as (fake, address, client):
-        tracemalloc.start()
-        try:
-            assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
-            held, _peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        assert (await client.manifest(address, "r", "1"))[0] == b'{"n": 1}'
+        answer = await client.get(address, "r", "blobs/big")
+        links = [o for o in gc.get_objects() if isinstance(o, Link) and id(o) not in before]
+        assert [link.buffered for link in links] == [BUFFER_SIZE]  # reading: it has one
+        assert sum([len(chunk) async for chunk in answer.chunks()]) == 70000
+        answer.close()
         assert fake.connections == 1
-        assert held < 64 * 1024
+        assert [link.buffered for link in links] == [0]  # kept, idle: given back
 
 
 async def test_a_body_left_unread_closes_its_connection() -> None:

@@ -10,13 +10,17 @@ loopback into files, against about 140 ms here, 100 of them the file writes). Th
 is 1 MiB: each read and each write of the cache file is a system call and a wake-up of the
 fetch, and over loopback the socket holds about that much at each wake-up (measured on 5
 x 20 MB, alternating: about 120 reads of 0.8 MB each, and 245 ms of the agent's CPU
-against 310 ms with 256 KiB, the event loop's own read size). When the reader falls behind
-(a bandwidth limit), the buffer fills up and the link stops reading: TCP slows the sender.
+against 310 ms with 256 KiB, the event loop's own read size). It is an anonymous memory
+map, whose pages take memory only once written: each read starts at its beginning again
+once all was taken, so a link that brings a few kilobytes at a time (a cellular one) holds
+those few pages, not the MiB a zeroed `bytearray` would. When the reader falls behind (a
+bandwidth limit), the buffer fills up and the link stops reading: TCP slows the sender.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mmap
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -33,7 +37,7 @@ class Link(asyncio.BufferedProtocol):
 
     def __init__(self, size: int = BUFFER_SIZE) -> None:
         self._size = size
-        self._buffer = memoryview(bytearray())  # made when bytes come (`idle` gives it back)
+        self._buffer = memoryview(b"")  # made when bytes come (`idle` gives it back)
         self._start = 0  # the first byte not taken yet
         self._end = 0  # the end of the bytes received
         self._transport: asyncio.Transport | None = None
@@ -51,7 +55,7 @@ class Link(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if not self._buffer:
-            self._buffer = memoryview(bytearray(self._size))
+            self._buffer = memoryview(mmap.mmap(-1, self._size))
         return self._buffer[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -77,6 +81,11 @@ class Link(asyncio.BufferedProtocol):
 
     # --- the client's side -------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """The size of the buffer the link holds now (0 while idle)."""
+        return len(self._buffer)
+
     def usable(self) -> bool:
         """Open on both sides, as far as the event loop has seen."""
         return not self._ended and self._transport is not None and not self._transport.is_closing()
@@ -95,7 +104,7 @@ class Link(asyncio.BufferedProtocol):
         """The link waits for its next request, all it received taken: its buffer is given
         back (an idle agent keeps no MiB per kept connection)."""
         if self._start == self._end:
-            self._buffer = memoryview(bytearray())
+            self._buffer = memoryview(b"")
             self._start = self._end = 0
 
     async def take(self) -> memoryview:
