@@ -61,6 +61,13 @@ def _engine(
     )
 
 
+def _fetching_with(stack: LocalStack, client: RegistryClient, tmp_path: Path) -> DockerEngine:
+    """The agent's downloads through `client` (no mirror of the agent's), its loopback
+    registry where dockerd reaches it."""
+    downloader = AgentDownloader(tmp_path / "images", client, serve=in_engine_netns(stack))
+    return DockerEngine(stack.docker_host, downloader=downloader)
+
+
 def in_engine_netns(stack: LocalStack) -> Listen:
     """A loopback socket where dockerd's loopback is (the stack's network namespace)."""
 
@@ -583,12 +590,7 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
         reached.append((host, port))
         return await clean_engine.registry_socket()
 
-    downloader = AgentDownloader(
-        tmp_path / "images",
-        RegistryClient(connect=to_registry),
-        serve=in_engine_netns(clean_engine),
-    )
-    engine = DockerEngine(clean_engine.docker_host, downloader=downloader)
+    engine = _fetching_with(clean_engine, RegistryClient(connect=to_registry), tmp_path)
     remote = f"{INSECURE_REGISTRY}/download/insecure:1"
     try:
         await _pull(engine, remote)
@@ -619,12 +621,7 @@ async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answe
             return await clean_engine.registry_socket()
         raise ConnectionRefusedError(f"{host}:{port} is down")
 
-    downloader = AgentDownloader(
-        tmp_path / "images",
-        RegistryClient(connect=to_registry),
-        serve=in_engine_netns(clean_engine),
-    )
-    engine = DockerEngine(clean_engine.docker_host, downloader=downloader)
+    engine = _fetching_with(clean_engine, RegistryClient(connect=to_registry), tmp_path)
     try:
         await _pull(engine, "docker.io/library/mirrored:1")
         assert raw.image("mirrored:1")["Id"] == built.image_id
@@ -656,10 +653,7 @@ async def test_downloads_go_through_the_environments_proxy(
     async with ConnectProxy(route) as proxy:
         proxies = Proxies.from_environment({"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url})
         client = RegistryClient(connect=only_the_proxy, proxies=proxies)
-        downloader = AgentDownloader(
-            tmp_path / "images", client, serve=in_engine_netns(clean_engine)
-        )
-        engine = DockerEngine(clean_engine.docker_host, downloader=downloader)
+        engine = _fetching_with(clean_engine, client, tmp_path)
         remote = f"{INSECURE_REGISTRY}/download/proxied:1"
         try:
             await _pull(engine, remote)
