@@ -5,6 +5,7 @@ would pay for, cutting the link and throttling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from cua.download.registry import RegistryClient
 from cua.download.serve import Listen, loopback_socket
 from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
-from cua_dev.connect_proxy import ConnectProxy
+from cua_dev.connect_proxy import ConnectProxy, Route
 from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import HUB_MIRRORS, INSECURE_REGISTRY, LocalStack
@@ -61,11 +62,29 @@ def _engine(
     )
 
 
-def _fetching_with(stack: LocalStack, client: RegistryClient, tmp_path: Path) -> DockerEngine:
+@contextlib.asynccontextmanager
+async def _fetching_with(
+    stack: LocalStack, client: RegistryClient, tmp_path: Path, raw: RawEngine, image: str
+) -> AsyncIterator[DockerEngine]:
     """The agent's downloads through `client` (no mirror of the agent's), its loopback
-    registry where dockerd reaches it."""
+    registry where dockerd reaches it; closed, and `image` removed, at the end."""
     downloader = AgentDownloader(tmp_path / "images", client, serve=in_engine_netns(stack))
-    return DockerEngine(stack.docker_host, downloader=downloader)
+    engine = DockerEngine(stack.docker_host, downloader=downloader)
+    try:
+        yield engine
+    finally:
+        await engine.close()
+        raw.forget(image)
+
+
+def _to_insecure_registry(stack: LocalStack) -> Route:
+    """A proxy's tunnels to `INSECURE_REGISTRY` (only), reaching the stack's registry."""
+
+    async def route(host: str, port: int) -> socket.socket:
+        assert f"{host}:{port}" == INSECURE_REGISTRY
+        return await stack.registry_socket()
+
+    return route
 
 
 def in_engine_netns(stack: LocalStack) -> Listen:
@@ -590,9 +609,9 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
         reached.append((host, port))
         return await clean_engine.registry_socket()
 
-    engine = _fetching_with(clean_engine, RegistryClient(connect=to_registry), tmp_path)
     remote = f"{INSECURE_REGISTRY}/download/insecure:1"
-    try:
+    client = RegistryClient(connect=to_registry)
+    async with _fetching_with(clean_engine, client, tmp_path, raw, remote) as engine:
         await _pull(engine, remote)
         assert raw.image(remote)["Id"] == built.image_id
         assert set(reached) == {("cua-insecure.test", 5000)}
@@ -600,9 +619,6 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
         with pytest.raises(PullFailedError, match=r"cua-secure\.test:5000 answers in plain HTTP"):
             await _pull(engine, "cua-secure.test:5000/download/insecure:1")
         assert reached == [("cua-secure.test", 5000)]  # refused at once: no retries
-    finally:
-        await engine.close()
-        raw.forget(remote)
 
 
 async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answers(
@@ -621,15 +637,12 @@ async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answe
             return await clean_engine.registry_socket()
         raise ConnectionRefusedError(f"{host}:{port} is down")
 
-    engine = _fetching_with(clean_engine, RegistryClient(connect=to_registry), tmp_path)
-    try:
+    client = RegistryClient(connect=to_registry)
+    async with _fetching_with(clean_engine, client, tmp_path, raw, "mirrored:1") as engine:
         await _pull(engine, "docker.io/library/mirrored:1")
         assert raw.image("mirrored:1")["Id"] == built.image_id
         assert reached[0] == (down, 443)
         assert set(reached[1:]) == {("cua-mirror.test", 5000)}
-    finally:
-        await engine.close()
-        raw.forget("mirrored:1")
 
 
 async def test_downloads_go_through_the_environments_proxy(
@@ -640,28 +653,20 @@ async def test_downloads_go_through_the_environments_proxy(
     lists as insecure: HTTPS tried through one tunnel, then plain HTTP through others)."""
     _image, built = _fresh(image_factory, raw, "proxied", 1.0)
 
-    async def route(host: str, port: int) -> socket.socket:
-        assert (host, port) == ("cua-insecure.test", 5000)
-        return await clean_engine.registry_socket()
-
     async def only_the_proxy(host: str, port: int) -> socket.socket:
         assert host == "127.0.0.1", f"{host}:{port} reached without the proxy"
         sock = socket.create_connection((host, port))
         sock.setblocking(False)
         return sock
 
-    async with ConnectProxy(route) as proxy:
+    async with ConnectProxy(_to_insecure_registry(clean_engine)) as proxy:
         proxies = Proxies.from_environment({"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url})
         client = RegistryClient(connect=only_the_proxy, proxies=proxies)
-        engine = _fetching_with(clean_engine, client, tmp_path)
         remote = f"{INSECURE_REGISTRY}/download/proxied:1"
-        try:
+        async with _fetching_with(clean_engine, client, tmp_path, raw, remote) as engine:
             await _pull(engine, remote)
             assert raw.image(remote)["Id"] == built.image_id
             assert {target for target, _ in proxy.tunnels} == {INSECURE_REGISTRY}
-        finally:
-            await engine.close()
-            raw.forget(remote)
 
 
 async def test_the_agent_process_takes_its_proxy_from_its_environment(
@@ -675,11 +680,7 @@ async def test_the_agent_process_takes_its_proxy_from_its_environment(
     _image, built = _fresh(image_factory, raw, "viaproxy", 1.0)
     remote = f"{INSECURE_REGISTRY}/download/viaproxy:1"
 
-    async def route(host: str, port: int) -> socket.socket:
-        assert (host, port) == ("cua-insecure.test", 5000)
-        return await clean_engine.registry_socket()
-
-    async with ConnectProxy(route) as proxy:
+    async with ConnectProxy(_to_insecure_registry(clean_engine)) as proxy:
         names = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
         env = {n: proxy.url if n != "NO_PROXY" else "" for n in names}
         env |= {name.lower(): value for name, value in env.items()}  # lower-case would win
@@ -697,7 +698,6 @@ async def test_the_agent_process_takes_its_proxy_from_its_environment(
                     messages = await probe.until("d1", {"COMPLETED", "INCOMPLETE"}, wait=60)
             assert statuses(messages) == standalone_statuses()
             assert raw.image(remote)["Id"] == built.image_id
-            assert proxy.tunnels
             assert {target for target, _ in proxy.tunnels} == {INSECURE_REGISTRY}
         finally:
             raw.forget(remote)

@@ -14,7 +14,7 @@ import pytest
 
 from cua.cli import main
 from cua.download.proxy import Proxies, Proxy
-from cua.download.registry import LinkError, Login, RegistryClient, RegistryError
+from cua.download.registry import LinkError, RegistryClient, RegistryError
 from cua_dev.connect_proxy import ConnectProxy
 from cua_dev.tlsgen import generate_tls
 
@@ -172,9 +172,7 @@ async def test_loopback_registries_are_reached_directly() -> None:
     try:
         async with ConnectProxy(route) as proxy:
             environment = {"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url}
-            client = RegistryClient(
-                {"x": Login("u", "p")}, proxies=Proxies.from_environment(environment)
-            )
+            client = RegistryClient(proxies=Proxies.from_environment(environment))
             # loopback: plain HTTP, never through the proxy
             assert (await client.manifest(f"127.0.0.1:{port}", "r", "1"))[0] == b'{"n": 1}'
             await client.close()

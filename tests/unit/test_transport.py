@@ -109,7 +109,7 @@ async def test_streamed_lines_and_a_missing_socket(tmp_path: Path) -> None:
         await missing.request("GET", "/version")
 
 
-async def test_pulls_starting_together_share_one_read_of_the_data_root(tmp_path: Path) -> None:
+async def test_pulls_starting_together_share_one_read_of_the_engines_info(tmp_path: Path) -> None:
     """`GET /info` is costly for dockerd, and the first pulls after the agent's start used
     to make one each."""
     paths: list[str] = []
@@ -118,7 +118,11 @@ async def test_pulls_starting_together_share_one_read_of_the_data_root(tmp_path:
         path = head.split(b" ", 2)[1].decode().split("?")[0]
         paths.append(path)
         version = {"ApiVersion": "1.41", "Os": "linux", "Arch": "amd64"}
-        body = version if path == "/version" else {"DockerRootDir": "/data/docker"}
+        info = {
+            "DockerRootDir": "/data/docker",
+            "RegistryConfig": {"IndexConfigs": {"lan:5000": {"Secure": False}}},
+        }
+        body = version if path == "/version" else info
         return _json("200 OK", json.dumps(body).encode())
 
     async with _server(tmp_path, answer):
@@ -127,6 +131,8 @@ async def test_pulls_starting_together_share_one_read_of_the_data_root(tmp_path:
             roots = await asyncio.gather(*(engine.data_root() for _ in range(5)))
             assert roots == ["/data/docker"] * 5
             assert await engine.data_root() == "/data/docker"
+            registries = await engine.engine_registries()  # from the same read
+            assert registries.listed == {"lan:5000": False}
         finally:
             await engine.close()
     assert [p for p in paths if p.endswith("/info")] == ["/v1.41/info"]

@@ -30,7 +30,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str], Awaitable[list[str]]]
 """A host name's addresses (none when it does not resolve)."""
 
-DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})  # its names
 
 
 async def resolve(name: str) -> list[str]:

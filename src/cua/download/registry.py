@@ -41,7 +41,13 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import h11
 
-from cua.download.engine_registries import NONE, EngineRegistries, Resolver, resolve
+from cua.download.engine_registries import (
+    DOCKER_HUB,
+    NONE,
+    EngineRegistries,
+    Resolver,
+    resolve,
+)
 from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
 from cua.download.proxy import DIRECT, Proxies, ProxyError, tunnel
@@ -52,7 +58,9 @@ DISCARD_LIMIT = 65536  # bytes of an unused body read to keep its connection
 DOCKER_CERTS_DIR = "/etc/docker/certs.d"
 MAX_REDIRECTS = 5
 # OpenSSL's reasons when the peer's first bytes are not TLS (an HTTP answer: "HTTP/1.1 400")
-NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"}
+)
 
 
 class RegistryError(Exception):
@@ -82,7 +90,7 @@ def is_loopback(host: str) -> bool:
 
 def api_host(registry: str) -> str:
     """The host serving `registry`'s API (Docker Hub's is not `docker.io`)."""
-    return "registry-1.docker.io" if registry in ("docker.io", "index.docker.io") else registry
+    return "registry-1.docker.io" if registry in DOCKER_HUB else registry
 
 
 def base_url(registry: str) -> str:
@@ -325,7 +333,7 @@ class RegistryClient:
                 f"trusted are the system's CAs and those in {self.certs_dir / parts.netloc}/"
             ) from None
         except ssl.SSLError as error:
-            if error.reason not in NOT_TLS:
+            if error.reason not in NOT_TLS_REASONS:
                 raise LinkError(f"{parts.netloc}: {error}") from None
             if not insecure:
                 raise RegistryError(
