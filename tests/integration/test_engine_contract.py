@@ -105,7 +105,10 @@ async def _docker_kit(request: pytest.FixtureRequest) -> Kit:
     docker_host: str = request.getfixturevalue("docker_host")
     factory = request.getfixturevalue("image_factory")
     image = factory("contract/app", "1", load=True, marker="app")
-    pullable = factory("contract/pullable", "1", marker="pullable", size_mb=1.0)
+    # 4 MB: about 2 MB of its own beyond the busybox layer the loaded image shares. A layer
+    # of a few hundred bytes downloads before dockerd's progress broadcast reaches the pull's
+    # stream, which then never says how big it was (seen under load: total 0).
+    pullable = factory("contract/pullable", "1", marker="pullable", size_mb=4.0)
     registry: str = request.getfixturevalue("registry")
 
     async def forget(ref: str) -> None:
