@@ -165,6 +165,37 @@ class LocalStack:
     def stop_registry(self) -> None:
         self._stop_service("registry")
 
+    @contextlib.contextmanager
+    def tls_registry(self) -> Iterator[str]:
+        """A second registry on the same storage (the same images), in HTTPS with the test
+        PKI's server certificate, at `127.0.0.1:<port>` inside the namespace (a loopback
+        registry in TLS); stopped by its PID at the end."""
+        port = free_port()
+        config = self.tmpdir / "registry-tls.yml"
+        tls = self.tls
+        config.write_text(
+            self._registry_config(port)
+            + f"  tls:\n    certificate: {tls.server_cert}\n    key: {tls.server_key}\n"
+        )
+        argv = self.netns.nsenter(["docker-registry", "serve", str(config)])
+        svc = ServiceProcess("registry-tls", argv, self.tmpdir / "registry-tls.log")
+        address = f"127.0.0.1:{port}"
+
+        def ready() -> bool:  # it answers plain HTTP with a 400 saying it speaks HTTPS
+            conn = NetnsHTTPConnection(self.netns, address, timeout=2.0)
+            try:
+                conn.request("GET", "/v2/")
+                return conn.getresponse().status == 400
+            finally:
+                conn.close()
+
+        svc.start(ready, timeout=self._start_timeout)
+        self._remember(svc)
+        try:
+            yield address
+        finally:
+            svc.stop()
+
     def start_mosquitto(self) -> None:
         """(Re)start the broker on the same three ports."""
         svc = self._service("mosquitto", ["mosquitto", "-c", str(self.tmpdir / "mosquitto.conf")])
@@ -389,14 +420,16 @@ class LocalStack:
             netns.close()
 
     def _write_registry_config(self) -> None:
-        d = self.tmpdir
-        (d / "registry.yml").write_text(
+        (self.tmpdir / "registry.yml").write_text(self._registry_config(self._registry_port))
+
+    def _registry_config(self, port: int) -> str:
+        return (
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {d / 'registry'}\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.tmpdir / 'registry'}\n"
             "  delete:\n    enabled: true\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-            f"http:\n  addr: 127.0.0.1:{self._registry_port}\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n"
         )
 
     def _write_mosquitto_config(self) -> None:

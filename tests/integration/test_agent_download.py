@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -619,6 +620,45 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
         with pytest.raises(PullFailedError, match=r"cua-secure\.test:5000 answers in plain HTTP"):
             await _pull(engine, "cua-secure.test:5000/download/insecure:1")
         assert reached == [("cua-secure.test", 5000)]  # refused at once: no retries
+
+
+async def test_a_loopback_registry_in_tls_is_spoken_to_in_tls_as_the_engine_does(
+    clean_engine: LocalStack,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loopback registry speaks HTTPS (the real registry, with a certificate nobody
+    trusts): the engine's own pull takes it in TLS without checking it; the agent asks in
+    plain HTTP first, the registry's 400 says it speaks HTTPS, and from then on the agent
+    speaks TLS to it without checking the certificate either (once per client)."""
+    _image, built = _fresh(image_factory, raw, "tls", 1.0)
+    with clean_engine.tls_registry() as address:
+        remote = f"{address}/download/tls:1"
+        by_engine = DockerEngine(clean_engine.docker_host)
+        try:
+            await _pull(by_engine, remote)
+        finally:
+            await by_engine.close()
+        assert raw.image(remote)["Id"] == built.image_id
+        raw.forget(remote)
+
+        async def to_tls_registry(host: str, port: int) -> socket.socket:
+            assert f"{host}:{port}" == address
+            sock = await asyncio.to_thread(clean_engine.netns.connect, host, port)
+            sock.setblocking(False)
+            return sock
+
+        client = RegistryClient(connect=to_tls_registry)
+        caplog.set_level(logging.INFO, logger="cua.download.registry")
+        async with _fetching_with(clean_engine, client, tmp_path, raw, remote) as engine:
+            for _ in range(2):
+                await _pull(engine, remote)
+                assert raw.image(remote)["Id"] == built.image_id
+                raw.forget(remote)
+        switched = [r.getMessage() for r in caplog.records if "speaks HTTPS" in r.getMessage()]
+        assert switched == [f"registry {address} speaks HTTPS: spoken to in HTTPS from now on"]
 
 
 async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answers(

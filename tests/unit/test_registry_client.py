@@ -244,6 +244,54 @@ async def test_a_mirror_the_engine_names_with_http_gets_plain_http_at_once() -> 
         assert (fake.connections, fake.tls_hellos) == (1, 0)
 
 
+async def test_a_loopback_registry_that_says_it_speaks_https_gets_tls_unchecked(
+    tmp_path: Path,
+) -> None:
+    """A loopback registry is asked in plain HTTP; once its 400 says it speaks HTTPS (Go's
+    words), it gets TLS without a certificate check, as the engine gives it, for good. A
+    loopback registry's 400 that says nothing of HTTPS is its error."""
+    pki = generate_tls(tmp_path / "pki")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(pki.server_cert), str(pki.server_key))  # CA not trusted
+    fake = FakeRegistry("basic")
+    tls_server = await asyncio.start_server(fake._handle, "127.0.0.1", 0, ssl=server_tls)
+    refusals: list[bytes] = []
+    answer = b"Client sent an HTTP request to an HTTPS server.\n"
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        refusals.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.0 400 Bad Request\r\n\r\n" + answer)
+        await writer.drain()
+        writer.close()
+
+    plain_server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    to_plain = _as(("127.0.0.1", 5000), plain_server)
+    to_tls = _as(("127.0.0.1", 5000), tls_server)
+
+    async def first_plain_then_tls(host: str, port: int) -> socket.socket:
+        return await (to_tls if refusals else to_plain)(host, port)
+
+    login = {"127.0.0.1:5000": Login("me", "secret")}
+    client = RegistryClient(login, connect=first_plain_then_tls)
+    try:
+        for _ in range(2):
+            assert await client.manifest("127.0.0.1:5000", "r", "1") == (
+                b'{"ok": 1}',
+                "application/json",
+            )
+        assert len(refusals) == 1  # HTTPS from the first answer on
+        assert [target for target, _ in fake.seen].count("/v2/r/manifests/1") >= 2
+        await client.close()
+        answer = b"bad request\n"
+        other = RegistryClient(login, connect=to_plain)
+        with pytest.raises(RegistryError, match=r"r/manifests: 400 bad request"):
+            await other.manifest("127.0.0.1:5000", "r", "1")
+        assert len(refusals) == 2
+    finally:
+        tls_server.close()
+        plain_server.close()
+
+
 async def test_a_registry_in_the_engines_insecure_networks_gets_plain_http() -> None:
     async with _plain_registry() as (_fake, client):
         client.trust(EngineRegistries({}, (ipaddress.ip_network("10.0.0.0/8"),)))

@@ -7,7 +7,10 @@ handshake for the manifest, the config and the blobs of a pull on a slow link, n
 each), kept at most `IDLE_KEEP` s; a kept connection the registry closed meanwhile is
 replaced once, on the spot (every request is a GET). HTTPS (verified
 against the system's CAs) for every registry except loopback ones (`localhost`,
-`127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default; a registry's
+`127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default, until one
+answers that it speaks HTTPS (a 400 saying so, as Go's and nginx's servers do): from then on
+HTTPS without a certificate check, as the engine speaks to it (loopback registries are
+insecure for the engine, whatever its settings); a registry's
 own CA or client certificate is read where Docker reads it,
 `/etc/docker/certs.d/<host[:port]>/` (`*.crt`, `*.cert` + `*.key`). The engine's insecure
 registries (`engine_registries.EngineRegistries`, given by the downloader: `trust`) get
@@ -31,6 +34,7 @@ import contextlib
 import functools
 import ipaddress
 import json
+import logging
 import re
 import ssl
 import time
@@ -51,6 +55,8 @@ from cua.download.engine_registries import (
 from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
 from cua.download.proxy import DIRECT, Proxies, ProxyError, tunnel
+
+log = logging.getLogger(__name__)
 
 IDLE_KEEP = 30.0  # seconds an idle connection is kept for the next request to its host
 IDLE_PER_HOST = 8  # idle connections kept per host at most
@@ -264,6 +270,7 @@ class RegistryClient:
         self._engine = NONE  # the engine's registry settings
         self._insecure_hosts: dict[str, bool] = {}  # host[:port] -> insecure, as decided
         self._plain: set[str] = set()  # hosts spoken to in plain HTTP (not loopback ones)
+        self._tls_loopback: set[str] = set()  # loopback hosts that answered in HTTPS terms
 
     def _context(self, netloc: str, *, verify: bool) -> ssl.SSLContext:
         """The system's CAs, plus what `<certs_dir>/<host[:port]>/` holds as Docker reads
@@ -286,7 +293,9 @@ class RegistryClient:
 
     async def _is_insecure(self, netloc: str) -> bool:
         if netloc not in self._insecure_hosts:
-            self._insecure_hosts[netloc] = await self._engine.is_insecure(netloc, self._resolver)
+            self._insecure_hosts[netloc] = is_loopback(netloc) or await self._engine.is_insecure(
+                netloc, self._resolver
+            )
         return self._insecure_hosts[netloc]
 
     def trust(self, registries: EngineRegistries) -> None:
@@ -300,6 +309,9 @@ class RegistryClient:
         parts = urlsplit(url)
         if parts.scheme == "https" and parts.netloc in self._plain:
             parts = parts._replace(scheme="http")
+            url = parts.geturl()
+        elif parts.scheme == "http" and parts.netloc in self._tls_loopback:
+            parts = parts._replace(scheme="https")
             url = parts.geturl()
         https = parts.scheme == "https"
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -474,10 +486,26 @@ class RegistryClient:
                     detail = ""
                 finally:
                     answer.close()
+                if self._speaks_tls(url, answer.status, detail):
+                    continue  # the same request, in HTTPS
                 what = f"{registry}/{repository}/{path.split('/', maxsplit=1)[0]}"
                 raise RegistryError(f"{what}: {answer.status} {_error_text(detail)}".strip())
             return answer
         raise RegistryError(f"{registry}: too many redirects")
+
+    def _speaks_tls(self, url: str, status: int, detail: str) -> bool:
+        """Whether a loopback registry spoken to in plain HTTP answered that it speaks HTTPS
+        ("Client sent an HTTP request to an HTTPS server.", "The plain HTTP request was sent
+        to HTTPS port"): it is spoken to in HTTPS from now on."""
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if status != 400 or parts.scheme != "http" or not is_loopback(netloc):
+            return False
+        if netloc in self._tls_loopback or "https" not in detail.lower():
+            return False
+        log.info("registry %s speaks HTTPS: spoken to in HTTPS from now on", netloc)
+        self._tls_loopback.add(netloc)
+        return True
 
     async def manifest(self, registry: str, repository: str, reference: str) -> tuple[bytes, str]:
         """The manifest's bytes and Content-Type."""
