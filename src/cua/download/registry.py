@@ -487,6 +487,7 @@ class RegistryClient:
                 finally:
                     answer.close()
                 if self._speaks_tls(url, answer.status, detail):
+                    url = urlsplit(url)._replace(scheme="https").geturl()
                     continue  # the same request, in HTTPS
                 what = f"{registry}/{repository}/{path.split('/', maxsplit=1)[0]}"
                 raise RegistryError(f"{what}: {answer.status} {_error_text(detail)}".strip())
@@ -501,10 +502,11 @@ class RegistryClient:
         netloc = parts.netloc
         if status != 400 or parts.scheme != "http" or not is_loopback(netloc):
             return False
-        if netloc in self._tls_loopback or "https" not in detail.lower():
-            return False
-        log.info("registry %s speaks HTTPS: spoken to in HTTPS from now on", netloc)
-        self._tls_loopback.add(netloc)
+        if netloc not in self._tls_loopback:  # else learnt meanwhile, by a request at once
+            if "https" not in detail.lower():
+                return False
+            log.info("registry %s speaks HTTPS: spoken to in HTTPS from now on", netloc)
+            self._tls_loopback.add(netloc)
         return True
 
     async def manifest(self, registry: str, repository: str, reference: str) -> tuple[bytes, str]:
