@@ -733,6 +733,18 @@ class Bench:
                 variants, clean_all, warm_up=True, rounds=AGENT_DOWNLOAD_ROUNDS
             )
             rows.append(row("no layer present", runs, []))
+            runs = await self._over_tls(in_engine_netns, clean_all)
+            rows.append(
+                row(
+                    "no layer present, the registry in HTTPS",
+                    runs,
+                    [
+                        "as registries are in the field: the agent decrypts what the engine "
+                        "decrypts in the engine's own pull (a second registry on the same "
+                        "storage, in TLS on loopback: neither checks its certificate)"
+                    ],
+                )
+            )
             self._reload_app_images()  # their base layer: the engine knows it by its digest
             runs = await self._interleaved_runs(variants, clean, rounds=AGENT_DOWNLOAD_ROUNDS)
             rows.append(
@@ -763,6 +775,52 @@ class Bench:
             self._reload_app_images()
             await engine.close()
         return rows
+
+    async def _over_tls(
+        self, serve: Callable[[], socket.socket], clean: Callable[[], Awaitable[None]]
+    ) -> dict[str, list[float]]:
+        """The agent download's first situation, its registry in HTTPS: each run's seconds
+        (a warm-up round first: the agent learns there that the registry speaks HTTPS)."""
+        stack = self.stack
+        with stack.tls_registry() as address:
+            images = [image.replace(stack.registry, address, 1) for image in self.big]
+
+            async def to_registry(host: str, port: int) -> socket.socket:
+                sock = await asyncio.to_thread(stack.netns.connect, host, port)
+                sock.setblocking(False)
+                return sock
+
+            downloader = AgentDownloader(
+                self.tmp / "agent-download-tls-cache",
+                RegistryClient(connect=to_registry),
+                serve=serve,
+            )
+            engine = DockerEngine(stack.docker_host, downloader=downloader)
+
+            async def pull_all(image: str) -> None:
+                async for _ in engine.pull_image(image):
+                    pass
+
+            async def agent() -> float:
+                elapsed = _timer()
+                await asyncio.gather(*(pull_all(image) for image in images))
+                return elapsed()
+
+            async def baseline() -> float:
+                elapsed = _timer()
+                await asyncio.gather(*(self.docker.pull(image) for image in images))
+                return elapsed()
+
+            try:
+                return await self._interleaved_runs(
+                    {"agent": agent, "baseline": baseline},
+                    clean,
+                    warm_up=True,
+                    rounds=AGENT_DOWNLOAD_ROUNDS,
+                )
+            finally:
+                await clean()
+                await engine.close()
 
     async def _loaded_base(
         self,
