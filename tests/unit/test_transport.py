@@ -136,3 +136,43 @@ async def test_pulls_starting_together_share_one_read_of_the_engines_info(tmp_pa
         finally:
             await engine.close()
     assert [p for p in paths if p.endswith("/info")] == ["/v1.41/info"]
+
+
+async def test_the_engines_layers_are_read_with_one_inspect_per_image_ever(
+    tmp_path: Path,
+) -> None:
+    """An agent download's start waits for the engine's layers: each image is inspected once
+    (its ID is its config's digest: its layers never change), not at every pull."""
+    images = {"sha256:a": ["l1"], "sha256:b": ["l1", "l2"]}
+    paths: list[str] = []
+
+    def answer(head: bytes) -> bytes:
+        path = head.split(b" ", 2)[1].decode().split("?")[0]
+        paths.append(path)
+        if path == "/version":
+            body: object = {"ApiVersion": "1.41", "Os": "linux", "Arch": "amd64"}
+        elif path.endswith("/images/json"):
+            body = [{"Id": image_id} for image_id in images]
+        else:
+            image_id = path.split("/")[-2].replace("%3A", ":")
+            if image_id not in images:
+                return _json("404 Not Found", b'{"message": "no such image"}')
+            body = {"Id": image_id, "RootFS": {"Layers": images[image_id]}}
+        return _json("200 OK", json.dumps(body).encode())
+
+    def inspects() -> list[str]:
+        return sorted(p.split("/")[-2] for p in paths if p.endswith("/json") and "%3A" in p)
+
+    async with _server(tmp_path, answer):
+        engine = DockerEngine(f"unix://{tmp_path / 'engine.sock'}")
+        try:
+            assert await engine.layer_chains() == [["l1"], ["l1", "l2"]]
+            assert inspects() == ["sha256%3Aa", "sha256%3Ab"]
+            assert await engine.layer_chains() == [["l1"], ["l1", "l2"]]
+            assert inspects() == ["sha256%3Aa", "sha256%3Ab"]  # none again
+            images["sha256:c"] = ["l3"]
+            del images["sha256:a"]
+            assert await engine.layer_chains() == [["l1", "l2"], ["l3"]]
+            assert inspects() == ["sha256%3Aa", "sha256%3Ab", "sha256%3Ac"]
+        finally:
+            await engine.close()
