@@ -656,7 +656,8 @@ class Bench:
     async def case_agent_download(self) -> list[Row]:
         """`update_agent.download: "agent"` (fetch into the cache, verify, hand to the engine)
         against the engine's own parallel pull of the same images, in-process (no MQTT), in
-        three situations: no layer of theirs in the engine; their base layer there, known to
+        four situations: no layer of theirs in the engine, the registry in plain HTTP, then in
+        HTTPS (`_over_tls`); their base layer there, known to
         the engine by its digest (pulled before: neither fetches it); their base layer there
         but loaded, so not known by its digest (the agent skips it and loads archives, the
         engine's pull fetches it)."""
