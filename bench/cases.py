@@ -8,7 +8,7 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from harness import (
@@ -680,20 +680,7 @@ class Bench:
             serve=in_engine_netns,
         )
         engine = DockerEngine(self.stack.docker_host, downloader=downloader)
-
-        async def pull_all(image: str) -> None:
-            async for _ in engine.pull_image(image):
-                pass
-
-        async def agent() -> float:
-            elapsed = _timer()
-            await asyncio.gather(*(pull_all(image) for image in self.big))
-            return elapsed()
-
-        async def baseline() -> float:
-            elapsed = _timer()
-            await asyncio.gather(*(self.docker.pull(image) for image in self.big))
-            return elapsed()
+        agent, baseline = self._agent_and_engine_pulls(engine, lambda: self.big)
 
         # Each run starts from a settled engine and a written-back disk (as the download
         # case's do): the engine's work after removing images, or the kernel writing what
@@ -777,6 +764,28 @@ class Bench:
             await engine.close()
         return rows
 
+    def _agent_and_engine_pulls(
+        self, engine: DockerEngine, images: Callable[[], Sequence[str]]
+    ) -> tuple[Callable[[], Awaitable[float]], Callable[[], Awaitable[float]]]:
+        """The agent download's two measures, seconds to pull `images()` (read at each run)
+        in parallel: through `engine` (the agent's downloads), and by the engine itself."""
+
+        async def pull_all(image: str) -> None:
+            async for _ in engine.pull_image(image):
+                pass
+
+        async def agent() -> float:
+            elapsed = _timer()
+            await asyncio.gather(*(pull_all(image) for image in images()))
+            return elapsed()
+
+        async def baseline() -> float:
+            elapsed = _timer()
+            await asyncio.gather(*(self.docker.pull(image) for image in images()))
+            return elapsed()
+
+        return agent, baseline
+
     async def _over_tls(
         self, serve: Callable[[], socket.socket], clean: Callable[[], Awaitable[None]]
     ) -> dict[str, list[float]]:
@@ -797,21 +806,7 @@ class Bench:
                 serve=serve,
             )
             engine = DockerEngine(stack.docker_host, downloader=downloader)
-
-            async def pull_all(image: str) -> None:
-                async for _ in engine.pull_image(image):
-                    pass
-
-            async def agent() -> float:
-                elapsed = _timer()
-                await asyncio.gather(*(pull_all(image) for image in images))
-                return elapsed()
-
-            async def baseline() -> float:
-                elapsed = _timer()
-                await asyncio.gather(*(self.docker.pull(image) for image in images))
-                return elapsed()
-
+            agent, baseline = self._agent_and_engine_pulls(engine, lambda: images)
             try:
                 return await self._interleaved_runs(
                     {"agent": agent, "baseline": baseline},
