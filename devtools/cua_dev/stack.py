@@ -76,6 +76,13 @@ INSECURE_REGISTRY = "cua-insecure.test:5000"
 # dockerd's mirrors of Docker Hub, in its order (never resolved either: the first one is
 # down, the second reached as the stack's registry, by the same tests).
 HUB_MIRRORS = ("https://cua-down-mirror.test", "http://cua-mirror.test:5000")
+# dockerd's HTTP proxy, with a login (which `GET /info` hides), for every registry but none
+# in fact (NO_PROXY *): what the agent reads of it is tested; no pull goes through it.
+ENGINE_PROXY = {
+    "HTTPS_PROXY": "http://cua:s3cret@cua-proxy.test:3128",
+    "HTTP_PROXY": "http://cua-proxy.test:3129",
+    "NO_PROXY": "*",
+}
 
 
 class LocalStack:
@@ -367,6 +374,8 @@ class LocalStack:
         # which is all a namespace without a route out needs; setting up iptables chains
         # would add about 1.5 s to every start.
         argv = [
+            "env",  # execs dockerd: same PID
+            *(f"{name}={value}" for name, value in ENGINE_PROXY.items()),
             "dockerd",
             f"--config-file={d / 'daemon.json'}",
             f"--data-root={d / 'docker'}",

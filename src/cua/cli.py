@@ -355,24 +355,25 @@ def _make_engine(config: AgentConfig) -> Engine:
 
 def _agent_downloader(config: AgentConfig) -> AgentDownloader:
     """The agent's own image downloads: its cache is `<state_dir>/images`, its proxy the
-    environment's (`HTTPS_PROXY`...: ConfigError naming a malformed one)."""
+    environment's (`HTTPS_PROXY`...: ConfigError naming a malformed one), or, when the
+    environment sets none, the engine's."""
     import os
 
     from cua.config import ConfigError
     from cua.download.fetch import AgentDownloader
-    from cua.download.proxy import Proxies
+    from cua.download.proxy import DIRECT, Proxies
     from cua.download.registry import Login, RegistryClient
 
     try:
         proxies = Proxies.from_environment(os.environ)
     except ValueError as error:
         raise ConfigError(f'update_agent.download "agent": {error}') from None
-    if proxies.https is not None or proxies.http is not None:
-        log.info("registries are reached through %s", proxies.describe())
+    if proxies != DIRECT:
+        log.info("registry connections: %s (the agent's environment)", proxies.describe())
     logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
     return AgentDownloader(
         config.state_dir / "images",
-        RegistryClient(logins, proxies=proxies),
+        RegistryClient(logins, proxies=proxies if proxies != DIRECT else None),
         rate=config.download.rate_limit,
         cache_cap=config.download.cache_max,
     )

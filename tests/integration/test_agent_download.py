@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cua.download.fetch import AgentDownloader
-from cua.download.proxy import Proxies
+from cua.download.proxy import Proxies, Proxy
 from cua.download.registry import RegistryClient
 from cua.download.serve import Listen, loopback_socket
 from cua.engine.base import EngineUnavailableError, PullFailedError
@@ -622,6 +622,48 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
         assert reached == [("cua-secure.test", 5000)]  # refused at once: no retries
 
 
+async def test_the_agent_follows_the_engines_proxy_as_the_engine_tells_it(
+    clean_engine: LocalStack,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """dockerd's proxy (`ENGINE_PROXY`: a login for HTTPS, `NO_PROXY=*`) as its `GET /info`
+    tells it: the login hidden (known as hidden, never sent as `xxxxx`), and followed by a
+    client without proxies of its own: every registry direct, by the engine's `NO_PROXY`."""
+    caplog.set_level(logging.INFO, logger="cua.download.registry")
+    engine = DockerEngine(clean_engine.docker_host)
+    try:
+        proxies = (await engine.engine_registries()).proxies
+    finally:
+        await engine.close()
+    assert proxies == Proxies(
+        https=Proxy("cua-proxy.test", 3128, login_hidden=True),
+        http=Proxy("cua-proxy.test", 3129),
+        direct=("*",),
+    )
+
+    _image, built = _fresh(image_factory, raw, "engineproxy", 1.0)
+    reached: list[tuple[str, int]] = []
+
+    async def to_registry(host: str, port: int) -> socket.socket:
+        reached.append((host, port))
+        return await clean_engine.registry_socket()
+
+    remote = f"{INSECURE_REGISTRY}/download/engineproxy:1"
+    async with _fetching_with(
+        clean_engine, RegistryClient(connect=to_registry), tmp_path, raw, remote
+    ) as engine:
+        await _pull(engine, remote)
+        assert raw.image(remote)["Id"] == built.image_id
+    assert set(reached) == {("cua-insecure.test", 5000)}  # not the proxy's
+    assert (
+        "registry connections: proxy cua-proxy.test:3128 for https:// registries, proxy "
+        "cua-proxy.test:3129 for http:// registries, not for * (the engine's settings)"
+    ) in caplog.text
+
+
 async def test_a_loopback_registry_in_tls_is_spoken_to_in_tls_as_the_engine_does(
     clean_engine: LocalStack,
     image_factory: ImageFactory,
@@ -730,7 +772,7 @@ async def test_the_agent_process_takes_its_proxy_from_its_environment(
                 clean_engine, tmp_path, "dl-proxy", download="agent", registry_mirrors={}, env=env
             ) as agent:
                 # before any pull (a name of the tests' must never reach the DNS resolver)
-                await agent.wait_log(re.escape(f"reached through proxy 127.0.0.1:{port} for"))
+                await agent.wait_log(re.escape(f"registry connections: proxy 127.0.0.1:{port} for"))
                 async with probe_for(clean_engine, "dl-proxy") as probe:
                     await probe.state("initial")
                     app = component("app", "1", image=remote)

@@ -5,6 +5,7 @@ in-process registries (TLS end to end, the proxy's login, its refusals)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import ssl
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cua.cli import main
+from cua.download.engine_registries import EngineRegistries
 from cua.download.proxy import Proxies, Proxy
 from cua.download.registry import LinkError, RegistryClient, RegistryError
 from cua_dev.connect_proxy import ConnectProxy
@@ -179,3 +181,94 @@ async def test_loopback_registries_are_reached_directly() -> None:
             assert proxy.tunnels == []
     finally:
         plain.close()
+
+
+def test_the_engines_proxy_from_its_info_its_hidden_login_known_as_hidden() -> None:
+    info = {
+        "HttpsProxy": "http://xxxxx:xxxxx@proxy.lan:3128",  # as dockerd masks a login
+        "HttpProxy": "http://me:s3cret@proxy.lan:3129",  # a login it would show: sent
+        "NoProxy": "*.lan,10.0.0.0/8",
+    }
+    proxies = Proxies.from_engine_info(info)
+    assert proxies.https == Proxy("proxy.lan", 3128, "", login_hidden=True)
+    assert proxies.http == Proxy("proxy.lan", 3129, "Basic bWU6czNjcmV0")
+    assert proxies.direct == ("*.lan", "10.0.0.0/8")
+    assert Proxies.from_engine_info({"HttpsProxy": "", "NoProxy": None}) == Proxies()
+    registries = EngineRegistries.from_engine_info(info | {"RegistryConfig": None})
+    assert registries.proxies == proxies
+
+
+def test_a_malformed_engine_proxy_is_logged_and_not_followed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registries = EngineRegistries.from_engine_info({"HttpsProxy": "socks5://p:1080"})
+    assert registries.proxies == Proxies()
+    assert "the engine's proxy setting is not understood (HTTPS_PROXY: proxy" in caplog.text
+
+
+async def test_without_proxies_of_its_own_the_client_follows_the_engines(
+    pki: tuple[ssl.SSLContext, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine's proxy (`trust`); a client given its own (the agent's environment's,
+    even none at all) ignores the engine's."""
+    caplog.set_level(logging.INFO)
+    server_tls, certs_dir = pki
+    server, port, seen = await _registry(server_tls)
+
+    async def route(host: str, target_port: int) -> socket.socket:
+        assert (host, target_port) == ("reg.test", 443)
+        return socket.create_connection(("127.0.0.1", port))
+
+    async def connect(host: str, target_port: int) -> socket.socket:
+        if host == "reg.test":  # a direct connection
+            target_port = port
+            host = "127.0.0.1"
+        sock = socket.create_connection((host, target_port))
+        sock.setblocking(False)
+        return sock
+
+    try:
+        async with ConnectProxy(route) as proxy:
+            engine = EngineRegistries(
+                {}, proxies=Proxies.from_engine_info({"HttpsProxy": proxy.url})
+            )
+            following = RegistryClient(connect=connect, certs_dir=certs_dir)
+            following.trust(engine)
+            assert (await following.manifest("reg.test", "r", "1"))[0] == b'{"n": 1}'
+            await following.close()
+            assert proxy.tunnels == [("reg.test:443", "")]
+            address = proxy.url.removeprefix("http://")
+            assert (
+                f"registry connections: proxy {address} for https:// registries "
+                "(the engine's settings)" in caplog.text
+            )
+
+            own = RegistryClient(connect=connect, certs_dir=certs_dir, proxies=Proxies())
+            own.trust(engine)
+            assert (await own.manifest("reg.test", "r", "2"))[0] == b'{"n": 1}'
+            await own.close()
+            assert len(proxy.tunnels) == 1  # direct this time
+            assert seen == ["/v2/r/manifests/1", "/v2/r/manifests/2"]
+    finally:
+        server.close()
+
+
+async def test_the_engines_proxy_refusing_for_want_of_the_login_it_hides_says_where_it_goes() -> (
+    None
+):
+    async def route(host: str, port: int) -> socket.socket:
+        raise AssertionError("no tunnel without the login")
+
+    async with ConnectProxy(route, login="me:s3cret") as proxy:
+        address = proxy.url.removeprefix("http://")
+        masked = Proxies.from_engine_info({"HttpsProxy": f"http://xxxxx:xxxxx@{address}"})
+        client = RegistryClient(proxies=None)
+        client.trust(EngineRegistries({}, proxies=masked))
+        with pytest.raises(RegistryError, match="407 Proxy Authentication Required") as e:
+            await client.manifest("reg.test", "r", "1")
+        assert (
+            "the engine's proxy, whose login the engine does not tell: give the agent "
+            "HTTPS_PROXY and HTTP_PROXY with the login in its environment" in str(e.value)
+        )
+        assert proxy.tunnels[0] == ("reg.test:443", "")  # tried without a login
+        await client.close()

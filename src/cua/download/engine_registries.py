@@ -13,17 +13,25 @@ The mirrors (`RegistryConfig.Mirrors`, URLs) stand in for Docker Hub only, as th
 uses them: an image of `docker.io` is fetched from the first mirror that has it, then from
 Docker Hub itself (`fetch.AgentDownloader`); an `http://` mirror is spoken to in plain HTTP.
 The agent's own `registry_mirrors` entry for `docker.io`, when there is one, comes instead.
+
+Its HTTP proxy (`HttpsProxy`, `HttpProxy`, `NoProxy`) is the agent's too when the agent's
+environment names none (`proxy.Proxies.from_engine_info`; `registry.RegistryClient`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from cua.download.proxy import DIRECT, Proxies
+
+log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,18 +61,25 @@ class Mirror:
 @dataclass(frozen=True, slots=True)
 class EngineRegistries:
     """`listed`: `host[:port]` -> secure, as the engine lists registries by name;
-    `networks`: the insecure address ranges; `mirrors`: Docker Hub's, in order."""
+    `networks`: the insecure address ranges; `mirrors`: Docker Hub's, in order;
+    `proxies`: the engine's HTTP proxy."""
 
     listed: Mapping[str, bool]
     networks: tuple[Network, ...] = ()
     mirrors: tuple[Mirror, ...] = ()
+    proxies: Proxies = DIRECT
 
     @classmethod
     def from_engine_info(cls, info: Mapping[str, Any]) -> EngineRegistries:
         """From `GET /info`; a missing or malformed part lists nothing."""
+        try:
+            proxies = Proxies.from_engine_info(info)
+        except ValueError as error:
+            log.warning("the engine's proxy setting is not understood (%s): not followed", error)
+            proxies = DIRECT
         config = info.get("RegistryConfig")
         if not isinstance(config, Mapping):
-            return cls({})
+            return cls({}, proxies=proxies)
         indexes = config.get("IndexConfigs")
         listed = {
             str(name): bool(entry.get("Secure", True))
@@ -82,7 +97,7 @@ class EngineRegistries:
             parts = urlsplit(str(url))
             if parts.scheme in ("http", "https") and parts.netloc:
                 mirrors.append(Mirror(parts.netloc, plain=parts.scheme == "http"))
-        return cls(listed, tuple(networks), tuple(mirrors))
+        return cls(listed, tuple(networks), tuple(mirrors), proxies)
 
     def mirrors_of(self, registry: str) -> list[str]:
         """The hosts to try before `registry`, in order: the mirrors for Docker Hub, none

@@ -2,6 +2,10 @@
 program (and dockerd) reads it: `HTTPS_PROXY` for https:// registries, `HTTP_PROXY` for
 http:// ones, `NO_PROXY` for those reached directly (host names, `.domain` suffixes, `*`,
 addresses and CIDRs); lower-case names as well. Registries on loopback never go through it.
+When the agent's environment sets none of them, the engine's own settings, as `GET /info`
+tells them (`from_engine_info`), so that the agent reaches registries as the engine's pulls
+do; the engine hides a proxy's login there (`xxxxx:xxxxx`): such a proxy is tried without
+one, and its refusal (407) says where the login goes.
 
 A connection goes through a CONNECT tunnel (`tunnel`), for http:// registries too (the
 agent's requests then go over it as they would directly); a `user:password@` in the
@@ -15,12 +19,19 @@ import base64
 import ipaddress
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cua.download.link import SocketConnector
 
 HEAD_LIMIT = 16384  # bytes of a proxy's answer to CONNECT, at most
+HIDDEN_LOGIN = "xxxxx:xxxxx"  # what `GET /info` shows in place of the login of a proxy
+ENGINE_SETTINGS = (
+    ("HTTPS_PROXY", "HttpsProxy"),
+    ("HTTP_PROXY", "HttpProxy"),
+    ("NO_PROXY", "NoProxy"),
+)
 
 
 class ProxyError(Exception):
@@ -38,6 +49,7 @@ class Proxy:
     host: str
     port: int
     authorization: str = field(default="", repr=False)  # `Basic ...`, or ""
+    login_hidden: bool = False  # the engine's, whose login the engine does not tell
 
     @property
     def address(self) -> str:
@@ -84,6 +96,22 @@ class Proxies:
         direct = tuple(e.strip() for e in found.get("no_proxy", "").split(",") if e.strip())
         return cls(proxies["https"], proxies["http"], direct)
 
+    @classmethod
+    def from_engine_info(cls, info: Mapping[str, Any]) -> Proxies:
+        """The engine's (`GET /info` `HttpsProxy`, `HttpProxy`, `NoProxy`); a proxy whose
+        login the engine hides is `login_hidden`; ValueError naming a malformed one."""
+        proxies = cls.from_environment(
+            {name: str(info.get(key) or "") for name, key in ENGINE_SETTINGS}
+        )
+        hidden = "Basic " + base64.b64encode(HIDDEN_LOGIN.encode()).decode()
+
+        def unmasked(proxy: Proxy | None) -> Proxy | None:
+            if proxy is None or proxy.authorization != hidden:
+                return proxy
+            return replace(proxy, authorization="", login_hidden=True)
+
+        return cls(unmasked(proxies.https), unmasked(proxies.http), proxies.direct)
+
     def describe(self) -> str:
         """Which proxy for which registries, in words (no login)."""
         parts = [
@@ -91,9 +119,11 @@ class Proxies:
             for scheme, proxy in (("https", self.https), ("http", self.http))
             if proxy is not None
         ]
+        if not parts:
+            return "no proxy"
         if self.direct:
             parts.append(f"not for {', '.join(self.direct)}")
-        return ", ".join(parts) or "no proxy"
+        return ", ".join(parts)
 
     def for_url(self, scheme: str, host: str) -> Proxy | None:
         """The proxy for a registry at `host` (no port) spoken to in `scheme`."""
@@ -163,8 +193,16 @@ def tunnel(proxy: Proxy, connect: SocketConnector | None) -> SocketConnector:
             parts = status_line.split(" ", 2)
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             if not 200 <= status < 300:
+                hint = ""
+                if status == 407 and proxy.login_hidden:
+                    hint = (
+                        " (it is the engine's proxy, whose login the engine does not tell: "
+                        "give the agent HTTPS_PROXY and HTTP_PROXY with the login in its "
+                        "environment)"
+                    )
                 raise ProxyError(
-                    f"proxy {proxy.address} refused the tunnel to {target}: {status_line}", status
+                    f"proxy {proxy.address} refused the tunnel to {target}: {status_line}{hint}",
+                    status,
                 )
         except BaseException:
             sock.close()

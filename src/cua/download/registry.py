@@ -54,7 +54,7 @@ from cua.download.engine_registries import (
 )
 from cua.download.link import Link, SocketConnector, open_link
 from cua.download.manifests import ACCEPT
-from cua.download.proxy import DIRECT, Proxies, ProxyError, tunnel
+from cua.download.proxy import Proxies, ProxyError, tunnel
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,8 @@ class RegistryClient:
     and the bench reach their registry through their own, and resolve no names: `resolver`).
     `certs_dir`: per-registry CAs and client certificates, Docker's layout
     (`/etc/docker/certs.d/<host[:port]>/`). `proxies`: the HTTP proxy to go through (the
-    agent's environment's). The engine's insecure registries and mirrors: `trust`."""
+    agent's environment's; None: the engine's). The engine's insecure registries, mirrors
+    and proxy: `trust`."""
 
     def __init__(
         self,
@@ -256,7 +257,7 @@ class RegistryClient:
         timeout: float = 60.0,
         certs_dir: str | Path = DOCKER_CERTS_DIR,
         resolver: Resolver | None = None,
-        proxies: Proxies = DIRECT,
+        proxies: Proxies | None = None,
     ) -> None:
         self._logins = dict(logins or {})
         self._connect = connect
@@ -301,6 +302,11 @@ class RegistryClient:
     def trust(self, registries: EngineRegistries) -> None:
         """Follow the engine's registry settings from now on."""
         if registries != self._engine:
+            if self._proxies is None and registries.proxies != self._engine.proxies:
+                log.info(
+                    "registry connections: %s (the engine's settings)",
+                    registries.proxies.describe(),
+                )
             self._engine = registries
             self._insecure_hosts.clear()
             self._plain = set(registries.plain_hosts)
@@ -326,7 +332,8 @@ class RegistryClient:
                 pass  # closed by the registry while idle: a new connection
         insecure = https and await self._is_insecure(parts.netloc)
         hostname = parts.hostname or ""
-        proxy = None if is_loopback(parts.netloc) else self._proxies.for_url(parts.scheme, hostname)
+        proxies = self._proxies if self._proxies is not None else self._engine.proxies
+        proxy = None if is_loopback(parts.netloc) else proxies.for_url(parts.scheme, hostname)
         connect = tunnel(proxy, self._connect) if proxy is not None else self._connect
         try:
             async with asyncio.timeout(self.timeout):
