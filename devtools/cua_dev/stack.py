@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -368,7 +369,7 @@ class LocalStack:
 
     def _start_dockerd(self) -> None:
         d = self.tmpdir
-        (d / "daemon.json").write_text("{}\n")  # never read the system /etc/docker/daemon.json
+        self._write_daemon_json()  # never the system /etc/docker/daemon.json
         # The default bridge (docker0) exists inside the namespace only. Without iptables
         # dockerd publishes ports through its userland proxy (docker-proxy, one per port),
         # which is all a namespace without a route out needs; setting up iptables chains
@@ -385,14 +386,45 @@ class LocalStack:
             "--iptables=false",
             "--ip-masq=false",
             "--ip-forward=false",
-            "--insecure-registry=127.0.0.0/8",
-            f"--insecure-registry={INSECURE_REGISTRY}",
-            *(f"--registry-mirror={mirror}" for mirror in HUB_MIRRORS),
         ]
         svc = self._service("dockerd", self.netns.nsenter(argv))
         svc.start(self._dockerd_ready, timeout=self._start_timeout)
         self._remember(svc)
         self.pids()  # record containerd's PID too
+
+    def _write_daemon_json(self, insecure: Sequence[str] = ()) -> None:
+        """The registry settings, in the file (a reload reads them again: `reloaded_engine`)."""
+        settings = {
+            "insecure-registries": ["127.0.0.0/8", INSECURE_REGISTRY, *insecure],
+            "registry-mirrors": list(HUB_MIRRORS),
+        }
+        (self.tmpdir / "daemon.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+    @contextlib.contextmanager
+    def reloaded_engine(self, insecure: Sequence[str]) -> Iterator[None]:
+        """dockerd reloaded (SIGHUP, to its PID) with `insecure` registries (`host[:port]`)
+        added to its own, as an operator changes them on a running engine; reloaded with
+        its own again at the end. Each returns once `GET /info` says so."""
+        pid = self._services["dockerd"].pid
+        assert pid is not None
+
+        def reload(names: Sequence[str]) -> None:
+            self._write_daemon_json(names)
+            os.kill(pid, signal.SIGHUP)
+            deadline = time.monotonic() + self._start_timeout
+            while True:
+                listed = engine_json(self.docker_socket, "GET", "/info")["RegistryConfig"]
+                if set(names) | {INSECURE_REGISTRY} == set(listed["IndexConfigs"]) - {"docker.io"}:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"dockerd did not reload its insecure registries {names}")
+                time.sleep(0.05)
+
+        reload(insecure)
+        try:
+            yield
+        finally:
+            reload(())
 
     def _stop_dockerd(self) -> None:
         svc = self._services.get("dockerd")

@@ -23,6 +23,7 @@ from cua.download.fetch import AgentDownloader
 from cua.download.proxy import Proxies, Proxy
 from cua.download.registry import RegistryClient
 from cua.download.serve import Listen, loopback_socket
+from cua.engine import docker
 from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
 from cua_dev.connect_proxy import ConnectProxy, Route
@@ -620,6 +621,33 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
         with pytest.raises(PullFailedError, match=r"cua-secure\.test:5000 answers in plain HTTP"):
             await _pull(engine, "cua-secure.test:5000/download/insecure:1")
         assert reached == [("cua-secure.test", 5000)]  # refused at once: no retries
+
+
+async def test_a_reload_of_the_engines_registry_settings_is_followed_without_a_restart(
+    clean_engine: LocalStack,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator lists a registry as insecure on the running engine (its daemon.json, a
+    reload): the agent, running all along, follows it at its next download once its read
+    of the engine's settings is `INFO_FRESH_FOR` old; refused before the reload."""
+    monkeypatch.setattr(docker, "INFO_FRESH_FOR", 0.5)
+    _image, built = _fresh(image_factory, raw, "reloaded", 1.0)
+
+    async def to_registry(_host: str, _port: int) -> socket.socket:
+        return await clean_engine.registry_socket()
+
+    remote = "cua-reloaded.test:5000/download/reloaded:1"
+    client = RegistryClient(connect=to_registry)
+    async with _fetching_with(clean_engine, client, tmp_path, raw, remote) as engine:
+        with pytest.raises(PullFailedError, match=r"cua-reloaded\.test:5000 answers in plain"):
+            await _pull(engine, remote)
+        with clean_engine.reloaded_engine(["cua-reloaded.test:5000"]):
+            await asyncio.sleep(0.6)
+            await _pull(engine, remote)
+            assert raw.image(remote)["Id"] == built.image_id
 
 
 async def test_the_agent_follows_the_engines_proxy_as_the_engine_tells_it(

@@ -9,9 +9,11 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cua.engine import docker
 from cua.engine.docker import DockerEngine
 from cua.engine.transport import APIError, EngineHTTP, TransportError, engine_address
 
@@ -136,6 +138,37 @@ async def test_pulls_starting_together_share_one_read_of_the_engines_info(tmp_pa
         finally:
             await engine.close()
     assert [p for p in paths if p.endswith("/info")] == ["/v1.41/info"]
+
+
+async def test_the_engines_info_is_read_again_once_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart or a reload of the engine changes its registry settings: the agent sees
+    them at the next read, `INFO_FRESH_FOR` after the last, without a restart of its own."""
+    monkeypatch.setattr(docker, "INFO_FRESH_FOR", 0.2)
+    mirrors = ["http://first.lan:5000"]
+    reads: list[str] = []
+
+    def answer(head: bytes) -> bytes:
+        path = head.split(b" ", 2)[1].decode().split("?")[0]
+        if path == "/version":
+            body: dict[str, Any] = {"ApiVersion": "1.41", "Os": "linux", "Arch": "amd64"}
+        else:
+            reads.append(path)
+            body = {"RegistryConfig": {"Mirrors": list(mirrors)}}
+        return _json("200 OK", json.dumps(body).encode())
+
+    async with _server(tmp_path, answer):
+        engine = DockerEngine(f"unix://{tmp_path / 'engine.sock'}")
+        try:
+            assert (await engine.engine_registries()).mirrors_of("docker.io") == ["first.lan:5000"]
+            mirrors[0] = "http://second.lan:5000"  # the engine reloaded
+            assert (await engine.engine_registries()).mirrors_of("docker.io") == ["first.lan:5000"]
+            await asyncio.sleep(0.25)
+            assert (await engine.engine_registries()).mirrors_of("docker.io") == ["second.lan:5000"]
+        finally:
+            await engine.close()
+    assert len(reads) == 2
 
 
 async def test_the_engines_layers_are_read_with_one_inspect_per_image_ever(

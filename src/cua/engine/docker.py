@@ -82,6 +82,7 @@ def _segment(value: str) -> str:
 
 IMAGE_CACHE_SIZE = 256  # image inspects kept by ID (a device runs far fewer images)
 INSPECTS_AT_ONCE = 4  # image inspects of `layer_chains` sent together
+INFO_FRESH_FOR = 60.0  # s a read of `GET /info` serves (`_info`)
 
 # --- extra hosts --------------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class DockerEngine:
         # The engine's (Os, Arch), read by the API version negotiation's /version.
         self._os_arch = ("linux", "")
         self._info_read: Mapping[str, Any] | None = None
+        self._info_at = 0.0  # when it was read (the event loop's clock)
         self._info_lock = asyncio.Lock()
         self._plain_tcp_warned = False
         # Image inspects by ID, for `inspect_container` and `layer_chains`: an image ID is the
@@ -467,15 +469,17 @@ class DockerEngine:
         return EngineRegistries.from_engine_info(await self._info())
 
     async def _info(self) -> Mapping[str, Any]:
-        """`GET /info`, read once, as the platform is (a costly call for the engine; the
-        data root and the registry settings change only with a restart or a reload of the
-        engine: the agent sees a reload's at its own restart); the pulls of one update
-        that start together share that one read."""
+        """`GET /info`, read again once `INFO_FRESH_FOR` has passed: a costly call for the
+        engine, whose data root and registry settings change only with a restart or a
+        reload of it; the pulls of one update share one read, the next update sees what a
+        restart or a reload changed meanwhile."""
         async with self._info_lock:
-            if self._info_read is None:
+            now = asyncio.get_running_loop().time()
+            if self._info_read is None or now - self._info_at >= INFO_FRESH_FOR:
                 failure = _Failure("cannot read the engine's data root and registry settings")
                 info = await self._call("GET", "info", failure)
                 self._info_read = info if isinstance(info, Mapping) else {}
+                self._info_at = now
             return self._info_read
 
     async def layer_chains(self) -> list[list[str]]:
