@@ -25,10 +25,11 @@ import enum
 import errno
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -38,6 +39,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cua.backoff import Backoff
 from cua.broker import DEFAULT_QUEUE_BYTES, MqttOptions, MqttVersion, tls_context
 from cua.logtext import Throttle
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["MqttConnection", "OutgoingKind"]
 
@@ -279,6 +283,29 @@ def _ignore_closed_socket_registration(
 _InFlight = tuple[OutgoingMessage, "asyncio.Task[aiomqtt.MqttError | None]"]
 
 
+def _watching(closed: Callable[[str], None]) -> type[ssl.SSLSocket]:
+    """A TLS socket class whose reads tell `closed` why the broker ended the connection
+    (an alert, or its end): set as the context's `sslsocket_class` (the standard library's
+    hook for this), it is the socket paho reads. aiomqtt ignores a connection lost before
+    the CONNACK and waits for its timeout; with TLS 1.3 a broker refusing our certificate
+    says so with an alert after the handshake, at the first read."""
+
+    class Watched(ssl.SSLSocket):
+        def read(self, len: int = 1024, buffer: WriteableBuffer | None = None) -> bytes:
+            try:
+                data = super().read(len, buffer)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise  # nothing to read yet (a non-blocking socket)
+            except OSError as error:
+                closed(str(error) or type(error).__name__)
+                raise
+            if not data:
+                closed("the broker closed the connection")
+            return data
+
+    return Watched
+
+
 class MqttConnection:
     """Keeps one MQTT session alive until `stop()`; owns its tasks in a TaskGroup.
 
@@ -403,9 +430,15 @@ class MqttConnection:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, closed: Callable[[str], None]) -> aiomqtt.Client:
+        """A client for one connection; `closed` is told why the broker ended a TLS
+        connection (`_watching`)."""
         o = self.options
         v5 = o.version is MqttVersion.V5
+        tls = None
+        if o.broker.tls:
+            tls = tls_context(o.tls)
+            tls.sslsocket_class = _watching(closed)
         client = aiomqtt.Client(
             o.broker.host,
             o.broker.port,
@@ -419,7 +452,7 @@ class MqttConnection:
             # Whole seconds, truncated, 0 = no pings: as Kanto's paho client takes it.
             keepalive=int(o.keep_alive),
             timeout=o.connect_timeout,
-            tls_context=tls_context(o.tls) if o.broker.tls else None,
+            tls_context=tls,
             logger=logging.getLogger("cua.mqtt.paho"),
             queue_type=incoming_queue_type(o.incoming_bytes),
             max_inflight_messages=max(o.send_window, 1),
@@ -431,7 +464,18 @@ class MqttConnection:
 
     async def _session(self) -> None:
         """One connection: connect, subscribe, hook, then send and receive until it drops."""
-        client = self._client()
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[str] = loop.create_future()
+
+        def mark_closed(reason: str) -> None:
+            if not closed.done():
+                closed.set_result(reason)
+
+        def tell_closed(reason: str) -> None:  # from paho's reads, on any thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(mark_closed, reason)
+
+        client = self._client(tell_closed)
         # At once, so that a broker that never answers is not silent for connect_timeout.
         log.log(
             logging.DEBUG if self._attempts else logging.INFO,
@@ -439,7 +483,7 @@ class MqttConnection:
             self.options.broker,
         )
         self._attempts += 1
-        await self._enter(client)
+        await self._enter(client, closed)
         async with contextlib.AsyncExitStack() as exits:
             exits.push_async_exit(client)
             self._backoff.reset()
@@ -478,29 +522,11 @@ class MqttConnection:
             # most `client.timeout` seconds: Kanto's disconnect_timeout (at least 0.25 s).
             client.timeout = max(self.options.disconnect_timeout, 0.25)
 
-    async def _enter(self, client: aiomqtt.Client) -> None:
-        """`client.__aenter__()`, but a connection the broker closes before its CONNACK
-        (e.g. a TLS 1.3 server refusing our certificate after the handshake) fails at once
-        instead of after the whole connect timeout."""
-        loop = asyncio.get_running_loop()
-        closed: asyncio.Future[str] = loop.create_future()
-
-        def mark_closed(reason: str) -> None:
-            if not closed.done():
-                closed.set_result(reason)
-
-        # aiomqtt has no public signal for this; paho's on_disconnect callback is paho's
-        # public API on the client aiomqtt keeps (we chain to aiomqtt's own handler).
-        paho = client._client
-        aiomqtt_on_disconnect = paho.on_disconnect
-
-        def on_disconnect(*args: Any) -> None:
-            if aiomqtt_on_disconnect is not None:
-                aiomqtt_on_disconnect(*args)
-            reason = str(args[3]) if len(args) > 3 else "connection lost"
-            loop.call_soon_threadsafe(mark_closed, reason)
-
-        paho.on_disconnect = on_disconnect
+    async def _enter(self, client: aiomqtt.Client, closed: asyncio.Future[str]) -> None:
+        """`client.__aenter__()`, but a TLS connection the broker closes before its CONNACK
+        (`closed`: e.g. a TLS 1.3 server refusing our certificate after the handshake) fails
+        at once instead of after the whole connect timeout. (A plain TCP one waits for that
+        timeout: aiomqtt signals neither, and only TLS sockets have a public hook.)"""
         entering = asyncio.ensure_future(client.__aenter__())
         first: set[asyncio.Future[Any]] = {entering, closed}
         try:

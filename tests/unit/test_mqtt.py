@@ -298,10 +298,38 @@ def test_other_loop_errors_reach_the_default_handler(caplog: pytest.LogCaptureFi
 
 @pytest.mark.parametrize(("keep_alive", "sent"), [(20.0, 20), (0.0, 0), (0.25, 0), (1.9, 1)])
 async def test_keep_alive_in_whole_seconds_as_kanto(keep_alive: float, sent: int) -> None:
-    """Kanto hands `keep_alive` to paho as whole seconds (truncated); 0 turns pings off."""
-    options = MqttOptions(BrokerAddress("127.0.0.1", 1883, False), keep_alive=keep_alive)
-    client = MqttConnection(options, [], on_message=lambda topic, payload: None)._client()
-    assert client._keepalive == sent
+    """Kanto hands `keep_alive` to paho as whole seconds (truncated); 0 turns pings off: the
+    CONNECT packet says so (MQTT 3.1.1: its variable header's bytes 8 and 9)."""
+    said: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(1)  # CONNECT's type
+        length, shift = 0, 0
+        while True:  # the remaining length, a variable-length integer
+            byte = (await reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        header = await reader.readexactly(length)
+        if not said.done():
+            said.set_result(int.from_bytes(header[8:10], "big"))
+        writer.close()  # no CONNACK
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = MqttOptions(
+        BrokerAddress("127.0.0.1", port, False), keep_alive=keep_alive, connect_timeout=0.5
+    )
+    connection = MqttConnection(options, ["t"], on_message=lambda topic, payload: None)
+    running = asyncio.create_task(connection.run())
+    try:
+        assert await asyncio.wait_for(said, 10) == sent
+        await asyncio.wait_for(connection.wait_first_attempt(), 10)
+    finally:
+        await connection.stop(0)
+        await asyncio.wait_for(running, 10)
+        server.close()
 
 
 async def test_a_broker_that_never_answers_is_named_at_once_then_no_connack(
