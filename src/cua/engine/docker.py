@@ -471,8 +471,8 @@ class DockerEngine:
     async def _info(self) -> Mapping[str, Any]:
         """`GET /info`, read again once `INFO_FRESH_FOR` has passed: a costly call for the
         engine, whose data root and registry settings change only with a restart or a
-        reload of it; the pulls of one update share one read, the next update sees what a
-        restart or a reload changed meanwhile."""
+        reload of it; the pulls of an update, which start together, share one read, and a
+        later update sees what a restart or a reload changed meanwhile."""
         async with self._info_lock:
             now = asyncio.get_running_loop().time()
             if self._info_read is None or now - self._info_at >= INFO_FRESH_FOR:
