@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cua.download.fetch import AgentDownloader
+from cua.download.link import SocketConnector
 from cua.download.proxy import Proxies, Proxy
 from cua.download.registry import RegistryClient
 from cua.download.serve import Listen, loopback_socket
@@ -77,6 +78,18 @@ async def _fetching_with(
     finally:
         await engine.close()
         raw.forget(image)
+
+
+def _to_the_registry(stack: LocalStack) -> tuple[list[tuple[str, int]], SocketConnector]:
+    """A connector reaching the stack's registry under any name, and the (host, port) it
+    was asked for, in order."""
+    reached: list[tuple[str, int]] = []
+
+    async def to_registry(host: str, port: int) -> socket.socket:
+        reached.append((host, port))
+        return await stack.registry_socket()
+
+    return reached, to_registry
 
 
 def _to_insecure_registry(stack: LocalStack) -> Route:
@@ -605,11 +618,7 @@ async def test_the_engines_insecure_registries_are_fetched_as_the_engine_would(
     it answers so (the stack's registry, reached under that name); one it does not list is
     refused at its first plain answer, with no retries."""
     _image, built = _fresh(image_factory, raw, "insecure", 1.0)
-    reached: list[tuple[str, int]] = []
-
-    async def to_registry(host: str, port: int) -> socket.socket:
-        reached.append((host, port))
-        return await clean_engine.registry_socket()
+    reached, to_registry = _to_the_registry(clean_engine)
 
     remote = f"{INSECURE_REGISTRY}/download/insecure:1"
     client = RegistryClient(connect=to_registry)
@@ -636,9 +645,7 @@ async def test_a_reload_of_the_engines_registry_settings_is_followed_without_a_r
     monkeypatch.setattr(docker, "INFO_FRESH_FOR", 0.5)
     _image, built = _fresh(image_factory, raw, "reloaded", 1.0)
 
-    async def to_registry(_host: str, _port: int) -> socket.socket:
-        return await clean_engine.registry_socket()
-
+    _reached, to_registry = _to_the_registry(clean_engine)
     remote = "cua-reloaded.test:5000/download/reloaded:1"
     client = RegistryClient(connect=to_registry)
     async with _fetching_with(clean_engine, client, tmp_path, raw, remote) as engine:
@@ -673,11 +680,7 @@ async def test_the_agent_follows_the_engines_proxy_as_the_engine_tells_it(
     )
 
     _image, built = _fresh(image_factory, raw, "engineproxy", 1.0)
-    reached: list[tuple[str, int]] = []
-
-    async def to_registry(host: str, port: int) -> socket.socket:
-        reached.append((host, port))
-        return await clean_engine.registry_socket()
+    reached, to_registry = _to_the_registry(clean_engine)
 
     remote = f"{INSECURE_REGISTRY}/download/engineproxy:1"
     async with _fetching_with(
