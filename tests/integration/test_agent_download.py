@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -732,6 +733,69 @@ async def test_a_loopback_registry_in_tls_is_spoken_to_in_tls_as_the_engine_does
                 raw.forget(remote)
         switched = [r.getMessage() for r in caplog.records if "speaks HTTPS" in r.getMessage()]
         assert switched == [f"registry {address} speaks HTTPS: spoken to in HTTPS from now on"]
+
+
+@contextlib.asynccontextmanager
+async def _tls_front(stack: LocalStack) -> AsyncIterator[int]:
+    """A TLS server on loopback (the stack's server certificate) in front of the stack's
+    registry: Python's TLS, which ends a plain HTTP request without answering it (unlike
+    the registry's own TLS, which answers 400). Yields its port."""
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(stack.tls.server_cert), str(stack.tls.server_key))
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            far_reader, far_writer = await asyncio.open_connection(
+                sock=await stack.registry_socket()
+            )
+            await asyncio.gather(pipe(reader, far_writer), pipe(far_reader, writer))
+        finally:
+            writer.close()
+            handlers.discard(task)
+
+    server = await asyncio.start_server(front, "127.0.0.1", 0, ssl=server_tls)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in list(handlers):
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+
+async def test_a_loopback_registry_in_tls_that_ends_plain_http_unanswered_gets_tls(
+    clean_engine: LocalStack,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loopback registry whose TLS ends a plain HTTP request without the 400 (the real
+    registry behind Python's TLS): the agent's handshake tells it speaks HTTPS, and the
+    image comes in TLS (unchecked, as for any loopback registry)."""
+    _image, built = _fresh(image_factory, raw, "tlsfront", 1.0)
+    caplog.set_level(logging.INFO, logger="cua.download.registry")
+    async with _tls_front(clean_engine) as port:
+        remote = f"127.0.0.1:{port}/download/tlsfront:1"
+        async with _fetching_with(clean_engine, RegistryClient(), tmp_path, raw, remote) as engine:
+            await _pull(engine, remote)
+            assert raw.image(remote)["Id"] == built.image_id
+    switched = [r.getMessage() for r in caplog.records if "speaks HTTPS" in r.getMessage()]
+    assert switched == [
+        f"registry 127.0.0.1:{port} speaks HTTPS (it ended a plain HTTP request unanswered): "
+        "spoken to in HTTPS from now on"
+    ]
 
 
 async def test_a_docker_hub_image_comes_from_the_engines_first_mirror_that_answers(

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import ipaddress
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -295,6 +296,51 @@ async def test_a_loopback_registry_that_says_it_speaks_https_gets_tls_unchecked(
     finally:
         tls_server.close()
         plain_server.close()
+
+
+async def test_a_loopback_registry_that_ends_plain_http_unanswered_is_tried_in_tls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS server that closes a plain HTTP request without the 400 (Python's, here): a
+    TLS handshake says it speaks HTTPS, and it is spoken to so (unchecked) from then on. A
+    plain server that closes unanswered stays a lost link (its handshake fails)."""
+    caplog.set_level(logging.INFO)
+    pki = generate_tls(tmp_path / "pki")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(str(pki.server_cert), str(pki.server_key))  # CA not trusted
+    fake = FakeRegistry("basic")  # it answers once per connection
+    tls_server = await asyncio.start_server(fake._handle, "127.0.0.1", 0, ssl=server_tls)
+    connections: list[str] = []
+
+    async def counted(host: str, port: int) -> socket.socket:
+        connections.append(f"{host}:{port}")
+        return await _as(("127.0.0.1", 5000), tls_server)(host, port)
+
+    client = RegistryClient({"127.0.0.1:5000": Login("me", "secret")}, connect=counted)
+    manifest = (b'{"ok": 1}', "application/json")
+    closing: asyncio.Server | None = None
+    try:
+        assert await client.manifest("127.0.0.1:5000", "r", "1") == manifest
+        # plain (ended), the handshake, then in TLS: the challenge and the request
+        assert len(connections) == 4
+        assert await client.manifest("127.0.0.1:5000", "r", "1") == manifest
+        assert len(connections) == 5  # in TLS at once
+        assert [target for target, _ in fake.seen] == ["/v2/r/manifests/1"] * 3
+        assert "registry 127.0.0.1:5000 speaks HTTPS (it ended a plain HTTP" in caplog.text
+        await client.close()
+
+        async def close_at_once(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        closing = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+        other = RegistryClient(connect=_as(("127.0.0.1", 5000), closing))
+        with pytest.raises(LinkError, match=r"^127\.0\.0\.1:5000[: ]"):
+            await other.manifest("127.0.0.1:5000", "r", "1")
+        await other.close()
+    finally:
+        tls_server.close()
+        if closing is not None:
+            closing.close()
 
 
 async def test_a_registry_in_the_engines_insecure_networks_gets_plain_http() -> None:

@@ -8,7 +8,8 @@ each), kept at most `IDLE_KEEP` s; a kept connection the registry closed meanwhi
 replaced once, on the spot (every request is a GET). HTTPS (verified
 against the system's CAs) for every registry except loopback ones (`localhost`,
 `127.0.0.0/8`, `::1`), which are plain HTTP as Docker allows them by default, until one
-answers that it speaks HTTPS (a 400 saying so, as Go's and nginx's servers do): from then on
+answers that it speaks HTTPS (a 400 saying so, as Go's and nginx's servers do; or it ends
+a plain request unanswered and completes a TLS handshake): from then on
 HTTPS without a certificate check, as the engine speaks to it (loopback registries are
 insecure for the engine, whatever its settings); a registry's
 own CA or client certificate is read where Docker reads it,
@@ -119,6 +120,10 @@ def _basic(login: Login) -> str:
 
 class _StaleLink(LinkError):
     """A kept connection failed before any answer: the registry closed it while idle."""
+
+
+class _Unanswered(LinkError):
+    """A new connection ended before any answer (a TLS server given plain HTTP may)."""
 
 
 class Answer:
@@ -394,9 +399,10 @@ class RegistryClient:
             link.close()
             if not fresh:
                 raise _StaleLink(f"{netloc}: {error}") from None
-            if isinstance(error, LinkError):
-                raise
-            raise LinkError(f"{netloc}: {error}") from None
+            message = str(error) or type(error).__name__
+            if not message.startswith(netloc):
+                message = f"{netloc}: {message}"
+            raise _Unanswered(message) from None
         except BaseException:
             link.close()
             raise
@@ -469,7 +475,13 @@ class RegistryClient:
             same_host = urlsplit(url).netloc == api_host(registry)
             if same_host and key in self._tokens:
                 sending["Authorization"] = self._tokens[key]
-            answer = await self._send("GET", url, sending)
+            try:
+                answer = await self._send("GET", url, sending)
+            except _Unanswered:
+                if not await self._answers_tls(url):
+                    raise
+                url = urlsplit(url)._replace(scheme="https").geturl()
+                continue  # the same request, in HTTPS
             if answer.status == 401 and same_host and not authorized:
                 await answer.discard()
                 scheme, params = parse_challenge(answer.headers.get("www-authenticate", ""))
@@ -513,6 +525,33 @@ class RegistryClient:
             if "https" not in detail.lower():
                 return False
             log.info("registry %s speaks HTTPS: spoken to in HTTPS from now on", netloc)
+            self._tls_loopback.add(netloc)
+        return True
+
+    async def _answers_tls(self, url: str) -> bool:
+        """Whether a loopback registry that ended a plain HTTP request unanswered speaks
+        HTTPS (a TLS server that closes the connection instead of answering 400): a TLS
+        handshake with it (no certificate check, as for any loopback registry) tells; it is
+        spoken to in HTTPS from now on."""
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.scheme != "http" or not is_loopback(netloc):
+            return False
+        if netloc not in self._tls_loopback:  # else learnt meanwhile, by a request at once
+            tls = self._context(netloc, verify=False)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    link = await open_link(
+                        parts.hostname or "", parts.port or 80, tls, self._connect
+                    )
+            except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+                return False
+            link.close()
+            log.info(
+                "registry %s speaks HTTPS (it ended a plain HTTP request unanswered): spoken "
+                "to in HTTPS from now on",
+                netloc,
+            )
             self._tls_loopback.add(netloc)
         return True
 
