@@ -794,15 +794,9 @@ class Bench:
         stack = self.stack
         with stack.tls_registry() as address:
             images = [image.replace(stack.registry, address, 1) for image in self.big]
-
-            async def to_registry(host: str, port: int) -> socket.socket:
-                sock = await asyncio.to_thread(stack.netns.connect, host, port)
-                sock.setblocking(False)
-                return sock
-
             downloader = AgentDownloader(
                 self.tmp / "agent-download-tls-cache",
-                RegistryClient(connect=to_registry),
+                RegistryClient(connect=stack.socket_to),
                 serve=serve,
             )
             engine = DockerEngine(stack.docker_host, downloader=downloader)

@@ -300,7 +300,12 @@ class LocalStack:
     async def registry_socket(self) -> socket.socket:
         """A connected (non-blocking) TCP socket to the registry, made inside the stack's
         network namespace (the bench's agent downloads reach it this way)."""
-        sock = await asyncio.to_thread(self.netns.connect, "127.0.0.1", self._registry_port)
+        return await self.socket_to("127.0.0.1", self._registry_port)
+
+    async def socket_to(self, host: str, port: int) -> socket.socket:
+        """A connected (non-blocking) TCP socket to (host, port), made inside the stack's
+        network namespace: a connector for the agent's registry client."""
+        sock = await asyncio.to_thread(self.netns.connect, host, port)
         sock.setblocking(False)
         return sock
 

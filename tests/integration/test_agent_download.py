@@ -28,7 +28,7 @@ from cua.download.serve import Listen, loopback_socket
 from cua.engine import docker
 from cua.engine.base import EngineUnavailableError, PullFailedError
 from cua.engine.docker import DockerEngine
-from cua_dev.connect_proxy import ConnectProxy, Route
+from cua_dev.connect_proxy import ConnectProxy, Route, TlsFront
 from cua_dev.images import BuiltImage, ImageFactory
 from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import HUB_MIRRORS, INSECURE_REGISTRY, LocalStack
@@ -720,9 +720,7 @@ async def test_a_loopback_registry_in_tls_is_spoken_to_in_tls_as_the_engine_does
 
         async def to_tls_registry(host: str, port: int) -> socket.socket:
             assert f"{host}:{port}" == address
-            sock = await asyncio.to_thread(clean_engine.netns.connect, host, port)
-            sock.setblocking(False)
-            return sock
+            return await clean_engine.socket_to(host, port)
 
         client = RegistryClient(connect=to_tls_registry)
         caplog.set_level(logging.INFO, logger="cua.download.registry")
@@ -733,45 +731,6 @@ async def test_a_loopback_registry_in_tls_is_spoken_to_in_tls_as_the_engine_does
                 raw.forget(remote)
         switched = [r.getMessage() for r in caplog.records if "speaks HTTPS" in r.getMessage()]
         assert switched == [f"registry {address} speaks HTTPS: spoken to in HTTPS from now on"]
-
-
-@contextlib.asynccontextmanager
-async def _tls_front(stack: LocalStack) -> AsyncIterator[int]:
-    """A TLS server on loopback (the stack's server certificate) in front of the stack's
-    registry: Python's TLS, which ends a plain HTTP request without answering it (unlike
-    the registry's own TLS, which answers 400). Yields its port."""
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(str(stack.tls.server_cert), str(stack.tls.server_key))
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            far_reader, far_writer = await asyncio.open_connection(
-                sock=await stack.registry_socket()
-            )
-            await asyncio.gather(pipe(reader, far_writer), pipe(far_reader, writer))
-        finally:
-            writer.close()
-            handlers.discard(task)
-
-    server = await asyncio.start_server(front, "127.0.0.1", 0, ssl=server_tls)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 async def test_a_loopback_registry_in_tls_that_ends_plain_http_unanswered_gets_tls(
@@ -786,7 +745,10 @@ async def test_a_loopback_registry_in_tls_that_ends_plain_http_unanswered_gets_t
     image comes in TLS (unchecked, as for any loopback registry)."""
     _image, built = _fresh(image_factory, raw, "tlsfront", 1.0)
     caplog.set_level(logging.INFO, logger="cua.download.registry")
-    async with _tls_front(clean_engine) as port:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(str(clean_engine.tls.server_cert), str(clean_engine.tls.server_key))
+    async with TlsFront(clean_engine.registry_socket, tls) as front:
+        port = front.port
         remote = f"127.0.0.1:{port}/download/tlsfront:1"
         async with _fetching_with(clean_engine, RegistryClient(), tmp_path, raw, remote) as engine:
             await _pull(engine, remote)

@@ -517,15 +517,13 @@ class RegistryClient:
         """Whether a loopback registry spoken to in plain HTTP answered that it speaks HTTPS
         ("Client sent an HTTP request to an HTTPS server.", "The plain HTTP request was sent
         to HTTPS port"): it is spoken to in HTTPS from now on."""
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if status != 400 or parts.scheme != "http" or not is_loopback(netloc):
+        netloc = _plain_loopback(url)
+        if status != 400 or not netloc:
             return False
         if netloc not in self._tls_loopback:  # else learnt meanwhile, by a request at once
             if "https" not in detail.lower():
                 return False
-            log.info("registry %s speaks HTTPS: spoken to in HTTPS from now on", netloc)
-            self._tls_loopback.add(netloc)
+            self._to_tls(netloc)
         return True
 
     async def _answers_tls(self, url: str) -> bool:
@@ -533,11 +531,11 @@ class RegistryClient:
         HTTPS (a TLS server that closes the connection instead of answering 400): a TLS
         handshake with it (no certificate check, as for any loopback registry) tells; it is
         spoken to in HTTPS from now on."""
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.scheme != "http" or not is_loopback(netloc):
+        netloc = _plain_loopback(url)
+        if not netloc:
             return False
         if netloc not in self._tls_loopback:  # else learnt meanwhile, by a request at once
+            parts = urlsplit(url)
             tls = self._context(netloc, verify=False)
             try:
                 async with asyncio.timeout(self.timeout):
@@ -547,13 +545,14 @@ class RegistryClient:
             except (OSError, TimeoutError):  # ssl.SSLError is an OSError
                 return False
             link.close()
-            log.info(
-                "registry %s speaks HTTPS (it ended a plain HTTP request unanswered): spoken "
-                "to in HTTPS from now on",
-                netloc,
-            )
-            self._tls_loopback.add(netloc)
+            self._to_tls(netloc, " (it ended a plain HTTP request unanswered)")
         return True
+
+    def _to_tls(self, netloc: str, how: str = "") -> None:
+        """A loopback registry found to speak HTTPS: spoken to in HTTPS from now on (`_send`
+        turns its http:// URLs into https:// ones)."""
+        log.info("registry %s speaks HTTPS%s: spoken to in HTTPS from now on", netloc, how)
+        self._tls_loopback.add(netloc)
 
     async def manifest(self, registry: str, repository: str, reference: str) -> tuple[bytes, str]:
         """The manifest's bytes and Content-Type."""
@@ -562,6 +561,12 @@ class RegistryClient:
             return await answer.read(), answer.headers.get("content-type", "")
         finally:
             answer.close()
+
+
+def _plain_loopback(url: str) -> str:
+    """The `host[:port]` of `url` when it is a loopback registry's in plain HTTP, else ""."""
+    parts = urlsplit(url)
+    return parts.netloc if parts.scheme == "http" and is_loopback(parts.netloc) else ""
 
 
 def _error_text(body: str) -> str:
