@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cua.download.cache import BlobCache
+from cua.download.cache import BlobCache, CacheError
 from cua.download.landing import FollowingBlob, Landing
 from cua.download.manifests import (
     DOCKER_LIST,
@@ -199,6 +199,20 @@ def test_the_cache_verifies_commits_and_discards(tmp_path: Path) -> None:
     cache.partial_path(digest).write_bytes(b"wrong")
     assert not cache.commit(digest)
     assert cache.partial_size(digest) == 0
+
+
+def test_a_cache_that_cannot_be_made_says_where_and_the_way_out(tmp_path: Path) -> None:
+    # `cua apply` by an operator who cannot write the default state_dir (root is not
+    # refused by permissions: a file in the way is refused to anyone)
+    (tmp_path / "state").write_text("not a directory")
+    cache = BlobCache(tmp_path / "state" / "images")
+    with pytest.raises(CacheError) as raised:
+        cache.ensure()
+    assert str(raised.value) == (
+        f"the download cache {tmp_path}/state/images cannot be made (Not a directory): "
+        'set update_agent.state_dir to a writable directory, or download: "engine" to have '
+        "the engine pull"
+    )
 
 
 def test_the_cache_is_trimmed_to_its_cap_oldest_first_keeping_blobs_in_use(tmp_path: Path) -> None:

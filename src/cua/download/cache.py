@@ -51,8 +51,17 @@ class BlobCache:
         self._partial = root / "partial" / "sha256"
 
     def ensure(self) -> None:
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._partial.mkdir(parents=True, exist_ok=True)
+        """The cache's directories, made if missing (CacheError naming the way out if they
+        cannot be: the tools, run by an operator, may not reach the default state_dir)."""
+        try:
+            self._blobs.mkdir(parents=True, exist_ok=True)
+            self._partial.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CacheError(
+                f"the download cache {self.root} cannot be made ({error.strerror or error}): "
+                'set update_agent.state_dir to a writable directory, or download: "engine" '
+                "to have the engine pull"
+            ) from None
 
     def path(self, digest: str) -> Path:
         return self._blobs / digest.removeprefix("sha256:")
