@@ -641,7 +641,7 @@ class Bench:
         await clean()
         case = (
             f"download {N_BIG} images of ~{BIG_MB} MB from the local registry (`cua run`, "
-            "message to DOWNLOAD_SUCCESS)"
+            'download "engine", message to DOWNLOAD_SUCCESS)'
         )
         pulls_only = result["agent"] / result["baseline"]
         same = result["agent"] / result["same_work"]

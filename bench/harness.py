@@ -45,11 +45,15 @@ def window_text(window: str) -> str:
 
 
 def config_args(directory: Path, window: str = ENGINE_WINDOW) -> list[str]:
-    """`--config FILE` setting the activation window `window` ("": none, the default)."""
-    if not window:
-        return []
+    """`--config FILE` setting the activation window `window` ("": none, the default) and
+    the engine's pulls (`download: "engine"`: the stack's registry is in its network
+    namespace, which the agent process's own downloads do not reach; the agent's are the
+    `agent_download` case's, in-process)."""
+    update_agent: dict[str, object] = {"download": "engine"}
+    if window:
+        update_agent["activation_window"] = float(window)
     path = directory / "bench-config.json"
-    path.write_text(f'{{"update_agent": {{"activation_window": {float(window)}}}}}')
+    path.write_text(json.dumps({"update_agent": update_agent}))
     return ["--config", str(path)]
 
 

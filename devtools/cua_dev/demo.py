@@ -2,14 +2,17 @@
 
 It starts the local stack (a private dockerd, registry and mosquitto), pushes tiny stand-ins
 for the five images of Leda's desired state to the local registry under their own paths,
-starts `cua run` with `registry_mirrors` {ghcr.io: <local registry>}, and publishes the
-desired state with `mosquitto_pub -t containersupdate/desiredstate -f ...`, exactly as the
-Kanto and Leda docs say. Then an update of one image (v2), an update whose new image lacks
-its entrypoint (its container cannot start on any host), which the agent rolls back, and the
-quick-start example as shipped (its Docker Hub images through a mirror too). Everything it
-started is stopped at the end, also on Ctrl-C or failure; the agent log and every MQTT
-message are kept in a directory named at the end, followed by the next steps (the agent on
-this machine's own Docker and broker).
+starts `cua run` with `registry_mirrors` {ghcr.io: <local registry>} (the agent fetches the
+images itself, `download: "agent"`, the default: through a loopback forwarder into the
+stack's network namespace, where the registry is; the stack's dockerd, in that namespace,
+does not reach the agent's loopback registry, so the agent loads them as archives), and
+publishes the desired state with `mosquitto_pub -t containersupdate/desiredstate -f ...`,
+exactly as the Kanto and Leda docs say. Then an update of one image (v2), an update whose
+new image lacks its entrypoint (its container cannot start on any host), which the agent
+rolls back, and the quick-start example as shipped (its Docker Hub images through a mirror
+too). Everything it started is stopped at the end, also on Ctrl-C or failure; the agent log
+and every MQTT message are kept in a directory named at the end, followed by the next steps
+(the agent on this machine's own Docker and broker).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from cua.display import FeedbackPrinter
 from cua.engine.docker import DockerEngine
 from cua_dev.images import ImageSpec, push_image, split_reference
 from cua_dev.processes import stop_pid
+from cua_dev.proxy import RegistryProxy
 from cua_dev.stack import LocalStack
 from cua_dev.unixhttp import docker_exec
 
@@ -250,6 +254,16 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart-desi
 
 
 async def run_demo(stack: LocalStack, trail: Path) -> bool:
+    # The registry is in the stack's network namespace (where its dockerd is); the agent,
+    # which fetches the images itself, reaches it through a loopback forwarder.
+    with RegistryProxy(stack.registry_connect) as forwarder:
+        _say(f"  the registry for the agent: {forwarder.address} (a loopback forwarder)")
+        return await _demo_steps(stack, forwarder.address, trail)
+
+
+async def _demo_steps(stack: LocalStack, registry: str, trail: Path) -> bool:
+    """`registry`: where the agent reaches the stack's registry (its images' downloads are
+    the agent's own, `download: "agent"`, the default)."""
     started = time.monotonic()
     work = stack.tmpdir / "demo"
     work.mkdir()
@@ -292,7 +306,7 @@ async def run_demo(stack: LocalStack, trail: Path) -> bool:
             "enable": True,
             "engine": stack.docker_host,
             "state_dir": str(work / "state"),
-            "registry_mirrors": {"ghcr.io": stack.registry, "docker.io": stack.registry},
+            "registry_mirrors": {"ghcr.io": registry, "docker.io": registry},
             "stop_timeout": "5s",
         },
         "connection": {"broker_url": stack.broker_url},
@@ -431,7 +445,7 @@ def main() -> int:
     try:
         _say("starting the local stack ...")
         stack.start()
-        _say(f"  dockerd {stack.docker_host}, registry {stack.registry}")
+        _say(f"  dockerd {stack.docker_host}, registry {stack.registry} (in its namespace)")
         _say(f"  mosquitto {stack.broker_url}")
         return 0 if asyncio.run(run_demo(stack, trail)) else 1
     except KeyboardInterrupt:

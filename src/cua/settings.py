@@ -81,7 +81,7 @@ class DownloadSettings:
     """Who downloads images (`by_agent`: the agent, into its cache; else the engine pulls),
     the bandwidth limit in bytes/s for all downloads (0: none) and the cache cap (bytes)."""
 
-    by_agent: bool = False
+    by_agent: bool = True
     rate_limit: int = 0
     cache_max: int = 2 << 30
 

@@ -202,6 +202,10 @@ def agent_for(
             "domain": domain,
             "engine": stack.docker_host,
             "registry_mirrors": {"ghcr.io": stack.registry},
+            # The stack's registry is in its network namespace, which an agent process's
+            # own downloads do not reach: these tests have the engine pull (the agent's
+            # downloads are test_agent_download's, through a proxy into that namespace).
+            "download": "engine",
             "stop_timeout": "2s",
             "activation_window": "500ms",  # short: the default 3s would slow the suite
             "state_dir": str(tmp_path / "state"),  # the operation journal
@@ -1043,7 +1047,14 @@ async def test_quickstart_example_runs_unchanged(
         image_factory(repository, tag, marker=component_["id"])
     config = tmp_path / "config.json"
     config.write_text(
-        json.dumps({"update_agent": {"registry_mirrors": {"docker.io": stack.registry}}})
+        json.dumps(
+            {
+                "update_agent": {
+                    "registry_mirrors": {"docker.io": stack.registry},
+                    "download": "engine",  # the registry is in the stack's namespace
+                }
+            }
+        )
     )
     flags = ("--engine", stack.docker_host, "--config", str(config))
     applied = await asyncio.to_thread(cua, "apply", str(example), *flags)

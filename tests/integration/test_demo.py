@@ -22,6 +22,10 @@ async def test_demo_keeps_the_agent_log_and_the_mqtt_messages(
     assert await run_demo(clean_engine, tmp_path)
     log = (tmp_path / "agent.log").read_text()
     assert 'desired state "activity-id-leda-containers" received' in log
+    # the default download: the agent's own, loaded as archives (the stack's dockerd, in its
+    # namespace, does not reach the agent's loopback registry)
+    assert "image ghcr.io/eclipse/kuksa.val/databroker:0.3.0 fetched by the agent" in log
+    assert "images are loaded as archives" in log
     messages = [
         json.loads(line) for line in (tmp_path / "mqtt-messages.jsonl").read_text().splitlines()
     ]

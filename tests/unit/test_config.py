@@ -303,13 +303,15 @@ def test_invalid_go_durations(text: str) -> None:
 
 
 def test_download_settings(tmp_path: Path) -> None:
-    assert not load_config(None).download.by_agent  # the engine pulls unless told
+    assert load_config(None).download.by_agent  # the agent fetches unless told otherwise
+    assert not load_config(
+        write(tmp_path, {"update_agent": {"download": "engine"}})
+    ).download.by_agent
     config = load_config(
         write(
             tmp_path,
             {
                 "update_agent": {
-                    "download": "agent",
                     "download_rate_limit": "2MB",
                     "download_cache_max": 1000,
                 }
