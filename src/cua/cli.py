@@ -354,15 +354,17 @@ def _make_engine(config: AgentConfig) -> Engine:
 
 
 def _agent_downloader(config: AgentConfig) -> AgentDownloader:
-    """The agent's own image downloads: its cache is `<state_dir>/images`, its proxy the
-    environment's (`HTTPS_PROXY`...: ConfigError naming a malformed one), or, when the
-    environment sets none, the engine's."""
+    """The agent's own image downloads: its cache is `<state_dir>/images-<domain>` (agents
+    of several domains may share a state directory), its proxy the environment's
+    (`HTTPS_PROXY`...: ConfigError naming a malformed one), or, when the environment sets
+    none, the engine's."""
     import os
 
     from cua.config import ConfigError
     from cua.download.fetch import AgentDownloader
     from cua.download.proxy import DIRECT, Proxies
     from cua.download.registry import Login, RegistryClient
+    from cua.settings import domain_file_part
 
     try:
         proxies = Proxies.from_environment(os.environ)
@@ -372,7 +374,7 @@ def _agent_downloader(config: AgentConfig) -> AgentDownloader:
         log.info("registry connections: %s (the agent's environment)", proxies.describe())
     logins = {host: Login(c.username, c.password) for host, c in config.registries.items()}
     return AgentDownloader(
-        config.state_dir / "images",
+        config.state_dir / f"images-{domain_file_part(config.domain)}",
         RegistryClient(logins, proxies=proxies if proxies != DIRECT else None),
         rate=config.download.rate_limit,
         cache_cap=config.download.cache_max,

@@ -9,6 +9,7 @@ download tuning).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -18,6 +19,12 @@ from enum import StrEnum
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # bytes of one MQTT payload
 MAX_ACTIVITY_ID_LENGTH = 256  # characters
 MAX_COMPONENTS = 1000  # components of the agent's domain in one desired state
+
+
+def domain_file_part(domain: str) -> str:
+    """`domain` as part of a file name in the state directory (its operation journal, its
+    download cache): agents of several domains may share one state directory."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", domain)
 
 
 @dataclass(frozen=True, slots=True)

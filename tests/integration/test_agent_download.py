@@ -463,7 +463,7 @@ async def test_a_download_cut_half_way_then_killed_resumes_from_the_bytes_on_dis
     size = _download_size(built)
     settings = {"download": "agent", "registry_mirrors": {"ghcr.io": proxy.address}}
     app = desired_state("dl-resume", component("app", "1", image="ghcr.io/download/resume:1"))
-    partial = tmp_path / "state" / "images" / "partial" / "sha256"
+    partial = tmp_path / "state" / "images-dl-resume" / "partial" / "sha256"
     proxy.cut_at(size // 2)
     config = {
         "update_agent": {
@@ -582,7 +582,62 @@ async def test_the_agent_process_downloads_itself_with_kantos_feedback(
         raw.image("ghcr.io/download/e2e:1")["Id"]
         == image_factory.images[f"{clean_engine.registry}/download/e2e:1"].image_id
     )
-    assert not any((tmp_path / "state" / "images" / "blobs" / "sha256").iterdir())
+    assert not any((tmp_path / "state" / "images-dl-agent" / "blobs" / "sha256").iterdir())
+
+
+async def test_agents_of_two_domains_on_one_state_dir_fetch_a_shared_layer_at_once(
+    clean_engine: LocalStack,
+    proxy: RegistryProxy,
+    image_factory: ImageFactory,
+    raw: RawEngine,
+    tmp_path: Path,
+) -> None:
+    """Agents of several domains may share a state directory (their journals are theirs):
+    their downloads too. Two agents fetch, at the same time, images on one new base layer:
+    each into its own cache (one cache, shared, had both append to that layer's partial
+    file and each tidy away the other's blobs)."""
+    from tests.integration.test_agent import agent_for, desired_state, probe_for, statuses
+
+    domains = ("dl-one", "dl-two")
+    built = {}
+    for domain in domains:
+        image = image_factory(
+            f"download/{domain}", "1", marker=domain, size_mb=6.0, base="dl-shared-base"
+        )
+        raw.forget(f"ghcr.io/download/{domain}:1")
+        built[domain] = image_factory.images[image]
+    shared = tmp_path / "state"
+    settings = {
+        "download": "agent",
+        "registry_mirrors": {"ghcr.io": proxy.address},
+        "state_dir": str(shared),
+    }
+    with (
+        agent_for(clean_engine, tmp_path / "one", "dl-one", **settings),
+        agent_for(clean_engine, tmp_path / "two", "dl-two", **settings),
+    ):
+        async with (
+            probe_for(clean_engine, "dl-one") as one,
+            probe_for(clean_engine, "dl-two") as two,
+        ):
+            await one.state("initial")
+            await two.state("initial")
+            for probe, domain in ((one, "dl-one"), (two, "dl-two")):
+                # container names are the engine's, for all domains
+                app = component(f"app-{domain}", "1", image=f"ghcr.io/download/{domain}:1")
+                probe.desired("d1", desired_state(domain, app))
+            finals = await asyncio.gather(
+                one.until("d1", {"COMPLETED", "INCOMPLETE"}, wait=60),
+                two.until("d1", {"COMPLETED", "INCOMPLETE"}, wait=60),
+            )
+    for messages in finals:
+        assert statuses(messages) == standalone_statuses()
+    for domain in domains:
+        assert raw.image(f"ghcr.io/download/{domain}:1")["Id"] == built[domain].image_id
+    assert sorted(p.name for p in shared.iterdir() if p.is_dir()) == [
+        "images-dl-one",
+        "images-dl-two",
+    ]
 
 
 async def test_the_agent_process_fails_the_download_when_space_is_short(

@@ -486,3 +486,20 @@ def test_validate_names_the_typo_that_left_the_payload_empty(
         'warning: envelope: unknown key "paylod" ignored (did you mean "payload"?)',
         "IDENTIFICATION_FAILED: one domain expected in desired state specification, but got 0",
     ]
+
+
+def test_each_domain_downloads_into_its_own_cache_in_a_shared_state_dir(tmp_path: Path) -> None:
+    from cua.cli import _agent_downloader
+    from cua.config import Overrides, load_config
+
+    caches = [
+        _agent_downloader(
+            load_config(None, Overrides(domain=domain, state_dir=str(tmp_path)))
+        ).cache.root
+        for domain in ("containers", "vehicle.apps", "other:x")
+    ]
+    assert caches == [
+        tmp_path / "images-containers",
+        tmp_path / "images-vehicle.apps",
+        tmp_path / "images-other_x",  # as its journal's name (journal-other_x.jsonl)
+    ]

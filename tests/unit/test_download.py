@@ -215,6 +215,55 @@ def test_a_cache_that_cannot_be_made_says_where_and_the_way_out(tmp_path: Path) 
     )
 
 
+def test_a_cache_is_one_processs_while_its_pulls_run(tmp_path: Path) -> None:
+    # Two BlobCache objects on one directory hold two open lock files, as two processes
+    # would (flock is per open file): the second is kept out until the first is done.
+    agent, tool = BlobCache(tmp_path / "images-a"), BlobCache(tmp_path / "images-a")
+    agent.claim()
+    agent.claim()  # a second pull of the same process
+    with pytest.raises(CacheError) as raised:
+        tool.claim()
+    assert str(raised.value) == (
+        f"the download cache {tmp_path}/images-a is in use by another process (an agent or a "
+        "tool of the same domain and state_dir): try again once it is done"
+    )
+    agent.release()
+    with pytest.raises(CacheError):
+        tool.claim()  # one pull still runs
+    agent.release()
+    tool.claim()  # the agent's pulls are done
+    BlobCache(tmp_path / "images-b").claim()  # another domain's cache: its own
+    with pytest.raises(CacheError):
+        agent.claim()
+    tool.release()
+
+
+async def test_a_pull_into_a_cache_in_use_fails_naming_it_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    from cua.download.fetch import AgentDownloader, Source
+    from cua.download.registry import RegistryClient
+    from cua.engine.base import PullFailedError
+
+    class NoStore:  # the pull must not get as far as the engine
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the engine was asked for {name}")
+
+    other = BlobCache(tmp_path / "images-a")
+    other.claim()
+    downloader = AgentDownloader(tmp_path / "images-a", RegistryClient(), serve=None)
+    source = Source("registry.test", "app", "1", "registry.test/app:1")
+    with pytest.raises(PullFailedError) as raised:
+        async for _ in downloader.pull(NoStore(), source):  # type: ignore[arg-type]
+            pass
+    assert str(raised.value).startswith(
+        f"cannot pull image registry.test/app:1: the download cache {tmp_path}/images-a is in "
+        "use by another process"
+    )
+    other.release()
+    await downloader.close()
+
+
 def test_the_cache_is_trimmed_to_its_cap_oldest_first_keeping_blobs_in_use(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path)
     cache.ensure()

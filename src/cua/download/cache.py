@@ -1,4 +1,4 @@
-"""The content-addressed blob cache under the state directory (`<state_dir>/images`).
+"""The content-addressed blob cache under the state directory (`<state_dir>/images-<domain>`).
 
 `blobs/sha256/<hex>` holds complete blobs; `partial/sha256/<hex>` holds the bytes received
 so far of a blob being fetched: a download interrupted by a lost link, a registry restart,
@@ -11,6 +11,7 @@ discarded, so the blob is fetched again.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -45,10 +46,40 @@ def feed(update: Callable[[bytes], object], path: Path, size: int) -> None:
 
 
 class BlobCache:
+    """One process's cache: `claim` keeps other processes out of it while this one's pulls
+    run (their appends to one partial file, or a tidy removing a blob the other is
+    sending, would garble both); each domain's agent has its own (`cua.cli`)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._blobs = root / "blobs" / "sha256"
         self._partial = root / "partial" / "sha256"
+        self._claims = 0  # pulls of this process using the cache now
+        self._lock: int | None = None  # the open lock file while claimed
+
+    def claim(self) -> None:
+        """One more pull of this process uses the cache (made if missing); CacheError if
+        another process uses it (an agent and a tool of one domain, at once)."""
+        if self._claims == 0:
+            self.ensure()
+            lock = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(lock)
+                raise CacheError(
+                    f"the download cache {self.root} is in use by another process (an agent "
+                    "or a tool of the same domain and state_dir): try again once it is done"
+                ) from None
+            self._lock = lock
+        self._claims += 1
+
+    def release(self) -> None:
+        """A pull of this process is done with the cache; the last one lets others in."""
+        self._claims -= 1
+        if self._claims == 0 and self._lock is not None:
+            os.close(self._lock)  # the flock goes with it
+            self._lock = None
 
     def ensure(self) -> None:
         """The cache's directories, made if missing (CacheError naming the way out if they

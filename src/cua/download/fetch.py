@@ -194,8 +194,10 @@ class AgentDownloader:
         what = f"cannot pull image {source.name}"
         blobs: list[Blob] = []
         offer = None
+        claimed = False
         try:
-            self.cache.ensure()
+            self.cache.claim()  # other processes kept out while this process pulls
+            claimed = True
             platform = await store.engine_platform()
             mirrors: list[str] = []
             if not is_loopback(api_host(source.registry)):
@@ -269,6 +271,9 @@ class AgentDownloader:
         except* (RegistryError, ManifestError, OSError, ValueError) as group:
             error = group.exceptions[0]
             raise PullFailedError(f"{what}: {error}") from None
+        finally:
+            if claimed:
+                self.cache.release()
         yield PullProgress(source.name, counter.total, counter.total, complete=True)
 
     async def close(self) -> None:

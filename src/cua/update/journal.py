@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ from cua.containers.spec import (
     recorded_size,
     size_text,
 )
+from cua.settings import domain_file_part
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Entry:
 
 def journal_path(state_dir: Path, domain: str) -> Path:
     """One journal per domain: agents of several domains may share a state directory."""
-    return state_dir / f"journal-{re.sub(r'[^A-Za-z0-9._-]', '_', domain)}.jsonl"
+    return state_dir / f"journal-{domain_file_part(domain)}.jsonl"
 
 
 def journal_for(state_dir: Path | None, domain: str) -> Journal:
