@@ -108,7 +108,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     },
     "--state-dir": {
         "metavar": "DIR",
-        "help": "the agent's state directory (default: update_agent.state_dir, else /var/lib/cua)",
+        "help": "the state directory: the operation journal of `cua run`, the download cache "
+        "(default: update_agent.state_dir, else /var/lib/cua)",
     },
     "--mqtt-version": {
         "metavar": "3.1.1|5",
@@ -214,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _file_argument(apply)
     apply.add_argument("--json", action="store_true", help="print each feedback message as JSON")
-    _add_options(apply, _ENGINE_TOOL_OPTIONS)
+    _add_options(apply, (*_ENGINE_TOOL_OPTIONS, "--state-dir"))  # its download cache
 
     state = _command(
         commands,

@@ -98,6 +98,15 @@ def test_flags_parse_into_overrides() -> None:
     assert (o.state_dir, o.log_level) == ("/x", "DEBUG")
 
 
+def test_apply_takes_a_state_dir_for_its_download_cache(tmp_path: Path) -> None:
+    from cua.cli import _agent_downloader
+    from cua.config import load_config
+
+    args = build_parser().parse_args(["apply", "-", "--state-dir", str(tmp_path / "elsewhere")])
+    config = load_config(None, overrides_from(args))
+    assert _agent_downloader(config).cache.root == tmp_path / "elsewhere" / "images-containers"
+
+
 def test_tools_have_no_broker_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["state", "--broker", "tcp://x"])
